@@ -1,0 +1,224 @@
+"""Gateway settings: typed msgspec structs, loaded from defaults < YAML file < environment < CLI flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+ENV_PREFIX = "SLM_GATEWAY_"
+
+
+class SettingsError(ValueError):
+    """A setting is wrong; the message is one line that says which and why."""
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class UpstreamSettings(_Section):
+    """The upstream (LLM) tier: any OpenAI-compatible base URL ending in /v1."""
+
+    url: str | None = None
+    api_key: str | None = None
+    default_model: str = "gpt-4o-mini"
+    connect_timeout: float = 5.0
+    read_timeout: float = 120.0
+    max_connections: int = 256
+
+
+class LocalSettings(_Section):
+    """The local (SLM) tier: llama.cpp in-process."""
+
+    model_path: str | None = None
+    model_name: str = "local"
+    context_size: int = 4096
+    max_concurrency: int = 1
+    max_queue: int = 16
+    threads: int | None = None
+    max_tokens_default: int = 512
+    spill_to_upstream: bool = True
+    """When the local queue is full or the prompt is too long, send the request upstream (if one exists)."""
+
+
+class CacheSettings(_Section):
+    """Response cache: Redis when a URL is given, else an in-process LRU."""
+
+    redis_url: str | None = None
+    ttl_seconds: int = 3600
+    max_entry_bytes: int = 1_048_576
+    max_memory_entries: int = 10_000
+    enabled: bool = True
+    tenant_header: str | None = None
+    """Header that names the tenant; by default the tenant is derived from the caller's gateway key."""
+    cache_nondeterministic: bool = False
+    """Also cache requests with temperature > 0 and no seed."""
+    timeout_seconds: float = 0.05
+    lock_timeout_seconds: float = 30.0
+
+
+class UpstreamPrice(_Section):
+    """Price of an upstream model in US dollars per million tokens."""
+
+    input_per_million: float = 0.0
+    output_per_million: float = 0.0
+
+
+def _default_prices() -> dict[str, UpstreamPrice]:
+    return {
+        "gpt-4o": UpstreamPrice(input_per_million=2.5, output_per_million=10.0),
+        "gpt-4o-mini": UpstreamPrice(input_per_million=0.15, output_per_million=0.6),
+    }
+
+
+class CostSettings(_Section):
+    """Cost table: what upstream tokens cost, and what local generation costs."""
+
+    local_per_million_tokens: float = 0.0
+    local_per_hour: float = 0.0
+    upstream: dict[str, UpstreamPrice] = msgspec.field(default_factory=_default_prices)
+
+
+class Settings(_Section):
+    """Everything the gateway needs to start."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    api_keys: list[str] = msgspec.field(default_factory=list)
+    max_body_bytes: int = 4 * 1024 * 1024
+    log_level: str = "info"
+    model_cache_dir: str | None = None
+    policy: str | None = None
+    classifier_model: str | None = None
+    upstream: UpstreamSettings = msgspec.field(default_factory=UpstreamSettings)
+    local: LocalSettings = msgspec.field(default_factory=LocalSettings)
+    cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
+    costs: CostSettings = msgspec.field(default_factory=CostSettings)
+
+    def validate(self) -> Settings:
+        """Check values a type cannot express; raise SettingsError naming the setting."""
+        if not 0 < self.port < 65536:
+            raise SettingsError(f"port must be between 1 and 65535, got {self.port}")
+        if self.workers < 1:
+            raise SettingsError(f"workers must be at least 1, got {self.workers}")
+        if self.max_body_bytes < 1024:
+            raise SettingsError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
+        if self.upstream.url is not None:
+            url = self.upstream.url.rstrip("/")
+            if not url.startswith(("http://", "https://")) or not url.endswith("/v1"):
+                raise SettingsError(
+                    f"upstream.url must be an http(s) OpenAI-compatible base URL ending in /v1, got {url!r}"
+                )
+            self.upstream.url = url
+        if self.upstream.connect_timeout <= 0 or self.upstream.read_timeout <= 0:
+            raise SettingsError("upstream timeouts must be positive")
+        if self.local.max_concurrency < 1:
+            raise SettingsError(f"local.max_concurrency must be at least 1, got {self.local.max_concurrency}")
+        if self.local.max_queue < 0:
+            raise SettingsError(f"local.max_queue must be 0 or more, got {self.local.max_queue}")
+        if self.local.context_size < 256:
+            raise SettingsError(f"local.context_size must be at least 256, got {self.local.context_size}")
+        if self.local.model_path is not None and not Path(self.local.model_path).is_file():
+            raise SettingsError(f"local.model_path: no such file {self.local.model_path!r}")
+        if self.cache.redis_url is not None and not self.cache.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise SettingsError(f"cache.redis_url must start with redis://, rediss:// or unix://, got {self.cache.redis_url!r}")
+        if self.cache.ttl_seconds < 1:
+            raise SettingsError(f"cache.ttl_seconds must be at least 1, got {self.cache.ttl_seconds}")
+        for key in self.api_keys:
+            if not key or any(c.isspace() for c in key):
+                raise SettingsError("api_keys must be non-empty strings without spaces")
+        return self
+
+
+# Environment variables: name -> (dotted setting path, parser).
+_ENV_MAP: dict[str, str] = {
+    "HOST": "host",
+    "PORT": "port",
+    "WORKERS": "workers",
+    "API_KEYS": "api_keys",
+    "MAX_BODY_BYTES": "max_body_bytes",
+    "LOG_LEVEL": "log_level",
+    "MODEL_CACHE_DIR": "model_cache_dir",
+    "POLICY": "policy",
+    "CLASSIFIER_MODEL": "classifier_model",
+    "UPSTREAM_URL": "upstream.url",
+    "UPSTREAM_API_KEY": "upstream.api_key",
+    "UPSTREAM_DEFAULT_MODEL": "upstream.default_model",
+    "LOCAL_MODEL": "local.model_path",
+    "LOCAL_CONTEXT_SIZE": "local.context_size",
+    "LOCAL_MAX_CONCURRENCY": "local.max_concurrency",
+    "LOCAL_MAX_QUEUE": "local.max_queue",
+    "LOCAL_THREADS": "local.threads",
+    "REDIS_URL": "cache.redis_url",
+    "CACHE_TTL_SECONDS": "cache.ttl_seconds",
+}
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Settings given as SLM_GATEWAY_* environment variables, as a nested dict."""
+    out: dict[str, Any] = {}
+    for suffix, path in _ENV_MAP.items():
+        raw = environ.get(ENV_PREFIX + suffix)
+        if raw is None or raw == "":
+            continue
+        value: Any = [k.strip() for k in raw.split(",") if k.strip()] if path == "api_keys" else raw
+        _set_path(out, path, value)
+    return out
+
+
+def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[leaf] = value
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML config file into a dict; SettingsError if it is missing or not a mapping."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build validated Settings from a YAML file, SLM_GATEWAY_* env vars and explicit overrides (CLI flags)."""
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG") or None
+    raw: dict[str, Any] = read_config_file(config_file) if config_file else {}
+    _merge(raw, env_overrides(environ))
+    _merge(raw, overrides or {})
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        source = f" (in {config_file}, env or flags)" if config_file else ""
+        raise SettingsError(f"invalid setting{source}: {exc}") from None
+    return settings.validate()
