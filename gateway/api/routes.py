@@ -1,0 +1,61 @@
+"""The HTTP surface: OpenAI's `/v1/chat/completions` and `/v1/models`, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from litestar import Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.response import Stream
+
+from gateway.api.schemas import parse_chat_request
+from gateway.components import Gateway
+
+JSON = "application/json"
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def request_id_of(request: Request) -> str:
+    """The caller's `x-request-id` when it sent a sane one, else a new id."""
+    given = request.headers.get("x-request-id")
+    if given and len(given) <= 128 and given.isascii():
+        return given
+    return uuid.uuid4().hex
+
+
+def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
+    """Route handlers bound to one `Gateway` (no module-level state)."""
+
+    @post("/v1/chat/completions", status_code=200)
+    async def chat_completions(request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = request_id_of(request)
+        request.state.request_id = request_id
+        tenant = gateway.keys.check(request.headers.get("authorization"))
+        parsed = parse_chat_request(await request.body())
+        answer = await gateway.handle_chat(parsed, request.headers, request_id, tenant, started)
+        if gateway.is_stream(answer):
+            return Stream(answer.chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **answer.headers})
+        return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers)
+
+    @get("/v1/models")
+    async def list_models(request: Request) -> Response:
+        gateway.keys.check(request.headers.get("authorization"))
+        return Response(gateway.models_body(), media_type=JSON)
+
+    @get("/healthz")
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type=JSON)
+
+    @get("/readyz")
+    async def readyz() -> Response:
+        ready, checks = await gateway.readiness()
+        return Response(checks, status_code=200 if ready else 503, media_type=JSON)
+
+    @get("/metrics")
+    async def metrics() -> Response:
+        body, content_type = gateway.metrics.render()
+        return Response(body, media_type=content_type)
+
+    return [chat_completions, list_models, healthz, readyz, metrics]

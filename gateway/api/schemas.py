@@ -1,0 +1,132 @@
+"""The parts of OpenAI's chat completion request the gateway reads, as msgspec structs.
+
+The raw JSON object is kept as well: fields the gateway does not know (tools, response_format, logprobs, ...)
+pass through to the upstream untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from gateway.errors import InvalidRequest
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class Message(msgspec.Struct, kw_only=True):
+    """One chat message; content is a string, a list of content parts, or null (assistant tool calls)."""
+
+    role: Role
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(msgspec.Struct, kw_only=True):
+    include_usage: bool = False
+
+
+class ChatRequest(msgspec.Struct, kw_only=True):
+    """A validated chat completion request (only the fields the gateway acts on)."""
+
+    model: str
+    messages: list[Message]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
+    user: str | None = None
+
+
+_decoder = msgspec.json.Decoder()
+
+
+class ParsedRequest(msgspec.Struct):
+    """A request as received: the raw JSON object (for pass-through) and its validated view."""
+
+    raw: dict[str, Any]
+    chat: ChatRequest
+
+    @property
+    def include_usage(self) -> bool:
+        options = self.chat.stream_options
+        return bool(options and options.include_usage)
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        return self.chat.max_completion_tokens or self.chat.max_tokens
+
+    def with_model(self, model: str) -> dict[str, Any]:
+        """The raw body with `model` replaced (a shallow copy; the original stays as received)."""
+        if self.raw.get("model") == model:
+            return self.raw
+        body = dict(self.raw)
+        body["model"] = model
+        return body
+
+
+def parse_chat_request(body: bytes) -> ParsedRequest:
+    """Decode and validate a chat completion body; raise InvalidRequest with the offending field."""
+    if not body:
+        raise InvalidRequest("Request body is empty; expected a JSON object.", code="invalid_json")
+    try:
+        raw = _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(raw, dict):
+        raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
+    if "messages" not in raw:
+        raise InvalidRequest("Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
+    if "model" not in raw:
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+    try:
+        chat = msgspec.convert(raw, ChatRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"Invalid request: {exc}", param=_param_of(str(exc)), code="invalid_type") from None
+    if not chat.messages:
+        raise InvalidRequest("'messages' must contain at least one message.", param="messages", code="invalid_value")
+    if chat.n is not None and chat.n < 1:
+        raise InvalidRequest("'n' must be at least 1.", param="n", code="invalid_value")
+    limit = chat.max_completion_tokens or chat.max_tokens
+    if limit is not None and limit < 1:
+        raise InvalidRequest("'max_tokens' must be at least 1.", param="max_tokens", code="invalid_value")
+    return ParsedRequest(raw=raw, chat=chat)
+
+
+def _param_of(message: str) -> str | None:
+    """Turn msgspec's '... - at `$.messages[0].role`' into 'messages[0].role'."""
+    marker = "at `$."
+    start = message.rfind(marker)
+    if start < 0:
+        return None
+    return message[start + len(marker) :].rstrip("`")
+
+
+def message_text(message: Message) -> str:
+    """The plain text of a message (text parts joined; images and other parts skipped)."""
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+
+
+def has_images(chat: ChatRequest) -> bool:
+    """Whether any message carries a non-text content part (image, audio, file)."""
+    for message in chat.messages:
+        if isinstance(message.content, list):
+            for part in message.content:
+                if part.get("type") not in (None, "text"):
+                    return True
+    return False

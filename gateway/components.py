@@ -1,0 +1,90 @@
+"""The `Gateway`: every component of one running gateway, wired together by `gateway.app.create_app`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import msgspec
+
+from gateway.api.schemas import ParsedRequest
+from gateway.auth import KeyChecker
+from gateway.dispatch import Answer, ChatDispatcher, StreamAnswer, Tiers
+from gateway.metrics import GatewayMetrics
+from gateway.settings import Settings
+
+
+class Gateway:
+    """Holds the components a request needs; the handlers in `gateway.api.routes` call into it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tiers: Tiers,
+        dispatcher: ChatDispatcher,
+        keys: KeyChecker,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.settings = settings
+        self.tiers = tiers
+        self.dispatcher = dispatcher
+        self.keys = keys
+        self.metrics = metrics
+        self._models_body: bytes | None = None
+
+    async def start(self) -> None:
+        """Start the tiers (loads the local model)."""
+        for backend in (self.tiers.local, self.tiers.upstream):
+            if backend is not None:
+                await backend.start()
+
+    async def stop(self) -> None:
+        for backend in (self.tiers.local, self.tiers.upstream):
+            if backend is not None:
+                await backend.close()
+
+    async def handle_chat(
+        self, parsed: ParsedRequest, headers: Mapping[str, str], request_id: str, tenant: str, started: float
+    ) -> Answer | StreamAnswer:
+        """Route one chat request and answer it from the chosen tier."""
+        decision = self.dispatcher.route(parsed, headers)
+        if parsed.chat.stream:
+            return await self.dispatcher.stream(parsed, decision, request_id, started)
+        return await self.dispatcher.complete(parsed, decision, request_id, started)
+
+    @staticmethod
+    def is_stream(answer: Answer | StreamAnswer) -> bool:
+        return isinstance(answer, StreamAnswer)
+
+    def model_ids(self) -> list[str]:
+        """What clients may ask for in `model`."""
+        ids = ["auto"]
+        if self.tiers.local is not None:
+            ids.append("local")
+            if self.tiers.local_model_name != "local":
+                ids.append(self.tiers.local_model_name)
+        if self.tiers.upstream is not None:
+            ids += ["upstream", self.tiers.upstream_default_model]
+        return ids
+
+    def models_body(self) -> bytes:
+        if self._models_body is None:
+            created = int(time.time())
+            data = [
+                {"id": mid, "object": "model", "created": created, "owned_by": "slm-gateway"}
+                for mid in self.model_ids()
+            ]
+            self._models_body = msgspec.json.encode({"object": "list", "data": data})
+        return self._models_body
+
+    async def readiness(self) -> tuple[bool, bytes]:
+        """Ready when the local model is loaded (if any) and the upstream answers (if configured)."""
+        checks: dict[str, str] = {}
+        if self.tiers.local is not None:
+            checks["local"] = "ready" if await self.tiers.local.ready() else "loading"
+        if self.tiers.upstream is not None:
+            checks["upstream"] = "reachable" if await self.tiers.upstream.ready() else "unreachable"
+        else:
+            checks["upstream"] = "not configured"
+        ready = checks.get("local", "ready") == "ready" and checks["upstream"] != "unreachable"
+        return ready, msgspec.json.encode({"status": "ready" if ready else "not ready", "checks": checks})

@@ -1,0 +1,4 @@
+"""Developer tools: a fake OpenAI-compatible upstream and helpers to run servers as subprocesses.
+
+Nothing here is used by the gateway at run time; tests and benchmarks use it.
+"""

@@ -1,0 +1,293 @@
+"""The request pipeline: route a parsed chat request, call the chosen tier (falling back if it fails), record metrics.
+
+Framework-free: the litestar handler in `gateway.api.chat` turns its `Answer` / `StreamAnswer` into responses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import msgspec
+
+from gateway.api.schemas import ParsedRequest
+from gateway.costs import CostModel
+from gateway.errors import GatewayError, InvalidRequest, RateLimited, TierUnavailable, UpstreamStatusError, error_json
+from gateway.metrics import GatewayMetrics
+from gateway.routing.decision import RouteContext, RouteDecision, Router, Tier
+from gateway.tiers.base import Backend, Completion, Usage, chunk_usage
+from gateway.tiers.local import ContextTooLong
+
+SSE_DONE = b"data: [DONE]\n\n"
+PIN_MODEL_NAMES = frozenset({"local", "upstream", "auto"})
+
+
+class Answer(msgspec.Struct):
+    """A complete response: status, JSON body, headers."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+class StreamAnswer(msgspec.Struct):
+    """A streamed response: SSE-framed byte chunks and headers (status 200)."""
+
+    chunks: AsyncIterator[bytes]
+    headers: dict[str, str]
+
+
+def is_tier_failure(exc: BaseException) -> bool:
+    """Failures that another tier may recover from (as opposed to errors the client caused)."""
+    if isinstance(exc, (TierUnavailable, RateLimited, ContextTooLong)):
+        return True
+    return isinstance(exc, UpstreamStatusError) and (exc.status_code >= 500 or exc.status_code == 429)
+
+
+class Tiers(msgspec.Struct):
+    """The backends the gateway has; either may be absent (no upstream configured, or a remote-only setup)."""
+
+    local: Backend | None = None
+    upstream: Backend | None = None
+    upstream_default_model: str = "gpt-4o-mini"
+    local_model_name: str = "local"
+
+    def get(self, tier: Tier) -> Backend | None:
+        return self.local if tier == "local" else self.upstream
+
+    def model_for(self, tier: Tier, requested: str) -> str:
+        """The model name sent to a tier: the local model's name, or the requested one / the upstream default."""
+        if tier == "local":
+            return self.local_model_name
+        return self.upstream_default_model if requested in PIN_MODEL_NAMES else requested
+
+
+class ChatDispatcher:
+    """Routes, dispatches and accounts for chat completion requests."""
+
+    def __init__(self, tiers: Tiers, router: Router, metrics: GatewayMetrics, costs: CostModel) -> None:
+        self.tiers = tiers
+        self.router = router
+        self.metrics = metrics
+        self.costs = costs
+
+    def route(self, parsed: ParsedRequest, headers: Mapping[str, str]) -> RouteDecision:
+        """Ask the router, and count the decision."""
+        ctx = RouteContext(
+            request=parsed,
+            headers=headers,
+            has_upstream=self.tiers.upstream is not None,
+            has_local=self.tiers.local is not None,
+        )
+        decision = self.router.decide(ctx)
+        self.metrics.routing_decisions.labels(decision.tier, decision.reason).inc()
+        if decision.score is not None:
+            self.metrics.classifier_score.observe(decision.score)
+        return decision
+
+    def _backend(self, tier: Tier) -> Backend:
+        backend = self.tiers.get(tier)
+        if backend is None:
+            raise InvalidRequest(
+                f"The {tier} tier is not configured on this gateway.", param="model", code=f"{tier}_not_configured"
+            )
+        return backend
+
+    def _headers(self, request_id: str, tier: str, model: str, decision: RouteDecision) -> dict[str, str]:
+        return {
+            "x-request-id": request_id,
+            "x-gateway-route": tier,
+            "x-gateway-model": model,
+            "x-gateway-route-reason": decision.detail,
+        }
+
+    def _fallback_for(self, decision: RouteDecision, exc: BaseException) -> Tier | None:
+        if decision.fallback and is_tier_failure(exc) and self.tiers.get(decision.fallback) is not None:
+            return decision.fallback
+        return None
+
+    def _count_failure(self, tier: Tier, exc: BaseException) -> None:
+        if tier == "upstream":
+            if isinstance(exc, TierUnavailable):
+                self.metrics.upstream_errors.labels(exc.kind).inc()
+            elif isinstance(exc, UpstreamStatusError):
+                self.metrics.upstream_errors.labels("status_5xx" if exc.status_code >= 500 else "status_4xx").inc()
+        elif isinstance(exc, RateLimited):
+            self.metrics.local_rejected.labels("queue_full").inc()
+        elif isinstance(exc, ContextTooLong):
+            self.metrics.local_rejected.labels("context_too_long").inc()
+
+    # -- accounting ----------------------------------------------------------------------------------------
+    def account(
+        self,
+        *,
+        tier: str,
+        served_by: Tier,
+        requested_model: str,
+        answered_model: str,
+        usage: Usage,
+        status: int,
+        reason: str,
+        started: float,
+        tier_seconds: float,
+        stream: bool,
+    ) -> None:
+        """Record one finished request: counts, latency, overhead, tokens, cost and savings."""
+        total = time.perf_counter() - started
+        m = self.metrics
+        m.requests.labels(tier, str(status), reason).inc()
+        m.request_duration.labels(tier, "true" if stream else "false").observe(total)
+        m.overhead.labels(tier).observe(max(0.0, total - tier_seconds))
+        if status >= 400:
+            return
+        m.prompt_tokens.labels(tier, answered_model).inc(usage.prompt_tokens)
+        m.completion_tokens.labels(tier, answered_model).inc(usage.completion_tokens)
+        reference = self.costs.reference_for(requested_model)
+        upstream_price = self.costs.upstream_cost(reference, usage)
+        if tier == "cache":
+            cost = 0.0
+        elif served_by == "local":
+            cost = self.costs.local_cost(usage, tier_seconds)
+        else:
+            cost = self.costs.upstream_cost(answered_model, usage)
+        m.cost.labels(tier).inc(cost)
+        if tier != "upstream":
+            m.savings.labels(tier).inc(max(0.0, upstream_price - cost))
+
+    def account_error(self, exc: GatewayError, reason: str, tier: str, started: float) -> None:
+        self.metrics.requests.labels(tier, str(exc.status_code), reason).inc()
+
+    # -- non-streaming -------------------------------------------------------------------------------------
+    async def complete(self, parsed: ParsedRequest, decision: RouteDecision, request_id: str, started: float) -> Answer:
+        tier: Tier = decision.tier
+        tier_started = time.perf_counter()
+        try:
+            completion = await self._complete_on(tier, parsed, request_id)
+        except GatewayError as exc:
+            self._count_failure(tier, exc)
+            fallback = self._fallback_for(decision, exc)
+            if fallback is None:
+                raise
+            self.metrics.fallbacks.labels(tier, fallback).inc()
+            tier = fallback
+            try:
+                completion = await self._complete_on(tier, parsed, request_id)
+            except GatewayError as second:
+                self._count_failure(tier, second)
+                raise
+        tier_seconds = time.perf_counter() - tier_started
+        self.account(
+            tier=tier,
+            served_by=tier,
+            requested_model=parsed.chat.model,
+            answered_model=completion.model,
+            usage=completion.usage,
+            status=200,
+            reason=decision.reason,
+            started=started,
+            tier_seconds=tier_seconds,
+            stream=False,
+        )
+        return Answer(200, completion.body, self._headers(request_id, tier, completion.model, decision))
+
+    async def _complete_on(self, tier: Tier, parsed: ParsedRequest, request_id: str) -> Completion:
+        backend = self._backend(tier)
+        return await backend.complete(parsed, self.tiers.model_for(tier, parsed.chat.model), request_id)
+
+    # -- streaming -----------------------------------------------------------------------------------------
+    async def stream(
+        self, parsed: ParsedRequest, decision: RouteDecision, request_id: str, started: float
+    ) -> StreamAnswer:
+        """Open the stream on the chosen tier (or its fallback) before answering, so errors keep their status."""
+        tier: Tier = decision.tier
+        opened = time.perf_counter()
+        try:
+            first, chunks = await self._open_stream(tier, parsed, request_id)
+        except GatewayError as exc:
+            self._count_failure(tier, exc)
+            fallback = self._fallback_for(decision, exc)
+            if fallback is None:
+                raise
+            self.metrics.fallbacks.labels(tier, fallback).inc()
+            tier = fallback
+            try:
+                first, chunks = await self._open_stream(tier, parsed, request_id)
+            except GatewayError as second:
+                self._count_failure(tier, second)
+                raise
+        model = self.tiers.model_for(tier, parsed.chat.model)
+        headers = self._headers(request_id, tier, model, decision)
+        relay = self._relay(first, chunks, parsed, decision, tier, model, started, time.perf_counter() - opened)
+        return StreamAnswer(relay, headers)
+
+    async def _open_stream(self, tier: Tier, parsed: ParsedRequest, request_id: str) -> tuple[bytes, AsyncIterator[bytes]]:
+        backend = self._backend(tier)
+        chunks = backend.stream(parsed, self.tiers.model_for(tier, parsed.chat.model), request_id).__aiter__()
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            raise TierUnavailable(f"The {tier} tier sent an empty stream.", kind="protocol") from None
+        return first, chunks
+
+    async def _relay(
+        self,
+        first: bytes,
+        chunks: AsyncIterator[bytes],
+        parsed: ParsedRequest,
+        decision: RouteDecision,
+        tier: Tier,
+        model: str,
+        started: float,
+        open_seconds: float,
+    ) -> AsyncIterator[bytes]:
+        """SSE-frame the tier's chunks; drop the usage chunk unless asked for; end with [DONE] or an error event."""
+        include_usage = parsed.include_usage
+        usage = Usage()
+        answered_model = model
+        status = 200
+        ttft_seen = False
+        tier_seconds = open_seconds
+        clock = time.perf_counter
+        try:
+            payload: bytes | None = first
+            while payload is not None:
+                if b'"usage"' in payload and b'"usage":null' not in payload:
+                    chunk: dict[str, Any] = msgspec.json.decode(payload)
+                    found = chunk_usage(chunk)
+                    if found is not None:
+                        usage = found
+                        answered_model = chunk.get("model") or answered_model
+                        if not chunk.get("choices") and not include_usage:
+                            waited = clock()
+                            payload = await anext(chunks, None)
+                            tier_seconds += clock() - waited
+                            continue
+                if not ttft_seen and b'"content":"' in payload and b'"content":""' not in payload:
+                    ttft_seen = True
+                    self.metrics.time_to_first_token.labels(tier).observe(time.perf_counter() - started)
+                yield b"data: " + payload + b"\n\n"
+                waited = clock()
+                payload = await anext(chunks, None)
+                tier_seconds += clock() - waited
+            yield SSE_DONE
+        except GatewayError as exc:
+            status = exc.status_code
+            self._count_failure(tier, exc)
+            yield b"data: " + error_json(exc.message, exc.error_type, exc.param, exc.code) + b"\n\n"
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            self.account(
+                tier=tier,
+                served_by=tier,
+                requested_model=parsed.chat.model,
+                answered_model=answered_model,
+                usage=usage,
+                status=status,
+                reason=decision.reason,
+                started=started,
+                tier_seconds=tier_seconds,
+                stream=True,
+            )

@@ -1,0 +1,1 @@
+"""Routing: which tier answers a request, and why."""

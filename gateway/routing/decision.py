@@ -1,0 +1,44 @@
+"""What a router decides for one request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal, Protocol
+
+import msgspec
+
+from gateway.api.schemas import ParsedRequest
+
+Tier = Literal["local", "upstream"]
+
+
+class RouteDecision(msgspec.Struct, frozen=True):
+    """The tier chosen for a request, why, and where to go if that tier fails.
+
+    `reason` is a short machine-readable label (the policy rule's name, or "classifier"); `detail` is the
+    human-readable explanation sent in `x-gateway-route-reason`.
+    """
+
+    tier: Tier
+    reason: str
+    detail: str
+    fallback: Tier | None = None
+    score: float | None = None
+    threshold: float | None = None
+    cacheable: bool | None = None
+    """Policy override of the default cacheability (None: the cache decides)."""
+
+
+class RouteContext(msgspec.Struct):
+    """What a router may look at: the parsed request, the request headers, and which tiers exist."""
+
+    request: ParsedRequest
+    headers: Mapping[str, str]
+    has_upstream: bool
+    has_local: bool
+
+
+class Router(Protocol):
+    """Decides the tier for each request. One method, like RouteLLM's routers."""
+
+    def decide(self, ctx: RouteContext) -> RouteDecision: ...

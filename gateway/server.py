@@ -1,0 +1,46 @@
+"""Running the app under uvicorn, with one worker or several (each worker builds its own app from the settings)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import msgspec
+import uvicorn
+from litestar import Litestar
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+SETTINGS_ENV = "SLM_GATEWAY_SETTINGS_JSON"
+
+
+def app_from_env() -> Litestar:
+    """Factory used by uvicorn workers: settings arrive as JSON in the environment."""
+    settings = msgspec.json.decode(os.environ[SETTINGS_ENV], type=Settings)
+    return create_app(settings)
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, object]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "loop": "uvloop",
+        "http": "httptools",
+        "timeout_graceful_shutdown": 30,
+        "server_header": False,
+    }
+
+
+def serve(settings: Settings) -> None:
+    """Serve until interrupted."""
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **_uvicorn_options(settings))  # type: ignore[arg-type]
+        return
+    os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="slm-gateway-metrics-"))
+    uvicorn.run(
+        "gateway.server:app_from_env", factory=True, workers=settings.workers, **_uvicorn_options(settings)  # type: ignore[arg-type]
+    )

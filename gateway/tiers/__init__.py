@@ -1,0 +1,1 @@
+"""Tiers: the backends that answer requests."""

@@ -1,0 +1,275 @@
+"""The local tier: a GGUF model run in-process by llama-cpp-python, off the event loop, with bounded concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import llama_cpp
+import msgspec
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from gateway.api.schemas import ParsedRequest, message_text
+from gateway.errors import InvalidRequest, RateLimited
+from gateway.tiers.base import Completion, Usage
+from gateway.tiers.llama_generation import GenerationResult, SamplingParams, generate
+
+_DEFAULT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_DONE = object()
+
+
+class ContextTooLong(InvalidRequest):
+    """The prompt does not fit the local model's context window."""
+
+    def __init__(self, prompt_tokens: int, context_size: int) -> None:
+        super().__init__(
+            f"This model's maximum context length is {context_size} tokens, but the messages use "
+            f"{prompt_tokens} tokens. Shorten the messages.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+        self.prompt_tokens = prompt_tokens
+
+
+class LocalQueueFull(RateLimited):
+    """Every local slot is busy and the wait queue is full."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "The local model is busy; retry shortly.",
+            code="local_queue_full",
+            headers={"retry-after": str(retry_after)},
+        )
+
+
+class _Prepared(msgspec.Struct):
+    tokens: list[int]
+    params: SamplingParams
+
+
+class LlamaCppBackend:
+    """Serves chat completions from a GGUF model with llama-cpp-python.
+
+    `max_concurrency` model instances share the weights (memory-mapped); requests beyond that wait in a queue
+    of at most `max_queue`, and past that are refused with `LocalQueueFull` (429, or spilled upstream).
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        name: str = "local",
+        served_model_name: str = "local",
+        context_size: int = 4096,
+        max_concurrency: int = 1,
+        max_queue: int = 16,
+        threads: int | None = None,
+        max_tokens_default: int = 512,
+        on_queue_change: Any = None,
+    ) -> None:
+        self.name = name
+        self.model_path = model_path
+        self.served_model_name = served_model_name
+        self.context_size = context_size
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self.threads = threads or max(1, (os.cpu_count() or 2))
+        self.max_tokens_default = max_tokens_default
+        self._on_queue_change = on_queue_change
+        self._pool: asyncio.Queue[llama_cpp.Llama] | None = None
+        self._instances: list[llama_cpp.Llama] = []
+        self._formatter: Jinja2ChatFormatter | None = None
+        self._tokenizer: llama_cpp.Llama | None = None
+        self._tokenize_lock = threading.Lock()
+        self.waiting = 0
+        self.inflight = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the model instances (in a thread: loading maps ~0.5 GB)."""
+        self._instances = await asyncio.to_thread(self._load_all)
+        self._pool = asyncio.Queue()
+        for instance in self._instances:
+            self._pool.put_nowait(instance)
+        self._tokenizer = self._instances[0]
+        self._formatter = self._make_formatter(self._instances[0])
+
+    def _load_all(self) -> list[llama_cpp.Llama]:
+        return [
+            llama_cpp.Llama(
+                self.model_path, n_ctx=self.context_size, n_threads=self.threads, verbose=False, n_batch=512
+            )
+            for _ in range(self.max_concurrency)
+        ]
+
+    @staticmethod
+    def _make_formatter(llm: llama_cpp.Llama) -> Jinja2ChatFormatter:
+        template = llm.metadata.get("tokenizer.chat_template") or _DEFAULT_TEMPLATE
+        return Jinja2ChatFormatter(template=template, eos_token="", bos_token="")
+
+    async def close(self) -> None:
+        for instance in self._instances:
+            instance.close()
+        self._instances = []
+
+    async def ready(self) -> bool:
+        return bool(self._instances)
+
+    # -- request preparation -------------------------------------------------------------------------------
+    def count_prompt_tokens(self, request: ParsedRequest) -> int:
+        """Exact prompt tokens of the request under the model's chat template."""
+        return len(self._prompt_tokens(request))
+
+    def _prompt_tokens(self, request: ParsedRequest) -> list[int]:
+        assert self._formatter is not None and self._tokenizer is not None, "backend not started"
+        messages = [
+            {"role": m.role, "content": message_text(m)} for m in request.chat.messages
+        ]
+        prompt = self._formatter(messages=messages).prompt
+        with self._tokenize_lock:
+            return self._tokenizer.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    def _prepare(self, request: ParsedRequest) -> _Prepared:
+        tokens = self._prompt_tokens(request)
+        room = self.context_size - len(tokens)
+        if room < 1:
+            raise ContextTooLong(len(tokens), self.context_size)
+        chat = request.chat
+        wanted = request.max_new_tokens or self.max_tokens_default
+        stop = (chat.stop,) if isinstance(chat.stop, str) else tuple(chat.stop or ())
+        params = SamplingParams(
+            max_tokens=min(wanted, room),
+            temperature=1.0 if chat.temperature is None else chat.temperature,
+            top_p=1.0 if chat.top_p is None else chat.top_p,
+            seed=chat.seed,
+            stop=stop,
+        )
+        return _Prepared(tokens, params)
+
+    # -- admission -----------------------------------------------------------------------------------------
+    async def _acquire(self) -> llama_cpp.Llama:
+        assert self._pool is not None, "backend not started"
+        if self._pool.empty() and self.waiting >= self.max_queue:
+            raise LocalQueueFull(retry_after=max(1, self.waiting // max(1, self.max_concurrency)))
+        self.waiting += 1
+        self._changed()
+        try:
+            instance = await self._pool.get()
+        finally:
+            self.waiting -= 1
+        self.inflight += 1
+        self._changed()
+        return instance
+
+    def _release(self, instance: llama_cpp.Llama) -> None:
+        self.inflight -= 1
+        assert self._pool is not None
+        self._pool.put_nowait(instance)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._on_queue_change is not None:
+            self._on_queue_change(self.waiting, self.inflight)
+
+    def _run(self, instance: llama_cpp.Llama, prepared: _Prepared, emit: Any, cancel: threading.Event) -> asyncio.Future[GenerationResult]:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, generate, instance, prepared.tokens, prepared.params, emit, cancel)
+        future.add_done_callback(lambda _f: self._release(instance))
+        return future
+
+    # -- the Backend protocol ------------------------------------------------------------------------------
+    async def complete(self, request: ParsedRequest, model: str, request_id: str | None = None) -> Completion:
+        prepared = self._prepare(request)
+        instance = await self._acquire()
+        cancel = threading.Event()
+        try:
+            result = await asyncio.shield(self._run(instance, prepared, None, cancel))
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        usage = Usage(len(prepared.tokens), result.completion_tokens)
+        body = {
+            "id": _completion_id(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.served_model_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.text},
+                    "logprobs": None,
+                    "finish_reason": result.finish_reason,
+                }
+            ],
+            "usage": _usage_dict(usage),
+            "system_fingerprint": None,
+        }
+        return Completion(body=msgspec.json.encode(body), model=self.served_model_name, usage=usage)
+
+    async def stream(self, request: ParsedRequest, model: str, request_id: str | None = None) -> AsyncIterator[bytes]:
+        prepared = self._prepare(request)
+        instance = await self._acquire()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(text: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, text)
+
+        future = self._run(instance, prepared, emit, cancel)
+        future.add_done_callback(lambda _f: queue.put_nowait(_DONE))
+        chunk_id, created = _completion_id(), int(time.time())
+        encode = msgspec.json.encode
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return encode(
+                {
+                    "id": chunk_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": self.served_model_name,
+                    "system_fingerprint": None,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                }
+            )
+
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            while (item := await queue.get()) is not _DONE:
+                yield chunk({"content": item})
+            result = future.result()
+            yield chunk({}, result.finish_reason)
+            usage = Usage(len(prepared.tokens), result.completion_tokens)
+            yield encode(
+                {
+                    "id": chunk_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": self.served_model_name,
+                    "system_fingerprint": None,
+                    "choices": [],
+                    "usage": _usage_dict(usage),
+                }
+            )
+        finally:
+            cancel.set()  # a client that went away stops the generation at the next token
+
+
+def _completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def _usage_dict(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
