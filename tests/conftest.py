@@ -1,0 +1,84 @@
+"""Shared fixtures: real servers on loopback (the gateway as `slm-gateway serve`, the fake upstream)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.devtools.process import LOOPBACK, ServerProcess, free_port, run_fake_upstream, spawn_server
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GATEWAY_START_TIMEOUT = 180.0
+
+
+class RunningGateway:
+    """A `slm-gateway serve` subprocess: its base URL (`.../v1`), root URL and process."""
+
+    def __init__(self, server: ServerProcess, port: int) -> None:
+        self.server = server
+        self.port = port
+        self.root = f"http://{LOOPBACK}:{port}"
+        self.base_url = f"{self.root}/v1"
+
+
+@contextmanager
+def run_gateway(
+    *args: str,
+    config: dict | None = None,
+    tmp_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = GATEWAY_START_TIMEOUT,
+) -> Iterator[RunningGateway]:
+    """Start `slm-gateway serve` on a free port with extra CLI `args` (and a YAML `config`), ready on /readyz."""
+    argv: list[str] = [sys.executable, "-m", "gateway", "serve", "--host", LOOPBACK]
+    if config is not None:
+        assert tmp_dir is not None, "a config needs a tmp_dir to be written to"
+        path = tmp_dir / f"config-{free_port()}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        argv += ["--config", str(path)]
+    port = free_port()
+    argv += ["--port", str(port), *args]
+    with spawn_server(argv, f"http://{LOOPBACK}:{port}/readyz", timeout=timeout, env=env, cwd=REPO_ROOT) as server:
+        yield RunningGateway(server, port)
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[str]:
+    """A fake OpenAI-compatible upstream (no latency); yields its base URL ending in /v1."""
+    with run_fake_upstream() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def gateway(fake_upstream: str) -> Iterator[RunningGateway]:
+    """A gateway with the bundled local model and the fake upstream, open (no API keys)."""
+    with run_gateway("--upstream-url", fake_upstream, "--upstream-api-key", "sk-upstream-secret") as gw:
+        yield gw
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
+    """Start extra gateways for one test: `gateway_factory(*cli_args, config={...})`; all stopped afterwards."""
+    with ExitStack() as stack:
+
+        def start(*args: str, config: dict | None = None, env: dict[str, str] | None = None) -> RunningGateway:
+            return stack.enter_context(run_gateway(*args, config=config, tmp_dir=tmp_path, env=env))
+
+        yield start
+
+
+@pytest.fixture
+def upstream_factory() -> Iterator[Callable[..., str]]:
+    """Start extra fake upstreams with options (latency_ms=..., error_rate=..., ...); yields their base URLs."""
+    with ExitStack() as stack:
+
+        def start(**opts: object) -> str:
+            return stack.enter_context(run_fake_upstream(**opts))
+
+        yield start
+
