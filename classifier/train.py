@@ -1,0 +1,171 @@
+"""Training: dataset loading, label design, pipeline construction, model fitting."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from classifier.features import PromptFeaturizer
+from classifier.model import MODEL_FORMAT_VERSION, metrics_path_for, save_model
+
+__all__ = [
+    "RouterConfig",
+    "RoutingDataset",
+    "load_dataset",
+    "make_labels",
+    "build_pipeline",
+    "fit_pipeline",
+    "train",
+]
+
+LABELS = ("gain", "weak_wrong")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Hyper-parameters of the router (defaults are the shipped configuration)."""
+
+    label: str = "gain"  # "gain": weak wrong AND strong right; "weak_wrong": weak wrong
+    C: float = 0.3
+    max_chars: int = 2000
+    word_features: int = 2**18
+    char_features: int = 0
+    hand_weight: float = 3.0
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable view."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RoutingDataset:
+    """Rows of RouteLLM-style eval data (prompt + per-model correctness)."""
+
+    prompts: list[str]
+    benchmark: np.ndarray
+    weak_correct: np.ndarray
+    strong_correct: np.ndarray
+    subject: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def subset(self, idx: np.ndarray) -> "RoutingDataset":
+        """Rows at integer positions ``idx``."""
+        return RoutingDataset(
+            [self.prompts[i] for i in idx],
+            self.benchmark[idx],
+            self.weak_correct[idx],
+            self.strong_correct[idx],
+            self.subject[idx] if len(self.subject) else self.subject,
+        )
+
+
+def load_dataset(path: str | Path) -> RoutingDataset:
+    """Read a JSONL file with ``prompt, benchmark, weak_correct, strong_correct`` rows."""
+    prompts: list[str] = []
+    bench: list[str] = []
+    weak: list[bool] = []
+    strong: list[bool] = []
+    subject: list[str] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                prompts.append(str(row["prompt"]))
+                weak.append(bool(row["weak_correct"]))
+                strong.append(bool(row["strong_correct"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{lineno}: bad row ({exc})") from None
+            bench.append(str(row.get("benchmark", "all")))
+            subject.append(str(row.get("subject", "")))
+    if not prompts:
+        raise ValueError(f"{path}: no rows")
+    return RoutingDataset(
+        prompts,
+        np.asarray(bench, dtype=object),
+        np.asarray(weak, dtype=bool),
+        np.asarray(strong, dtype=bool),
+        np.asarray(subject, dtype=object),
+    )
+
+
+def make_labels(data: RoutingDataset, label: str) -> np.ndarray:
+    """Binary training target: True where the strong model is needed."""
+    if label == "gain":
+        return ~data.weak_correct & data.strong_correct
+    if label == "weak_wrong":
+        return ~data.weak_correct
+    raise ValueError(f"unknown label {label!r} (choose from {', '.join(LABELS)})")
+
+
+def build_pipeline(config: RouterConfig) -> Pipeline:
+    """Unfitted featurizer + logistic regression pipeline."""
+    featurizer = PromptFeaturizer(
+        max_chars=config.max_chars,
+        word_features=config.word_features,
+        char_features=config.char_features,
+        hand_weight=config.hand_weight,
+    )
+    clf = LogisticRegression(C=config.C, max_iter=5000, random_state=config.seed)
+    return Pipeline([("features", featurizer), ("clf", clf)])
+
+
+def fit_pipeline(data: RoutingDataset, config: RouterConfig) -> Pipeline:
+    """Fit a pipeline on all rows of ``data``."""
+    y = make_labels(data, config.label)
+    if y.all() or not y.any():
+        raise ValueError("training data has a single class; need both easy and hard prompts")
+    pipe = build_pipeline(config)
+    pipe.fit(data.prompts, y)
+    return pipe
+
+
+def train(
+    data_path: str | Path,
+    out: str | Path,
+    config: RouterConfig | None = None,
+    cv_folds: int = 0,
+) -> dict[str, Any]:
+    """Train on ``data_path``, write ``out`` (skops) and ``metrics.json`` beside it.
+
+    With ``cv_folds`` > 1 the cross-validated metrics are computed first and
+    stored in the metrics file.  Returns the metrics dict.
+    """
+    from classifier.evaluate import cross_validate, evaluate_scores
+
+    config = config or RouterConfig()
+    data = load_dataset(data_path)
+    t0 = time.time()
+    pipe = fit_pipeline(data, config)
+    fit_seconds = time.time() - t0
+    import sklearn
+
+    info = {
+        "format_version": MODEL_FORMAT_VERSION,
+        "config": config.to_dict(),
+        "trained_on": {"path_name": Path(data_path).name, "rows": len(data)},
+        "sklearn_version": sklearn.__version__,
+        "python_version": platform.python_version(),
+    }
+    metrics: dict[str, Any] = dict(info)
+    metrics["fit_seconds"] = round(fit_seconds, 2)
+    train_scores = pipe.predict_proba(data.prompts)[:, 1]
+    metrics["train_fit"] = evaluate_scores(data, train_scores)
+    if cv_folds and cv_folds > 1:
+        metrics["cv"] = cross_validate(data, config, folds=cv_folds)
+    out = Path(out)
+    save_model(pipe, out, info)
+    metrics_path_for(out).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return metrics

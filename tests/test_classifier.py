@@ -1,0 +1,296 @@
+"""Tests for the classifier package (router metrics, training, model loading, CLI)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifier import DEFAULT_MODEL_PATH, ModelLoadError, RouterModel, load_model
+from classifier import metrics as M
+from classifier.features import HAND_FEATURE_NAMES, PromptFeaturizer, hand_features
+from classifier.model import messages_text, metrics_path_for
+from classifier.train import RouterConfig, load_dataset, make_labels, train
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_DATA = REPO_ROOT.parent / "shared/data/routing/dev.jsonl"
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_routing_curve_hand_computed() -> None:
+    # 4 rows; weak acc = 2/4, strong acc = 3/4, gap = 0.25.
+    scores = [0.9, 0.1, 0.5, 0.7]
+    weak = [False, True, True, False]
+    strong = [True, True, False, True]
+    curve = M.routing_curve(scores, weak, strong, n_quantiles=4)
+    # thresholds = quantiles {0.1, 0.4, 0.6, 0.75, 0.9} + inf
+    #  inf  -> none strong: acc 0.50, pgr 0
+    #  0.9  -> row0:        acc 0.75, pgr 1
+    #  0.75 -> row0:        same point again
+    #  0.6  -> rows 0,3:    acc 1.00, pgr 2
+    #  0.4  -> rows 0,3,2:  acc 0.75, pgr 1
+    #  0.1  -> all:         acc 0.75, pgr 1
+    assert curve.weak_acc == 0.5 and curve.strong_acc == 0.75
+    np.testing.assert_allclose(curve.strong_fraction, [0, 0.25, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(curve.pgr, [0, 1, 1, 2, 1, 1])
+    # trapezoid: 0.25*0.5 + 0 + 0.25*1.5 + 0.25*1.5 + 0.25*1 = 1.125
+    assert M.apgr(curve) == pytest.approx(1.125)
+    assert M.cpt(curve, 0.5) == pytest.approx(0.125)  # halfway between (0,0) and (0.25,1)
+    assert M.cpt(curve, 1.0) == pytest.approx(0.25)
+    assert M.cpt(curve, 1.5) == pytest.approx(0.375)
+    assert math.isnan(M.cpt(curve, 2.5))
+
+
+def test_perfect_and_inverted_router() -> None:
+    weak = [True, True, False, False]
+    strong = [True, True, True, True]
+    good = M.summarize([0, 0, 1, 1], weak, strong, n_quantiles=4)
+    bad = M.summarize([1, 1, 0, 0], weak, strong, n_quantiles=4)
+    # good: curve (0,0) (0.5,1) (1,1) -> area 0.25 + 0.5 = 0.75
+    assert good["apgr"] == pytest.approx(0.75)
+    assert good["cpt50"] == pytest.approx(0.25)
+    assert good["cpt80"] == pytest.approx(0.40)
+    # bad: curve (0,0) (0.5,0) (1,1) -> area 0.25
+    assert bad["apgr"] == pytest.approx(0.25)
+    assert bad["cpt50"] == pytest.approx(0.75)
+
+
+def test_random_router_is_about_half_and_oracle_is_best() -> None:
+    rng = np.random.default_rng(1)
+    weak = rng.random(5000) < 0.6
+    strong = weak | (rng.random(5000) < 0.5)
+    rand = M.summarize(M.random_scores(5000, seed=3), weak, strong)
+    orac = M.summarize(M.oracle_scores(weak, strong), weak, strong)
+    assert rand["apgr"] == pytest.approx(0.5, abs=0.03)
+    assert orac["apgr"] > 0.9 and orac["cpt50"] < rand["cpt50"]
+
+
+def test_metrics_reject_bad_input() -> None:
+    with pytest.raises(ValueError):
+        M.routing_curve([0.1, 0.2], [True], [True, False])
+    with pytest.raises(ValueError):  # strong not better than weak
+        M.routing_curve([0.1, 0.2], [True, True], [True, False])
+
+
+# --------------------------------------------------------------------------- features
+
+
+def test_features_are_stateless_and_bounded() -> None:
+    f = PromptFeaturizer(word_features=2**10, char_features=2**8)
+    text = "What is 12 + 30?\nA. 42\nB. 41\nC. 40\nD. 43\nAnswer:"
+    a = f.transform([text, "hi"])
+    b = f.fit(["x"]).transform([text, "hi"])
+    assert a.shape == (2, f.n_features_) and (a != b).nnz == 0
+    hf = hand_features(text)
+    assert len(hf) == len(HAND_FEATURE_NAMES)
+    assert hf[HAND_FEATURE_NAMES.index("n_options")] == 1.0
+    long = "word " * 100_000
+    assert f.transform([long]).shape[0] == 1  # truncation keeps it cheap
+
+
+def test_messages_text_prefers_last_user_turn() -> None:
+    msgs = [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "answer"},
+        {"role": "user", "content": [{"type": "text", "text": "second"}, {"type": "image_url", "image_url": {}}]},
+    ]
+    assert messages_text(msgs) == "second\nfirst question"
+    assert messages_text([{"role": "system", "content": "only system"}]) == "only system"
+    assert messages_text([{"role": "user", "content": None}]) == ""
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _synthetic_rows(n: int = 240, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        hard = i % 2 == 0
+        if i % 3 == 0:
+            bench = "gsm8k"
+            nums = rng.integers(2, 999, size=6 if hard else 2)
+            prompt = f"Tom has {nums[0]} apples and buys {nums[1]} more" + (
+                "".join(f", then gives away {x} percent and splits {x}/7" for x in nums[2:]) if hard else ""
+            ) + f". How many now? (case {i})"
+        else:
+            bench = "mmlu"
+            topic = "quantum field renormalization integral" if hard else "capital city of France"
+            prompt = f"Question {i} about {topic}?\nA. one\nB. two\nC. three\nD. four\nAnswer:"
+        weak_ok = bool(rng.random() < (0.3 if hard else 0.9))
+        strong_ok = bool(weak_ok or rng.random() < 0.7)
+        rows.append({"prompt": prompt, "benchmark": bench, "subject": "x", "weak_correct": weak_ok, "strong_correct": strong_ok})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    d = tmp_path_factory.mktemp("router")
+    data = d / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _synthetic_rows()), encoding="utf-8")
+    out = d / "router.skops"
+    metrics = train(data, out, RouterConfig(word_features=2**12), cv_folds=3)
+    return data, out, metrics
+
+
+def test_train_writes_model_and_metrics(trained: tuple[Path, Path, dict]) -> None:
+    data, out, metrics = trained
+    assert out.is_file() and metrics_path_for(out).is_file()
+    on_disk = json.loads(metrics_path_for(out).read_text())
+    assert on_disk["config"]["word_features"] == 2**12
+    assert set(on_disk["cv"]["per_fold_mean_std"]) == {"gsm8k", "mmlu"}
+    assert 0.0 <= on_disk["cv"]["per_fold_mean_std"]["mmlu"]["router"]["apgr"]["mean"] <= 2.0
+    model = load_model(out)
+    assert isinstance(model, RouterModel)
+    assert model.metadata["config"]["label"] == "gain"
+    prompts = load_dataset(data).prompts
+    many = model.score_many(prompts)
+    single = np.array([model.score(p) for p in prompts])
+    np.testing.assert_allclose(many, single, atol=1e-6)  # fast path == sklearn path
+    assert ((many >= 0) & (many <= 1)).all()
+    # The learnt signal on clearly separable synthetic data goes the right way.
+    hard = np.array(["quantum" in p for p in prompts])
+    mm = np.array(["Answer:" in p for p in prompts])
+    assert many[hard & mm].mean() > many[~hard & mm].mean()
+
+
+def test_training_is_reproducible(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    data, out, _ = trained
+    out2 = tmp_path / "router.skops"
+    train(data, out2, RouterConfig(word_features=2**12))
+    prompts = load_dataset(data).prompts[:20]
+    np.testing.assert_array_equal(load_model(out).score_many(prompts), load_model(out2).score_many(prompts))
+
+
+def test_labels() -> None:
+    from classifier.train import RoutingDataset
+
+    ds = RoutingDataset(["a", "b", "c", "d"], np.array(["m"] * 4, dtype=object),
+                        np.array([True, True, False, False]), np.array([True, False, True, False]))
+    np.testing.assert_array_equal(make_labels(ds, "gain"), [False, False, True, False])
+    np.testing.assert_array_equal(make_labels(ds, "weak_wrong"), [False, False, True, True])
+    with pytest.raises(ValueError):
+        make_labels(ds, "nope")
+
+
+# --------------------------------------------------------------------------- loading errors
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_model(tmp_path / "nope.skops")
+
+
+def test_corrupt_model_file(tmp_path: Path) -> None:
+    bad = tmp_path / "router.skops"
+    bad.write_bytes(b"this is not a zip file")
+    with pytest.raises(ModelLoadError) as exc:
+        load_model(bad)
+    assert str(bad) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_untrusted_types_are_refused(tmp_path: Path) -> None:
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    path = tmp_path / "evil.skops"
+    evil = FunctionTransformer(func=os.system)
+    sio.dump({"format": "slm-gateway-router", "format_version": 1, "pipeline": evil}, path)
+    with pytest.raises(ModelLoadError, match=r"untrusted types.*system"):
+        load_model(path)
+
+
+def test_wrong_payload_is_refused(tmp_path: Path) -> None:
+    import skops.io as sio
+
+    path = tmp_path / "other.skops"
+    sio.dump({"hello": np.arange(3)}, path)
+    with pytest.raises(ModelLoadError, match="not an slm-gateway router"):
+        load_model(path)
+
+
+def test_truncated_model_file(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    _, out, _ = trained
+    bad = tmp_path / "router.skops"
+    bad.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+    with pytest.raises(ModelLoadError):
+        load_model(bad)
+    assert zipfile.is_zipfile(out)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run(
+        [sys.executable, "-m", "classifier.cli", *args],
+        input=stdin, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120,
+    )
+
+
+def test_score_cli_contract(trained: tuple[Path, Path, dict]) -> None:
+    _, out, _ = trained
+    rows = [{"prompt": f"prompt number {i} " + "x" * i, "id": i} for i in range(25)]
+    rows.insert(3, {"prompt": "", "id": "empty"})
+    stdin = "".join(json.dumps(r) + "\n" for r in rows)
+    proc = _run_cli("classifier", "score", "--model", str(out), stdin=stdin)
+    assert proc.returncode == 0, proc.stderr
+    got = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(got) == len(rows)
+    assert [g["id"] for g in got] == [r["id"] for r in rows]
+    assert all(0.0 <= g["p_strong"] <= 1.0 for g in got)
+
+
+def test_score_cli_bad_model_is_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.skops"
+    bad.write_text("garbage")
+    proc = _run_cli("classifier", "score", "--model", str(bad), stdin='{"prompt": "hi"}\n')
+    assert proc.returncode == 1
+    assert str(bad) in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_register_sets_func_on_leaves() -> None:
+    import argparse
+
+    from classifier.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    for argv in (["classifier", "train", "--data", "x"], ["classifier", "eval", "--data", "x"], ["classifier", "score"]):
+        assert callable(parser.parse_args(argv).func)
+
+
+# --------------------------------------------------------------------------- shipped model
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_PATH.is_file(), reason="shipped model not built yet")
+def test_shipped_model_loads_with_metadata() -> None:
+    model = load_model()
+    meta = model.metadata
+    assert meta["config"]["label"] in ("gain", "weak_wrong")
+    assert meta["trained_on"]["rows"] > 10_000
+    cv = meta["cv"]["per_fold_mean_std"]
+    assert {"mmlu", "gsm8k"} <= set(cv)
+    assert DEFAULT_MODEL_PATH.stat().st_size < 5 * 1024 * 1024
+    p = model.score("What is 2 + 2?")
+    assert 0.0 <= p <= 1.0
+    ps = model.score_many(["hello", "Prove the Riemann hypothesis."])
+    assert all(0.0 <= x <= 1.0 for x in ps)
+    assert 0.0 <= model.score_messages([{"role": "user", "content": "hi"}]) <= 1.0
+
+
+@pytest.mark.skipif(not DEV_DATA.is_file(), reason="dev data not available")
+def test_dev_data_loads() -> None:
+    ds = load_dataset(DEV_DATA)
+    assert len(ds) > 10_000 and set(ds.benchmark) == {"mmlu", "gsm8k"}
