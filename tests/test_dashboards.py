@@ -1,0 +1,451 @@
+"""The Grafana dashboards' queries work against a real Prometheus scraping a gateway's /metrics.
+
+A real Prometheus (`/usr/bin/prometheus`, Debian's `prometheus` package) is started on a free loopback port with
+a 1 s scrape interval and a temporary TSDB. It scrapes the target given by the `metrics_target` fixture. Then every
+target `expr` of every panel of `charts/slm-gateway/dashboards/*.json` (Grafana variables substituted:
+`$__rate_interval` -> 1m, `$__range` -> 5m, `$datasource`, `$instance` -> its "All" value) is run through
+`/api/v1/query`; the test fails on any query error or empty result, and on any `slm_gateway_*` metric name that the
+scraped target does not expose (a typo hidden behind `or vector(0)` would otherwise pass).
+
+The target is chosen by `METRICS_TARGET` below: `standin` is prometheus_client exposing every metric of
+`gateway.metrics.GatewayMetrics` with changing sample values; `gateway` is a real `slm-gateway serve` with the fake
+upstream, having served local, upstream, cached, streamed, failed, spilled and reloaded requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD_DIR = REPO_ROOT / "charts" / "slm-gateway" / "dashboards"
+DASHBOARDS = sorted(DASHBOARD_DIR.glob("*.json"))
+
+# Which /metrics endpoint Prometheus scrapes: "standin" (GatewayMetrics with sample values, no model needed) or
+# "gateway" (a real `slm-gateway serve` that has served traffic on every tier).
+# >>> Switch to the real gateway here (one line): METRICS_TARGET = "gateway"
+METRICS_TARGET = os.environ.get("SLM_GATEWAY_DASHBOARD_TARGET", "standin")
+
+GRAFANA_VALUES = {
+    "__rate_interval": "1m",
+    "__interval": "15s",
+    "__range": "5m",
+    "__range_s": "300",
+    "datasource": "prometheus",
+}
+QUERY_DEADLINE_S = 45.0
+PROMETHEUS_START_TIMEOUT_S = 30.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dashboards: panels, queries, variable substitution
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def load_dashboard(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def iter_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every panel, rows' nested panels included."""
+    for panel in panels:
+        yield panel
+        yield from iter_panels(panel.get("panels") or [])
+
+
+def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(panel title, refId, expr) of every query target of every panel."""
+    out = []
+    for panel in iter_panels(dashboard.get("panels", [])):
+        for target in panel.get("targets") or []:
+            if target.get("hide"):
+                continue
+            out.append((panel.get("title", "?"), target.get("refId", "?"), target["expr"]))
+    return out
+
+
+def variable_values(dashboard: dict[str, Any]) -> dict[str, str]:
+    """Grafana's built-in interval variables plus each dashboard variable at its "All" value (regex .*)."""
+    values = dict(GRAFANA_VALUES)
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var["type"] == "datasource":
+            values[var["name"]] = "prometheus"
+        elif var.get("includeAll"):
+            values[var["name"]] = var.get("allValue") or ".*"
+        else:
+            current = var.get("current", {}).get("value")
+            values[var["name"]] = current if isinstance(current, str) else ".*"
+    return values
+
+
+_VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    """Replace $name, ${name}, ${name:format} and [[name]] by their values; unknown variables fail loudly."""
+
+    def repl(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2) or match.group(3)
+        if name not in values:
+            raise KeyError(f"unknown Grafana variable ${name} in {expr!r}")
+        return values[name]
+
+    return _VAR.sub(repl, expr)
+
+
+def metric_names(expr: str) -> set[str]:
+    """The slm_gateway_* metric families an expression reads (histogram suffixes removed)."""
+    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in re.findall(r"\bslm_gateway_[a-z0-9_]+", expr)}
+
+
+def all_queries() -> list[tuple[str, str, str, str]]:
+    """(dashboard file, panel title, refId, substituted expr) for every query of every dashboard."""
+    out = []
+    for path in DASHBOARDS:
+        dash = load_dashboard(path)
+        values = variable_values(dash)
+        for title, ref, expr in panel_queries(dash):
+            out.append((path.name, title, ref, substitute(expr, values)))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Static checks (no Prometheus needed)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_dashboards_exist() -> None:
+    assert {p.name for p in DASHBOARDS} >= {"overview.json", "routing.json"}
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_structure(path: Path) -> None:
+    dash = load_dashboard(path)
+    assert dash["uid"] and len(dash["uid"]) <= 40
+    assert 36 <= dash["schemaVersion"] <= 41
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in iter_panels(dash["panels"])]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    queries = panel_queries(dash)
+    assert len(queries) >= 8
+    for panel in iter_panels(dash["panels"]):
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"]), panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel.get("description"), f"panel {panel['title']!r} has no description"
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert panel["targets"], f"panel {panel['title']!r} has no query"
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}"
+    for title, _, expr in queries:
+        # Windows come from Grafana ($__rate_interval / $__range), never hard-coded.
+        assert not re.search(r"\[\d+[smhdw]\]", expr), f"{title}: fixed range window in {expr}"
+        if "rate(" in expr:
+            assert "$__rate_interval" in expr, f"{title}: rate() without $__rate_interval: {expr}"
+
+
+def test_substitution() -> None:
+    values = {**GRAFANA_VALUES, "instance": ".*"}
+    assert substitute('rate(x{instance=~"$instance"}[$__rate_interval])', values) == 'rate(x{instance=~".*"}[1m])'
+    assert substitute("increase(x[${__range}]) [[instance]] ${instance:regex}", values) == "increase(x[5m]) .* .*"
+    with pytest.raises(KeyError):
+        substitute("x{a=\"$nope\"}", values)
+
+
+def test_every_metric_in_dashboards_is_defined() -> None:
+    """Every slm_gateway_* name a panel reads is a metric of GatewayMetrics."""
+    from gateway.metrics import GatewayMetrics
+
+    defined = {m.name for m in GatewayMetrics().registry.collect()}
+    defined |= {n + "_total" for n in defined}  # prometheus_client strips _total from counter family names
+    used = set().union(*(metric_names(expr) for *_, expr in all_queries()))
+    assert used, "no metric found in the dashboards"
+    assert used <= defined, f"unknown metrics in dashboards: {sorted(used - defined)}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Prometheus
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def prometheus_binary() -> str | None:
+    candidate = os.environ.get("PROMETHEUS")
+    if candidate and Path(candidate).is_file():
+        return candidate
+    return shutil.which("prometheus") or (str(p) if (p := Path("/usr/bin/prometheus")).is_file() else None)
+
+
+def free_port() -> int:
+    from gateway.devtools.process import free_port as _free_port
+
+    return _free_port()
+
+
+class Prometheus:
+    def __init__(self, url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.url = url
+        self.proc = proc
+        self.log = log
+        self.client = httpx.Client(base_url=url, timeout=10.0, trust_env=False)
+
+    def query(self, expr: str) -> dict[str, Any]:
+        resp = self.client.get("/api/v1/query", params={"query": expr})
+        try:
+            body = resp.json()
+        except ValueError:
+            return {"status": "error", "error": f"HTTP {resp.status_code}: {resp.text[:200]}"}
+        if resp.status_code != 200 and body.get("status") != "error":
+            body = {"status": "error", "error": f"HTTP {resp.status_code}"}
+        return body
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+@pytest.fixture(scope="module")
+def prometheus(metrics_target: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """A real Prometheus scraping `metrics_target` (host:port serving /metrics) every second."""
+    binary = prometheus_binary()
+    if binary is None:
+        pytest.skip("prometheus is not installed (Debian package 'prometheus' provides /usr/bin/prometheus)")
+    tmp = tmp_path_factory.mktemp("prometheus")
+    config = tmp / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n"
+        "  - job_name: slm-gateway\n"
+        "    metrics_path: /metrics\n"
+        f"    static_configs:\n      - targets: ['{metrics_target}']\n"
+    )
+    port = free_port()
+    log = tmp / "prometheus.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    prom = Prometheus(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        deadline = time.monotonic() + PROMETHEUS_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"prometheus exited with {proc.returncode}:\n{prom.output()}")
+            try:
+                if prom.client.get("/-/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"prometheus not ready after {PROMETHEUS_START_TIMEOUT_S}s:\n{prom.output()}")
+            time.sleep(0.2)
+        # Wait for a few successful scrapes so that rate() has at least two samples.
+        while True:
+            result = prom.query('count_over_time(up{job="slm-gateway"}[1m]) >= 3 and up{job="slm-gateway"} == 1')
+            if result.get("status") == "success" and result["data"]["result"]:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"prometheus never scraped {metrics_target} successfully: {result}\n{prom.output()}")
+            time.sleep(0.3)
+        yield prom
+    finally:
+        prom.client.close()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Targets
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _exercise_standin(metrics: Any, rng: random.Random) -> None:
+    """One round of plausible observations on every metric and label value the dashboards read."""
+    for tier in ("local", "upstream", "cache"):
+        for status, reason in (("200", "classifier"), ("200", "pinned"), ("429", "default"), ("502", "default")):
+            metrics.requests.labels(tier, status, reason).inc(rng.randint(1, 5))
+        for stream in ("true", "false"):
+            metrics.request_duration.labels(tier, stream).observe(rng.uniform(0.001, 3.0))
+        metrics.time_to_first_token.labels(tier).observe(rng.uniform(0.001, 0.5))
+        metrics.overhead.labels(tier).observe(rng.uniform(0.0001, 0.004))
+        model = {"local": "local", "upstream": "gpt-4o-mini", "cache": "gpt-4o-mini"}[tier]
+        metrics.prompt_tokens.labels(tier, model).inc(rng.randint(10, 200))
+        metrics.completion_tokens.labels(tier, model).inc(rng.randint(10, 200))
+        metrics.cost.labels(tier).inc(rng.uniform(0, 1e-4) if tier == "upstream" else 0.0)
+        if tier != "upstream":
+            metrics.savings.labels(tier).inc(rng.uniform(0, 1e-4))
+        metrics.routing_decisions.labels(tier, rng.choice(("classifier", "pinned", "long_prompt"))).inc()
+    metrics.local_queue_depth.set(rng.randint(0, 4))
+    metrics.local_inflight.set(rng.randint(0, 1))
+    for reason in ("queue_full", "context_too_long"):
+        metrics.local_rejected.labels(reason).inc()
+    for kind in ("connect", "timeout", "status_4xx", "status_5xx", "protocol"):
+        metrics.upstream_errors.labels(kind).inc(rng.randint(0, 1))
+    metrics.fallbacks.labels("local", "upstream").inc()
+    metrics.fallbacks.labels("upstream", "local").inc()
+    for result in ("hit", "miss", "bypass"):
+        metrics.cache_lookups.labels(result).inc(rng.randint(1, 5))
+    for operation in ("get", "set", "connect", "decode"):
+        metrics.cache_errors.labels(operation).inc(rng.randint(0, 1))
+    metrics.classifier_score.observe(rng.random())
+    metrics.classifier_duration.observe(rng.uniform(0.0001, 0.002))
+    for component in ("policy", "classifier"):
+        metrics.reloads.labels(component, rng.choice(("success", "failure"))).inc()
+
+
+@pytest.fixture(scope="module")
+def standin_metrics_target() -> Iterator[str]:
+    """prometheus_client serving gateway.metrics.GatewayMetrics on loopback, values changing every 0.2 s."""
+    from prometheus_client import start_http_server
+
+    from gateway.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics()
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    stop = threading.Event()
+    rng = random.Random(1234)
+
+    def feed() -> None:
+        while not stop.wait(0.2):
+            _exercise_standin(metrics, rng)
+
+    _exercise_standin(metrics, rng)
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop.set()
+        feeder.join(timeout=5)
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _chat(client: httpx.Client, base_url: str, model: str, content: str, *, stream: bool = False) -> int:
+    body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 16,
+            "temperature": 0, "stream": stream}
+    if stream:
+        with client.stream("POST", f"{base_url}/chat/completions", json=body) as resp:
+            for _ in resp.iter_bytes():
+                pass
+            return resp.status_code
+    return client.post(f"{base_url}/chat/completions", json=body).status_code
+
+
+@pytest.fixture(scope="module")
+def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `slm-gateway serve` (bundled local model, fake upstream, response cache on) after traffic on every tier.
+
+    Traffic: local and upstream requests (plain and streamed), each repeated so the repeat is a cache hit; requests
+    to an upstream that fails 40% of the time (seeded: upstream errors, status >= 400, fallbacks); a prompt longer
+    than the local context (context_too_long rejection spilled upstream); a SIGHUP (reloads).
+    """
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from conftest import run_gateway  # the suite's own `slm-gateway serve` launcher
+
+    from gateway.devtools.process import run_fake_upstream
+
+    tmp = tmp_path_factory.mktemp("gateway")
+    config = {"local": {"context_size": 512}, "cache": {"enabled": True}}
+    with run_fake_upstream(error_rate=0.4, seed=7) as upstream_url, run_gateway(
+        "--upstream-url", upstream_url, "--upstream-api-key", "sk-test", config=config, tmp_dir=tmp
+    ) as gw, httpx.Client(timeout=120.0, trust_env=False) as client:
+        statuses = []
+        for round_ in range(2):  # the second round repeats the first: cache hits
+            for model in ("local", "upstream"):
+                for i in range(3):
+                    statuses.append(_chat(client, gw.base_url, model, f"Write a Python function number {i}"))
+                statuses.append(_chat(client, gw.base_url, model, "Say hello", stream=True))
+        statuses.append(_chat(client, gw.base_url, "local", "word " * 1200))  # longer than the local context
+        os.kill(gw.server.pid, signal.SIGHUP)
+        time.sleep(0.5)
+        assert any(s == 200 for s in statuses), statuses
+        yield f"127.0.0.1:{gw.port}"
+
+
+@pytest.fixture(scope="module")
+def metrics_target(request: pytest.FixtureRequest) -> str:
+    """host:port of the /metrics endpoint under test (see METRICS_TARGET)."""
+    name = {"standin": "standin_metrics_target", "gateway": "gateway_metrics_target"}[METRICS_TARGET]
+    return request.getfixturevalue(name)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The proof: every panel query returns data
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_target(prometheus: Prometheus) -> None:
+    result = prometheus.query('up{job="slm-gateway"}')
+    assert result["status"] == "success"
+    assert [s["value"][1] for s in result["data"]["result"]] == ["1"]
+
+
+def test_dashboard_variables_resolve(prometheus: Prometheus) -> None:
+    """The label_values() queries of the dashboard variables find values."""
+    for path in DASHBOARDS:
+        for var in load_dashboard(path)["templating"]["list"]:
+            if var["type"] != "query":
+                continue
+            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+            match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query.strip())
+            assert match, f"{path.name}: variable {var['name']} query {query!r} is not label_values(metric, label)"
+            resp = prometheus.client.get("/api/v1/series", params={"match[]": match.group(1)}).json()
+            values = {s.get(match.group(2)) for s in resp["data"]} - {None}
+            assert values, f"{path.name}: variable {var['name']} ({query}) has no values"
+
+
+def test_every_panel_metric_is_exposed(prometheus: Prometheus) -> None:
+    """Each slm_gateway_* family a panel reads is exposed by the scraped target (its HELP/TYPE at least)."""
+    resp = prometheus.client.get("/api/v1/metadata").json()
+    assert resp["status"] == "success"
+    exposed = set(resp["data"])
+    used = set().union(*(metric_names(expr) for *_, expr in all_queries()))
+    # prometheus_client exposes counters as NAME_total with metadata under NAME_total or NAME.
+    missing = {n for n in used if n not in exposed and n.removesuffix("_total") not in exposed}
+    assert not missing, f"metrics read by panels but not exposed by the target: {sorted(missing)}"
+
+
+def test_every_panel_query_returns_data(prometheus: Prometheus) -> None:
+    queries = all_queries()
+    pending = {(f, t, r): e for f, t, r, e in queries}
+    errors: dict[tuple[str, str, str], str] = {}
+    deadline = time.monotonic() + QUERY_DEADLINE_S
+    while pending:
+        for key, expr in list(pending.items()):
+            result = prometheus.query(expr)
+            if result.get("status") != "success":
+                errors[key] = f"error: {result.get('error')} ({result.get('errorType')}) in {expr}"
+                del pending[key]
+            elif result["data"]["result"]:
+                del pending[key]
+        if not pending or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)  # a new scrape may bring the first non-zero increase
+    for key, expr in pending.items():
+        errors[key] = f"empty result for {expr}"
+    report = "\n".join(f"{f} / {t} / {r}: {msg}" for (f, t, r), msg in sorted(errors.items()))
+    assert not errors, f"{len(errors)} of {len(queries)} panel queries failed:\n{report}"
