@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException
 
 from gateway.api.routes import JSON, build_routes
 from gateway.auth import KeyChecker
+from gateway.cache import build_cached_chat
 from gateway.components import Gateway
 from gateway.costs import CostModel
 from gateway.dispatch import ChatDispatcher, Tiers
@@ -117,7 +118,8 @@ def create_app(
     router = router or StaticRouter(spill_to_upstream=settings.local.spill_to_upstream)
     costs = CostModel(settings.costs, settings.upstream.default_model)
     dispatcher = ChatDispatcher(tiers, router, metrics, costs)
-    gateway = Gateway(settings, tiers, dispatcher, KeyChecker(settings.api_keys), metrics)
+    cache = build_cached_chat(settings.cache, dispatcher, tiers, metrics)
+    gateway = Gateway(settings, tiers, dispatcher, KeyChecker(settings.api_keys), metrics, cache=cache)
     app = Litestar(
         route_handlers=build_routes(gateway),
         on_startup=[gateway.start],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -12,6 +13,9 @@ from gateway.auth import KeyChecker
 from gateway.dispatch import Answer, ChatDispatcher, StreamAnswer, Tiers
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.cache import CachedChat
 
 
 class Gateway:
@@ -24,8 +28,10 @@ class Gateway:
         dispatcher: ChatDispatcher,
         keys: KeyChecker,
         metrics: GatewayMetrics,
+        cache: CachedChat | None = None,
     ) -> None:
         self.settings = settings
+        self.cache = cache
         self.tiers = tiers
         self.dispatcher = dispatcher
         self.keys = keys
@@ -33,7 +39,9 @@ class Gateway:
         self._models_body: bytes | None = None
 
     async def start(self) -> None:
-        """Start the tiers (loads the local model)."""
+        """Start the tiers (loads the local model) and the response cache."""
+        if self.cache is not None:
+            await self.cache.start()
         for backend in (self.tiers.local, self.tiers.upstream):
             if backend is not None:
                 await backend.start()
@@ -42,12 +50,16 @@ class Gateway:
         for backend in (self.tiers.local, self.tiers.upstream):
             if backend is not None:
                 await backend.close()
+        if self.cache is not None:
+            await self.cache.close()
 
     async def handle_chat(
         self, parsed: ParsedRequest, headers: Mapping[str, str], request_id: str, tenant: str, started: float
     ) -> Answer | StreamAnswer:
         """Route one chat request and answer it from the chosen tier."""
         decision = self.dispatcher.route(parsed, headers)
+        if self.cache is not None:
+            return await self.cache.answer(parsed, decision, headers, request_id, tenant, started)
         if parsed.chat.stream:
             return await self.dispatcher.stream(parsed, decision, request_id, started)
         return await self.dispatcher.complete(parsed, decision, request_id, started)

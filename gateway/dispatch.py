@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -36,6 +36,20 @@ class StreamAnswer(msgspec.Struct):
 
     chunks: AsyncIterator[bytes]
     headers: dict[str, str]
+
+
+class StreamObserver(Protocol):
+    """Sees every chunk a relayed stream carries (the response cache records answers with it).
+
+    `feed` gets each chunk's JSON; `completed` is awaited once the tier's stream ended cleanly, before [DONE]
+    is sent; `abandoned` is called when it did not (tier error, client gone) and is a no-op after `completed`.
+    """
+
+    def feed(self, payload: bytes) -> None: ...
+
+    async def completed(self, tier: Tier) -> None: ...
+
+    def abandoned(self) -> None: ...
 
 
 def is_tier_failure(exc: BaseException) -> bool:
@@ -197,7 +211,12 @@ class ChatDispatcher:
 
     # -- streaming -----------------------------------------------------------------------------------------
     async def stream(
-        self, parsed: ParsedRequest, decision: RouteDecision, request_id: str, started: float
+        self,
+        parsed: ParsedRequest,
+        decision: RouteDecision,
+        request_id: str,
+        started: float,
+        observer: StreamObserver | None = None,
     ) -> StreamAnswer:
         """Open the stream on the chosen tier (or its fallback) before answering, so errors keep their status."""
         tier: Tier = decision.tier
@@ -218,7 +237,9 @@ class ChatDispatcher:
                 raise
         model = self.tiers.model_for(tier, parsed.chat.model)
         headers = self._headers(request_id, tier, model, decision)
-        relay = self._relay(first, chunks, parsed, decision, tier, model, started, time.perf_counter() - opened)
+        relay = self._relay(
+            first, chunks, parsed, decision, tier, model, started, time.perf_counter() - opened, observer
+        )
         return StreamAnswer(relay, headers)
 
     async def _open_stream(self, tier: Tier, parsed: ParsedRequest, request_id: str) -> tuple[bytes, AsyncIterator[bytes]]:
@@ -240,6 +261,7 @@ class ChatDispatcher:
         model: str,
         started: float,
         open_seconds: float,
+        observer: StreamObserver | None = None,
     ) -> AsyncIterator[bytes]:
         """SSE-frame the tier's chunks; drop the usage chunk unless asked for; end with [DONE] or an error event."""
         include_usage = parsed.include_usage
@@ -252,6 +274,8 @@ class ChatDispatcher:
         try:
             payload: bytes | None = first
             while payload is not None:
+                if observer is not None:
+                    observer.feed(payload)
                 if b'"usage"' in payload and b'"usage":null' not in payload:
                     chunk: dict[str, Any] = msgspec.json.decode(payload)
                     found = chunk_usage(chunk)
@@ -270,12 +294,16 @@ class ChatDispatcher:
                 waited = clock()
                 payload = await anext(chunks, None)
                 tier_seconds += clock() - waited
+            if observer is not None:
+                await observer.completed(tier)
             yield SSE_DONE
         except GatewayError as exc:
             status = exc.status_code
             self._count_failure(tier, exc)
             yield b"data: " + error_json(exc.message, exc.error_type, exc.param, exc.code) + b"\n\n"
         finally:
+            if observer is not None:
+                observer.abandoned()
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()

@@ -59,7 +59,11 @@ class CacheSettings(_Section):
     cache_nondeterministic: bool = False
     """Also cache requests with temperature > 0 and no seed."""
     timeout_seconds: float = 0.05
+    """Redis connect and socket timeout: a slow Redis is treated as a miss, never waited on."""
     lock_timeout_seconds: float = 30.0
+    """How long identical concurrent misses wait for the first one before asking the tier themselves."""
+    key_prefix: str = "slmgw:cache:v1"
+    """Prefix of every cache key (gateways that share a prefix and a Redis share entries)."""
 
 
 class UpstreamPrice(_Section):
@@ -132,6 +136,12 @@ class Settings(_Section):
             raise SettingsError(f"cache.redis_url must start with redis://, rediss:// or unix://, got {self.cache.redis_url!r}")
         if self.cache.ttl_seconds < 1:
             raise SettingsError(f"cache.ttl_seconds must be at least 1, got {self.cache.ttl_seconds}")
+        if self.cache.max_entry_bytes < 1 or self.cache.max_memory_entries < 1:
+            raise SettingsError("cache.max_entry_bytes and cache.max_memory_entries must be at least 1")
+        if self.cache.timeout_seconds <= 0 or self.cache.lock_timeout_seconds <= 0:
+            raise SettingsError("cache.timeout_seconds and cache.lock_timeout_seconds must be positive")
+        if not self.cache.key_prefix or any(c.isspace() for c in self.cache.key_prefix):
+            raise SettingsError(f"cache.key_prefix must be non-empty without spaces, got {self.cache.key_prefix!r}")
         for key in self.api_keys:
             if not key or any(c.isspace() for c in key):
                 raise SettingsError("api_keys must be non-empty strings without spaces")

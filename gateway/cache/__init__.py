@@ -1,0 +1,47 @@
+"""The response cache: exact-match answers per tenant, in Redis (shared by replicas) or an in-process LRU.
+
+`build_cached_chat` turns `CacheSettings` into the `CachedChat` that `gateway.app.create_app` puts in front of
+the dispatcher.
+"""
+
+from __future__ import annotations
+
+from gateway.cache.flow import CachedChat
+from gateway.cache.memory import MemoryStore
+from gateway.cache.redis_store import RedisStore
+from gateway.cache.service import ResponseCache
+from gateway.cache.store import CacheStore
+from gateway.dispatch import ChatDispatcher, Tiers
+from gateway.metrics import GatewayMetrics
+from gateway.settings import CacheSettings
+
+__all__ = ["CachedChat", "ResponseCache", "build_cached_chat", "build_store"]
+
+
+def build_store(settings: CacheSettings) -> CacheStore:
+    """Redis when `redis_url` is set, else the in-process LRU."""
+    if settings.redis_url:
+        return RedisStore(settings.redis_url, timeout_seconds=settings.timeout_seconds)
+    return MemoryStore(settings.max_memory_entries)
+
+
+def build_cached_chat(
+    settings: CacheSettings, dispatcher: ChatDispatcher, tiers: Tiers, metrics: GatewayMetrics
+) -> CachedChat:
+    """The cache layer for `settings` (it answers `x-gateway-cache: bypass` to everything when disabled)."""
+    cache = ResponseCache(
+        build_store(settings),
+        metrics,
+        ttl_seconds=settings.ttl_seconds,
+        max_entry_bytes=settings.max_entry_bytes,
+        lock_timeout_seconds=settings.lock_timeout_seconds,
+    )
+    return CachedChat(
+        cache,
+        dispatcher,
+        tiers,
+        key_prefix=settings.key_prefix,
+        enabled=settings.enabled,
+        tenant_header=settings.tenant_header,
+        cache_nondeterministic=settings.cache_nondeterministic,
+    )

@@ -1,0 +1,167 @@
+"""The cached answer: one normalised entry per request, shared by streamed and non-streamed requests.
+
+Entries are msgspec structs encoded as msgpack arrays. Only complete, single-choice text answers become
+entries: answers with tool calls (or a legacy function call), several choices, or a finish reason other than
+`stop` / `length` are not cached. Replaying an entry gives an OpenAI `chat.completion` body or the SSE events
+of a `chat.completion.chunk` stream.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+import msgspec
+
+CACHEABLE_FINISH_REASONS = frozenset({"stop", "length"})
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+class CacheEntry(msgspec.Struct, array_like=True, frozen=True):
+    """A complete answer: who answered it, what it said, and what it cost in tokens."""
+
+    model: str
+    content: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    tier: Literal["local", "upstream"]
+    created: int
+
+
+class EntryDecodeError(ValueError):
+    """Stored bytes are not a valid entry (garbage, or an older format)."""
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(CacheEntry)
+
+
+def encode_entry(entry: CacheEntry) -> bytes:
+    """The stored form of an entry."""
+    return _encoder.encode(entry)
+
+
+def decode_entry(data: bytes) -> CacheEntry:
+    """Decode stored bytes; raise EntryDecodeError for anything that is not an entry."""
+    try:
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+        raise EntryDecodeError(str(exc)) from None
+
+
+# -- building entries from answers ---------------------------------------------------------------------------
+class _Message(msgspec.Struct):
+    content: Any = None
+    tool_calls: Any = None
+    function_call: Any = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Message | None = None
+    finish_reason: str | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _Completion(msgspec.Struct):
+    model: str = ""
+    choices: list[_Choice] = []
+    usage: _Usage | None = None
+    created: int | None = None
+
+
+_completion_decoder = msgspec.json.Decoder(_Completion)
+
+
+def entry_from_completion(body: bytes, tier: str, fallback_model: str) -> CacheEntry | None:
+    """The entry for a non-streamed `chat.completion` body, or None when that answer must not be cached."""
+    if tier not in ("local", "upstream"):
+        return None
+    try:
+        completion = _completion_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if len(completion.choices) != 1:
+        return None
+    choice = completion.choices[0]
+    message = choice.message
+    if message is None or not isinstance(message.content, str) or message.tool_calls or message.function_call:
+        return None
+    if choice.finish_reason not in CACHEABLE_FINISH_REASONS:
+        return None
+    usage = completion.usage or _Usage()
+    return CacheEntry(
+        model=completion.model or fallback_model,
+        content=message.content,
+        finish_reason=choice.finish_reason,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        tier=tier,  # type: ignore[arg-type]
+        created=completion.created or int(time.time()),
+    )
+
+
+# -- replaying entries ---------------------------------------------------------------------------------------
+def _usage(entry: CacheEntry) -> dict[str, int]:
+    return {
+        "prompt_tokens": entry.prompt_tokens,
+        "completion_tokens": entry.completion_tokens,
+        "total_tokens": entry.prompt_tokens + entry.completion_tokens,
+    }
+
+
+def _new_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def completion_body(entry: CacheEntry) -> bytes:
+    """A `chat.completion` JSON body replaying the entry (a fresh id; the original `created` and model)."""
+    return msgspec.json.encode(
+        {
+            "id": _new_id(),
+            "object": "chat.completion",
+            "created": entry.created,
+            "model": entry.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": entry.content, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": entry.finish_reason,
+                }
+            ],
+            "usage": _usage(entry),
+            "system_fingerprint": None,
+        }
+    )
+
+
+def stream_events(entry: CacheEntry, include_usage: bool) -> list[bytes]:
+    """The SSE events replaying the entry: role, content, finish, usage (when asked for), then [DONE]."""
+    encode = msgspec.json.encode
+    base: dict[str, Any] = {
+        "id": _new_id(),
+        "object": "chat.completion.chunk",
+        "created": entry.created,
+        "model": entry.model,
+        "system_fingerprint": None,
+    }
+    extra: dict[str, Any] = {"usage": None} if include_usage else {}
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + encode({**base, "choices": [choice], **extra}) + b"\n\n"
+
+    events = [event({"role": "assistant", "content": ""})]
+    if entry.content:
+        events.append(event({"content": entry.content}))
+    events.append(event({}, entry.finish_reason))
+    if include_usage:
+        events.append(b"data: " + encode({**base, "choices": [], "usage": _usage(entry)}) + b"\n\n")
+    events.append(SSE_DONE)
+    return events
