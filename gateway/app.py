@@ -18,7 +18,7 @@ from gateway.dispatch import ChatDispatcher, Tiers
 from gateway.errors import GatewayError, error_json
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import Router
-from gateway.routing.static import StaticRouter
+from gateway.routing.reloadable import ReloadableRouter, router_from_settings
 from gateway.settings import Settings
 from gateway.tiers.bundled_model import ensure_bundled_model
 from gateway.tiers.http import OpenAIHTTPBackend
@@ -115,15 +115,15 @@ def create_app(
     """Build a ready-to-serve litestar app for `settings`. Components may be passed in (tests, embedding)."""
     metrics = metrics or GatewayMetrics()
     tiers = tiers or build_tiers(settings, metrics)
-    router = router or StaticRouter(spill_to_upstream=settings.local.spill_to_upstream)
+    router = router or router_from_settings(settings, metrics)
     costs = CostModel(settings.costs, settings.upstream.default_model)
     dispatcher = ChatDispatcher(tiers, router, metrics, costs)
     cache = build_cached_chat(settings.cache, dispatcher, tiers, metrics)
     gateway = Gateway(settings, tiers, dispatcher, KeyChecker(settings.api_keys), metrics, cache=cache)
     app = Litestar(
         route_handlers=build_routes(gateway),
-        on_startup=[gateway.start],
-        on_shutdown=[gateway.stop],
+        on_startup=[gateway.start, *([router.install_sighup] if isinstance(router, ReloadableRouter) else [])],
+        on_shutdown=[gateway.stop, *([router.remove_sighup] if isinstance(router, ReloadableRouter) else [])],
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,

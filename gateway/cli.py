@@ -31,6 +31,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("workers", args.workers)
     put("api_keys", args.api_key)
     put("policy", args.policy)
+    put("classifier_model", args.classifier_model)
     put("log_level", args.log_level)
     put("upstream.url", args.upstream_url)
     put("upstream.api_key", args.upstream_api_key)
@@ -48,12 +49,20 @@ def _check_model_file(settings: Settings) -> None:
             raise SettingsError(f"local model {path!r} is not a GGUF file")
 
 
+def _check_policy(settings: Settings) -> None:
+    """Validate the routing policy before serving (PolicyError is a one-line SettingsError)."""
+    from gateway.routing.policy import load_policy
+
+    load_policy(settings.policy)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     try:
         settings = load_settings(args.config, overrides=_serve_overrides(args))
         _check_model_file(settings)
+        _check_policy(settings)
         if not settings.api_keys:
             print(
                 "slm-gateway: no API keys configured (--api-key): the gateway is OPEN to anyone who can reach it",
@@ -92,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML config file (env SLM_GATEWAY_CONFIG)")
     serve.add_argument("--policy", help="routing policy YAML (env SLM_GATEWAY_POLICY; default: shipped policy)")
     serve.add_argument(
+        "--classifier-model", help="router model file (env SLM_GATEWAY_CLASSIFIER_MODEL; default: shipped model)"
+    )
+    serve.add_argument(
         "--api-key", action="append", help="gateway API key clients must send; repeatable (env SLM_GATEWAY_API_KEYS, comma-separated)"
     )
     serve.add_argument("--redis-url", help="redis://HOST:PORT/DB for the response cache (env SLM_GATEWAY_REDIS_URL)")
@@ -116,6 +128,9 @@ def _register_optional(sub: Any) -> None:
         pass
     else:
         register_classifier(sub)
+    from gateway.routing.explain import register as register_route
+
+    register_route(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

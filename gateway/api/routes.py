@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.response import Stream
@@ -58,4 +59,16 @@ def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
         body, content_type = gateway.metrics.render()
         return Response(body, media_type=content_type)
 
-    return [chat_completions, list_models, healthz, readyz, metrics]
+    @post("/admin/reload", status_code=200)
+    async def admin_reload(request: Request) -> Response:
+        """Reload the routing policy and classifier; 422 (old ones kept) when a new one is invalid."""
+        gateway.keys.check(request.headers.get("authorization"))
+        reload = getattr(gateway.dispatcher.router, "reload", None)
+        if reload is None:
+            return Response(b'{"status":"not reloadable","components":[]}', status_code=404, media_type=JSON)
+        results = await reload()
+        ok = all(r.result == "success" for r in results)
+        body = msgspec.json.encode({"status": "reloaded" if ok else "failed", "components": results})
+        return Response(body, status_code=200 if ok else 422, media_type=JSON)
+
+    return [chat_completions, list_models, healthz, readyz, metrics, admin_reload]

@@ -1,0 +1,48 @@
+"""A small hand-written sample of everyday prompts, easy to hard, for threshold calibration when the
+classifier's metadata carries no score quantiles. Written for this purpose; not from any dataset."""
+
+from __future__ import annotations
+
+CALIBRATION_PROMPTS: tuple[str, ...] = (
+    "Say hello in French.",
+    "What is the capital of Italy?",
+    "Translate 'good morning' into Spanish.",
+    "Give me a synonym for 'happy'.",
+    "How many days are there in a leap year?",
+    "Write a one-line Python function that returns the square of a number.",
+    "What does HTTP stand for?",
+    "Summarise in one sentence: the meeting moved from Tuesday to Thursday because the room was booked.",
+    "Fix the typo: 'I recieved your mesage yesterday.'",
+    "List three primary colours.",
+    "Convert 5 kilometres to miles.",
+    "What is 17 times 23?",
+    "Write a haiku about autumn leaves.",
+    "Rename the variable `x` to `count` in: x = 0\nfor i in items: x += 1",
+    "Is a tomato a fruit or a vegetable?",
+    "Explain what a Python list comprehension is, with a short example.",
+    "Draft a polite two-sentence email declining a meeting invitation.",
+    "What is the difference between TCP and UDP?",
+    "Sort these numbers ascending: 42, 7, 19, 3, 88.",
+    "Write a SQL query that counts orders per customer from a table orders(customer_id, id).",
+    "Explain the difference between a process and a thread, and when you would choose each.",
+    "A train leaves at 14:35 and the trip takes 2 h 50 min. When does it arrive?",
+    "Write a regular expression that matches ISO dates like 2024-03-09.",
+    "Why does ice float on water?",
+    "Compare merge sort and quicksort: complexity, stability and memory use.",
+    "Refactor this JavaScript callback code to async/await: fs.readFile(p, (e, d) => { if (e) throw e; cb(d) })",
+    "If 3 machines make 3 widgets in 3 minutes, how long do 100 machines take to make 100 widgets? Explain.",
+    "Write a Python function that merges overlapping intervals and explain its complexity.",
+    "What are the trade-offs between optimistic and pessimistic locking in a database?",
+    "Prove that the square root of 2 is irrational.",
+    "Design a rate limiter for an HTTP API serving 10k requests per second across several nodes.",
+    "A bag holds 4 red and 6 blue balls. Two are drawn without replacement. What is the probability both are red?",
+    "Implement an LRU cache in Rust with O(1) get and put, and explain the ownership issues.",
+    "Find all real solutions of x^4 - 5x^2 + 4 = 0 and justify each step.",
+    "Explain how the Raft consensus algorithm handles a leader crash during log replication.",
+    "Write a detailed migration plan to split a monolithic Django app into services without downtime.",
+    "Derive the closed form of the sum of k^2 for k = 1..n by induction.",
+    "Given a weighted directed graph with negative edges but no negative cycles, find shortest paths from "
+    "one source and analyse the algorithm's running time.",
+    "Analyse the legal and ethical issues of training a model on scraped copyrighted text, for a board memo.",
+    "Evaluate the integral of x * e^(2x) * sin(x) dx and check the result by differentiation.",
+)

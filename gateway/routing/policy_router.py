@@ -1,0 +1,235 @@
+"""The policy router: evaluates a validated policy (first matching rule wins) with an optional classifier.
+
+A `PolicyRouter` is immutable once built; reloading builds a new one (see `gateway.routing.reloadable`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import GatewayError
+from gateway.routing.calibration import CalibrationError, calibrate
+from gateway.routing.conditions import CompiledWhen, RequestFeatures
+from gateway.routing.decision import RouteContext, RouteDecision, Tier
+from gateway.routing.policy import DEFAULT_THRESHOLD, Action, Fallback, PolicyError, PolicySpec, Rule, When, keeps_pii_local
+
+REJECTED = "rejected"
+
+
+class PolicyRejected(GatewayError):
+    """The policy refuses the request (action `reject`): 403 permission_error, or 400 when the rule says so."""
+
+    def __init__(self, message: str, *, status: int, code: str, reason: str, detail: str) -> None:
+        super().__init__(
+            message,
+            status_code=status,
+            error_type="permission_error" if status == 403 else "invalid_request_error",
+            code=code,
+            headers={"x-gateway-route": REJECTED, "x-gateway-route-reason": detail},
+        )
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A rule ready to evaluate: compiled conditions, resolved fallback mode and threshold."""
+
+    name: str
+    action: Action
+    when: CompiledWhen
+    fallback: Fallback
+    keeps_pii_local: bool
+    threshold: float | None = None
+    threshold_source: str = ""
+    message: str | None = None
+    status: int = 403
+    code: str | None = None
+    cacheable: bool | None = None
+
+
+def needs_classifier(spec: PolicySpec) -> bool:
+    """Whether any rule (or the default action) consults the classifier."""
+    return spec.defaults.action == "auto" or any(r.action == "auto" or r.when.score is not None for r in spec.rules)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".") if value else "0"
+
+
+class PolicyRouter:
+    """Routes by a policy. `scorer` is the classifier (anything with `score_messages`), or None if unavailable."""
+
+    def __init__(
+        self,
+        spec: PolicySpec,
+        scorer: Any | None,
+        *,
+        local_context_tokens: int = 4096,
+        spill_to_upstream: bool = True,
+        scorer_problem: str | None = None,
+        observe_score_seconds: Callable[[float], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.scorer = scorer
+        self.scorer_problem = scorer_problem or ("no classifier loaded" if scorer is None else None)
+        self.spill_to_upstream = spill_to_upstream
+        self._observe = observe_score_seconds
+        self._calibrated: dict[float, tuple[float, str]] = {}
+        self.rules: tuple[CompiledRule, ...] = tuple(
+            self._compile(i, rule, local_context_tokens) for i, rule in enumerate(spec.rules)
+        )
+        d = spec.defaults
+        default = Rule(name="default", action=d.action, message=d.message)
+        self.default_rule = self._compile(None, default, local_context_tokens)
+        guard: list[str] = []
+        for rule in self.rules:
+            if rule.keeps_pii_local:
+                guard += [k for k in rule.when.pii_kinds if k not in guard]
+        self.guard_kinds: tuple[str, ...] = tuple(guard)
+        """PII kinds the policy keeps local: a request holding them never gets an upstream fallback."""
+
+    # -- building ------------------------------------------------------------------------------------------
+    def _threshold(self, index: int | None, rule: Rule) -> tuple[float | None, str]:
+        if rule.action != "auto" or self.scorer is None:
+            return None, ""
+        d = self.spec.defaults
+        if rule.threshold is not None:
+            return rule.threshold, "rule threshold"
+        share = rule.target_local_share
+        if share is None and d.threshold is not None:
+            return d.threshold, "policy default threshold"
+        share = share if share is not None else d.target_local_share
+        if share is None:
+            return DEFAULT_THRESHOLD, "built-in default threshold"
+        if share not in self._calibrated:
+            try:
+                self._calibrated[share] = calibrate(self.scorer, share)
+            except (CalibrationError, ValueError, TypeError) as exc:
+                where = f"rules[{index}] {rule.name!r}" if index is not None else "defaults"
+                raise PolicyError(f"policy {self.spec.path}: {where}: cannot calibrate target_local_share: {exc}")
+        value, source = self._calibrated[share]
+        return value, f"target_local_share {share} from {source}"
+
+    def _compile(self, index: int | None, rule: Rule, local_context_tokens: int) -> CompiledRule:
+        threshold, source = self._threshold(index, rule)
+        keep_local = keeps_pii_local(rule)
+        fallback = rule.fallback or self.spec.defaults.fallback
+        if keep_local and fallback in ("both", "to_upstream"):
+            fallback = "none"  # inherited default: a keep-local PII rule never falls back upstream
+        pii_rule = rule.when.pii is not None
+        return CompiledRule(
+            name=rule.name,
+            action=rule.action,
+            when=CompiledWhen(rule.when if index is not None else When(), local_context_tokens),
+            fallback=fallback,
+            keeps_pii_local=keep_local,
+            threshold=threshold,
+            threshold_source=source,
+            message=rule.message,
+            status=rule.status or 403,
+            code=rule.code or ("pii_blocked" if pii_rule else "policy_rejected"),
+            cacheable=rule.cache,
+        )
+
+    def thresholds(self) -> dict[str, tuple[float, str]]:
+        """Rule name -> (threshold, where it came from), for auto rules."""
+        rules = (*self.rules, self.default_rule)
+        return {r.name: (r.threshold, r.threshold_source) for r in rules if r.threshold is not None}
+
+    # -- deciding ------------------------------------------------------------------------------------------
+    def features(self, ctx: RouteContext) -> RequestFeatures:
+        d = self.spec.defaults
+        return RequestFeatures(
+            ctx,
+            self.scorer,
+            pii_max_chars=d.pii_max_chars,
+            pii_beyond_cap=d.pii_beyond_cap,
+            observe_score_seconds=self._observe,
+        )
+
+    def match(self, features: RequestFeatures) -> CompiledRule:
+        """The first rule whose conditions hold, else the default rule."""
+        for rule in self.rules:
+            if rule.when.matches(features):
+                return rule
+        return self.default_rule
+
+    def decide(self, ctx: RouteContext) -> RouteDecision:
+        features = self.features(ctx)
+        return self._apply(self.match(features), features, ctx)
+
+    def _apply(self, rule: CompiledRule, f: RequestFeatures, ctx: RouteContext) -> RouteDecision:
+        label = f"rule '{rule.name}'"
+        if rule.action == "reject":
+            raise self._rejection(rule, f, label)
+        threshold: float | None = None
+        if rule.action == "auto":
+            tier, reason, detail, threshold = self._auto(rule, f, ctx)
+        else:
+            tier, reason, detail = rule.action, rule.name, label
+        if tier == "upstream" and not ctx.has_upstream:
+            tier, reason = "local", "no_upstream"
+            detail = f"{detail} -> upstream, but no upstream is configured: local"
+        elif tier == "local" and not ctx.has_local:
+            if rule.keeps_pii_local:
+                raise PolicyRejected(
+                    "The request contains personal data that this gateway's policy keeps on the local model, "
+                    "and no local model is configured.",
+                    status=403, code="pii_blocked", reason=rule.name,
+                    detail=f"{label} keeps personal data local, but no local tier is configured",
+                )
+            tier, reason = "upstream", "no_local"
+            detail = f"{detail} -> local, but no local tier is configured: upstream"
+        fallback = self._fallback(rule, tier, ctx)
+        if fallback == "upstream" and self.guard_kinds and f.pii(self.guard_kinds):
+            fallback = None
+            detail += "; no upstream fallback: personal data stays local"
+        return RouteDecision(
+            tier=tier,
+            reason=reason,
+            detail=detail,
+            fallback=fallback,
+            score=f.score_if_computed,
+            threshold=threshold,
+            cacheable=rule.cacheable,
+        )
+
+    def _auto(self, rule: CompiledRule, f: RequestFeatures, ctx: RouteContext) -> tuple[Tier, str, str, float | None]:
+        label = f"rule '{rule.name}'"
+        if not ctx.has_upstream:
+            return "local", "no_upstream", f"no upstream configured: local ({label})", None
+        if not ctx.has_local:
+            return "upstream", "no_local", f"no local tier configured: upstream ({label})", None
+        if self.scorer is None or rule.threshold is None:
+            tier: Tier = self.spec.defaults.classifier_unavailable
+            return tier, "classifier_unavailable", f"classifier unavailable ({self.scorer_problem}): {tier} ({label})", None
+        try:
+            score = f.score()
+        except Exception as exc:  # a scoring bug must not fail the request
+            tier = self.spec.defaults.classifier_unavailable
+            return tier, "classifier_error", f"classifier failed ({type(exc).__name__}): {tier} ({label})", None
+        threshold = rule.threshold
+        if score >= threshold:
+            detail = f"classifier p_strong={_fmt(score)} >= threshold {_fmt(threshold)} ({label})"
+            return "upstream", "classifier", detail, threshold
+        detail = f"classifier p_strong={_fmt(score)} < threshold {_fmt(threshold)} ({label})"
+        return "local", "classifier", detail, threshold
+
+    def _fallback(self, rule: CompiledRule, tier: Tier, ctx: RouteContext) -> Tier | None:
+        mode = rule.fallback
+        if tier == "local":
+            allowed = mode in ("both", "to_upstream") and self.spill_to_upstream and not rule.keeps_pii_local
+            return "upstream" if allowed and ctx.has_upstream else None
+        return "local" if mode in ("both", "to_local") and ctx.has_local else None
+
+    def _rejection(self, rule: CompiledRule, f: RequestFeatures, label: str) -> PolicyRejected:
+        message = rule.message
+        if rule.when.pii_kinds:
+            found = ", ".join(sorted(f.pii(rule.when.pii_kinds))) or "personal data"
+            message = message or f"The request contains personal data ({found}) and this gateway's policy does not allow it."
+            label = f"{label}: {found}"
+        message = message or "This gateway's routing policy does not allow this request."
+        return PolicyRejected(message, status=rule.status, code=rule.code or "policy_rejected", reason=rule.name, detail=label)
