@@ -127,7 +127,7 @@ class RunResult:
             lines.append("  ttfb (first body byte) ms: " + _fmt_stats(self.stats(self.ttfb)))
         if self.send_lag:
             lag = self.stats(self.send_lag)
-            lines.append(f"  client send lag ms: p50 {lag['p50']:.2f} p99 {lag['p99']:.2f}; "
+            lines.append(f"  send lag ms (client timer + wait for a pooled connection): p50 {lag['p50']:.2f} p99 {lag['p99']:.2f}; "
                          f"client CPU {self.client_cpu_s:.2f}s ({100 * self.client_cpu_s / max(self.duration, 1e-9):.0f}%)")
         return "\n".join(lines)
 

@@ -45,7 +45,7 @@ def lua_script(body: bytes, headers: Mapping[str, str]) -> str:
     """A wrk script that POSTs `body` with `headers` and prints a JSON summary."""
     lines = ['wrk.method = "POST"', f"wrk.body = {_long_string(body.decode())}",
              'wrk.headers["Content-Type"] = "application/json"']
-    lines += [f"wrk.headers[{_long_string(k)}] = {_long_string(v)}" for k, v in headers.items()]
+    lines += [f"wrk.headers[ {_long_string(k)} ] = {_long_string(v)}" for k, v in headers.items()]
     return "\n".join(lines) + "\n" + _DONE
 
 

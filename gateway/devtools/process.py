@@ -115,16 +115,21 @@ def spawn_server(
     health_url: str,
     *,
     timeout: float = 30.0,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     ready: Callable[[int], bool] = _default_ready,
 ) -> Iterator[ServerProcess]:
     """Run `argv` in its own process group, wait until `health_url` answers, stop it on exit.
 
-    `env` is added to this process's environment. Output goes to a temporary log file whose
+    `env` is added to this process's environment (a None value removes that variable). Output goes to a temporary log file whose
     tail is included in `ServerStartError` when the server fails to start.
     """
-    full_env = {**os.environ, **(env or {})}
+    full_env = dict(os.environ)
+    for name, value in (env or {}).items():
+        if value is None:
+            full_env.pop(name, None)
+        else:
+            full_env[name] = value
     log_fd, log_name = tempfile.mkstemp(prefix="spawned-server-", suffix=".log")
     server: ServerProcess | None = None
     try:
