@@ -33,8 +33,9 @@ def run_gateway(
     tmp_dir: Path | None = None,
     env: dict[str, str] | None = None,
     timeout: float = GATEWAY_START_TIMEOUT,
+    wait_path: str = "/readyz",
 ) -> Iterator[RunningGateway]:
-    """Start `slm-gateway serve` on a free port with extra CLI `args` (and a YAML `config`), ready on /readyz."""
+    """Start `slm-gateway serve` on a free port with extra CLI `args` (and a YAML `config`); wait for `wait_path`."""
     argv: list[str] = [sys.executable, "-m", "gateway", "serve", "--host", LOOPBACK]
     if config is not None:
         assert tmp_dir is not None, "a config needs a tmp_dir to be written to"
@@ -43,7 +44,7 @@ def run_gateway(
         argv += ["--config", str(path)]
     port = free_port()
     argv += ["--port", str(port), *args]
-    with spawn_server(argv, f"http://{LOOPBACK}:{port}/readyz", timeout=timeout, env=env, cwd=REPO_ROOT) as server:
+    with spawn_server(argv, f"http://{LOOPBACK}:{port}{wait_path}", timeout=timeout, env=env, cwd=REPO_ROOT) as server:
         yield RunningGateway(server, port)
 
 
@@ -66,8 +67,10 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
     """Start extra gateways for one test: `gateway_factory(*cli_args, config={...})`; all stopped afterwards."""
     with ExitStack() as stack:
 
-        def start(*args: str, config: dict | None = None, env: dict[str, str] | None = None) -> RunningGateway:
-            return stack.enter_context(run_gateway(*args, config=config, tmp_dir=tmp_path, env=env))
+        def start(
+            *args: str, config: dict | None = None, env: dict[str, str] | None = None, wait_path: str = "/readyz"
+        ) -> RunningGateway:
+            return stack.enter_context(run_gateway(*args, config=config, tmp_dir=tmp_path, env=env, wait_path=wait_path))
 
         yield start
 
