@@ -1,0 +1,330 @@
+"""Each rule condition and action of the policy router, on parsed requests (no server)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from gateway.api.schemas import parse_chat_request
+from gateway.metrics import GatewayMetrics
+from gateway.routing.decision import RouteContext, RouteDecision
+from gateway.routing.policy import parse_policy
+from gateway.routing.policy_router import PolicyRejected, PolicyRouter
+from gateway.routing.reloadable import ReloadableRouter, RouterSource
+
+HARD = "Prove that there are infinitely many primes."
+EASY = "Say hello."
+
+
+class KeywordScorer:
+    """Stand-in classifier: p_strong 0.9 for prompts that say 'prove', else 0.1; counts calls."""
+
+    metadata: dict[str, Any] = {"score_quantiles": {"0.0": 0.0, "1.0": 1.0}}
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score_messages(self, messages: list[Mapping[str, Any]]) -> float:
+        self.calls += 1
+        text = " ".join(str(m.get("content")) for m in messages)
+        return 0.9 if "prove" in text.lower() else 0.1
+
+
+class BrokenScorer:
+    metadata: dict[str, Any] = {}
+
+    def score_messages(self, messages: list[Mapping[str, Any]]) -> float:
+        raise RuntimeError("boom")
+
+
+def ctx(
+    content: str | list[dict[str, Any]] = EASY,
+    *,
+    model: str = "gpt-4o",
+    headers: dict[str, str] | None = None,
+    upstream: bool = True,
+    local: bool = True,
+    **extra: Any,
+) -> RouteContext:
+    body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+    parsed = parse_chat_request(json.dumps(body).encode())
+    return RouteContext(request=parsed, headers=headers or {}, has_upstream=upstream, has_local=local)
+
+
+def router(policy: str, scorer: Any = None, **kwargs: Any) -> PolicyRouter:
+    return PolicyRouter(parse_policy(policy, "test.yaml"), scorer if scorer is not None else KeywordScorer(), **kwargs)
+
+
+def one_rule(when: str, action: str = "local", extra: str = "") -> PolicyRouter:
+    return router(f"defaults: {{action: upstream}}\nrules:\n  - name: r\n    action: {action}\n    when: {when}\n{extra}")
+
+
+def hits(r: PolicyRouter, c: RouteContext) -> bool:
+    decision = r.decide(c)
+    return decision.reason == "r"
+
+
+# -- conditions -------------------------------------------------------------------------------------------------
+def test_model_globs_are_case_insensitive() -> None:
+    r = one_rule("{model: ['gpt-4o*', 'claude-*']}")
+    assert hits(r, ctx(model="gpt-4o-mini")) and hits(r, ctx(model="GPT-4O")) and hits(r, ctx(model="claude-3"))
+    assert not hits(r, ctx(model="llama-3")) and not hits(r, ctx(model="my-gpt-4o"))
+
+
+def test_header_values_match_globs_and_missing_headers_do_not() -> None:
+    r = one_rule("{headers: {x-team: ['search', 'ads-*']}}")
+    assert hits(r, ctx(headers={"x-team": "ads-eu"})) and hits(r, ctx(headers={"x-team": " search "}))
+    assert not hits(r, ctx(headers={"x-team": "billing"})) and not hits(r, ctx())
+    present = one_rule("{headers: {x-debug: '*'}}")
+    assert hits(present, ctx(headers={"x-debug": "1"})) and not hits(present, ctx())
+
+
+def test_tag_comes_from_the_header_else_the_user_field() -> None:
+    r = one_rule("{tag: 'batch-*'}")
+    assert hits(r, ctx(headers={"x-gateway-tag": "batch-nightly"}))
+    assert hits(r, ctx(user="batch-7"))
+    assert not hits(r, ctx(headers={"x-gateway-tag": "interactive"}, user="batch-7"))  # the header wins
+    assert not hits(r, ctx())
+    user_only = one_rule("{user: 'alice'}")
+    assert hits(user_only, ctx(user="alice")) and not hits(user_only, ctx(headers={"x-gateway-tag": "alice"}))
+
+
+def test_estimated_prompt_tokens_ranges() -> None:
+    r = one_rule("{prompt_tokens: {gte: 100, lt: 1000}}")
+    assert not hits(r, ctx("word " * 10))
+    assert hits(r, ctx("word " * 200))  # ~250 tokens estimated
+    assert not hits(r, ctx("word " * 2000))
+
+
+def test_exceeds_local_context_counts_the_requested_max_tokens() -> None:
+    r = router("rules:\n  - name: r\n    action: upstream\n    when: {exceeds_local_context: true}\n",
+               local_context_tokens=1000)
+    assert not hits(r, ctx("x" * 3000))  # ~754 tokens
+    assert hits(r, ctx("x" * 3000, max_tokens=400))
+    assert hits(r, ctx("x" * 5000))
+
+
+def test_tools_images_response_format_and_stream() -> None:
+    tools = [{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}]
+    image = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:x"}}]
+    assert hits(one_rule("{has_tools: true}"), ctx(tools=tools))
+    assert hits(one_rule("{has_tools: true}"), ctx(functions=[{"name": "legacy"}]))
+    assert not hits(one_rule("{has_tools: true}"), ctx())
+    assert hits(one_rule("{has_tools: false}"), ctx())
+    assert hits(one_rule("{has_images: true}"), ctx(image)) and not hits(one_rule("{has_images: true}"), ctx())
+    structured = one_rule("{response_format: true}")
+    assert hits(structured, ctx(response_format={"type": "json_object"}))
+    assert not hits(structured, ctx(response_format={"type": "text"})) and not hits(structured, ctx())
+    schema_only = one_rule("{response_format: json_schema}")
+    assert hits(schema_only, ctx(response_format={"type": "json_schema", "json_schema": {"name": "x"}}))
+    assert not hits(schema_only, ctx(response_format={"type": "json_object"}))
+    assert hits(one_rule("{stream: true}"), ctx(stream=True)) and not hits(one_rule("{stream: true}"), ctx())
+
+
+def test_score_condition_consults_the_classifier() -> None:
+    r = one_rule("{score: {gte: 0.5}}")
+    assert hits(r, ctx(HARD)) and not hits(r, ctx(EASY))
+    decision = r.decide(ctx(HARD))
+    assert decision.score == pytest.approx(0.9)
+    no_classifier = PolicyRouter(parse_policy("rules:\n  - name: r\n    action: local\n    when: {score: {gte: 0}}\n",
+                                              "t.yaml"), None)
+    assert no_classifier.decide(ctx()).reason != "r"  # no classifier: a score condition never holds
+
+
+def test_conditions_are_anded() -> None:
+    r = one_rule("{model: 'gpt-*', has_tools: false, prompt_tokens: {lt: 50}}")
+    assert hits(r, ctx(model="gpt-4o"))
+    assert not hits(r, ctx(model="claude"))
+    assert not hits(r, ctx("word " * 100, model="gpt-4o"))
+
+
+# -- actions ----------------------------------------------------------------------------------------------------
+def test_first_matching_rule_wins_and_says_so() -> None:
+    r = router("rules:\n  - name: first\n    action: upstream\n    when: {model: 'gpt-*'}\n"
+               "  - name: second\n    action: local\n    when: {model: 'gpt-4o'}\n")
+    decision = r.decide(ctx(model="gpt-4o"))
+    assert (decision.tier, decision.reason, decision.detail) == ("upstream", "first", "rule 'first'")
+
+
+def test_auto_compares_the_score_with_the_threshold() -> None:
+    r = router("rules:\n  - name: smart\n    action: auto\n    threshold: 0.42\n")
+    easy, hard = r.decide(ctx(EASY)), r.decide(ctx(HARD))
+    assert (easy.tier, easy.reason, easy.threshold) == ("local", "classifier", 0.42)
+    assert easy.detail == "classifier p_strong=0.1 < threshold 0.42 (rule 'smart')"
+    assert hard.tier == "upstream" and hard.detail == "classifier p_strong=0.9 >= threshold 0.42 (rule 'smart')"
+    assert hard.score == pytest.approx(0.9)
+
+
+def test_default_action_applies_when_no_rule_matches() -> None:
+    r = router("defaults: {action: local}\nrules:\n  - name: r\n    action: upstream\n    when: {model: x}\n")
+    decision = r.decide(ctx(model="y"))
+    assert (decision.tier, decision.reason) == ("local", "default")
+
+
+def test_reject_answers_403_permission_error_with_its_message() -> None:
+    r = router("rules:\n  - name: no-legacy\n    action: reject\n    when: {model: 'text-davinci-*'}\n"
+               "    message: Legacy models are retired.\n")
+    with pytest.raises(PolicyRejected) as info:
+        r.decide(ctx(model="text-davinci-003"))
+    exc = info.value
+    assert (exc.status_code, exc.error_type, exc.code) == (403, "permission_error", "policy_rejected")
+    assert exc.message == "Legacy models are retired."
+    assert exc.headers["x-gateway-route-reason"] == "rule 'no-legacy'" and exc.reason == "no-legacy"
+    r400 = router("rules:\n  - name: r\n    action: reject\n    status: 400\n    code: too_big\n    when: {prompt_tokens: {gt: 10}}\n")
+    with pytest.raises(PolicyRejected) as info:
+        r400.decide(ctx("word " * 100))
+    assert (info.value.status_code, info.value.error_type, info.value.code) == (400, "invalid_request_error", "too_big")
+
+
+def test_pii_reject_names_the_kinds_but_never_the_values() -> None:
+    r = router("rules:\n  - name: no-pii\n    action: reject\n    when: {pii: any}\n")
+    with pytest.raises(PolicyRejected) as info:
+        r.decide(ctx("my card is 4111 1111 1111 1111 and mail bob@example.com"))
+    exc = info.value
+    assert (exc.status_code, exc.code) == (403, "pii_blocked")
+    assert "credit_card" in exc.message and "email" in exc.message
+    assert "4111" not in exc.message + exc.detail and "bob@" not in exc.message + exc.detail
+    assert r.decide(ctx("no personal data here")).reason == "classifier"
+
+
+PRIVACY = """
+defaults: {fallback: both}
+rules:
+  - name: pii-local
+    action: local
+    when: {pii: [email, iban]}
+  - name: pin-local
+    action: local
+    when: {model: local}
+  - name: auto
+    action: auto
+    threshold: 0.5
+"""
+
+
+def test_pii_keep_local_never_falls_back_upstream() -> None:
+    r = router(PRIVACY)
+    decision = r.decide(ctx("send it to jane@example.com", model="gpt-4o"))
+    assert (decision.tier, decision.reason, decision.fallback) == ("local", "pii-local", None)
+
+
+def test_pii_guard_also_drops_the_upstream_fallback_of_other_local_decisions() -> None:
+    r = router(PRIVACY)
+    # `pin-local` would spill upstream on failure, but the request holds a kind the policy keeps local.
+    pinned = r.decide(ctx("IBAN GB82WEST12345698765432", model="local"))
+    assert pinned.reason == "pii-local" and pinned.fallback is None
+    plain = r.decide(ctx("hello", model="local"))
+    assert (plain.reason, plain.fallback) == ("pin-local", "upstream")
+
+
+def test_pii_keep_local_without_a_local_tier_is_refused() -> None:
+    r = router(PRIVACY)
+    with pytest.raises(PolicyRejected) as info:
+        r.decide(ctx("jane@example.com", local=False))
+    assert info.value.code == "pii_blocked" and info.value.status_code == 403
+
+
+def test_pii_past_the_scan_cap_is_assumed_unless_told_otherwise() -> None:
+    long_text = "lorem ipsum " * 200 + "jane@example.com"
+    assumed = router("defaults: {pii_max_chars: 1000}\nrules:\n  - name: r\n    action: local\n    when: {pii: email}\n")
+    assert assumed.decide(ctx(long_text)).reason == "r"
+    ignored = router("defaults: {pii_max_chars: 1000, pii_beyond_cap: ignore}\n"
+                     "rules:\n  - name: r\n    action: local\n    when: {pii: email}\n")
+    assert ignored.decide(ctx(long_text)).reason != "r"
+
+
+@pytest.mark.parametrize(
+    ("mode", "local_fallback", "upstream_fallback"),
+    [("both", "upstream", "local"), ("to_upstream", "upstream", None), ("to_local", None, "local"), ("none", None, None)],
+)
+def test_fallback_modes(mode: str, local_fallback: str | None, upstream_fallback: str | None) -> None:
+    r = router(f"defaults: {{fallback: {mode}}}\nrules:\n  - name: l\n    action: local\n    when: {{model: local}}\n"
+               "  - name: u\n    action: upstream\n    when: {model: upstream}\n")
+    assert r.decide(ctx(model="local")).fallback == local_fallback
+    assert r.decide(ctx(model="upstream")).fallback == upstream_fallback
+
+
+def test_rule_fallback_overrides_the_default_and_spill_setting_is_honoured() -> None:
+    policy = "rules:\n  - name: l\n    action: local\n    fallback: none\n    when: {model: local}\n"
+    assert router(policy).decide(ctx(model="local")).fallback is None
+    assert router("rules: []\ndefaults: {action: local}\n", spill_to_upstream=False).decide(ctx()).fallback is None
+
+
+def test_no_upstream_sends_everything_local_with_a_clear_reason() -> None:
+    r = router("rules:\n  - name: tools\n    action: upstream\n    when: {has_tools: true}\n  - name: auto\n    action: auto\n")
+    scorer = r.scorer
+    auto = r.decide(ctx(HARD, upstream=False))
+    assert (auto.tier, auto.reason, auto.fallback) == ("local", "no_upstream", None)
+    assert "no upstream configured" in auto.detail
+    assert scorer.calls == 0  # nothing to decide: the classifier is not consulted
+    tools = r.decide(ctx(upstream=False, tools=[{"type": "function", "function": {"name": "f"}}]))
+    assert (tools.tier, tools.reason) == ("local", "no_upstream") and "rule 'tools'" in tools.detail
+
+
+def test_no_local_tier_sends_local_decisions_upstream() -> None:
+    r = router("rules:\n  - name: l\n    action: local\n    when: {model: local}\n")
+    decision = r.decide(ctx(model="local", local=False))
+    assert (decision.tier, decision.reason, decision.fallback) == ("upstream", "no_local", None)
+
+
+def test_unavailable_or_failing_classifier_degrades_to_the_configured_tier() -> None:
+    spec = parse_policy("defaults: {classifier_unavailable: upstream}\nrules: []\n", "t.yaml")
+    missing = PolicyRouter(spec, None, scorer_problem="router model file not found: /x/router.skops")
+    decision = missing.decide(ctx())
+    assert (decision.tier, decision.reason) == ("upstream", "classifier_unavailable")
+    assert "router model file not found" in decision.detail
+    broken = PolicyRouter(spec, BrokenScorer()).decide(ctx())
+    assert (broken.tier, broken.reason) == ("upstream", "classifier_error")
+
+
+def test_cache_override_is_carried_on_the_decision() -> None:
+    r = one_rule("{model: x}", extra="    cache: false\n")
+    assert r.decide(ctx(model="x")).cacheable is False
+    assert r.decide(ctx(model="y")).cacheable is None
+
+
+# -- cost: expensive features only when needed ------------------------------------------------------------------
+def test_classifier_and_pii_scan_run_only_when_a_rule_needs_them() -> None:
+    r = router("rules:\n  - name: pin\n    action: local\n    when: {model: local}\n"
+               "  - name: pii\n    action: local\n    when: {pii: email}\n  - name: auto\n    action: auto\n")
+    features = r.features(ctx(model="local"))
+    assert r.match(features).name == "pin"
+    assert not features._pii_checked and features.score_if_computed is None
+    features = r.features(ctx(model="gpt-4o"))
+    assert r.match(features).name == "auto"
+    assert features._pii_checked == {"email"}
+
+
+def test_default_policy_pins_and_auto_routes_any_model_name() -> None:
+    from gateway.routing.policy import load_policy
+
+    r = PolicyRouter(load_policy(None), KeywordScorer())
+    assert r.decide(ctx(HARD, model="gpt-4o")).reason == "classifier"
+    assert r.decide(ctx(HARD, model="auto")).tier == "upstream"
+    assert r.decide(ctx(EASY, model="whatever-model")).tier == "local"
+    assert r.decide(ctx(HARD, model="local")).tier == "local"
+    assert r.decide(ctx(EASY, model="upstream")).tier == "upstream"
+    assert r.decide(ctx(HARD, headers={"x-gateway-route": "local"})).reason == "pin-local-header"
+    assert r.decide(ctx(EASY, headers={"x-gateway-route": "upstream"})).reason == "pin-upstream-header"
+
+
+# -- metrics ----------------------------------------------------------------------------------------------------
+def test_classifier_duration_and_rejections_are_recorded(tmp_path: Any) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("rules:\n  - name: nope\n    action: reject\n    when: {model: banned}\n  - name: auto\n    action: auto\n")
+    metrics = GatewayMetrics()
+    source = RouterSource(policy_path=str(policy))
+    spec = parse_policy(policy.read_text(), str(policy))
+    from gateway.routing.reloadable import build_router
+
+    holder = ReloadableRouter(source, metrics, initial=build_router(source, spec, KeywordScorer(), None, metrics))
+    decision: RouteDecision = holder.decide(ctx(EASY))
+    assert decision.tier == "local"
+    with pytest.raises(PolicyRejected):
+        holder.decide(ctx(model="banned"))
+    registry = metrics.registry
+    assert registry.get_sample_value("slm_gateway_classifier_duration_seconds_count") == 1
+    assert registry.get_sample_value("slm_gateway_routing_decisions_total", {"tier": "rejected", "reason": "nope"}) == 1
