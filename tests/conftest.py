@@ -85,3 +85,26 @@ def upstream_factory() -> Iterator[Callable[..., str]]:
 
         yield start
 
+
+
+@pytest.fixture(scope="session")
+def tiny_router_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real router model (skops) trained on synthetic prompts: 'prove/derive/integral' prompts are hard."""
+    import json
+
+    from classifier.train import RouterConfig, train
+
+    hard = ["Prove that {n} is irrational.", "Derive the closed form of sum k^{n}.", "Evaluate the integral of x^{n} e^x."]
+    easy = ["Say hello {n} times.", "What is the capital of country {n}?", "Translate good morning, take {n}."]
+    rows = []
+    for n in range(120):
+        for template in hard:
+            rows.append({"prompt": template.format(n=n), "weak_correct": n % 5 == 0, "strong_correct": True})
+        for template in easy:
+            rows.append({"prompt": template.format(n=n), "weak_correct": n % 7 != 0, "strong_correct": True})
+    folder = tmp_path_factory.mktemp("tiny-router")
+    data = folder / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = folder / "router.skops"
+    train(data, out, RouterConfig(word_features=2**12))
+    return out

@@ -25,7 +25,20 @@ class CalibrationError(ValueError):
 
 def parse_quantiles(raw: Any) -> list[tuple[float, float]]:
     """(quantile, score) pairs sorted by quantile, from any accepted metadata shape."""
+    try:
+        pairs = _pairs(raw)
+    except (TypeError, ValueError) as exc:
+        raise CalibrationError(f"score_quantiles is malformed: {exc}") from None
+    pairs.sort()
+    if len(pairs) < 2 or any(not 0.0 <= q <= 1.0 for q, _ in pairs):
+        raise CalibrationError("score_quantiles needs at least two quantiles within [0, 1]")
+    return pairs
+
+
+def _pairs(raw: Any) -> list[tuple[float, float]]:
     pairs: list[tuple[float, float]]
+    if isinstance(raw, (str, bytes)):
+        raise CalibrationError("score_quantiles must be a mapping, a list of pairs or a list of scores")
     if isinstance(raw, Mapping):
         if "quantiles" in raw and "values" in raw:
             pairs = [(float(q), float(s)) for q, s in zip(raw["quantiles"], raw["values"], strict=True)]
@@ -38,9 +51,6 @@ def parse_quantiles(raw: Any) -> list[tuple[float, float]]:
         pairs = [(i / n, float(s)) for i, s in enumerate(raw)]
     else:
         raise CalibrationError("score_quantiles must be a mapping, a list of pairs or a list of scores")
-    pairs.sort()
-    if len(pairs) < 2 or any(not 0.0 <= q <= 1.0 for q, _ in pairs):
-        raise CalibrationError("score_quantiles needs at least two quantiles within [0, 1]")
     return pairs
 
 
