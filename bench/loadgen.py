@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import sys
 import time
@@ -73,9 +74,9 @@ class Target:
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of already sorted values (0.0 when empty)."""
+    """Nearest-rank percentile of already sorted values (NaN when empty)."""
     if not sorted_values:
-        return 0.0
+        return math.nan
     rank = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
     return sorted_values[rank]
 
@@ -106,7 +107,7 @@ class RunResult:
             return dict(self.fixed)
         data = sorted(self.latencies if values is None else values)
         return {"p50": percentile(data, 50), "p90": percentile(data, 90), "p99": percentile(data, 99),
-                "max": data[-1] if data else 0.0}
+                "max": data[-1] if data else math.nan}
 
     @property
     def error_count(self) -> int:
@@ -255,6 +256,32 @@ async def closed_loop(target: Target, *, connections: int, duration: float, warm
     result.sent = result.ok + result.error_count
     pool.close()
     return result
+
+
+async def settle(target: Target, *, answer_within: float = 1.0, max_wait: float = 60.0) -> float:
+    """Send one request at a time until one is answered (2xx) within `answer_within` seconds.
+
+    Lets an overloaded server work off its backlog before the next run, so runs don't pollute each
+    other. Returns the seconds waited; raises RuntimeError on an HTTP error or after `max_wait`.
+    """
+    pool = Pool.for_url(target.url, 1)
+    raw = target.raw_request()
+    start = time.perf_counter()
+    try:
+        while True:
+            left = max_wait - (time.perf_counter() - start)
+            if left <= 0:
+                raise RuntimeError(f"{target.url} still slower than {answer_within}s after {max_wait:.0f}s")
+            try:
+                reply = await asyncio.wait_for(fetch(pool, raw), left)
+            except asyncio.TimeoutError:
+                continue
+            if reply.status >= 400:
+                raise RuntimeError(f"{target.url} answered HTTP {reply.status}")
+            if reply.done - reply.sent <= answer_within:
+                return time.perf_counter() - start
+    finally:
+        pool.close()
 
 
 def closed_loop_wrk(target: Target, *, connections: int, duration: float, warmup: float = 1.0,

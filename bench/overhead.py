@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import shutil
 import sys
@@ -33,7 +34,7 @@ if str(ROOT) not in sys.path:
 
 import litellm_proxy  # noqa: E402
 import procstat  # noqa: E402
-from loadgen import RunResult, Target, closed_loop, closed_loop_wrk, open_loop, run_async  # noqa: E402
+from loadgen import RunResult, Target, closed_loop, closed_loop_wrk, open_loop, run_async, settle  # noqa: E402
 from wrk import available as wrk_available  # noqa: E402
 
 from gateway.devtools.process import (  # noqa: E402
@@ -81,6 +82,7 @@ def measure(name: str, base_url: str, headers: dict[str, str], server: ServerPro
     open_seconds = 0.0
     for stream in (False, True):
         target = Target(base_url, model=MODEL, headers=headers, stream=stream)
+        _settle(target)
         cpu0, t0 = procstat.group_cpu_seconds(server.pid), time.perf_counter()
         result = run_async(lambda t=target: open_loop(t, rate=plan.rate, duration=plan.duration,
                                                        poisson=plan.poisson, warmup=plan.warmup,
@@ -90,6 +92,7 @@ def measure(name: str, base_url: str, headers: dict[str, str], server: ServerPro
         print(result.summary(), flush=True)
         results.append(result)
     target = Target(base_url, model=MODEL, headers=headers)
+    _settle(target)
     if plan.engine == "wrk":
         cpu0 = procstat.group_cpu_seconds(server.pid)
         closed = closed_loop_wrk(target, connections=plan.connections, duration=plan.duration, warmup=plan.warmup)
@@ -103,8 +106,14 @@ def measure(name: str, base_url: str, headers: dict[str, str], server: ServerPro
     warm_share = (plan.duration + plan.warmup) / plan.duration
     figures = Figures(name, results[0], results[1], closed)
     figures.open_cpu_pct = 100 * cpu_open / max(open_seconds, 1e-9)
-    figures.closed_cpu_ms_per_req = 1000 * cpu_closed / max(closed.ok * warm_share, 1)
+    figures.closed_cpu_ms_per_req = 1000 * cpu_closed / (closed.ok * warm_share) if closed.ok else math.nan
     return figures
+
+
+def _settle(target: Target) -> None:
+    waited = run_async(lambda: settle(target))
+    if waited > 2:
+        print(f"  (waited {waited:.1f}s for the target to work off its backlog)", flush=True)
 
 
 @contextmanager
@@ -141,7 +150,7 @@ def gateway(upstream: str, *, workers: int, health_path: str, extra: Sequence[st
 
 
 def _ms(value: float) -> str:
-    return f"{value:.2f}"
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
 
 
 def report(all_figures: list[Figures], plan: Plan, upstream_latency_ms: float) -> str:
@@ -171,7 +180,7 @@ def report(all_figures: list[Figures], plan: Plan, upstream_latency_ms: float) -
             "-" if is_base else _ms(s["p50"] - bs["p50"]), "-" if is_base else _ms(s["p99"] - bs["p99"]),
             _ms(f.open_stream.stats(f.open_stream.ttfb)["p50"]), str(errors),
             f"{f.closed.achieved_rate:.0f}", _ms(c["p50"]), _ms(c["p99"]),
-            f"{f.open_cpu_pct:.0f}", f"{f.closed_cpu_ms_per_req:.3f}",
+            f"{f.open_cpu_pct:.0f}", f"{f.closed_cpu_ms_per_req:.3f}" if f.closed.ok else "n/a",
         ])
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     table = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths)))
@@ -252,12 +261,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     figures.append(measure("slm-gateway", url, {"x-gateway-route": "upstream"}, proc, plan))
             except FileNotFoundError as exc:
                 print(f"\n== slm-gateway: SKIPPED: {exc}", flush=True)
-            except ServerStartError as exc:
-                print(f"\n== slm-gateway: SKIPPED: it did not start: {exc}", flush=True)
+            except (ServerStartError, RuntimeError) as exc:
+                print(f"\n== slm-gateway: SKIPPED: {exc}", flush=True)
         if want_litellm:
-            with litellm_proxy.run_litellm(upstream, models=[MODEL], workers=args.litellm_workers) as (url, proc):
-                name = f"litellm {litellm_proxy.version()}"
-                figures.append(measure(name, url, dict(litellm_proxy.AUTH_HEADERS), proc, plan))
+            try:
+                with litellm_proxy.run_litellm(upstream, models=[MODEL], workers=args.litellm_workers) as (url, proc):
+                    name = f"litellm {litellm_proxy.version()}"
+                    figures.append(measure(name, url, dict(litellm_proxy.AUTH_HEADERS), proc, plan))
+            except (ServerStartError, RuntimeError, OSError) as exc:
+                print(f"\n== litellm: SKIPPED: {exc}", flush=True)
     text = report(figures, plan, args.upstream_latency_ms)
     print("\n" + text)
     if args.json:
