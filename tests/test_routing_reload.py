@@ -1,0 +1,184 @@
+"""Reloading policy and classifier: in-process holder, SIGHUP to a running `slm-gateway serve`, POST /admin/reload."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.metrics import GatewayMetrics
+from gateway.routing.reloadable import ReloadableRouter, RouterSource
+from tests.conftest import RunningGateway, run_gateway
+from tests.test_policy_rules import ctx
+
+KEY = "sk-gw-admin"
+V1 = "defaults: {action: upstream}\nrules:\n  - name: alpha-local\n    action: local\n    when: {model: alpha}\n"
+V2 = "defaults: {action: upstream}\nrules:\n  - name: alpha-upstream\n    action: upstream\n    when: {model: alpha}\n"
+BROKEN = "rules:\n  - name: alpha\n    action: teleport\n"
+
+
+def metric(gw: RunningGateway, name: str, **labels: str) -> float:
+    text = httpx.get(f"{gw.root}/metrics", timeout=10).text
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") or line.startswith(f"{name} "):
+            series, _, value = line.rpartition(" ")
+            got = series[len(name):].strip("{}")
+            if ",".join(sorted(got.split(","))) == want or (not want and not got):
+                return float(value)
+    return 0.0
+
+
+# -- in-process -------------------------------------------------------------------------------------------------
+async def test_reload_swaps_valid_policies_and_keeps_the_old_on_errors(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(V1)
+    metrics = GatewayMetrics()
+    holder = ReloadableRouter(RouterSource(policy_path=str(policy)), metrics)
+    before = holder.current
+    assert holder.decide(ctx(model="alpha")).reason == "alpha-local"
+
+    policy.write_text(V2)
+    results = await holder.reload()
+    assert [(r.component, r.result) for r in results] == [("policy", "success")]
+    assert holder.current is not before and holder.decide(ctx(model="alpha")).reason == "alpha-upstream"
+    assert before.decide(ctx(model="alpha")).reason == "alpha-local"  # a request holding the old router is unaffected
+
+    policy.write_text(BROKEN)
+    results = await holder.reload()
+    assert [(r.component, r.result) for r in results] == [("policy", "failure")]
+    assert "rules[0] 'alpha'" in results[0].detail
+    assert holder.decide(ctx(model="alpha")).reason == "alpha-upstream"
+    get = metrics.registry.get_sample_value
+    assert get("slm_gateway_reloads_total", {"component": "policy", "result": "success"}) == 1
+    assert get("slm_gateway_reloads_total", {"component": "policy", "result": "failure"}) == 1
+
+
+async def test_reload_of_a_broken_classifier_keeps_the_old_one(tmp_path: Path, tiny_router_model: Path) -> None:
+    model = tmp_path / "router.skops"
+    model.write_bytes(tiny_router_model.read_bytes())
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - name: auto\n    action: auto\n    threshold: 0.5\n")
+    metrics = GatewayMetrics()
+    holder = ReloadableRouter(RouterSource(policy_path=str(policy), classifier_path=str(model)), metrics)
+    scorer = holder.current.scorer
+    model.write_bytes(b"not a model")
+    results = {r.component: r for r in await holder.reload()}
+    assert results["policy"].result == "success" and results["classifier"].result == "failure"
+    assert str(model) in results["classifier"].detail
+    assert holder.current.scorer is scorer
+    assert holder.decide(ctx("Prove that 7 is irrational.")).tier == "upstream"
+
+
+async def test_concurrent_decisions_during_reloads_never_fail(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(V1)
+    holder = ReloadableRouter(RouterSource(policy_path=str(policy)))
+    stop = threading.Event()
+    seen: set[str] = set()
+    errors: list[BaseException] = []
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                seen.add(holder.decide(ctx(model="alpha")).reason)
+            except BaseException as exc:  # noqa: BLE001 - any failure is the bug
+                errors.append(exc)
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    for i in range(20):
+        policy.write_text(V2 if i % 2 == 0 else V1)
+        await holder.reload()
+    stop.set()
+    worker.join()
+    assert not errors and seen == {"alpha-local", "alpha-upstream"}
+
+
+# -- a running gateway --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reload_gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, Path]]:
+    policy = tmp_path_factory.mktemp("reload") / "policy.yaml"
+    policy.write_text(V1)
+    args = ("--upstream-url", fake_upstream, "--policy", str(policy), "--api-key", KEY)
+    with run_gateway(*args) as gw:
+        yield gw, policy
+
+
+def route_of(gw: RunningGateway, model: str = "alpha") -> tuple[str, str]:
+    body = {"model": model, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
+    r = httpx.post(f"{gw.base_url}/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.headers["x-gateway-route"], r.headers["x-gateway-route-reason"]
+
+
+def wait_for(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def test_sighup_applies_a_valid_policy_without_dropping_in_flight_requests(
+    reload_gateway: tuple[RunningGateway, Path],
+) -> None:
+    gw, policy = reload_gateway
+    assert route_of(gw) == ("local", "rule 'alpha-local'")
+
+    async def in_flight() -> httpx.Response:
+        body = {"model": "alpha", "messages": [{"role": "user", "content": "Count from 1 to 30."}],
+                "max_tokens": 40, "temperature": 0}
+        async with httpx.AsyncClient(timeout=120) as http:
+            task = asyncio.create_task(http.post(
+                f"{gw.base_url}/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"}))
+            await asyncio.sleep(0.3)
+            policy.write_text(V2)
+            os.kill(gw.server.pid, signal.SIGHUP)
+            return await task
+
+    response = asyncio.run(in_flight())
+    assert response.status_code == 200 and response.headers["x-gateway-route"] == "local"
+    assert response.json()["choices"][0]["message"]["content"]
+    wait_for(lambda: metric(gw, "slm_gateway_reloads_total", component="policy", result="success") >= 1)
+    assert route_of(gw) == ("upstream", "rule 'alpha-upstream'")
+    assert gw.server.proc.poll() is None
+
+
+def test_sighup_with_an_invalid_policy_keeps_the_old_one_and_counts_a_failure(
+    reload_gateway: tuple[RunningGateway, Path],
+) -> None:
+    gw, policy = reload_gateway
+    policy.write_text(V2)
+    failures = metric(gw, "slm_gateway_reloads_total", component="policy", result="failure")
+    policy.write_text(BROKEN)
+    os.kill(gw.server.pid, signal.SIGHUP)
+    wait_for(lambda: metric(gw, "slm_gateway_reloads_total", component="policy", result="failure") == failures + 1)
+    assert route_of(gw) == ("upstream", "rule 'alpha-upstream'")
+    assert gw.server.proc.poll() is None
+    assert "reload of policy failed" in gw.server.output()
+
+
+def test_admin_reload_needs_the_gateway_key_and_reports_each_component(
+    reload_gateway: tuple[RunningGateway, Path],
+) -> None:
+    gw, policy = reload_gateway
+    url = f"{gw.root}/admin/reload"
+    denied = httpx.post(url, timeout=30)
+    assert denied.status_code == 401 and denied.json()["error"]["type"] == "authentication_error"
+    auth = {"authorization": f"Bearer {KEY}"}
+    policy.write_text(BROKEN)
+    failed = httpx.post(url, headers=auth, timeout=30)
+    assert failed.status_code == 422
+    assert failed.json()["status"] == "failed"
+    assert failed.json()["components"][0]["component"] == "policy"
+    policy.write_text(V1)
+    ok = httpx.post(url, headers=auth, timeout=30)
+    assert ok.status_code == 200 and ok.json()["status"] == "reloaded"
+    assert route_of(gw) == ("local", "rule 'alpha-local'")
