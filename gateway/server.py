@@ -31,6 +31,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, object]:
         "http": "httptools",
         "timeout_graceful_shutdown": 30,
         "server_header": False,
+        "proxy_headers": False,
     }
 
 
