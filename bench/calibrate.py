@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import procstat
 from loadgen import Target, closed_loop, closed_loop_wrk, open_loop, run_async
@@ -32,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with fake_upstream(0.0) as (url, server):
         for stream in (False, True):
             target = Target(url, stream=stream)
-            print(run_async(lambda t=target: open_loop(t, rate=args.rate, duration=args.duration)).summary())
+            print(run_async(partial(open_loop, target, rate=args.rate, duration=args.duration)).summary())
         target = Target(url)
         engines = ["python"] + (["wrk"] if wrk_available() else [])
         for engine in engines:
@@ -40,8 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if engine == "wrk":
                 result = closed_loop_wrk(target, connections=args.connections, duration=args.duration, warmup=0)
             else:
-                result = run_async(lambda: closed_loop(target, connections=args.connections,
-                                                       duration=args.duration, warmup=0))
+                result = run_async(partial(closed_loop, target, connections=args.connections,
+                                           duration=args.duration, warmup=0))
             cpu = procstat.group_cpu_seconds(server.pid) - cpu0
             print(result.summary())
             if result.engine == "python":

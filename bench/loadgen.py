@@ -77,7 +77,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of already sorted values (NaN when empty)."""
     if not sorted_values:
         return math.nan
-    rank = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
+    rank = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
     return sorted_values[rank]
 
 
@@ -120,8 +120,9 @@ class RunResult:
         kind = "stream" if self.stream else "non-stream"
         load = f"offered {self.offered_rate:.0f}/s" if self.mode == "open" else f"{self.connections} connections"
         lines = [
-            f"{self.mode}-loop {kind} [{self.engine}] {load}, {self.duration:.0f}s: "
-            f"ok {self.ok}, errors {self.error_count}{_fmt_errors(self.errors)}, achieved {self.achieved_rate:.1f} req/s",
+            (f"{self.mode}-loop {kind} [{self.engine}] {load}, {self.duration:.0f}s: "
+             f"ok {self.ok}, errors {self.error_count}{_fmt_errors(self.errors)}, "
+             f"achieved {self.achieved_rate:.1f} req/s"),
             f"  latency{' (to last byte)' if self.stream else ''} ms: " + _fmt_stats(s),
         ]
         if self.stream and self.ttfb:

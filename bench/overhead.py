@@ -26,18 +26,19 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(1, str(ROOT))
 
-import litellm_proxy  # noqa: E402
-import procstat  # noqa: E402
-from loadgen import RunResult, Target, closed_loop, closed_loop_wrk, open_loop, run_async, settle  # noqa: E402
-from wrk import available as wrk_available  # noqa: E402
+import litellm_proxy
+import procstat
+from loadgen import RunResult, Target, closed_loop, closed_loop_wrk, open_loop, run_async, settle
+from wrk import available as wrk_available
 
-from gateway.devtools.process import (  # noqa: E402
+from gateway.devtools.process import (
     ServerProcess,
     ServerStartError,
     fake_upstream_argv,
@@ -84,9 +85,8 @@ def measure(name: str, base_url: str, headers: dict[str, str], server: ServerPro
         target = Target(base_url, model=MODEL, headers=headers, stream=stream)
         _settle(target)
         cpu0, t0 = procstat.group_cpu_seconds(server.pid), time.perf_counter()
-        result = run_async(lambda t=target: open_loop(t, rate=plan.rate, duration=plan.duration,
-                                                       poisson=plan.poisson, warmup=plan.warmup,
-                                                       drain_timeout=max(15.0, plan.duration)))
+        result = run_async(partial(open_loop, target, rate=plan.rate, duration=plan.duration, poisson=plan.poisson,
+                                   warmup=plan.warmup, drain_timeout=max(15.0, plan.duration)))
         cpu_open += procstat.group_cpu_seconds(server.pid) - cpu0
         open_seconds += time.perf_counter() - t0
         print(result.summary(), flush=True)
@@ -99,8 +99,8 @@ def measure(name: str, base_url: str, headers: dict[str, str], server: ServerPro
         cpu_closed = procstat.group_cpu_seconds(server.pid) - cpu0  # includes the short warm-up run
     else:
         cpu0 = procstat.group_cpu_seconds(server.pid)
-        closed = run_async(lambda: closed_loop(target, connections=plan.connections, duration=plan.duration,
-                                               warmup=plan.warmup))
+        closed = run_async(partial(closed_loop, target, connections=plan.connections, duration=plan.duration,
+                                   warmup=plan.warmup))
         cpu_closed = procstat.group_cpu_seconds(server.pid) - cpu0
     print(closed.summary(), flush=True)
     warm_share = (plan.duration + plan.warmup) / plan.duration
@@ -111,7 +111,7 @@ def measure(name: str, base_url: str, headers: dict[str, str], server: ServerPro
 
 
 def _settle(target: Target) -> None:
-    waited = run_async(lambda: settle(target))
+    waited = run_async(partial(settle, target))
     if waited > 2:
         print(f"  (waited {waited:.1f}s for the target to work off its backlog)", flush=True)
 
@@ -159,9 +159,9 @@ def report(all_figures: list[Figures], plan: Plan, upstream_latency_ms: float) -
     arrivals = "Poisson" if plan.poisson else "evenly spaced"
     head = [
         f"machine: {procstat.machine_line()}; load average now {procstat.load_average()}",
-        f"open loop: {plan.rate:.0f} req/s offered ({arrivals}), {plan.duration:.0f} s recorded after {plan.warmup:.0f} s "
-        f"warm-up; closed loop: {plan.connections} connections ({plan.engine}), {plan.duration:.0f} s; "
-        f"fake upstream latency {upstream_latency_ms:g} ms",
+        (f"open loop: {plan.rate:.0f} req/s offered ({arrivals}), {plan.duration:.0f} s recorded after "
+         f"{plan.warmup:.0f} s warm-up; closed loop: {plan.connections} connections ({plan.engine}), "
+         f"{plan.duration:.0f} s; fake upstream latency {upstream_latency_ms:g} ms"),
         "latencies in ms; 'added' = target minus direct at the same percentile; stream latency is to the last byte",
         "",
     ]
@@ -197,10 +197,10 @@ def _verdicts(all_figures: list[Figures], base: Figures) -> list[str]:
     added = [gw.open_plain.stats()[q] - base.open_plain.stats()[q] for q in ("p50", "p99")]
     added_s = [gw.open_stream.stats()[q] - base.open_stream.stats()[q] for q in ("p50", "p99")]
     lines = [
-        f"gateway added p50 <= 1 ms: non-stream {added[0]:.2f}, stream {added_s[0]:.2f} -> "
-        f"{'PASS' if max(added[0], added_s[0]) <= 1 else 'FAIL'}",
-        f"gateway added p99 <= 5 ms: non-stream {added[1]:.2f}, stream {added_s[1]:.2f} -> "
-        f"{'PASS' if max(added[1], added_s[1]) <= 5 else 'FAIL'}",
+        (f"gateway added p50 <= 1 ms: non-stream {added[0]:.2f}, stream {added_s[0]:.2f} -> "
+         f"{'PASS' if max(added[0], added_s[0]) <= 1 else 'FAIL'}"),
+        (f"gateway added p99 <= 5 ms: non-stream {added[1]:.2f}, stream {added_s[1]:.2f} -> "
+         f"{'PASS' if max(added[1], added_s[1]) <= 5 else 'FAIL'}"),
     ]
     if ll is not None and ll.closed.achieved_rate > 0:
         ratio = gw.closed.achieved_rate / ll.closed.achieved_rate

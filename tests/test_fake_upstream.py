@@ -146,13 +146,12 @@ def test_bad_requests_are_400(base_url: str) -> None:
 def test_drop_after_chunks_closes_mid_stream(base_url: str) -> None:
     body = {"model": "m", "messages": MESSAGES, "stream": True}
     received: list[str] = []
+    headers = {"x-fake-drop-after-chunks": "2"}
     with httpx.Client(base_url=base_url) as http:
-        with pytest.raises(httpx.RemoteProtocolError):
-            with http.stream("POST", "/chat/completions", json=body, headers={"x-fake-drop-after-chunks": "2"}) as r:
-                assert r.status_code == 200
-                for line in r.iter_lines():
-                    if line:
-                        received.append(line)
+        with pytest.raises(httpx.RemoteProtocolError), http.stream("POST", "/chat/completions", json=body,
+                                                                   headers=headers) as r:
+            assert r.status_code == 200
+            received.extend(line for line in r.iter_lines() if line)
         assert len(received) == 2
         with pytest.raises(httpx.RemoteProtocolError):
             http.post("/chat/completions", json={**body, "stream": False}, headers={"x-fake-drop-after-chunks": "0"})
@@ -221,9 +220,9 @@ def test_pipelined_requests_are_answered_in_order(root_url: str) -> None:
 
 def test_api_key_required_when_configured() -> None:
     with run_fake_upstream(api_key="sk-secret") as url:
-        with openai.OpenAI(base_url=url, api_key="sk-wrong", max_retries=0) as wrong:
-            with pytest.raises(openai.AuthenticationError) as denied:
-                wrong.chat.completions.create(model="m", messages=MESSAGES)
+        with openai.OpenAI(base_url=url, api_key="sk-wrong", max_retries=0) as wrong, \
+                pytest.raises(openai.AuthenticationError) as denied:
+            wrong.chat.completions.create(model="m", messages=MESSAGES)
         assert denied.value.status_code == 401
         assert denied.value.code == "invalid_api_key"
         with openai.OpenAI(base_url=url, api_key="sk-secret", max_retries=0) as right:
@@ -248,6 +247,6 @@ def test_spawn_server_stops_cleanly_and_reports_failures() -> None:
         assert server.proc.poll() is None
         assert "listening" in server.output()
     assert server.proc.returncode == 0
-    with pytest.raises(ServerStartError, match="boom"):
-        with spawn_server([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], "http://127.0.0.1:9/x"):
-            pass
+    failing = [sys.executable, "-c", "print('boom'); raise SystemExit(3)"]
+    with pytest.raises(ServerStartError, match="boom"), spawn_server(failing, "http://127.0.0.1:9/x"):
+        pass

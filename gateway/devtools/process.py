@@ -147,9 +147,9 @@ def spawn_server(
         Path(log_name).unlink(missing_ok=True)
 
 
-def fake_upstream_argv(port: int, host: str = LOOPBACK, **opts: object) -> list[str]:
-    """The command line that runs the fake upstream; `opts` are its flags (latency_ms=5 -> --latency-ms 5)."""
-    argv = [sys.executable, "-m", "gateway.devtools.fake_upstream", "--host", host, "--port", str(port)]
+def fake_upstream_argv(port: int, **opts: object) -> list[str]:
+    """The command line that runs the fake upstream on 127.0.0.1; `opts` are its flags (latency_ms=5 -> --latency-ms 5)."""
+    argv = [sys.executable, "-m", "gateway.devtools.fake_upstream", "--host", LOOPBACK, "--port", str(port)]
     for name, value in opts.items():
         if value is None or value is False:
             continue
