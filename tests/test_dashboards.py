@@ -20,11 +20,13 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,14 @@ GRAFANA_VALUES = {
 }
 QUERY_DEADLINE_S = 45.0
 PROMETHEUS_START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class ScrapeTarget:
+    """A /metrics endpoint (host:port) and `drive`, which makes it serve traffic once Prometheus scrapes it."""
+
+    address: str
+    drive: Callable[[], None]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -219,8 +229,11 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
-def prometheus(metrics_target: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    """A real Prometheus scraping `metrics_target` (host:port serving /metrics) every second."""
+def prometheus(metrics_target: ScrapeTarget, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """A real Prometheus scraping `metrics_target` every second, after the target has served its traffic.
+
+    Traffic is sent while Prometheus scrapes, so that rate() and increase() see it change.
+    """
     binary = prometheus_binary()
     if binary is None:
         pytest.skip("prometheus is not installed (Debian package 'prometheus' provides /usr/bin/prometheus)")
@@ -231,7 +244,7 @@ def prometheus(metrics_target: str, tmp_path_factory: pytest.TempPathFactory) ->
         "scrape_configs:\n"
         "  - job_name: slm-gateway\n"
         "    metrics_path: /metrics\n"
-        f"    static_configs:\n      - targets: ['{metrics_target}']\n"
+        f"    static_configs:\n      - targets: ['{metrics_target.address}']\n"
     )
     port = free_port()
     log = tmp / "prometheus.log"
@@ -261,8 +274,12 @@ def prometheus(metrics_target: str, tmp_path_factory: pytest.TempPathFactory) ->
             if result.get("status") == "success" and result["data"]["result"]:
                 break
             if time.monotonic() > deadline:
-                pytest.fail(f"prometheus never scraped {metrics_target} successfully: {result}\n{prom.output()}")
+                targets = prom.client.get("/api/v1/targets").json()["data"]["activeTargets"]
+                scrape_errors = [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets]
+                pytest.fail(f"prometheus never scraped {metrics_target.address} successfully: {scrape_errors}\n{prom.output()}")
             time.sleep(0.3)
+        metrics_target.drive()
+        time.sleep(3.0)  # scrapes after the last request
         yield prom
     finally:
         prom.client.close()
@@ -315,7 +332,7 @@ def _exercise_standin(metrics: Any, rng: random.Random) -> None:
 
 
 @pytest.fixture(scope="module")
-def standin_metrics_target() -> Iterator[str]:
+def standin_metrics_target() -> Iterator[ScrapeTarget]:
     """prometheus_client serving gateway.metrics.GatewayMetrics on loopback, values changing every 0.2 s."""
     from prometheus_client import start_http_server
 
@@ -335,7 +352,7 @@ def standin_metrics_target() -> Iterator[str]:
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     try:
-        yield f"127.0.0.1:{port}"
+        yield ScrapeTarget(f"127.0.0.1:{port}", drive=lambda: time.sleep(2.0))
     finally:
         stop.set()
         feeder.join(timeout=5)
@@ -345,7 +362,7 @@ def standin_metrics_target() -> Iterator[str]:
 
 
 def _chat(client: httpx.Client, base_url: str, model: str, content: str, *, stream: bool = False) -> int:
-    body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 16,
+    body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 8,
             "temperature": 0, "stream": stream}
     if stream:
         with client.stream("POST", f"{base_url}/chat/completions", json=body) as resp:
@@ -356,39 +373,72 @@ def _chat(client: httpx.Client, base_url: str, model: str, content: str, *, stre
 
 
 @pytest.fixture(scope="module")
-def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `slm-gateway serve` (bundled local model, fake upstream, response cache on) after traffic on every tier.
+def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapeTarget]:
+    """A real `slm-gateway serve` (bundled local model, fake upstream, response cache on); `drive` sends traffic.
 
-    Traffic: local and upstream requests (plain and streamed), each repeated so the repeat is a cache hit; requests
-    to an upstream that fails 40% of the time (seeded: upstream errors, status >= 400, fallbacks); a prompt longer
-    than the local context (context_too_long rejection spilled upstream); a SIGHUP (reloads).
+    Traffic, each request sent twice so that the repeat is a cache hit: local (plain and streamed) and upstream
+    (plain and streamed) requests, where the fake upstream answers 400 to 40% of requests (seeded: upstream
+    status_4xx errors, responses with status >= 400); then Redis is stopped and one more request is sent (cache
+    errors); a prompt longer than the local context (a context_too_long rejection, spilled upstream: a fallback);
+    then a SIGHUP (reloads). Local generations are kept few and short.
     """
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        pytest.skip("redis-server is not installed (Debian package 'redis-server'); the real-gateway target needs it")
     sys.path.insert(0, str(REPO_ROOT / "tests"))
     from conftest import run_gateway  # the suite's own `slm-gateway serve` launcher
 
     from gateway.devtools.process import run_fake_upstream
 
     tmp = tmp_path_factory.mktemp("gateway")
+    redis_port = free_port()
+    redis = subprocess.Popen(
+        [redis_server, "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "", "--appendonly", "no",
+         "--dir", str(tmp)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", redis_port), timeout=0.5).close()
+            break
+        except OSError:
+            if redis.poll() is not None or time.monotonic() > deadline:
+                redis.kill()
+                pytest.fail(f"redis-server did not start on 127.0.0.1:{redis_port}")
+            time.sleep(0.1)
     config = {"local": {"context_size": 512}, "cache": {"enabled": True}}
-    with run_fake_upstream(error_rate=0.4, seed=7) as upstream_url, run_gateway(
-        "--upstream-url", upstream_url, "--upstream-api-key", "sk-test", config=config, tmp_dir=tmp
-    ) as gw, httpx.Client(timeout=120.0, trust_env=False) as client:
-        statuses = []
-        for round_ in range(2):  # the second round repeats the first: cache hits
-            for model in ("local", "upstream"):
-                for i in range(3):
-                    statuses.append(_chat(client, gw.base_url, model, f"Write a Python function number {i}"))
-                statuses.append(_chat(client, gw.base_url, model, "Say hello", stream=True))
-        statuses.append(_chat(client, gw.base_url, "local", "word " * 1200))  # longer than the local context
-        os.kill(gw.server.pid, signal.SIGHUP)
-        time.sleep(0.5)
-        assert any(s == 200 for s in statuses), statuses
-        yield f"127.0.0.1:{gw.port}"
+    with run_fake_upstream(error_rate=0.4, error_status=400, seed=7) as upstream_url, run_gateway(
+        "--upstream-url", upstream_url, "--upstream-api-key", "sk-test",
+        "--redis-url", f"redis://127.0.0.1:{redis_port}/0", config=config, tmp_dir=tmp,
+    ) as gw, httpx.Client(timeout=180.0, trust_env=False) as client:
+
+        def drive() -> None:
+            statuses = []
+            for _ in range(2):  # the second round repeats the first: cache hits
+                statuses.append(_chat(client, gw.base_url, "local", "Write hello world in Python"))
+                statuses.append(_chat(client, gw.base_url, "local", "Say hello", stream=True))
+                for i in range(4):
+                    statuses.append(_chat(client, gw.base_url, "gpt-4o-mini", f"Write a Python function number {i}"))
+                statuses.append(_chat(client, gw.base_url, "gpt-4o-mini", "Say hello", stream=True))
+            redis.terminate()  # the cache backend goes away: cache errors, the request is still answered
+            redis.wait(timeout=10)
+            statuses.append(_chat(client, gw.base_url, "gpt-4o-mini", "Write a Python function number 0"))
+            statuses.append(_chat(client, gw.base_url, "local", "word " * 1200))  # longer than the local context
+            os.kill(gw.server.pid, signal.SIGHUP)
+            assert 200 in statuses and any(s >= 400 for s in statuses), statuses
+
+        try:
+            yield ScrapeTarget(f"127.0.0.1:{gw.port}", drive)
+        finally:
+            if redis.poll() is None:
+                redis.kill()
+                redis.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
-def metrics_target(request: pytest.FixtureRequest) -> str:
-    """host:port of the /metrics endpoint under test (see METRICS_TARGET)."""
+def metrics_target(request: pytest.FixtureRequest) -> ScrapeTarget:
+    """The /metrics endpoint under test (see METRICS_TARGET)."""
     name = {"standin": "standin_metrics_target", "gateway": "gateway_metrics_target"}[METRICS_TARGET]
     return request.getfixturevalue(name)
 
