@@ -103,3 +103,14 @@ def test_serve_with_a_bad_policy_prints_one_line_and_exits_2(tmp_path: Path) -> 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert str(policy) in lines[0] and "rules[0] 'tools'" in lines[0] and "has_tool" in lines[0]
+
+
+def test_serve_with_a_missing_classifier_model_exits_2_naming_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "router.skops"
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--classifier-model", str(missing), "--port", "1"],
+        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+    )
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("slm-gateway: error: classifier_model:") and str(missing) in last
