@@ -27,7 +27,7 @@ AUTH_HEADERS = {"authorization": f"Bearer {MASTER_KEY}"}
 ENV: dict[str, str | None] = {
     "LITELLM_LOG": "ERROR",
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-    "LITELLM_TELEMETRY": "False",
+    "LITELLM_TELEMETRY_DISABLED": "true",
     "LITELLM_DONT_SHOW_FEEDBACK_BOX": "True",
     "DISABLE_ADMIN_UI": "True",
     "DATABASE_URL": None,
