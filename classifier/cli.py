@@ -15,7 +15,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from classifier.evaluate import format_table
     from classifier.train import RouterConfig, train
 
-    config = RouterConfig(label=args.label, C=args.C, seed=args.seed)
+    config = RouterConfig(label=args.label, C_mc=args.C_mc, C_text=args.C_text, seed=args.seed)
     metrics = train(args.data, args.out, config, cv_folds=args.cv)
     print(f"wrote {args.out} (+ metrics.json beside it)")
     if "cv" in metrics:
@@ -31,7 +31,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     data = load_dataset(args.data)
     if args.cv:
-        config = RouterConfig(label=args.label, C=args.C, seed=args.seed)
+        config = RouterConfig(label=args.label, C_mc=args.C_mc, C_text=args.C_text, seed=args.seed)
         result = cross_validate(data, config, folds=args.cv)
         print(f"{args.cv}-fold cross-validation (grouped by prompt), per-fold mean ± std:")
         print(format_table(result["per_fold_mean_std"]))
@@ -99,7 +99,8 @@ def _add_hparams(p: argparse.ArgumentParser) -> None:
 
     defaults = RouterConfig()
     p.add_argument("--label", choices=LABELS, default=defaults.label, help="training target")
-    p.add_argument("--C", type=float, default=defaults.C, help="inverse L2 regularisation")
+    p.add_argument("--C-mc", type=float, default=defaults.C_mc, help="inverse L2 strength, multiple-choice prompts")
+    p.add_argument("--C-text", type=float, default=defaults.C_text, help="inverse L2 strength, free-text prompts")
     p.add_argument("--seed", type=int, default=defaults.seed)
 
 

@@ -55,7 +55,7 @@ def cross_validate(
     Folds are grouped by exact prompt text (duplicates never straddle train and
     test) and stratified by benchmark x label.
     """
-    from classifier.train import fit_pipeline, make_labels
+    from classifier.train import fit_router, make_labels
 
     seed = config.seed if seed is None else seed
     y = make_labels(data, config.label)
@@ -65,8 +65,8 @@ def cross_validate(
     oof = np.zeros(len(data), dtype=float)
     per_fold: list[dict[str, dict[str, Any]]] = []
     for train_idx, test_idx in splitter.split(np.zeros(len(data)), strata, groups):
-        pipe = fit_pipeline(data.subset(train_idx), config)
-        scores = pipe.predict_proba([data.prompts[i] for i in test_idx])[:, 1]
+        router = fit_router(data.subset(train_idx), config)
+        scores = router.score_many([data.prompts[i] for i in test_idx])
         oof[test_idx] = scores
         per_fold.append(evaluate_scores(data.subset(test_idx), scores))
     summary: dict[str, Any] = {}

@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.utils import murmurhash3_32
 
-__all__ = ["PromptFeaturizer", "hand_features", "HAND_FEATURE_NAMES", "truncate"]
+try:  # the Cython hasher behind FeatureHasher: one call per text instead of per token
+    from sklearn.feature_extraction._hashing_fast import transform as _fast_hash
+except ImportError:  # pragma: no cover - private API moved; fall back to the public hash
+    _fast_hash = None
+
+__all__ = ["PromptFeaturizer", "hand_features", "HAND_FEATURE_NAMES", "truncate", "segment", "SEGMENTS"]
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[A-Za-z]+")
 _OPTION = re.compile(r"^\s*([A-D])[.)]\s?(.*)$", re.MULTILINE)
-_MATH = frozenset("+-*/=^<>%$√∑∫π×÷≤≥")
+_MATH = tuple("+-*/=^<>%$√∑∫π×÷≤≥")
 _NEGATION = re.compile(r"\b(?:not|except|false|incorrect|least|never)\b", re.IGNORECASE)
 
 HAND_FEATURE_NAMES: tuple[str, ...] = (
@@ -51,6 +57,27 @@ HAND_FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
+def _hash_columns(tokens: list[str], n_features: int) -> np.ndarray:
+    """Hashed column of each token, exactly as ``HashingVectorizer`` (murmurhash3, seed 0)."""
+    if _fast_hash is not None:
+        indices, _, _ = _fast_hash([[(tok, 1) for tok in tokens]], n_features, np.float64, False, 0)
+        return np.asarray(indices, dtype=np.int64)
+    cols = []
+    for tok in tokens:
+        h = murmurhash3_32(tok, seed=0)
+        cols.append((2147483647 - (n_features - 1)) % n_features if h == -2147483648 else abs(h) % n_features)
+    return np.asarray(cols, dtype=np.int64)
+
+
+SEGMENTS: tuple[str, ...] = ("mc", "text")
+
+
+def segment(text: str) -> str:
+    """Prompt family from text alone: ``"mc"`` (lettered answer options) or ``"text"``."""
+    head = text[:4000]
+    return "mc" if len(_OPTION.findall(head)) >= 2 else "text"
+
+
 def truncate(text: str, max_chars: int) -> str:
     """Keep at most ``max_chars`` characters (head and tail halves if longer)."""
     if len(text) <= max_chars:
@@ -66,9 +93,9 @@ def hand_features(text: str, original_len: int | None = None) -> list[float]:
     words = _WORD.findall(text)
     n_words = len(words)
     numbers = _NUMBER.findall(text)
-    digits = sum(c.isdigit() for c in text)
-    math_chars = sum(c in _MATH for c in text)
-    upper = sum(c.isupper() for c in text)
+    digits = sum(map(str.isdigit, text))
+    math_chars = sum(text.count(c) for c in _MATH)
+    upper = sum(map(str.isupper, text))
     options = _OPTION.findall(text)
     if len(options) >= 2:
         q_end = _OPTION.search(text)
@@ -82,7 +109,7 @@ def hand_features(text: str, original_len: int | None = None) -> list[float]:
         mean_opt = 0.0
         spread = 0.0
         numeric_opts = 0.0
-    word_lens = [len(w) for w in words] or [0]
+    word_lens = list(map(len, words)) or [0]
     return [
         math.log1p(orig) / 8.0,
         math.log1p(n_words) / 6.0,
@@ -177,3 +204,34 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         ).reshape(len(texts), len(HAND_FEATURE_NAMES))
         blocks.append(sp.csr_matrix(hand * np.float32(self.hand_weight)))
         return sp.hstack(blocks, format="csr", dtype=np.float32)
+
+    def compile_single(self) -> Callable[[str], tuple[np.ndarray, np.ndarray]]:
+        """Fast one-text featurizer returning ``(column indices, values)``.
+
+        Bypasses sklearn's per-call validation; numerically the same columns as
+        :meth:`transform` (murmurhash3 like ``HashingVectorizer``).
+        """
+        specs = [(v.build_analyzer(), int(v.n_features)) for v in self._vectorizers()]
+        max_chars = int(self.max_chars)
+        hand_weight = float(self.hand_weight)
+        hand_offset = int(self.word_features) + int(self.char_features)
+        hand_cols = np.arange(hand_offset, hand_offset + len(HAND_FEATURE_NAMES))
+
+        def featurize(text: str) -> tuple[np.ndarray, np.ndarray]:
+            t = truncate(text, max_chars)
+            idx_parts: list[np.ndarray] = []
+            val_parts: list[np.ndarray] = []
+            offset = 0
+            for analyzer, n_features in specs:
+                cols = _hash_columns(analyzer(t), n_features)
+                if cols.size:
+                    uniq, counts = np.unique(cols, return_counts=True)
+                    vals = counts.astype(np.float64)
+                    idx_parts.append(uniq + offset)
+                    val_parts.append(vals / math.sqrt(float(vals @ vals)))
+                offset += n_features
+            idx_parts.append(hand_cols)
+            val_parts.append(np.asarray(hand_features(t, len(text)), dtype=np.float64) * hand_weight)
+            return np.concatenate(idx_parts), np.concatenate(val_parts)
+
+        return featurize

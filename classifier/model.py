@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from classifier.features import PromptFeaturizer, segment
 
 __all__ = [
     "DEFAULT_MODEL_PATH",
@@ -24,14 +27,13 @@ __all__ = [
 
 DEFAULT_MODEL_PATH: Path = Path(__file__).resolve().parent / "model" / "router.skops"
 MODEL_FORMAT = "slm-gateway-router"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 
 # Types a router file may contain beyond skops' built-in trusted set.  Anything
 # else in a file is refused with ModelLoadError; we never load with trusted=True.
 TRUSTED_TYPES: frozenset[str] = frozenset(
     {
         "classifier.features.PromptFeaturizer",
-        "sklearn.pipeline.Pipeline",
         "sklearn.linear_model._logistic.LogisticRegression",
         "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
         "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
@@ -92,52 +94,66 @@ def messages_text(messages: Sequence[Mapping[str, Any]], max_chars: int = 2000) 
 
 
 class RouterModel:
-    """A trained router.  ``score`` returns ``p_strong`` in [0, 1]."""
+    """A trained router.  ``score`` returns ``p_strong`` in [0, 1].
 
-    def __init__(self, pipeline: Any, metadata: Mapping[str, Any] | None = None) -> None:
-        self.pipeline = pipeline
+    One logistic model per prompt family (see :func:`classifier.features.segment`),
+    all sharing one stateless featurizer.
+    """
+
+    def __init__(
+        self,
+        featurizer: PromptFeaturizer,
+        models: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not models:
+            raise ValueError("RouterModel needs at least one fitted model")
+        self.featurizer = featurizer
+        self.models: dict[str, Any] = dict(models)
         self.metadata: dict[str, Any] = dict(metadata or {})
-        self._featurizer = pipeline.steps[0][1]
-        estimator = pipeline.steps[-1][1]
-        self._max_chars = int(getattr(self._featurizer, "max_chars", 2000))
-        # Fast path for linear models: a sparse dot product instead of sklearn's
-        # per-call validation overhead (same result as predict_proba).
-        coef = getattr(estimator, "coef_", None)
-        if coef is not None and len(pipeline.steps) == 2 and np.shape(coef)[0] == 1:
-            self._coef: np.ndarray | None = np.asarray(coef, dtype=np.float64).ravel()
-            self._intercept = float(np.ravel(estimator.intercept_)[0])
-            self._positive_is_second = list(estimator.classes_)[1] in (1, True)
-        else:
-            self._coef = None
-            self._intercept = 0.0
-            self._positive_is_second = True
+        self._max_chars = int(featurizer.max_chars)
+        self._featurize_one = featurizer.compile_single()
+        # Fast path: sparse dot products instead of sklearn's per-call overhead.
+        self._linear: dict[str, tuple[np.ndarray, float, int]] = {}
+        for name, est in self.models.items():
+            classes = [bool(c) for c in est.classes_]
+            col = classes.index(True)
+            coef = np.asarray(est.coef_, dtype=np.float64).ravel()
+            self._linear[name] = (coef, float(np.ravel(est.intercept_)[0]), col)
+
+    def _model_for(self, seg: str) -> str:
+        return seg if seg in self.models else ("all" if "all" in self.models else next(iter(self.models)))
 
     def score(self, text: str) -> float:
-        """``p_strong`` for one prompt text (fast path)."""
-        if self._coef is None:
-            return float(self.score_many([text])[0])
-        x = self._featurizer.transform([text])
-        z = float(x.data @ self._coef[x.indices]) + self._intercept
-        p = 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
-        return p if self._positive_is_second else 1.0 - p
+        """``p_strong`` for one prompt text (fast path, same value as :meth:`score_many`)."""
+        coef, intercept, col = self._linear[self._model_for(segment(text))]
+        idx, val = self._featurize_one(text)
+        z = float(val @ coef[idx]) + intercept
+        z = max(-700.0, min(700.0, z))
+        p = 1.0 / (1.0 + math.exp(-z))
+        return p if col == 1 else 1.0 - p
 
     def score_many(self, texts: Sequence[str]) -> np.ndarray:
         """``p_strong`` for many prompt texts, as a float array."""
         texts = list(texts)
+        out = np.zeros(len(texts), dtype=float)
         if not texts:
-            return np.zeros(0, dtype=float)
-        proba = self.pipeline.predict_proba(texts)
-        classes = list(self.pipeline.classes_)
-        col = classes.index(True) if True in classes else len(classes) - 1
-        return np.asarray(proba[:, col], dtype=float)
+            return out
+        X = self.featurizer.transform(texts)
+        names = np.asarray([self._model_for(segment(t)) for t in texts], dtype=object)
+        for name in set(names.tolist()):
+            rows = np.flatnonzero(names == name)
+            est = self.models[name]
+            out[rows] = est.predict_proba(X[rows])[:, self._linear[name][2]]
+        return out
 
     def score_messages(self, messages: Sequence[Mapping[str, Any]]) -> float:
         """``p_strong`` for an OpenAI chat message list (user turns, last one first)."""
         return self.score(messages_text(messages, self._max_chars))
 
 
-def save_model(pipeline: Any, path: str | Path, info: Mapping[str, Any] | None = None) -> Path:
-    """Write ``pipeline`` with skops, wrapped in a small format header."""
+def save_model(router: RouterModel, path: str | Path, info: Mapping[str, Any] | None = None) -> Path:
+    """Write ``router`` with skops, wrapped in a small format header."""
     import skops.io as sio
 
     path = Path(path)
@@ -146,7 +162,8 @@ def save_model(pipeline: Any, path: str | Path, info: Mapping[str, Any] | None =
         "format": MODEL_FORMAT,
         "format_version": MODEL_FORMAT_VERSION,
         "info": json.dumps(dict(info or {}), sort_keys=True),
-        "pipeline": pipeline,
+        "featurizer": router.featurizer,
+        "models": dict(router.models),
     }
     sio.dump(payload, path)
     return path
@@ -177,9 +194,11 @@ def load_model(path: str | Path | None = None) -> RouterModel:
             f"router model {path} has format version {payload.get('format_version')!r}, "
             f"expected {MODEL_FORMAT_VERSION}"
         )
-    pipeline = payload.get("pipeline")
-    if not hasattr(pipeline, "predict_proba") or not hasattr(pipeline, "steps"):
-        raise ModelLoadError(f"router model {path} does not contain a scoring pipeline")
+    featurizer, models = payload.get("featurizer"), payload.get("models")
+    if not isinstance(featurizer, PromptFeaturizer) or not isinstance(models, dict) or not models:
+        raise ModelLoadError(f"router model {path} does not contain a featurizer and models")
+    if not all(isinstance(m, LogisticRegression) and hasattr(m, "coef_") for m in models.values()):
+        raise ModelLoadError(f"router model {path} contains unfitted or unsupported models")
     metadata: dict[str, Any] = {}
     try:
         metadata.update(json.loads(payload.get("info") or "{}"))
@@ -192,4 +211,7 @@ def load_model(path: str | Path | None = None) -> RouterModel:
         except ValueError:
             raise ModelLoadError(f"router metrics file {mpath} is not valid JSON") from None
     metadata.setdefault("model_path", str(path))
-    return RouterModel(pipeline, metadata)
+    try:
+        return RouterModel(featurizer, models, metadata)
+    except (ValueError, AttributeError, IndexError) as exc:
+        raise ModelLoadError(f"router model {path} is inconsistent: {exc}") from None

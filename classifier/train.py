@@ -1,4 +1,4 @@
-"""Training: dataset loading, label design, pipeline construction, model fitting."""
+"""Training: dataset loading, label design, featurizer + per-family models, model fitting."""
 
 from __future__ import annotations
 
@@ -11,18 +11,17 @@ from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
 
-from classifier.features import PromptFeaturizer
-from classifier.model import MODEL_FORMAT_VERSION, metrics_path_for, save_model
+from classifier.features import SEGMENTS, PromptFeaturizer, segment
+from classifier.model import MODEL_FORMAT_VERSION, RouterModel, metrics_path_for, save_model
 
 __all__ = [
     "RouterConfig",
     "RoutingDataset",
     "load_dataset",
     "make_labels",
-    "build_pipeline",
-    "fit_pipeline",
+    "build_featurizer",
+    "fit_router",
     "train",
 ]
 
@@ -34,7 +33,9 @@ class RouterConfig:
     """Hyper-parameters of the router (defaults are the shipped configuration)."""
 
     label: str = "gain"  # "gain": weak wrong AND strong right; "weak_wrong": weak wrong
-    C: float = 0.3
+    C_mc: float = 1.0  # inverse L2 strength, multiple-choice prompts
+    C_text: float = 0.3  # inverse L2 strength, other (free-text) prompts
+    min_segment_rows: int = 100
     max_chars: int = 2000
     word_features: int = 2**18
     char_features: int = 0
@@ -110,26 +111,41 @@ def make_labels(data: RoutingDataset, label: str) -> np.ndarray:
     raise ValueError(f"unknown label {label!r} (choose from {', '.join(LABELS)})")
 
 
-def build_pipeline(config: RouterConfig) -> Pipeline:
-    """Unfitted featurizer + logistic regression pipeline."""
-    featurizer = PromptFeaturizer(
+def build_featurizer(config: RouterConfig) -> PromptFeaturizer:
+    """The (stateless) featurizer for ``config``."""
+    return PromptFeaturizer(
         max_chars=config.max_chars,
         word_features=config.word_features,
         char_features=config.char_features,
         hand_weight=config.hand_weight,
     )
-    clf = LogisticRegression(C=config.C, max_iter=5000, random_state=config.seed)
-    return Pipeline([("features", featurizer), ("clf", clf)])
 
 
-def fit_pipeline(data: RoutingDataset, config: RouterConfig) -> Pipeline:
-    """Fit a pipeline on all rows of ``data``."""
+def _fit_lr(X: Any, y: np.ndarray, C: float, seed: int) -> LogisticRegression:
+    return LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(X, y)
+
+
+def fit_router(data: RoutingDataset, config: RouterConfig) -> RouterModel:
+    """Fit one logistic model per prompt family on all rows of ``data``.
+
+    A family with fewer than ``min_segment_rows`` rows (or one class) is served
+    by a model fitted on all rows, stored as ``"all"``.
+    """
     y = make_labels(data, config.label)
     if y.all() or not y.any():
         raise ValueError("training data has a single class; need both easy and hard prompts")
-    pipe = build_pipeline(config)
-    pipe.fit(data.prompts, y)
-    return pipe
+    featurizer = build_featurizer(config)
+    X = featurizer.transform(data.prompts)
+    segs = np.asarray([segment(p) for p in data.prompts], dtype=object)
+    Cs = {"mc": config.C_mc, "text": config.C_text}
+    models: dict[str, LogisticRegression] = {}
+    for name in SEGMENTS:
+        rows = np.flatnonzero(segs == name)
+        if len(rows) >= config.min_segment_rows and 0 < y[rows].sum() < len(rows):
+            models[name] = _fit_lr(X[rows], y[rows], Cs[name], config.seed)
+    if len(models) < len(SEGMENTS):
+        models["all"] = _fit_lr(X, y, min(Cs.values()), config.seed)
+    return RouterModel(featurizer, models)
 
 
 def train(
@@ -148,7 +164,7 @@ def train(
     config = config or RouterConfig()
     data = load_dataset(data_path)
     t0 = time.time()
-    pipe = fit_pipeline(data, config)
+    router = fit_router(data, config)
     fit_seconds = time.time() - t0
     import sklearn
 
@@ -161,11 +177,12 @@ def train(
     }
     metrics: dict[str, Any] = dict(info)
     metrics["fit_seconds"] = round(fit_seconds, 2)
-    train_scores = pipe.predict_proba(data.prompts)[:, 1]
-    metrics["train_fit"] = evaluate_scores(data, train_scores)
+    metrics["segments"] = sorted(router.models)
+    train_scores = router.score_many(data.prompts)
+    metrics["train_fit_in_sample"] = evaluate_scores(data, train_scores)
     if cv_folds and cv_folds > 1:
         metrics["cv"] = cross_validate(data, config, folds=cv_folds)
     out = Path(out)
-    save_model(pipe, out, info)
+    save_model(router, out, info)
     metrics_path_for(out).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return metrics

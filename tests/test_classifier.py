@@ -172,6 +172,20 @@ def test_training_is_reproducible(trained: tuple[Path, Path, dict], tmp_path: Pa
     np.testing.assert_array_equal(load_model(out).score_many(prompts), load_model(out2).score_many(prompts))
 
 
+def test_segments_and_fallback_model(tmp_path: Path) -> None:
+    from classifier.features import segment
+    from classifier.train import RoutingDataset, fit_router
+
+    assert segment("Q?\nA. x\nB. y\nC. z\nD. w\nAnswer:") == "mc"
+    assert segment("How many apples does Tom have?") == "text"
+    rows = [r for r in _synthetic_rows() if r["benchmark"] == "mmlu"][:150]
+    ds = RoutingDataset([r["prompt"] for r in rows], np.array(["mmlu"] * len(rows), dtype=object),
+                        np.array([r["weak_correct"] for r in rows]), np.array([r["strong_correct"] for r in rows]))
+    router = fit_router(ds, RouterConfig(word_features=2**10))
+    assert set(router.models) == {"mc", "all"}  # no free-text rows -> served by the "all" model
+    assert 0.0 <= router.score("a free text question") <= 1.0
+
+
 def test_labels() -> None:
     from classifier.train import RoutingDataset
 
@@ -205,7 +219,7 @@ def test_untrusted_types_are_refused(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.skops"
     evil = FunctionTransformer(func=os.system)
-    sio.dump({"format": "slm-gateway-router", "format_version": 1, "pipeline": evil}, path)
+    sio.dump({"format": "slm-gateway-router", "format_version": 2, "featurizer": evil, "models": {}}, path)
     with pytest.raises(ModelLoadError, match=r"untrusted types.*system"):
         load_model(path)
 
