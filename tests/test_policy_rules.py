@@ -309,6 +309,10 @@ def test_default_policy_pins_and_auto_routes_any_model_name() -> None:
     assert r.decide(ctx(EASY, model="upstream")).tier == "upstream"
     assert r.decide(ctx(HARD, headers={"x-gateway-route": "local"})).reason == "pin-local-header"
     assert r.decide(ctx(EASY, headers={"x-gateway-route": "upstream"})).reason == "pin-upstream-header"
+    # pins: a pinned local request may spill upstream, a pinned upstream one is never answered locally
+    assert r.decide(ctx(model="local")).fallback == "upstream"
+    assert r.decide(ctx(model="upstream")).fallback is None
+    assert r.decide(ctx(HARD, model="gpt-4o")).fallback == "local"
 
 
 # -- metrics ----------------------------------------------------------------------------------------------------
