@@ -74,7 +74,9 @@ class PolicyRouter:
     ) -> None:
         self.spec = spec
         self.scorer = scorer
-        self.scorer_problem = scorer_problem or ("no classifier loaded" if scorer is None else None)
+        problem = scorer_problem or ("no classifier loaded" if scorer is None else None)
+        # it ends up in a response header: keep it one short ASCII line
+        self.scorer_problem = problem and problem.encode("ascii", "replace").decode()[:200].replace("\n", " ")
         self.spill_to_upstream = spill_to_upstream
         self._observe = observe_score_seconds
         self._calibrated: dict[float, tuple[float, str]] = {}
