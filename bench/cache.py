@@ -1,0 +1,285 @@
+"""Response cache benchmark: cache hits vs misses through slm-gateway, and the same through LiteLLM's proxy
+with its Redis cache, on the same Redis, in the same run.
+
+Starts the fake upstream (0 latency), then for each target:
+  hits     every request is the same deterministic request (one warm-up request stores it)
+  misses   every request is new (a unique prompt), so it goes to the upstream and is stored
+each as a closed loop of --connections clients (throughput, latency) and as an open loop at --rate req/s
+over up to --connections connections (latency from the scheduled send time). The fake upstream's request
+counter shows that hits never reach it. Also prints what a hit costs in-process (key hash, decode, replay).
+
+    python bench/cache.py [--duration 5] [--connections 32] [--rate 320] [--redis-url redis://127.0.0.1:6379/14]
+                          [--skip-litellm] [--json bench/results/cache.json]
+
+Only keys under the prefixes this script uses are deleted from that Redis (before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(1, str(ROOT))
+
+import httpx  # noqa: E402
+import litellm_proxy  # noqa: E402
+import procstat  # noqa: E402
+import redis  # noqa: E402
+from loadgen import RunResult, arrival_offsets, run_async  # noqa: E402
+from rawhttp import ConnectionClosed, Pool, encode_request, fetch  # noqa: E402
+
+from gateway.devtools.process import free_port, run_fake_upstream, spawn_server  # noqa: E402
+
+MODEL = "gpt-4o-mini"
+GATEWAY_PREFIX = "bench:gw-cache"
+LITELLM_NAMESPACE = "bench.litellm-cache"
+PYTHONPATH_ENV = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+
+RawFor = Callable[[int], bytes]
+
+
+def body(prompt: str) -> bytes:
+    """A deterministic (cacheable) chat request."""
+    return json.dumps(
+        {"model": MODEL, "temperature": 0, "max_tokens": 64,
+         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}]},
+        separators=(",", ":"),
+    ).encode()
+
+
+def hit_requests(url: str, headers: dict[str, str]) -> RawFor:
+    raw = encode_request(url, body("What is the capital of France? (cache bench)"), headers)
+    return lambda _i: raw
+
+
+def miss_requests(url: str, headers: dict[str, str]) -> RawFor:
+    run = uuid.uuid4().hex[:8]
+    return lambda i: encode_request(url, body(f"Question {run}-{i}: what is {i} + {i}?"), headers)
+
+
+# -- load loops (rawhttp + loadgen's RunResult; a new request body per request) ------------------------------------
+async def closed(url: str, raw_for: RawFor, *, connections: int, duration: float, warmup: float = 1.0) -> RunResult:
+    """`connections` clients back to back; only answers inside the recorded window count."""
+    pool = Pool.for_url(url, connections)
+    await pool.warm(connections)
+    counter = itertools.count()
+    result = RunResult("closed", False, duration, connections=connections)
+    begin = time.perf_counter() + warmup
+    end = begin + duration
+
+    async def worker() -> None:
+        while time.perf_counter() < end:
+            try:
+                reply = await fetch(pool, raw_for(next(counter)))
+            except (ConnectionClosed, OSError) as exc:
+                result.errors[type(exc).__name__] += 1
+                continue
+            if reply.sent < begin or reply.done > end:
+                continue
+            if reply.status >= 400:
+                result.errors[f"HTTP {reply.status}"] += 1
+                continue
+            result.ok += 1
+            result.latencies.append((reply.done - reply.sent) * 1000)
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    pool.close()
+    result.achieved_rate = result.ok / duration
+    return result
+
+
+async def opened(url: str, raw_for: RawFor, *, rate: float, duration: float, connections: int,
+                 warmup: float = 1.0) -> RunResult:
+    """`rate` req/s at scheduled times over at most `connections` connections; latency from the schedule."""
+    pool = Pool.for_url(url, connections)
+    await pool.warm(connections)
+    n_warm, n = int(warmup * rate), max(1, int(duration * rate))
+    result = RunResult("open", False, duration, offered_rate=rate, connections=connections)
+
+    async def one(index: int, scheduled: float) -> None:
+        try:
+            reply = await fetch(pool, raw_for(index))
+        except (ConnectionClosed, OSError) as exc:
+            result.errors[type(exc).__name__] += 1
+            return
+        if index < n_warm:
+            return
+        if reply.status >= 400:
+            result.errors[f"HTTP {reply.status}"] += 1
+            return
+        result.ok += 1
+        result.latencies.append((reply.done - min(scheduled, reply.sent)) * 1000)
+
+    tasks = []
+    t0 = time.perf_counter() + 0.01
+    for i, offset in enumerate(arrival_offsets(n_warm + n, rate, poisson=False)):
+        delay = t0 + offset - time.perf_counter() - 0.0005
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.get_running_loop().create_task(one(i, t0 + offset)))
+    await asyncio.wait(tasks, timeout=30)
+    pool.close()
+    result.sent = n
+    result.achieved_rate = result.ok / duration
+    return result
+
+
+# -- targets ----------------------------------------------------------------------------------------------------------
+@contextmanager
+def run_gateway(upstream: str, redis_url: str) -> Iterator[tuple[str, dict[str, str]]]:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="cache-bench-") as tmp:
+        config = Path(tmp) / "gateway.yaml"
+        config.write_text(json.dumps({"cache": {"key_prefix": GATEWAY_PREFIX}}))
+        argv = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
+                "--upstream-url", upstream, "--redis-url", redis_url, "--config", str(config), "--log-level", "warning"]
+        with spawn_server(argv, f"http://127.0.0.1:{port}/readyz", timeout=120, env=PYTHONPATH_ENV, cwd=ROOT):
+            yield f"http://127.0.0.1:{port}/v1", {"x-gateway-route": "upstream"}
+
+
+@contextmanager
+def run_litellm_cached(upstream: str, redis_url: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """LiteLLM's proxy (bench/litellm_proxy.py's venv and config) with `cache: true` on Redis."""
+    exe = litellm_proxy.ensure_venv()
+    parts = urlsplit(redis_url)
+    db = int((parts.path or "/0").lstrip("/") or 0)
+    cache = (
+        "litellm_settings:\n  cache: true\n  cache_params:\n    type: redis\n"
+        f"    host: {parts.hostname}\n    port: {parts.port or 6379}\n    db: {db}\n"
+        f"    namespace: {LITELLM_NAMESPACE}\n    ttl: 3600\n"
+    )
+    text = litellm_proxy.config_yaml(upstream, [MODEL]).replace("litellm_settings:\n", cache, 1)
+    with tempfile.TemporaryDirectory(prefix="litellm-cache-bench-") as tmp:
+        config = Path(tmp) / "config.yaml"
+        config.write_text(text)
+        port = free_port()
+        argv = [str(exe), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+        env = {**litellm_proxy.ENV, "HOME": os.environ.get("HOME", tmp)}
+        with spawn_server(argv, f"http://127.0.0.1:{port}/health/liveliness", timeout=240, env=env, cwd=tmp):
+            yield f"http://127.0.0.1:{port}/v1", dict(litellm_proxy.AUTH_HEADERS)
+
+
+def upstream_calls(upstream: str) -> int:
+    return int(httpx.get(upstream.removesuffix("/v1") + "/_fake/stats").json()["chat_completions"])
+
+
+def clear(r: redis.Redis) -> None:
+    for pattern in (f"{GATEWAY_PREFIX}:*", f"{LITELLM_NAMESPACE}:*"):
+        keys = list(r.scan_iter(match=pattern, count=1000))
+        for i in range(0, len(keys), 500):
+            r.delete(*keys[i : i + 500])
+
+
+def measure(name: str, base: str, headers: dict[str, str], upstream: str, args: argparse.Namespace) -> dict[str, Any]:
+    url = base + "/chat/completions"
+    warm = httpx.post(url, content=hit_requests(url, headers)(0).split(b"\r\n\r\n", 1)[1],
+                      headers={**headers, "content-type": "application/json"}, timeout=30)
+    warm.raise_for_status()
+    out: dict[str, Any] = {"target": name}
+    for kind, raw_for in (("hit", hit_requests(url, headers)), ("miss", miss_requests(url, headers))):
+        before = upstream_calls(upstream)
+        c = run_async(lambda: closed(url, raw_for, connections=args.connections, duration=args.duration))
+        o = run_async(lambda: opened(url, raw_for, rate=args.rate, duration=args.duration, connections=args.connections))
+        calls = upstream_calls(upstream) - before
+        cs, os_ = c.stats(), o.stats()
+        out[kind] = {
+            "closed_rps": round(c.achieved_rate, 1), "closed_p50": round(cs["p50"], 2), "closed_p99": round(cs["p99"], 2),
+            "open_p50": round(os_["p50"], 2), "open_p99": round(os_["p99"], 2), "errors": c.error_count + o.error_count,
+            "upstream_calls": calls, "requests": c.ok + o.ok,
+        }
+        print(f"  {name:<14} {kind:<5} closed {c.achieved_rate:8.1f} req/s  p50 {cs['p50']:7.2f}  p99 {cs['p99']:7.2f} | "
+              f"open {args.rate:.0f}/s p50 {os_['p50']:6.2f}  p99 {os_['p99']:7.2f} | upstream calls {calls}"
+              f"{'' if not out[kind]['errors'] else '  ERRORS ' + str(out[kind]['errors'])}", flush=True)
+    return out
+
+
+def hit_cost_us() -> dict[str, float]:
+    """In-process cost of a hit's own work: key (canonicalise + hash), entry decode, replay encode."""
+    from gateway.api.schemas import parse_chat_request
+    from gateway.cache.entry import CacheEntry, completion_body, decode_entry, encode_entry
+    from gateway.cache.keys import cache_key
+
+    parsed = parse_chat_request(body("What is the capital of France? (cache bench)"))
+    entry = CacheEntry(MODEL, "Paris is the capital of France.", "stop", 20, 7, "upstream", 1700000000)
+    data = encode_entry(entry)
+    n = 20000
+
+    def per_call(fn: Callable[[], object]) -> float:
+        return min(timeit.repeat(fn, number=n, repeat=3)) / n * 1e6
+
+    return {
+        "key_us": round(per_call(lambda: cache_key("p", "t-abc", "upstream", MODEL, parsed.raw)), 2),
+        "decode_us": round(per_call(lambda: decode_entry(data)), 2),
+        "replay_us": round(per_call(lambda: completion_body(entry)), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="recorded seconds per run (<= 60)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=320.0, help="open-loop offered rate, req/s")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args(argv)
+    args.duration = min(max(args.duration, 1.0), 60.0)
+
+    r = redis.Redis.from_url(args.redis_url)
+    r.ping()
+    redis_version = r.info("server")["redis_version"]
+    clear(r)
+    results: dict[str, Any] = {
+        "machine": procstat.machine_line(), "load_average_before": procstat.load_average(),
+        "redis": redis_version, "connections": args.connections, "rate": args.rate, "duration": args.duration,
+        "hit_cost": hit_cost_us(), "targets": [],
+    }
+    print(f"machine: {results['machine']}; redis {redis_version}; load {results['load_average_before']}")
+    print(f"hit work in-process: {results['hit_cost']}")
+    try:
+        with run_fake_upstream() as upstream:
+            with run_gateway(upstream, args.redis_url) as (base, headers):
+                results["targets"].append(measure("slm-gateway", base, headers, upstream, args))
+            if not args.skip_litellm:
+                name = f"litellm {litellm_proxy.version()}"
+                with run_litellm_cached(upstream, args.redis_url) as (base, headers):
+                    results["targets"].append(measure(name, base, headers, upstream, args))
+    finally:
+        clear(r)
+        r.close()
+    print("\ntarget          kind   closed r/s   c.p50   c.p99   open p50   open p99   upstream calls")
+    for t in results["targets"]:
+        for kind in ("hit", "miss"):
+            f = t[kind]
+            print(f"{t['target']:<15} {kind:<5} {f['closed_rps']:>11.1f} {f['closed_p50']:>7.2f} {f['closed_p99']:>7.2f} "
+                  f"{f['open_p50']:>10.2f} {f['open_p99']:>10.2f} {f['upstream_calls']:>16}")
+    gw = next((t for t in results["targets"] if t["target"] == "slm-gateway"), None)
+    if gw is not None:
+        verdict = "met" if gw["hit"]["open_p99"] <= 3.0 else "NOT met"
+        print(f"\ntarget: gateway hit p99 <= 3 ms at {args.rate:.0f} req/s over {args.connections} connections: "
+              f"{gw['hit']['open_p99']:.2f} ms ({verdict}); closed-loop hit p99 with {args.connections} clients "
+              f"back to back: {gw['hit']['closed_p99']:.2f} ms")
+    print(f"machine: {results['machine']}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
