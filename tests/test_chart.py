@@ -101,9 +101,9 @@ VALUE_SETS: dict[str, list[str]] = {
         "--set", "model.source=bundled", "--set", "redis.url=redis://:pw@redis.example:6379/1",
         "--set", "auth.apiKeys={key-one,key-two}", "--set", "podDisruptionBudget.enabled=true",
     ],
-    "model-volume-inline-policy": [
+    "model-volume-policy-path": [
         "--set", "model.source=volume", "--set", "model.volume.nfs.server=nfs.example",
-        "--set", "model.volume.nfs.path=/models", "--set-string", "policy.content=rules: []\n",
+        "--set", "model.volume.nfs.path=/models", "--set", "policy.path=/etc/policies/cost-saver.yaml",
         "--set", "autoscaling.enabled=true", "--set", "dashboards.enabled=false",
     ],
 }
@@ -276,6 +276,12 @@ def test_config_yaml_is_accepted_by_the_gateway(helm: str, tmp_path: Path) -> No
     """The rendered config.yaml loads with the gateway's own settings loader (unknown keys are errors there)."""
     from gateway.settings import load_settings
 
+    try:
+        from gateway.routing.policy import load_policy
+    except ImportError:  # the policy module is not there yet: check the YAML only
+        def load_policy(path: Path) -> None:
+            assert isinstance(yaml.safe_load(path.read_text()), dict)
+
     for name, values in VALUE_SETS.items():
         docs = render(helm, *values)
         cm = next(d for d in by_kind(docs, "ConfigMap") if "config.yaml" in d["data"])
@@ -285,7 +291,10 @@ def test_config_yaml_is_accepted_by_the_gateway(helm: str, tmp_path: Path) -> No
         assert settings.host == "0.0.0.0" and settings.port == 8080
         if "policy.yaml" in cm["data"]:
             assert settings.policy == "/etc/slm-gateway/policy.yaml"
-            yaml.safe_load(cm["data"]["policy.yaml"])
+            policy_file = tmp_path / f"{name}-policy.yaml"
+            policy_file.write_text(cm["data"]["policy.yaml"])
+            load_policy(policy_file)  # the gateway's own policy validation
+    assert load_settings(tmp_path / "model-volume-policy-path.yaml", environ={}).policy == "/etc/policies/cost-saver.yaml"
     all_on = load_settings(tmp_path / "all-on.yaml", environ={})
     assert all_on.upstream.url == "https://llm.example.com/v1"
     assert all_on.local.max_concurrency == 2 and all_on.workers == 2
@@ -427,6 +436,7 @@ def test_schema_rejects_bad_values(helm: str, args: list[str], message: str) -> 
         (["--set", "model.source=existingClaim"], "set model.existingClaim"),
         (["--set", "model.source=volume", "--set", "model.volume.hostPath.path=/m"], "hostPath volumes are not supported"),
         (["--set", "upstream.apiKey=k"], "upstream.url is empty"),
+        (["-f", str(ALL_ON), "--set", "policy.path=/p.yaml"], "set either policy.content or policy.path"),
         (["--set", "upstream.url=https://a.example/v1", "--set", "upstream.apiKey=k", "--set", "upstream.existingSecret=s"],
          "set either upstream.apiKey or upstream.existingSecret"),
     ],

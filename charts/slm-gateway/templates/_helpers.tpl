@@ -108,6 +108,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if hasKey .Values.model.volume "hostPath" }}
 {{- fail "model.volume: hostPath volumes are not supported; use a PersistentVolumeClaim (model.existingClaim) or another volume source" }}
 {{- end }}
+{{- if and .Values.policy.content .Values.policy.path }}
+{{- fail "policy: set either policy.content or policy.path, not both" }}
+{{- end }}
 {{- if and .Values.upstream.apiKey .Values.upstream.existingSecret }}
 {{- fail "upstream: set either upstream.apiKey or upstream.existingSecret, not both" }}
 {{- end }}
@@ -126,6 +129,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $_ := set $cfg "port" (int .Values.containerPort) }}
 {{- if .Values.policy.content }}
 {{- $_ := set $cfg "policy" "/etc/slm-gateway/policy.yaml" }}
+{{- else if .Values.policy.path }}
+{{- $_ := set $cfg "policy" .Values.policy.path }}
 {{- end }}
 {{- $up := default dict $cfg.upstream }}
 {{- if .Values.upstream.url }}
