@@ -103,9 +103,10 @@ class CachedChat:
             found = await self.cache.lead_or_wait(key)
             if isinstance(found, CacheEntry):
                 entry = found
-            else:
+            else:  # leading, or the awaited leader came back empty: answer (and store) on our own
+                lead = found if found is not None else self.cache.store_only(key)
                 self.cache.count_lookup("miss")
-                return await self._dispatch(parsed, decision, request_id, started, found, "miss")
+                return await self._dispatch(parsed, decision, request_id, started, lead, "miss")
         if entry is None:
             self.cache.count_lookup("miss")
             return await self._dispatch(parsed, decision, request_id, started, None, "miss")
