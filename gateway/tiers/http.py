@@ -10,6 +10,7 @@ import httpx
 import msgspec
 from httpx_aiohttp import AiohttpTransport
 
+from gateway import __version__
 from gateway.api.schemas import ParsedRequest
 from gateway.errors import TierUnavailable, UpstreamStatusError, error_json
 from gateway.tiers.base import Completion, Usage
@@ -63,7 +64,11 @@ class OpenAIHTTPBackend:
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
-        headers = {"content-type": "application/json"}
+        headers = {
+            "content-type": "application/json",
+            "accept-encoding": "identity",  # bodies pass through as received: never compressed
+            "user-agent": f"slm-gateway/{__version__}",
+        }
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
         self._headers = httpx.Headers(headers)
