@@ -11,7 +11,9 @@ import msgspec
 from gateway.api.schemas import ParsedRequest
 from gateway.auth import KeyChecker
 from gateway.dispatch import Answer, ChatDispatcher, StreamAnswer, Tiers
+from gateway.errors import GatewayError
 from gateway.metrics import GatewayMetrics
+from gateway.routing.decision import RouteDecision
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -56,13 +58,25 @@ class Gateway:
     async def handle_chat(
         self, parsed: ParsedRequest, headers: Mapping[str, str], request_id: str, tenant: str, started: float
     ) -> Answer | StreamAnswer:
-        """Route one chat request and answer it from the chosen tier."""
-        decision = self.dispatcher.route(parsed, headers)
-        if self.cache is not None:
-            return await self.cache.answer(parsed, decision, headers, request_id, tenant, started)
-        if parsed.chat.stream:
-            return await self.dispatcher.stream(parsed, decision, request_id, started)
-        return await self.dispatcher.complete(parsed, decision, request_id, started)
+        """Route one chat request and answer it from the chosen tier; count the request if that fails."""
+        decision: RouteDecision | None = None
+        try:
+            decision = self.dispatcher.route(parsed, headers)
+            if self.cache is not None:
+                return await self.cache.answer(parsed, decision, headers, request_id, tenant, started)
+            if parsed.chat.stream:
+                return await self.dispatcher.stream(parsed, decision, request_id, started)
+            return await self.dispatcher.complete(parsed, decision, request_id, started)
+        except GatewayError as exc:
+            if decision is None:
+                self.dispatcher.account_error(exc, getattr(exc, "reason", "rejected"), "none")
+            else:
+                self.dispatcher.account_error(exc, decision.reason, decision.tier)
+            raise
+
+    def count_invalid(self, exc: GatewayError) -> None:
+        """Count a request refused before routing (bad key, malformed body)."""
+        self.dispatcher.account_error(exc, "invalid", "none")
 
     @staticmethod
     def is_stream(answer: Answer | StreamAnswer) -> bool:

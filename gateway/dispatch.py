@@ -169,7 +169,8 @@ class ChatDispatcher:
         if tier != "upstream":
             m.savings.labels(tier).inc(max(0.0, upstream_price - cost))
 
-    def account_error(self, exc: GatewayError, reason: str, tier: str, started: float) -> None:
+    def account_error(self, exc: GatewayError, reason: str, tier: str) -> None:
+        """Count a request answered with an error status (`tier` is "none" when no tier was chosen)."""
         self.metrics.requests.labels(tier, str(exc.status_code), reason).inc()
 
     # -- non-streaming -------------------------------------------------------------------------------------

@@ -228,3 +228,18 @@ def test_gateway_still_serves_after_bad_input(gateway: RunningGateway) -> None:
         httpx.post(f"{gateway.base_url}/chat/completions", content=b"\xff\xfe garbage")
     ok = client(gateway).chat.completions.create(model="upstream", messages=HELLO)
     assert ok.choices[0].message.content
+
+
+def _requests_with_status(gw: RunningGateway, tier: str, status: str) -> float:
+    total = 0.0
+    for line in httpx.get(f"{gw.root}/metrics").text.splitlines():
+        if line.startswith("slm_gateway_requests_total{") and f'tier="{tier}"' in line and f'status="{status}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_errors_are_counted_in_the_request_metrics(gateway: RunningGateway) -> None:
+    before = _requests_with_status(gateway, "none", "400")
+    httpx.post(f"{gateway.base_url}/chat/completions", content=b"{broken")
+    httpx.post(f"{gateway.base_url}/chat/completions", json={"model": "local"})
+    assert _requests_with_status(gateway, "none", "400") == before + 2

@@ -12,6 +12,7 @@ from litestar.response import Stream
 
 from gateway.api.schemas import parse_chat_request
 from gateway.components import Gateway
+from gateway.errors import GatewayError
 
 JSON = "application/json"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -33,8 +34,12 @@ def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
         started = time.perf_counter()
         request_id = request_id_of(request)
         request.state.request_id = request_id
-        tenant = gateway.keys.check(request.headers.get("authorization"))
-        parsed = parse_chat_request(await request.body())
+        try:
+            tenant = gateway.keys.check(request.headers.get("authorization"))
+            parsed = parse_chat_request(await request.body())
+        except GatewayError as exc:
+            gateway.count_invalid(exc)
+            raise
         answer = await gateway.handle_chat(parsed, request.headers, request_id, tenant, started)
         if gateway.is_stream(answer):
             return Stream(answer.chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **answer.headers})
