@@ -40,7 +40,7 @@ DASHBOARDS = sorted(DASHBOARD_DIR.glob("*.json"))
 # Which /metrics endpoint Prometheus scrapes: "standin" (GatewayMetrics with sample values, no model needed) or
 # "gateway" (a real `slm-gateway serve` that has served traffic on every tier).
 # >>> Switch to the real gateway here (one line): METRICS_TARGET = "gateway"
-METRICS_TARGET = os.environ.get("SLM_GATEWAY_DASHBOARD_TARGET", "standin")
+METRICS_TARGET = os.environ.get("SLM_GATEWAY_DASHBOARD_TARGET", "gateway")
 
 GRAFANA_VALUES = {
     "__rate_interval": "1m",
