@@ -5,6 +5,7 @@ Framework-free: the litestar handler in `gateway.api.chat` turns its `Answer` / 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from gateway.tiers.base import Backend, Completion, Usage, chunk_usage
 from gateway.tiers.local import ContextTooLong
 
 SSE_DONE = b"data: [DONE]\n\n"
+CLIENT_CLOSED_REQUEST = 499  # the status recorded for a stream the client left (nginx's convention)
 PIN_MODEL_NAMES = frozenset({"local", "upstream", "auto"})
 
 
@@ -302,12 +304,12 @@ class ChatDispatcher:
             status = exc.status_code
             self._count_failure(tier, exc)
             yield b"data: " + error_json(exc.message, exc.error_type, exc.param, exc.code) + b"\n\n"
+        except (GeneratorExit, asyncio.CancelledError):
+            status = CLIENT_CLOSED_REQUEST
+            raise
         finally:
             if observer is not None:
                 observer.abandoned()
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
             self.account(
                 tier=tier,
                 served_by=tier,
@@ -320,3 +322,6 @@ class ChatDispatcher:
                 tier_seconds=tier_seconds,
                 stream=True,
             )
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:  # after accounting: a cancelled close must not lose the request's metrics
+                await aclose()

@@ -100,7 +100,7 @@ def test_upstream_error_status_and_body_pass_through(
     gw = gateway_factory("--upstream-url", failing)
     with pytest.raises(openai.RateLimitError) as caught:
         openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0).chat.completions.create(
-            model="gpt-4o", messages=HELLO
+            model="gpt-4o", messages=HELLO, extra_headers={"x-gateway-route": "upstream"}
         )
     assert caught.value.status_code == 429
     assert caught.value.body["type"] == "rate_limit_error"
