@@ -22,6 +22,7 @@ __all__ = [
     "make_labels",
     "build_featurizer",
     "fit_router",
+    "score_quantiles",
     "train",
 ]
 
@@ -36,7 +37,7 @@ class RouterConfig:
     C_mc: float = 1.0  # inverse L2 strength, multiple-choice prompts
     C_text: float = 0.3  # inverse L2 strength, other (free-text) prompts
     min_segment_rows: int = 100
-    max_chars: int = 2000
+    max_chars: int = 1200
     word_features: int = 2**18
     char_features: int = 0
     hand_weight: float = 3.0
@@ -148,6 +149,17 @@ def fit_router(data: RoutingDataset, config: RouterConfig) -> RouterModel:
     return RouterModel(featurizer, models)
 
 
+def score_quantiles(scores: np.ndarray) -> dict[str, float]:
+    """Score percentiles 0, 5, ..., 100 on the training prompts.
+
+    ``p_strong`` estimates P(weak wrong and strong right), so its scale is
+    small; the gateway should pick its threshold from these (e.g. the 70th
+    percentile sends ~30 % of dev-like traffic upstream), not use 0.5.
+    """
+    qs = np.quantile(np.asarray(scores, dtype=float), np.linspace(0, 1, 21))
+    return {f"p{5 * i}": round(float(q), 6) for i, q in enumerate(qs)}
+
+
 def train(
     data_path: str | Path,
     out: str | Path,
@@ -180,6 +192,7 @@ def train(
     metrics["segments"] = sorted(router.models)
     train_scores = router.score_many(data.prompts)
     metrics["train_fit_in_sample"] = evaluate_scores(data, train_scores)
+    metrics["score_quantiles"] = score_quantiles(train_scores)
     if cv_folds and cv_folds > 1:
         metrics["cv"] = cross_validate(data, config, folds=cv_folds)
     out = Path(out)

@@ -148,6 +148,8 @@ def test_train_writes_model_and_metrics(trained: tuple[Path, Path, dict]) -> Non
     assert out.is_file() and metrics_path_for(out).is_file()
     on_disk = json.loads(metrics_path_for(out).read_text())
     assert on_disk["config"]["word_features"] == 2**12
+    q = on_disk["score_quantiles"]
+    assert 0.0 <= q["p0"] <= q["p50"] <= q["p100"] <= 1.0
     assert set(on_disk["cv"]["per_fold_mean_std"]) == {"gsm8k", "mmlu"}
     assert 0.0 <= on_disk["cv"]["per_fold_mean_std"]["mmlu"]["router"]["apgr"]["mean"] <= 2.0
     model = load_model(out)
