@@ -33,6 +33,7 @@ class QuantileModel:
         [[0.0, 0.0], [0.5, 0.2], [1.0, 1.0]],
         {"quantiles": [0.0, 0.5, 1.0], "values": [0.0, 0.2, 1.0]},
         [0.0, 0.2, 1.0],  # evenly spaced quantiles
+        {"p0": 0.0, "p50": 0.2, "p100": 1.0},  # percentile labels, as the shipped classifier writes them
     ],
 )
 def test_quantile_shapes_and_interpolation(raw: Any) -> None:
@@ -70,7 +71,7 @@ def test_without_quantiles_the_builtin_sample_sets_the_share(tiny_router_model: 
     from classifier import load_model
 
     model = load_model(tiny_router_model)
-    assert "score_quantiles" not in model.metadata
+    model.metadata.pop("score_quantiles", None)  # a model trained before quantiles were stored
     for share in (0.3, 0.6, 0.85):
         threshold, source = calibrate(model, share)
         assert source == "built-in calibration sample"
@@ -85,3 +86,13 @@ def test_calibration_sample_is_hand_written_not_the_dev_data() -> None:
         pytest.skip("dev data not available")
     text = dev.read_text(encoding="utf-8")
     assert not [p for p in CALIBRATION_PROMPTS if p in text]
+
+
+def test_the_shipped_model_calibrates_from_its_own_quantiles() -> None:
+    from classifier import load_model
+
+    model = load_model()
+    threshold, source = calibrate(model, 0.6)
+    assert source == "training-data quantiles"
+    quantiles = model.metadata["score_quantiles"]
+    assert quantiles["p55"] <= threshold <= quantiles["p65"]

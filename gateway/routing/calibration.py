@@ -2,7 +2,8 @@
 
 The threshold is the `share`-quantile of the classifier's scores on its training data, so that about that
 share of traffic like the training data scores below it and stays local. The quantiles come from the model's
-metadata (`score_quantiles`). Accepted shapes: a mapping quantile -> score ({"0.1": 0.12, ...}), a list of
+metadata (`score_quantiles`). Accepted shapes: a mapping quantile -> score ({"0.1": 0.12, ...} or percentile labels
+{"p10": 0.12, ...}), a list of
 [quantile, score] pairs, or a list of scores at evenly spaced quantiles from 0 to 1.
 
 Fallback when the metadata has none: score `CALIBRATION_PROMPTS`, a small hand-written sample of everyday
@@ -43,7 +44,7 @@ def _pairs(raw: Any) -> list[tuple[float, float]]:
         if "quantiles" in raw and "values" in raw:
             pairs = [(float(q), float(s)) for q, s in zip(raw["quantiles"], raw["values"], strict=True)]
         else:
-            pairs = [(float(q), float(s)) for q, s in raw.items()]
+            pairs = [(_quantile(q), float(s)) for q, s in raw.items()]
     elif isinstance(raw, Sequence) and raw and all(isinstance(x, (list, tuple)) for x in raw):
         pairs = [(float(q), float(s)) for q, s in raw]
     elif isinstance(raw, Sequence) and len(raw) >= 2:
@@ -52,6 +53,13 @@ def _pairs(raw: Any) -> list[tuple[float, float]]:
     else:
         raise CalibrationError("score_quantiles must be a mapping, a list of pairs or a list of scores")
     return pairs
+
+
+def _quantile(key: Any) -> float:
+    """A quantile key: 0.25, "0.25", or a percentile label "p25"."""
+    if isinstance(key, str) and key[:1].lower() == "p":
+        return float(key[1:]) / 100.0
+    return float(key)
 
 
 def threshold_from_quantiles(pairs: Sequence[tuple[float, float]], share: float) -> float:
