@@ -72,6 +72,7 @@ def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
             connect_timeout=settings.upstream.connect_timeout,
             read_timeout=settings.upstream.read_timeout,
             max_connections=settings.upstream.max_connections,
+            client=settings.upstream.client,
         )
     return Tiers(
         local=local,

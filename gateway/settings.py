@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import yaml
@@ -30,6 +30,8 @@ class UpstreamSettings(_Section):
     connect_timeout: float = 5.0
     read_timeout: float = 120.0
     max_connections: int = 256
+    client: Literal["aiohttp", "httpx"] = "aiohttp"
+    """The HTTP client library behind the connection pool (see gateway/tiers/transport.py)."""
 
 
 class LocalSettings(_Section):

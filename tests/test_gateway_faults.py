@@ -40,6 +40,20 @@ def metric_value(gw: RunningGateway, name: str) -> float:
     raise AssertionError(f"metric {name} not exposed")
 
 
+async def wait_for_metrics(http: httpx.AsyncClient, gw: RunningGateway, wanted: dict[str, float]) -> None:
+    """Poll /metrics until every named (unlabelled) metric has the wanted value (bounded: 60 s)."""
+    deadline = time.monotonic() + 60
+    while True:
+        text = (await http.get(f"{gw.root}/metrics")).text
+        values = {
+            line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split(" ")[0] in wanted
+        }
+        if values == wanted:
+            return
+        assert time.monotonic() < deadline, f"metrics never reached {wanted}: {values}"
+        await asyncio.sleep(0.05)
+
+
 # -- auth ------------------------------------------------------------------------------------------------------
 def test_gateway_keys_guard_the_api(gateway_factory: Callable[..., RunningGateway]) -> None:
     gw = gateway_factory("--api-key", "sk-team-a", "--api-key", "sk-team-b")
@@ -119,7 +133,7 @@ def test_busy_local_tier_spills_upstream(
         async with httpx.AsyncClient(timeout=120) as http:
             body = {"model": "local", "messages": LONG_ANSWER, "max_tokens": 48}
             first = asyncio.create_task(http.post(f"{gw.base_url}/chat/completions", json=body))
-            await asyncio.sleep(0.5)
+            await wait_for_metrics(http, gw, {"slm_gateway_local_inflight": 1})
             second = await http.post(f"{gw.base_url}/chat/completions", json={**body, "max_tokens": 4})
             return [await first, second]
 
@@ -137,7 +151,7 @@ def test_full_local_queue_answers_429_with_retry_after(gateway_factory: Callable
         async with httpx.AsyncClient(timeout=120) as http:
             body = {"model": "local", "messages": LONG_ANSWER, "max_tokens": 32}
             tasks = [asyncio.create_task(http.post(f"{gw.base_url}/chat/completions", json=body)) for _ in range(2)]
-            await asyncio.sleep(0.5)
+            await wait_for_metrics(http, gw, {"slm_gateway_local_inflight": 1, "slm_gateway_local_queue_depth": 1})
             third = await http.post(f"{gw.base_url}/chat/completions", json=body)
             return [*(await asyncio.gather(*tasks)), third]
 
