@@ -130,10 +130,8 @@ class OpenAIHTTPBackend:
         try:
             if response.status >= 400:
                 raise _status_error(response.status, await response.read(_MAX_ERROR_BODY))
-            async for line in response.lines():
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
+            async for event in response.events():
+                payload = _event_data(event)
                 if payload == b"[DONE]":
                     return
                 if payload:
@@ -143,6 +141,14 @@ class OpenAIHTTPBackend:
             raise _unavailable(exc) from None
         finally:
             await response.close()
+
+
+def _event_data(event: bytes) -> bytes:
+    """The data of one server-sent event (its `data:` lines joined; comments and other fields skipped)."""
+    if event.startswith(b"data:") and b"\n" not in event:
+        return event[5:].strip()
+    lines = [line[5:].strip() for line in event.splitlines() if line.startswith(b"data:")]
+    return b"\n".join(lines)
 
 
 def _body(request: ParsedRequest, model: str, *, stream: bool, want_usage: bool) -> dict[str, Any]:

@@ -40,7 +40,9 @@ class TransportResponse(Protocol):
 
     async def read(self, limit: int | None = None) -> bytes: ...
 
-    def lines(self) -> AsyncIterator[bytes]: ...
+    def events(self) -> AsyncIterator[bytes]:
+        """Server-sent events: each block of lines up to a blank line (the separator stripped)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -76,10 +78,17 @@ class _AiohttpResponse:
         except aiohttp.ClientError as exc:
             raise TransportError("protocol", type(exc).__name__) from None
 
-    async def lines(self) -> AsyncIterator[bytes]:
+    async def events(self) -> AsyncIterator[bytes]:
+        content = self._response.content
         try:
-            async for line in self._response.content:
-                yield line
+            while True:
+                try:
+                    block = await content.readuntil(b"\n\n")
+                except ValueError:  # an event larger than the reader's limit: take it line by line
+                    block = await content.readline()
+                if not block:
+                    return
+                yield block.rstrip(b"\r\n")
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise TransportError("timeout", str(exc) or "read timed out") from None
         except aiohttp.ClientError as exc:
@@ -151,10 +160,17 @@ class _HttpxResponse:
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc) from None
 
-    async def lines(self) -> AsyncIterator[bytes]:
+    async def events(self) -> AsyncIterator[bytes]:
+        block: list[str] = []
         try:
             async for line in self._response.aiter_lines():
-                yield line.encode()
+                if line:
+                    block.append(line)
+                elif block:
+                    yield "\n".join(block).encode()
+                    block = []
+            if block:
+                yield "\n".join(block).encode()
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc) from None
 
