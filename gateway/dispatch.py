@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -21,6 +21,7 @@ from gateway.tiers.base import Backend, Completion, Usage, chunk_usage
 from gateway.tiers.local import ContextTooLong
 
 SSE_DONE = b"data: [DONE]\n\n"
+T = TypeVar("T")
 CLIENT_CLOSED_REQUEST = 499  # the status recorded for a stream the client left (nginx's convention)
 PIN_MODEL_NAMES = frozenset({"local", "upstream", "auto"})
 
@@ -134,6 +135,23 @@ class ChatDispatcher:
         elif isinstance(exc, ContextTooLong):
             self.metrics.local_rejected.labels("context_too_long").inc()
 
+    async def _with_fallback(self, decision: RouteDecision, attempt: Callable[[Tier], Awaitable[T]]) -> tuple[Tier, T]:
+        """Run `attempt` on the decided tier; on a tier failure, once more on the decision's fallback tier."""
+        tier: Tier = decision.tier
+        try:
+            return tier, await attempt(tier)
+        except GatewayError as exc:
+            self._count_failure(tier, exc)
+            fallback = self._fallback_for(decision, exc)
+            if fallback is None:
+                raise
+        self.metrics.fallbacks.labels(tier, fallback).inc()
+        try:
+            return fallback, await attempt(fallback)
+        except GatewayError as second:
+            self._count_failure(fallback, second)
+            raise
+
     # -- accounting ----------------------------------------------------------------------------------------
     def account(
         self,
@@ -177,22 +195,10 @@ class ChatDispatcher:
 
     # -- non-streaming -------------------------------------------------------------------------------------
     async def complete(self, parsed: ParsedRequest, decision: RouteDecision, request_id: str, started: float) -> Answer:
-        tier: Tier = decision.tier
         tier_started = time.perf_counter()
-        try:
-            completion = await self._complete_on(tier, parsed, request_id)
-        except GatewayError as exc:
-            self._count_failure(tier, exc)
-            fallback = self._fallback_for(decision, exc)
-            if fallback is None:
-                raise
-            self.metrics.fallbacks.labels(tier, fallback).inc()
-            tier = fallback
-            try:
-                completion = await self._complete_on(tier, parsed, request_id)
-            except GatewayError as second:
-                self._count_failure(tier, second)
-                raise
+        tier, completion = await self._with_fallback(
+            decision, lambda tier: self._complete_on(tier, parsed, request_id)
+        )
         tier_seconds = time.perf_counter() - tier_started
         self.account(
             tier=tier,
@@ -222,22 +228,10 @@ class ChatDispatcher:
         observer: StreamObserver | None = None,
     ) -> StreamAnswer:
         """Open the stream on the chosen tier (or its fallback) before answering, so errors keep their status."""
-        tier: Tier = decision.tier
         opened = time.perf_counter()
-        try:
-            first, chunks = await self._open_stream(tier, parsed, request_id)
-        except GatewayError as exc:
-            self._count_failure(tier, exc)
-            fallback = self._fallback_for(decision, exc)
-            if fallback is None:
-                raise
-            self.metrics.fallbacks.labels(tier, fallback).inc()
-            tier = fallback
-            try:
-                first, chunks = await self._open_stream(tier, parsed, request_id)
-            except GatewayError as second:
-                self._count_failure(tier, second)
-                raise
+        tier, (first, chunks) = await self._with_fallback(
+            decision, lambda tier: self._open_stream(tier, parsed, request_id)
+        )
         model = self.tiers.model_for(tier, parsed.chat.model)
         headers = self._headers(request_id, tier, model, decision)
         relay = self._relay(
