@@ -43,6 +43,7 @@ class LocalSettings(_Section):
     max_concurrency: int = 1
     max_queue: int = 16
     threads: int | None = None
+    """llama.cpp threads; default half the cores (see gateway/tiers/local.py:default_threads)."""
     max_tokens_default: int = 512
     spill_to_upstream: bool = True
     """When the local queue is full or the prompt is too long, send the request upstream (if one exists)."""
