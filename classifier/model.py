@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ __all__ = [
 
 DEFAULT_MODEL_PATH: Path = Path(__file__).resolve().parent / "model" / "router.skops"
 MODEL_FORMAT = "slm-gateway-router"
-MODEL_FORMAT_VERSION = 2
+MODEL_FORMAT_VERSION = 3
+# Versions this code reads: 2 had one model per family only (still valid in 3).
+READABLE_FORMAT_VERSIONS: frozenset[int] = frozenset({2, 3})
 
 # Types a router file may contain beyond skops' built-in trusted set.  Anything
 # else in a file is refused with ModelLoadError; we never load with trusted=True.
@@ -96,8 +99,13 @@ def messages_text(messages: Sequence[Mapping[str, Any]], max_chars: int = 2000) 
 class RouterModel:
     """A trained router.  ``score`` returns ``p_strong`` in [0, 1].
 
-    One logistic model per prompt family (see :func:`classifier.features.segment`),
-    all sharing one stateless featurizer.
+    Models are keyed by prompt family (see :func:`classifier.features.segment`,
+    ``"all"`` = fallback), all sharing one stateless featurizer.  A family is
+    served either by one logistic model ``"<family>"`` whose probability is
+    ``p_strong``, or by a pair ``"<family>+"`` (P(strong model right)) and
+    ``"<family>-"`` (P(weak model right)) with
+    ``p_strong = (1 + P(strong right) - P(weak right)) / 2``: a monotone map
+    of the expected accuracy gain of routing the prompt upstream.
     """
 
     def __init__(
@@ -120,18 +128,36 @@ class RouterModel:
             col = classes.index(True)
             coef = np.asarray(est.coef_, dtype=np.float64).ravel()
             self._linear[name] = (coef, float(np.ravel(est.intercept_)[0]), col)
+        # family -> model names: (single,) or (plus, minus)
+        self._heads: dict[str, tuple[str, ...]] = {}
+        for name in self.models:
+            base = name[:-1] if name[-1:] in ("+", "-") else name
+            if base in self._heads:
+                continue
+            if base in self.models:
+                self._heads[base] = (base,)
+            elif base + "+" in self.models and base + "-" in self.models:
+                self._heads[base] = (base + "+", base + "-")
+            else:
+                raise ValueError(f"model {name!r} has no partner ({base}+ / {base}- must both exist)")
 
-    def _model_for(self, seg: str) -> str:
-        return seg if seg in self.models else ("all" if "all" in self.models else next(iter(self.models)))
+    def _family(self, seg: str) -> str:
+        return seg if seg in self._heads else ("all" if "all" in self._heads else next(iter(self._heads)))
 
-    def score(self, text: str) -> float:
-        """``p_strong`` for one prompt text (fast path, same value as :meth:`score_many`)."""
-        coef, intercept, col = self._linear[self._model_for(segment(text))]
-        idx, val = self._featurize_one(text)
+    def _prob(self, name: str, idx: np.ndarray, val: np.ndarray) -> float:
+        coef, intercept, col = self._linear[name]
         z = float(val @ coef[idx]) + intercept
         z = max(-700.0, min(700.0, z))
         p = 1.0 / (1.0 + math.exp(-z))
         return p if col == 1 else 1.0 - p
+
+    def score(self, text: str) -> float:
+        """``p_strong`` for one prompt text (fast path, same value as :meth:`score_many`)."""
+        heads = self._heads[self._family(segment(text))]
+        idx, val = self._featurize_one(text)
+        if len(heads) == 1:
+            return self._prob(heads[0], idx, val)
+        return (1.0 + self._prob(heads[0], idx, val) - self._prob(heads[1], idx, val)) / 2.0
 
     def score_many(self, texts: Sequence[str]) -> np.ndarray:
         """``p_strong`` for many prompt texts, as a float array."""
@@ -140,11 +166,13 @@ class RouterModel:
         if not texts:
             return out
         X = self.featurizer.transform(texts)
-        names = np.asarray([self._model_for(segment(t)) for t in texts], dtype=object)
-        for name in set(names.tolist()):
-            rows = np.flatnonzero(names == name)
-            est = self.models[name]
-            out[rows] = est.predict_proba(X[rows])[:, self._linear[name][2]]
+        fams = np.asarray([self._family(segment(t)) for t in texts], dtype=object)
+        for fam in set(fams.tolist()):
+            rows = np.flatnonzero(fams == fam)
+            probs = [
+                self.models[name].predict_proba(X[rows])[:, self._linear[name][2]] for name in self._heads[fam]
+            ]
+            out[rows] = probs[0] if len(probs) == 1 else (1.0 + probs[0] - probs[1]) / 2.0
         return out
 
     def score_messages(self, messages: Sequence[Mapping[str, Any]]) -> float:
@@ -165,7 +193,7 @@ def save_model(router: RouterModel, path: str | Path, info: Mapping[str, Any] | 
         "featurizer": router.featurizer,
         "models": dict(router.models),
     }
-    sio.dump(payload, path)
+    sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED)
     return path
 
 
@@ -189,10 +217,10 @@ def load_model(path: str | Path | None = None) -> RouterModel:
         raise ModelLoadError(f"cannot load router model {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ModelLoadError(f"{path} is not an slm-gateway router model")
-    if payload.get("format_version") != MODEL_FORMAT_VERSION:
+    if payload.get("format_version") not in READABLE_FORMAT_VERSIONS:
         raise ModelLoadError(
             f"router model {path} has format version {payload.get('format_version')!r}, "
-            f"expected {MODEL_FORMAT_VERSION}"
+            f"expected one of {sorted(READABLE_FORMAT_VERSIONS)}"
         )
     featurizer, models = payload.get("featurizer"), payload.get("models")
     if not isinstance(featurizer, PromptFeaturizer) or not isinstance(models, dict) or not models:

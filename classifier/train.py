@@ -20,20 +20,25 @@ __all__ = [
     "RoutingDataset",
     "load_dataset",
     "make_labels",
+    "make_targets",
     "build_featurizer",
     "fit_router",
     "score_quantiles",
     "train",
 ]
 
-LABELS = ("gain", "weak_wrong")
+LABELS = ("benefit", "gain", "weak_wrong")
 
 
 @dataclass(frozen=True)
 class RouterConfig:
     """Hyper-parameters of the router (defaults are the shipped configuration)."""
 
-    label: str = "gain"  # "gain": weak wrong AND strong right; "weak_wrong": weak wrong
+    # "benefit": two models per family, P(strong right) and P(weak right); the score is
+    #   (1 + P(strong right) - P(weak right)) / 2, a monotone map of the expected
+    #   accuracy gain of routing upstream (which is what APGR/CPT reward).
+    # "gain": one model of P(weak wrong AND strong right); "weak_wrong": P(weak wrong).
+    label: str = "benefit"
     C_mc: float = 1.0  # inverse L2 strength, multiple-choice prompts
     C_text: float = 0.3  # inverse L2 strength, other (free-text) prompts
     min_segment_rows: int = 100
@@ -104,12 +109,27 @@ def load_dataset(path: str | Path) -> RoutingDataset:
 
 
 def make_labels(data: RoutingDataset, label: str) -> np.ndarray:
-    """Binary training target: True where the strong model is needed."""
-    if label == "gain":
+    """Binary "strong model needed" target (also the CV stratification label).
+
+    For ``"benefit"`` this is the ``"gain"`` label; the benefit router itself is
+    fitted on the two targets of :func:`make_targets`.
+    """
+    if label in ("gain", "benefit"):
         return ~data.weak_correct & data.strong_correct
     if label == "weak_wrong":
         return ~data.weak_correct
     raise ValueError(f"unknown label {label!r} (choose from {', '.join(LABELS)})")
+
+
+def make_targets(data: RoutingDataset, label: str) -> dict[str, np.ndarray]:
+    """Model-name suffix -> binary target of each model fitted per prompt family.
+
+    ``""``: the single model of ``p_strong``; ``"+"`` / ``"-"``: the pair whose
+    probability difference is the routing benefit (see :class:`RouterModel`).
+    """
+    if label == "benefit":
+        return {"+": np.asarray(data.strong_correct, dtype=bool), "-": np.asarray(data.weak_correct, dtype=bool)}
+    return {"": make_labels(data, label)}
 
 
 def build_featurizer(config: RouterConfig) -> PromptFeaturizer:
@@ -127,34 +147,44 @@ def _fit_lr(X: Any, y: np.ndarray, C: float, seed: int) -> LogisticRegression:
 
 
 def fit_router(data: RoutingDataset, config: RouterConfig) -> RouterModel:
-    """Fit one logistic model per prompt family on all rows of ``data``.
+    """Fit the model(s) of each prompt family on all rows of ``data``.
 
-    A family with fewer than ``min_segment_rows`` rows (or one class) is served
-    by a model fitted on all rows, stored as ``"all"``.
+    A family with fewer than ``min_segment_rows`` rows (or a single class in one
+    of its targets) is served by models fitted on all rows, stored as ``"all"``.
     """
-    y = make_labels(data, config.label)
-    if y.all() or not y.any():
-        raise ValueError("training data has a single class; need both easy and hard prompts")
+    targets = make_targets(data, config.label)
+    if config.label == "benefit" and any(y.all() or not y.any() for y in targets.values()):
+        # e.g. the strong model is right on every row: P(strong right) is constant, so
+        # the benefit ranks like the single "gain" model; fit that instead.
+        targets = make_targets(data, "gain")
+    for y in targets.values():
+        if y.all() or not y.any():
+            raise ValueError("training data has a single class; need both easy and hard prompts")
     featurizer = build_featurizer(config)
     X = featurizer.transform(data.prompts)
     segs = np.asarray([segment(p) for p in data.prompts], dtype=object)
     Cs = {"mc": config.C_mc, "text": config.C_text}
     models: dict[str, LogisticRegression] = {}
+    complete = 0
     for name in SEGMENTS:
         rows = np.flatnonzero(segs == name)
-        if len(rows) >= config.min_segment_rows and 0 < y[rows].sum() < len(rows):
-            models[name] = _fit_lr(X[rows], y[rows], Cs[name], config.seed)
-    if len(models) < len(SEGMENTS):
-        models["all"] = _fit_lr(X, y, min(Cs.values()), config.seed)
+        if len(rows) >= config.min_segment_rows and all(0 < y[rows].sum() < len(rows) for y in targets.values()):
+            complete += 1
+            for suffix, y in targets.items():
+                models[name + suffix] = _fit_lr(X[rows], y[rows], Cs[name], config.seed)
+    if complete < len(SEGMENTS):
+        for suffix, y in targets.items():
+            models["all" + suffix] = _fit_lr(X, y, min(Cs.values()), config.seed)
     return RouterModel(featurizer, models)
 
 
 def score_quantiles(scores: np.ndarray) -> dict[str, float]:
     """Score percentiles 0, 5, ..., 100 on the training prompts.
 
-    ``p_strong`` estimates P(weak wrong and strong right), so its scale is
-    small; the gateway should pick its threshold from these (e.g. the 70th
-    percentile sends ~30 % of dev-like traffic upstream), not use 0.5.
+    ``p_strong`` is a ranking score (for the default ``"benefit"`` label
+    ``(1 + P(strong right) - P(weak right)) / 2``, mostly a little above 0.5),
+    so the gateway should pick its threshold from these (e.g. the 70th
+    percentile sends ~30 % of dev-like traffic upstream), not use a fixed 0.5.
     """
     qs = np.quantile(np.asarray(scores, dtype=float), np.linspace(0, 1, 21))
     return {f"p{5 * i}": round(float(q), 6) for i, q in enumerate(qs)}

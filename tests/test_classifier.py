@@ -17,7 +17,7 @@ from classifier import DEFAULT_MODEL_PATH, ModelLoadError, RouterModel, load_mod
 from classifier import metrics as M
 from classifier.features import HAND_FEATURE_NAMES, PromptFeaturizer, hand_features
 from classifier.model import messages_text, metrics_path_for
-from classifier.train import RouterConfig, load_dataset, make_labels, train
+from classifier.train import RouterConfig, load_dataset, make_labels, make_targets, train
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_DATA = REPO_ROOT.parent / "shared/data/routing/dev.jsonl"
@@ -154,7 +154,8 @@ def test_train_writes_model_and_metrics(trained: tuple[Path, Path, dict]) -> Non
     assert 0.0 <= on_disk["cv"]["per_fold_mean_std"]["mmlu"]["router"]["apgr"]["mean"] <= 2.0
     model = load_model(out)
     assert isinstance(model, RouterModel)
-    assert model.metadata["config"]["label"] == "gain"
+    assert model.metadata["config"]["label"] == "benefit"
+    assert set(model.models) == {"mc+", "mc-", "all+", "all-"}  # 80 free-text rows < min_segment_rows
     prompts = load_dataset(data).prompts
     many = model.score_many(prompts)
     single = np.array([model.score(p) for p in prompts])
@@ -184,8 +185,11 @@ def test_segments_and_fallback_model(tmp_path: Path) -> None:
     ds = RoutingDataset([r["prompt"] for r in rows], np.array(["mmlu"] * len(rows), dtype=object),
                         np.array([r["weak_correct"] for r in rows]), np.array([r["strong_correct"] for r in rows]))
     router = fit_router(ds, RouterConfig(word_features=2**10))
-    assert set(router.models) == {"mc", "all"}  # no free-text rows -> served by the "all" model
+    assert set(router.models) == {"mc+", "mc-", "all+", "all-"}  # no free-text rows -> "all" models
     assert 0.0 <= router.score("a free text question") <= 1.0
+    single = fit_router(ds, RouterConfig(word_features=2**10, label="gain"))
+    assert set(single.models) == {"mc", "all"}
+    assert 0.0 <= single.score("a free text question") <= 1.0
 
 
 def test_labels() -> None:
@@ -195,8 +199,69 @@ def test_labels() -> None:
                         np.array([True, True, False, False]), np.array([True, False, True, False]))
     np.testing.assert_array_equal(make_labels(ds, "gain"), [False, False, True, False])
     np.testing.assert_array_equal(make_labels(ds, "weak_wrong"), [False, False, True, True])
+    np.testing.assert_array_equal(make_labels(ds, "benefit"), make_labels(ds, "gain"))  # CV strata
+    targets = make_targets(ds, "benefit")
+    np.testing.assert_array_equal(targets["+"], [True, False, True, False])
+    np.testing.assert_array_equal(targets["-"], [True, True, False, False])
+    assert set(make_targets(ds, "gain")) == {""}
     with pytest.raises(ValueError):
         make_labels(ds, "nope")
+
+
+def test_benefit_score_is_half_plus_half_probability_difference() -> None:
+    from classifier.train import RoutingDataset, fit_router
+
+    rows = _synthetic_rows()
+    ds = RoutingDataset([r["prompt"] for r in rows], np.array([r["benchmark"] for r in rows], dtype=object),
+                        np.array([r["weak_correct"] for r in rows]), np.array([r["strong_correct"] for r in rows]))
+    router = fit_router(ds, RouterConfig(word_features=2**10))
+    X = router.featurizer.transform(ds.prompts[:10])
+    for i, p in enumerate(ds.prompts[:10]):
+        fam = "mc" if "Answer:" in p else "all"  # too few free-text rows for their own models
+        ps = router.models[fam + "+"].predict_proba(X[i])[0, 1]
+        pw = router.models[fam + "-"].predict_proba(X[i])[0, 1]
+        assert router.score(p) == pytest.approx((1 + ps - pw) / 2, abs=1e-6)
+
+
+def test_benefit_falls_back_to_gain_when_strong_is_always_right() -> None:
+    from classifier.train import RoutingDataset, fit_router
+
+    rows = _synthetic_rows()
+    ds = RoutingDataset([r["prompt"] for r in rows], np.array([r["benchmark"] for r in rows], dtype=object),
+                        np.array([r["weak_correct"] for r in rows]), np.ones(len(rows), dtype=bool))
+    router = fit_router(ds, RouterConfig(word_features=2**10))
+    assert set(router.models) == {"mc", "all"}
+    assert 0.0 <= router.score("anything") <= 1.0
+    with pytest.raises(ValueError, match="single class"):
+        fit_router(RoutingDataset(ds.prompts, ds.benchmark, ds.strong_correct, ds.strong_correct),
+                   RouterConfig(word_features=2**10))
+
+
+def test_model_without_partner_is_inconsistent(trained: tuple[Path, Path, dict]) -> None:
+    _, out, _ = trained
+    model = load_model(out)
+    with pytest.raises(ValueError, match="partner"):
+        RouterModel(model.featurizer, {"mc+": model.models["mc+"]})
+
+
+def test_format_v2_single_model_files_still_load(tmp_path: Path) -> None:
+    import skops.io as sio
+
+    from classifier.train import RoutingDataset, fit_router
+
+    rows = _synthetic_rows()
+    ds = RoutingDataset([r["prompt"] for r in rows], np.array([r["benchmark"] for r in rows], dtype=object),
+                        np.array([r["weak_correct"] for r in rows]), np.array([r["strong_correct"] for r in rows]))
+    router = fit_router(ds, RouterConfig(word_features=2**10, label="gain"))
+    path = tmp_path / "v2.skops"
+    sio.dump({"format": "slm-gateway-router", "format_version": 2, "info": "{}",
+              "featurizer": router.featurizer, "models": router.models}, path)
+    loaded = load_model(path)
+    np.testing.assert_allclose(loaded.score_many(ds.prompts[:5]), router.score_many(ds.prompts[:5]))
+    sio.dump({"format": "slm-gateway-router", "format_version": 99, "info": "{}",
+              "featurizer": router.featurizer, "models": router.models}, path)
+    with pytest.raises(ModelLoadError, match="format version"):
+        load_model(path)
 
 
 # --------------------------------------------------------------------------- loading errors
@@ -294,7 +359,7 @@ def test_register_sets_func_on_leaves() -> None:
 def test_shipped_model_loads_with_metadata() -> None:
     model = load_model()
     meta = model.metadata
-    assert meta["config"]["label"] in ("gain", "weak_wrong")
+    assert meta["config"]["label"] in ("benefit", "gain", "weak_wrong")
     assert meta["trained_on"]["rows"] > 10_000
     cv = meta["cv"]["per_fold_mean_std"]
     assert {"mmlu", "gsm8k"} <= set(cv)
