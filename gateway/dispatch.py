@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from gateway.api.event_stream import FinalChunk
 from gateway.api.schemas import ParsedRequest
 from gateway.costs import CostModel
 from gateway.errors import GatewayError, InvalidRequest, RateLimited, TierUnavailable, UpstreamStatusError, error_json
@@ -239,7 +240,9 @@ class ChatDispatcher:
         )
         return StreamAnswer(relay, headers)
 
-    async def _open_stream(self, tier: Tier, parsed: ParsedRequest, request_id: str) -> tuple[bytes, AsyncIterator[bytes]]:
+    async def _open_stream(
+        self, tier: Tier, parsed: ParsedRequest, request_id: str
+    ) -> tuple[list[bytes], AsyncIterator[list[bytes]]]:
         backend = self._backend(tier)
         chunks = backend.stream(parsed, self.tiers.model_for(tier, parsed.chat.model), request_id).__aiter__()
         try:
@@ -250,8 +253,8 @@ class ChatDispatcher:
 
     async def _relay(
         self,
-        first: bytes,
-        chunks: AsyncIterator[bytes],
+        first: list[bytes],
+        chunks: AsyncIterator[list[bytes]],
         parsed: ParsedRequest,
         decision: RouteDecision,
         tier: Tier,
@@ -260,44 +263,51 @@ class ChatDispatcher:
         open_seconds: float,
         observer: StreamObserver | None = None,
     ) -> AsyncIterator[bytes]:
-        """SSE-frame the tier's chunks; drop the usage chunk unless asked for; end with [DONE] or an error event."""
+        """SSE-frame the tier's chunk batches; drop the usage chunk unless asked for; end with [DONE] or an error event."""
         include_usage = parsed.include_usage
         usage = Usage()
         answered_model = model
         status = 200
-        ttft_seen = False
+        ttft_seen = ending = False
         tier_seconds = open_seconds
         clock = time.perf_counter
+        held: list[bytes] = []  # after the usage chunk only [DONE] should follow: hold it to send together
         try:
-            payload: bytes | None = first
-            while payload is not None:
-                if observer is not None:
-                    observer.feed(payload)
-                if b'"usage"' in payload and b'"usage":null' not in payload:
-                    chunk: dict[str, Any] = msgspec.json.decode(payload)
-                    found = chunk_usage(chunk)
-                    if found is not None:
-                        usage = found
-                        answered_model = chunk.get("model") or answered_model
-                        if not chunk.get("choices") and not include_usage:
-                            waited = clock()
-                            payload = await anext(chunks, None)
-                            tier_seconds += clock() - waited
-                            continue
-                if not ttft_seen and b'"content":"' in payload and b'"content":""' not in payload:
-                    ttft_seen = True
-                    self.metrics.time_to_first_token.labels(tier).observe(time.perf_counter() - started)
-                yield b"data: " + payload + b"\n\n"
+            batch: list[bytes] | None = first
+            while batch is not None:
+                framed = held
+                for payload in batch:
+                    if observer is not None:
+                        observer.feed(payload)
+                    if b'"usage"' in payload and b'"usage":null' not in payload:
+                        chunk: dict[str, Any] = msgspec.json.decode(payload)
+                        found = chunk_usage(chunk)
+                        if found is not None:
+                            usage = found
+                            answered_model = chunk.get("model") or answered_model
+                            ending = not chunk.get("choices")
+                            if ending and not include_usage:
+                                continue
+                    if not ttft_seen and b'"content":"' in payload and b'"content":""' not in payload:
+                        ttft_seen = True
+                        self.metrics.time_to_first_token.labels(tier).observe(clock() - started)
+                    framed += (b"data: ", payload, b"\n\n")
+                if framed and not ending:  # everything that arrived together leaves in one write
+                    yield b"".join(framed)
+                    framed = []
+                held = framed
                 waited = clock()
-                payload = await anext(chunks, None)
+                batch = await anext(chunks, None)
                 tier_seconds += clock() - waited
             if observer is not None:
                 await observer.completed(tier)
-            yield SSE_DONE
+            held.append(SSE_DONE)
+            yield FinalChunk(b"".join(held))
         except GatewayError as exc:
             status = exc.status_code
             self._count_failure(tier, exc)
-            yield b"data: " + error_json(exc.message, exc.error_type, exc.param, exc.code) + b"\n\n"
+            held += (b"data: ", error_json(exc.message, exc.error_type, exc.param, exc.code), b"\n\n")
+            yield FinalChunk(b"".join(held))
         except (GeneratorExit, asyncio.CancelledError):
             status = CLIENT_CLOSED_REQUEST
             raise

@@ -242,7 +242,7 @@ class StubUpstream:
         )
         return Completion(body=body, model=model, usage=Usage(3, 3))
 
-    async def stream(self, req: Any, model: str, request_id: str | None = None) -> AsyncIterator[bytes]:
+    async def stream(self, req: Any, model: str, request_id: str | None = None) -> AsyncIterator[list[bytes]]:
         self.calls += 1
         await asyncio.sleep(self.delay)
         if self.fail:
@@ -254,7 +254,7 @@ class StubUpstream:
         for i, event in enumerate(events):
             if self.drop_after is not None and i >= self.drop_after:
                 raise TierUnavailable("stream cut", kind="protocol")
-            yield event
+            yield [event]  # one chunk per batch, as if each arrived apart
 
 
 class Harness:
@@ -277,10 +277,11 @@ class Harness:
             body = msgspec.json.decode(answer.body)
             return answer.headers, body["choices"][0]["message"].get("content") or ""
         text = []
-        async for event in answer.chunks:
-            if event.startswith(b"data: {") and b'"error"' not in event:
-                for choice in msgspec.json.decode(event[6:])["choices"]:
-                    text.append(choice["delta"].get("content") or "")
+        async for written in answer.chunks:
+            for event in written.split(b"\n\n"):  # one write may carry several events
+                if event.startswith(b"data: {") and b'"error"' not in event:
+                    for choice in msgspec.json.decode(event[6:])["choices"]:
+                        text.append(choice["delta"].get("content") or "")
         return answer.headers, "".join(text)
 
     def metric(self, name: str, **labels: str) -> float:

@@ -50,7 +50,9 @@ async def test_complete_passes_the_body_through(backend_for, upstream: str) -> N
 async def test_stream_yields_chunks_and_a_usage_chunk(backend_for, upstream: str) -> None:
     backend = backend_for(upstream, api_key="sk-up")
     try:
-        payloads = [msgspec.json.decode(p) async for p in backend.stream(parse_chat_request(chat(stream=True)), "m")]
+        batches = [batch async for batch in backend.stream(parse_chat_request(chat(stream=True)), "m")]
+        assert all(batches), "a batch is never empty"
+        payloads = [msgspec.json.decode(p) for batch in batches for p in batch]
         text = "".join(c["choices"][0]["delta"].get("content") or "" for c in payloads if c["choices"])
         assert text.startswith("fake answer to: ping")
         assert payloads[-1]["choices"] == [] and payloads[-1]["usage"]["completion_tokens"] > 0
@@ -99,5 +101,16 @@ async def test_a_stream_pause_longer_than_the_read_timeout_is_a_timeout(backend_
                 async for _ in backend.stream(parse_chat_request(chat(stream=True)), "m"):
                     pass
             assert caught.value.kind == "timeout"
+        finally:
+            await backend.close()
+
+
+async def test_events_that_arrive_apart_come_in_separate_batches(backend_for) -> None:
+    with run_fake_upstream(chunk_delay_ms=30, chunks=3) as url:
+        backend = backend_for(url)
+        try:
+            batches = [batch async for batch in backend.stream(parse_chat_request(chat(stream=True)), "m")]
+            assert len(batches) >= 4  # role, three content pieces, finish + usage: 30 ms apart
+            assert sum(len(batch) for batch in batches) == 6
         finally:
             await backend.close()

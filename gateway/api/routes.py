@@ -8,8 +8,8 @@ import uuid
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
-from litestar.response import Stream
 
+from gateway.api.event_stream import EventStream
 from gateway.api.schemas import parse_chat_request
 from gateway.components import Gateway
 from gateway.errors import GatewayError
@@ -42,7 +42,7 @@ def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
             raise
         answer = await gateway.handle_chat(parsed, request.headers, request_id, tenant, started)
         if gateway.is_stream(answer):
-            return Stream(answer.chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **answer.headers})
+            return EventStream(answer.chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **answer.headers})
         return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers)
 
     @get("/v1/models")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
+from gateway.api.event_stream import FinalChunk
 from gateway.api.schemas import ParsedRequest
 from gateway.cache.entry import CacheEntry, completion_body, entry_from_completion, stream_events
 from gateway.cache.keys import cache_key
@@ -135,8 +136,7 @@ class CachedChat:
         self, entry: CacheEntry, parsed: ParsedRequest, decision: RouteDecision, started: float
     ) -> AsyncIterator[bytes]:
         try:
-            for event in stream_events(entry, parsed.include_usage):
-                yield event
+            yield FinalChunk(b"".join(stream_events(entry, parsed.include_usage)))  # the whole answer: one write
         finally:
             self._account_hit(entry, parsed, decision, started, stream=True)
 

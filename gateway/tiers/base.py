@@ -31,9 +31,10 @@ class Completion(msgspec.Struct):
 class Backend(Protocol):
     """A tier that answers chat completions.
 
-    `stream` yields the JSON of each `chat.completion.chunk` (without SSE framing) and, whenever the tier can
-    count tokens, ends with a usage-only chunk (`choices: []`, `usage: {...}`) whether or not the client asked for
-    one: the caller forwards it only when the client set `stream_options.include_usage`. Both methods raise
+    `stream` yields batches: each a non-empty list of the JSON of `chat.completion.chunk`s (without SSE framing)
+    that were ready together (a relay forwards a batch in one write). Whenever the tier can count tokens, the
+    last chunk is a usage-only chunk (`choices: []`, `usage: {...}`) whether or not the client asked for one: the
+    caller forwards it only when the client set `stream_options.include_usage`. Both methods raise
     `TierUnavailable` when the tier cannot answer now (the router may fall back) and `GatewayError`
     subclasses for answers the client must see.
     """
@@ -42,7 +43,7 @@ class Backend(Protocol):
 
     async def complete(self, request: ParsedRequest, model: str) -> Completion: ...
 
-    def stream(self, request: ParsedRequest, model: str) -> AsyncIterator[bytes]: ...
+    def stream(self, request: ParsedRequest, model: str) -> AsyncIterator[list[bytes]]: ...
 
     async def ready(self) -> bool: ...
 

@@ -11,6 +11,7 @@ from gateway import __version__
 from gateway.api.schemas import ParsedRequest
 from gateway.errors import TierUnavailable, UpstreamStatusError, error_json
 from gateway.tiers.base import Completion, Usage
+from gateway.tiers.sse import SSEDecoder, SSEProtocolError
 from gateway.tiers.transport import Timeouts, Transport, TransportError, TransportResponse, make_transport
 
 _MAX_ERROR_BODY = 64 * 1024
@@ -124,31 +125,39 @@ class OpenAIHTTPBackend:
 
     async def stream(
         self, request: ParsedRequest, model: str, request_id: str | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncIterator[list[bytes]]:
         body = msgspec.json.encode(_body(request, model, stream=True, want_usage=self._request_stream_usage))
         response = await self._post(body, request_id)
         try:
             if response.status >= 400:
                 raise _status_error(response.status, await response.read(_MAX_ERROR_BODY))
-            async for event in response.events():
-                payload = _event_data(event)
-                if payload == b"[DONE]":
+            decoder = SSEDecoder()
+            async for data in response.receive():
+                batch, done = _before_done(decoder.feed(data))
+                if batch:
+                    yield batch
+                if done:
                     return
-                if payload:
-                    yield payload
+            batch, done = _before_done(decoder.close())
+            if batch:
+                yield batch
+            if done:
+                return
             raise TierUnavailable(f"{self.name} closed the stream before [DONE]", kind="protocol")
         except TransportError as exc:
             raise _unavailable(exc) from None
+        except SSEProtocolError as exc:
+            raise TierUnavailable(f"{self.name} sent a malformed stream: {exc}", kind="protocol") from None
         finally:
             await response.close()
 
 
-def _event_data(event: bytes) -> bytes:
-    """The data of one server-sent event (its `data:` lines joined; comments and other fields skipped)."""
-    if event.startswith(b"data:") and b"\n" not in event:
-        return event[5:].strip()
-    lines = [line[5:].strip() for line in event.splitlines() if line.startswith(b"data:")]
-    return b"\n".join(lines)
+def _before_done(payloads: list[bytes]) -> tuple[list[bytes], bool]:
+    """The payloads before a `[DONE]` sentinel, and whether it came."""
+    for i, payload in enumerate(payloads):
+        if payload.strip() == b"[DONE]":
+            return payloads[:i], True
+    return payloads, False
 
 
 def _body(request: ParsedRequest, model: str, *, stream: bool, want_usage: bool) -> dict[str, Any]:

@@ -253,23 +253,29 @@ class LlamaCppBackend:
             )
 
         try:
-            yield chunk({"role": "assistant", "content": ""})
-            while (item := await queue.get()) is not _DONE:
-                yield chunk({"content": item})
+            yield [chunk({"role": "assistant", "content": ""})]
+            finished = False
+            while not finished:
+                texts = [await queue.get()]
+                while not queue.empty():  # tokens generated while the client was being written to: one batch
+                    texts.append(queue.get_nowait())
+                if texts[-1] is _DONE:
+                    texts.pop()
+                    finished = True
+                if texts:
+                    yield [chunk({"content": text}) for text in texts]
             result = future.result()
-            yield chunk({}, result.finish_reason)
             usage = Usage(len(prepared.tokens), result.completion_tokens)
-            yield encode(
-                {
-                    "id": chunk_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": self.served_model_name,
-                    "system_fingerprint": None,
-                    "choices": [],
-                    "usage": _usage_dict(usage),
-                }
-            )
+            usage_chunk = {
+                "id": chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": self.served_model_name,
+                "system_fingerprint": None,
+                "choices": [],
+                "usage": _usage_dict(usage),
+            }
+            yield [chunk({}, result.finish_reason), encode(usage_chunk)]
         finally:
             cancel.set()  # a client that went away stops the generation at the next token
 

@@ -40,8 +40,8 @@ class TransportResponse(Protocol):
 
     async def read(self, limit: int | None = None) -> bytes: ...
 
-    def events(self) -> AsyncIterator[bytes]:
-        """Server-sent events: each block of lines up to a blank line (the separator stripped)."""
+    def receive(self) -> AsyncIterator[bytes]:
+        """The body as it arrives: each item is whatever one read delivered (never empty)."""
         ...
 
     async def close(self) -> None: ...
@@ -78,17 +78,10 @@ class _AiohttpResponse:
         except aiohttp.ClientError as exc:
             raise TransportError("protocol", type(exc).__name__) from None
 
-    async def events(self) -> AsyncIterator[bytes]:
-        content = self._response.content
+    async def receive(self) -> AsyncIterator[bytes]:
         try:
-            while True:
-                try:
-                    block = await content.readuntil(b"\n\n")
-                except ValueError:  # an event larger than the reader's limit: take it line by line
-                    block = await content.readline()
-                if not block:
-                    return
-                yield block.rstrip(b"\r\n")
+            async for data in self._response.content.iter_any():
+                yield data
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise TransportError("timeout", str(exc) or "read timed out") from None
         except aiohttp.ClientError as exc:
@@ -160,17 +153,10 @@ class _HttpxResponse:
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc) from None
 
-    async def events(self) -> AsyncIterator[bytes]:
-        block: list[str] = []
+    async def receive(self) -> AsyncIterator[bytes]:
         try:
-            async for line in self._response.aiter_lines():
-                if line:
-                    block.append(line)
-                elif block:
-                    yield "\n".join(block).encode()
-                    block = []
-            if block:
-                yield "\n".join(block).encode()
+            async for data in self._response.aiter_bytes():
+                yield data
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc) from None
 

@@ -1,0 +1,44 @@
+"""A server-sent-events response that ends the body in the same write as its last event.
+
+Litestar's `Stream` sends every chunk with `more_body: True` and then an empty terminating message: with
+chunked encoding that is one extra socket write per response. A stream's producer here knows which chunk is
+its last (`data: [DONE]`, or an error event) and marks it with `FinalChunk`; `EventStream` sends that chunk with
+`more_body: False`, so the server writes it and the chunked terminator together. Disconnect handling (cancel the
+producer when the client leaves) is litestar's, unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.response.base import ASGIResponse
+from litestar.response.streaming import ASGIStreamingResponse, Stream
+from litestar.types import HTTPResponseBodyEvent, Send
+
+
+class FinalChunk(bytes):
+    """The last bytes of a stream; nothing may follow it."""
+
+    __slots__ = ()
+
+
+class _ASGIEventStream(ASGIStreamingResponse):
+    __slots__ = ()
+
+    async def _stream(self, send: Send) -> None:
+        async for chunk in self.iterator:
+            final = isinstance(chunk, FinalChunk)
+            event: HTTPResponseBodyEvent = {"type": "http.response.body", "body": chunk, "more_body": not final}
+            await send(event)
+            if final:
+                return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class EventStream(Stream):
+    """`Stream` of already-encoded SSE bytes whose iterator may end with a `FinalChunk`."""
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
+        response = super().to_asgi_response(*args, **kwargs)
+        response.__class__ = _ASGIEventStream  # same slots and state; only `_stream` differs
+        return response
