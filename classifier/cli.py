@@ -13,9 +13,9 @@ __all__ = ["register", "main"]
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from classifier.evaluate import format_table
-    from classifier.train import RouterConfig, train
+    from classifier.train import train
 
-    config = RouterConfig(label=args.label, C_mc=args.C_mc, C_text=args.C_text, seed=args.seed)
+    config = _config(args)
     metrics = train(args.data, args.out, config, cv_folds=args.cv)
     print(f"wrote {args.out} (+ metrics.json beside it)")
     if "cv" in metrics:
@@ -27,11 +27,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from classifier.evaluate import cross_validate, evaluate_scores, format_table
     from classifier.model import load_model
-    from classifier.train import RouterConfig, load_dataset
+    from classifier.train import load_dataset
 
     data = load_dataset(args.data)
     if args.cv:
-        config = RouterConfig(label=args.label, C_mc=args.C_mc, C_text=args.C_text, seed=args.seed)
+        config = _config(args)
         result = cross_validate(data, config, folds=args.cv)
         print(f"{args.cv}-fold cross-validation (grouped by prompt), per-fold mean ± std:")
         print(format_table(result["per_fold_mean_std"]))
@@ -79,6 +79,19 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> Any:
+    from classifier.train import RouterConfig
+
+    return RouterConfig(
+        label=args.label,
+        C_mc=args.C_mc,
+        C_text=args.C_text,
+        word_problem_weight=args.word_problem_weight,
+        subject_prior_weight=args.subject_prior_weight,
+        seed=args.seed,
+    )
+
+
 def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Turn ModelLoadError / bad data into a one-line error and exit code 1."""
 
@@ -101,6 +114,10 @@ def _add_hparams(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", choices=LABELS, default=defaults.label, help="training target")
     p.add_argument("--C-mc", type=float, default=defaults.C_mc, help="inverse L2 strength, multiple-choice prompts")
     p.add_argument("--C-text", type=float, default=defaults.C_text, help="inverse L2 strength, free-text prompts")
+    p.add_argument("--word-problem-weight", type=float, default=defaults.word_problem_weight,
+                   help="scale of the word-problem features in free-text models (0: off)")
+    p.add_argument("--subject-prior-weight", type=float, default=defaults.subject_prior_weight,
+                   help="share of the subject-prior head in multiple-choice scores (0: off)")
     p.add_argument("--seed", type=int, default=defaults.seed)
 
 

@@ -23,13 +23,33 @@ try:  # the Cython hasher behind FeatureHasher: one call per text instead of per
 except ImportError:  # pragma: no cover - private API moved; fall back to the public hash
     _fast_hash = None
 
-__all__ = ["PromptFeaturizer", "hand_features", "HAND_FEATURE_NAMES", "truncate", "segment", "SEGMENTS"]
+__all__ = [
+    "PromptFeaturizer",
+    "hand_features",
+    "HAND_FEATURE_NAMES",
+    "word_problem_features",
+    "WORD_PROBLEM_FEATURE_NAMES",
+    "unigram_vectorizer",
+    "truncate",
+    "segment",
+    "SEGMENTS",
+]
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[A-Za-z]+")
 _OPTION = re.compile(r"^\s*([A-D])[.)]\s?(.*)$", re.MULTILINE)
 _MATH = tuple("+-*/=^<>%$√∑∫π×÷≤≥")
 _NEGATION = re.compile(r"\b(?:not|except|false|incorrect|least|never)\b", re.IGNORECASE)
+_QUANTITY = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
+_SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
+_FRACTION = re.compile(r"\d+/\d+|\b(?:half|halves|third|thirds|quarter|quarters|fifth|fifths)\b")
+_TIME_UNIT = re.compile(r"\b(?:hour|minute|second|day|week|month|year)s?\b")
+_MEASURE_UNIT = re.compile(
+    r"\b(?:mile|km|kilometer|meter|feet|foot|inch|inches|pound|kg|gram|liter|gallon|ounce)s?\b"
+)
+_RATE_WORD = re.compile(r"\b(?:ratio|rate|average|profit|interest|discount|tax)\b")
+_REMAINDER_WORD = re.compile(r"\b(?:remaining|rest|left)\b")
+_CONDITION_WORD = re.compile(r"\b(?:if|after|before|then)\b")
 
 HAND_FEATURE_NAMES: tuple[str, ...] = (
     "log_chars",
@@ -57,6 +77,62 @@ HAND_FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
+# Word-problem (GSM8K-style) difficulty cues: how many quantities and steps, and
+# which kinds of arithmetic (percentages, fractions, units, rates) are involved.
+WORD_PROBLEM_FEATURE_NAMES: tuple[str, ...] = (
+    "wp_log_quantities",
+    "wp_log_distinct_quantities",
+    "wp_log_sentences",
+    "wp_log_max_quantity",
+    "wp_has_decimal",
+    "wp_percent",
+    "wp_fraction",
+    "wp_money",
+    "wp_time_unit",
+    "wp_measure_unit",
+    "wp_each",
+    "wp_times",
+    "wp_multiplier_words",
+    "wp_rate_words",
+    "wp_remainder_words",
+    "wp_comparisons",
+    "wp_condition_words",
+    "wp_mean_quantity_digits",
+    "wp_large_quantities",
+    "wp_commas",
+)
+
+
+def word_problem_features(text: str) -> list[float]:
+    """Arithmetic word-problem difficulty cues of one (already truncated) prompt, ~unit scale."""
+    nums = _QUANTITY.findall(text)
+    vals = [float(x.replace(",", "")) for x in nums] or [0.0]
+    lower = text.lower()
+    n_sentences = len([s for s in _SENTENCE_END.split(text.strip()) if s])
+    return [
+        math.log1p(len(nums)) / 3.0,
+        math.log1p(len(set(nums))) / 3.0,
+        math.log1p(n_sentences) / 2.5,
+        min(math.log1p(max(vals)), 30.0) / 8.0,
+        float(any("." in x for x in nums)),
+        float("%" in text or "percent" in lower),
+        float(bool(_FRACTION.search(lower))),
+        float("$" in text),
+        float(bool(_TIME_UNIT.search(lower))),
+        float(bool(_MEASURE_UNIT.search(lower))),
+        min(lower.count(" each "), 6) / 3.0,
+        min(lower.count(" times"), 6) / 3.0,
+        min(lower.count("twice") + lower.count("double") + lower.count("triple"), 6) / 3.0,
+        float(bool(_RATE_WORD.search(lower))),
+        float(bool(_REMAINDER_WORD.search(lower))),
+        min(lower.count(" more ") + lower.count(" less ") + lower.count(" fewer "), 6) / 3.0,
+        float(bool(_CONDITION_WORD.search(lower))),
+        min(sum(len(x) for x in nums) / (len(nums) or 1), 12.0) / 4.0,
+        min(sum(v >= 1000 for v in vals), 6) / 3.0,
+        min(text.count(","), 12) / 6.0,
+    ]
+
+
 def _hash_columns(tokens: list[str], n_features: int) -> np.ndarray:
     """Hashed column of each token, exactly as ``HashingVectorizer`` (murmurhash3, seed 0)."""
     if _fast_hash is not None:
@@ -70,6 +146,27 @@ def _hash_columns(tokens: list[str], n_features: int) -> np.ndarray:
 
 
 SEGMENTS: tuple[str, ...] = ("mc", "text")
+
+
+_TOKEN_PATTERN = r"(?u)\b\w+\b|[^\w\s]"  # words and single punctuation marks
+
+
+def unigram_vectorizer(n_features: int) -> HashingVectorizer:
+    """Hashed lower-cased token counts (no normalisation): the subject model's input.
+
+    Same tokens and hash as the word features' unigrams, so when ``n_features``
+    divides ``word_features`` the columns are the word columns modulo ``n_features``
+    (which is how :meth:`PromptFeaturizer.compile_single` gets them for free).
+    """
+    return HashingVectorizer(
+        n_features=n_features,
+        ngram_range=(1, 1),
+        lowercase=True,
+        alternate_sign=False,
+        norm=None,
+        token_pattern=_TOKEN_PATTERN,
+        dtype=np.float64,
+    )
 
 
 def segment(text: str) -> str:
@@ -139,8 +236,9 @@ def hand_features(text: str, original_len: int | None = None) -> list[float]:
 class PromptFeaturizer(TransformerMixin, BaseEstimator):
     """Stateless text -> sparse feature matrix transformer.
 
-    Columns: hashed word 1-2-grams, optional hashed char n-grams, and the
-    hand-made features (scaled by ``hand_weight``).
+    Columns: hashed word 1-2-grams, optional hashed char n-grams, the
+    hand-made features (scaled by ``hand_weight``) and, if
+    ``word_problem_weight`` > 0, the word-problem features scaled by it.
     """
 
     def __init__(
@@ -150,12 +248,30 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         char_features: int = 0,
         char_ngram_range: tuple[int, int] = (3, 5),
         hand_weight: float = 1.0,
+        word_problem_weight: float = 0.0,
     ) -> None:
         self.max_chars = max_chars
         self.word_features = word_features
         self.char_features = char_features
         self.char_ngram_range = char_ngram_range
         self.hand_weight = hand_weight
+        self.word_problem_weight = word_problem_weight
+
+    def _wp_weight(self) -> float:
+        # getattr: featurizers saved before word-problem features existed lack the attribute
+        return float(getattr(self, "word_problem_weight", 0.0) or 0.0)
+
+    def _hand_row(self, text: str, original_len: int) -> list[float]:
+        row = [v * self.hand_weight for v in hand_features(text, original_len)]
+        wp = self._wp_weight()
+        if wp:
+            row += [v * wp for v in word_problem_features(text)]
+        return row
+
+    @property
+    def n_hand_(self) -> int:
+        """Number of dense (hand-made) columns at the end of the feature matrix."""
+        return len(HAND_FEATURE_NAMES) + (len(WORD_PROBLEM_FEATURE_NAMES) if self._wp_weight() else 0)
 
     def fit(self, X: Iterable[str], y: object = None) -> "PromptFeaturizer":
         """No-op: the featurizer has no fitted state."""
@@ -171,7 +287,7 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
                     lowercase=True,
                     alternate_sign=False,
                     norm="l2",
-                    token_pattern=r"(?u)\b\w+\b|[^\w\s]",
+                    token_pattern=_TOKEN_PATTERN,
                     dtype=np.float32,
                 )
             )
@@ -192,38 +308,55 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
     @property
     def n_features_(self) -> int:
         """Total number of output columns."""
-        return int(self.word_features) + int(self.char_features) + len(HAND_FEATURE_NAMES)
+        return int(self.word_features) + int(self.char_features) + self.n_hand_
 
     def transform(self, X: Sequence[str]) -> sp.csr_matrix:
         """Featurise a sequence of prompt texts."""
         raw = list(X)
         texts = [truncate(t, self.max_chars) for t in raw]
         blocks = [v.transform(texts) for v in self._vectorizers()]
-        hand = np.asarray(
-            [hand_features(t, len(r)) for t, r in zip(texts, raw)], dtype=np.float32
-        ).reshape(len(texts), len(HAND_FEATURE_NAMES))
-        blocks.append(sp.csr_matrix(hand * np.float32(self.hand_weight)))
+        hand = np.asarray([self._hand_row(t, len(r)) for t, r in zip(texts, raw)], dtype=np.float32).reshape(
+            len(texts), self.n_hand_
+        )
+        blocks.append(sp.csr_matrix(hand))
         return sp.hstack(blocks, format="csr", dtype=np.float32)
 
-    def compile_single(self) -> Callable[[str], tuple[np.ndarray, np.ndarray]]:
+    def compile_single(
+        self, word_problem: bool = True, unigram_features: int = 0
+    ) -> Callable[[str], tuple[np.ndarray, ...]]:
         """Fast one-text featurizer returning ``(column indices, values)``.
 
         Bypasses sklearn's per-call validation; numerically the same columns as
-        :meth:`transform` (murmurhash3 like ``HashingVectorizer``).
+        :meth:`transform` (murmurhash3 like ``HashingVectorizer``).  With
+        ``word_problem=False`` the word-problem columns are left out (for models
+        whose weights on them are 0).  With ``unigram_features`` > 0 it returns a
+        third array: the text's unigram columns as :func:`unigram_vectorizer`
+        hashes them (one entry per token, repeats included).
         """
         specs = [(v.build_analyzer(), int(v.n_features)) for v in self._vectorizers()]
         max_chars = int(self.max_chars)
         hand_weight = float(self.hand_weight)
+        wp_weight = self._wp_weight() if word_problem else 0.0
         hand_offset = int(self.word_features) + int(self.char_features)
-        hand_cols = np.arange(hand_offset, hand_offset + len(HAND_FEATURE_NAMES))
+        n_hand = len(HAND_FEATURE_NAMES) + (len(WORD_PROBLEM_FEATURE_NAMES) if wp_weight else 0)
+        hand_cols = np.arange(hand_offset, hand_offset + n_hand)
+        n_uni = int(unigram_features)
+        # word unigram columns modulo n_uni are the unigram columns (same tokens, same hash)
+        from_words = bool(n_uni) and bool(self.word_features) and int(self.word_features) % n_uni == 0
+        uni_analyzer = None if (not n_uni or from_words) else unigram_vectorizer(n_uni).build_analyzer()
 
-        def featurize(text: str) -> tuple[np.ndarray, np.ndarray]:
+        def featurize(text: str) -> tuple[np.ndarray, ...]:
             t = truncate(text, max_chars)
             idx_parts: list[np.ndarray] = []
             val_parts: list[np.ndarray] = []
+            uni = None
             offset = 0
-            for analyzer, n_features in specs:
-                cols = _hash_columns(analyzer(t), n_features)
+            for i, (analyzer, n_features) in enumerate(specs):
+                tokens = analyzer(t)
+                cols = _hash_columns(tokens, n_features)
+                if i == 0 and from_words:
+                    # word n-grams (1, 2): the first (len + 1) // 2 entries are the unigrams
+                    uni = cols[: (len(tokens) + 1) // 2] % n_uni
                 if cols.size:
                     uniq, counts = np.unique(cols, return_counts=True)
                     vals = counts.astype(np.float64)
@@ -231,7 +364,15 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
                     val_parts.append(vals / math.sqrt(float(vals @ vals)))
                 offset += n_features
             idx_parts.append(hand_cols)
-            val_parts.append(np.asarray(hand_features(t, len(text)), dtype=np.float64) * hand_weight)
-            return np.concatenate(idx_parts), np.concatenate(val_parts)
+            row = [v * hand_weight for v in hand_features(t, len(text))]
+            if wp_weight:
+                row += [v * wp_weight for v in word_problem_features(t)]
+            # float32 like transform(), so both paths see the same values
+            val_parts.append(np.asarray(row, dtype=np.float32).astype(np.float64))
+            if not n_uni:
+                return np.concatenate(idx_parts), np.concatenate(val_parts)
+            if uni is None:
+                uni = _hash_columns(uni_analyzer(t), n_uni) if uni_analyzer is not None else np.zeros(0, np.int64)
+            return np.concatenate(idx_parts), np.concatenate(val_parts), uni
 
         return featurize

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from classifier.features import PromptFeaturizer, segment
+from classifier.features import (
+    HAND_FEATURE_NAMES,
+    PromptFeaturizer,
+    segment,
+    truncate,
+    unigram_vectorizer,
+)
 
 __all__ = [
     "DEFAULT_MODEL_PATH",
@@ -20,6 +26,7 @@ __all__ = [
     "MODEL_FORMAT_VERSION",
     "ModelLoadError",
     "RouterModel",
+    "SubjectPrior",
     "load_model",
     "metrics_path_for",
     "messages_text",
@@ -28,9 +35,10 @@ __all__ = [
 
 DEFAULT_MODEL_PATH: Path = Path(__file__).resolve().parent / "model" / "router.skops"
 MODEL_FORMAT = "slm-gateway-router"
-MODEL_FORMAT_VERSION = 3
-# Versions this code reads: 2 had one model per family only (still valid in 3).
-READABLE_FORMAT_VERSIONS: frozenset[int] = frozenset({2, 3})
+MODEL_FORMAT_VERSION = 4
+# Versions this code reads: 2 had one model per family only (still valid in 3);
+# 4 adds optional per-family subject-prior heads (plain arrays, see SubjectPrior).
+READABLE_FORMAT_VERSIONS: frozenset[int] = frozenset({2, 3, 4})
 
 # Types a router file may contain beyond skops' built-in trusted set.  Anything
 # else in a file is refused with ModelLoadError; we never load with trusted=True.
@@ -96,6 +104,78 @@ def messages_text(messages: Sequence[Mapping[str, Any]], max_chars: int = 2000) 
     return "\n".join(texts)[:max_chars]
 
 
+class SubjectPrior:
+    """Subject-prior head of a prompt family: a multinomial naive Bayes subject model
+    over hashed word counts, and each subject's routing gain on the training data.
+
+    ``expected_gain(text) = sum_s P(subject s | text) * gain[s]`` where ``gain[s]``
+    is the training mean of ``strong_correct - weak_correct`` in subject ``s``.  The
+    family's score is then ``(1 - weight) * benefit + weight * (slope * expected_gain
+    + intercept)``, with slope/intercept matching the head's training mean and spread
+    to the benefit's (so ``weight`` is the share of the blend in score units).
+
+    Stored as a plain dict of numbers and arrays (no pickled estimator):
+    ``n_features, log_prob (K x n_features), log_prior (K), gain (K), weight, slope,
+    intercept``.
+    """
+
+    KEYS = ("n_features", "log_prob", "log_prior", "gain", "weight", "slope", "intercept")
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        missing = [k for k in self.KEYS if k not in params]
+        if missing:
+            raise ValueError(f"subject prior lacks {', '.join(missing)}")
+        self.n_features = int(params["n_features"])
+        self.log_prob = np.asarray(params["log_prob"], dtype=np.float64)
+        self.log_prior = np.asarray(params["log_prior"], dtype=np.float64).ravel()
+        self.gain = np.asarray(params["gain"], dtype=np.float64).ravel()
+        self.weight = float(params["weight"])
+        self.slope = float(params["slope"])
+        self.intercept = float(params["intercept"])
+        k = self.log_prior.size
+        if self.n_features <= 0 or self.log_prob.shape != (k, self.n_features) or self.gain.size != k or k < 2:
+            raise ValueError("subject prior arrays have inconsistent shapes")
+        if not (0.0 <= self.weight <= 1.0):
+            raise ValueError("subject prior weight must be in [0, 1]")
+        values = (self.log_prob, self.log_prior, self.gain, np.array([self.slope, self.intercept]))
+        if not all(np.isfinite(v).all() for v in values):
+            raise ValueError("subject prior has non-finite values")
+        # rows = hashed words (fast gather); float32 halves the cache footprint
+        self.log_prob_t = np.ascontiguousarray(self.log_prob.T, dtype=np.float32)
+        self._vectorizer = unigram_vectorizer(self.n_features)
+
+    def _blend(self, joint: np.ndarray) -> np.ndarray:
+        joint = joint - joint.max(axis=-1, keepdims=True)
+        p = np.exp(joint)
+        return (p @ self.gain) / p.sum(axis=-1)
+
+    def expected_gain_cols(self, cols: np.ndarray) -> float:
+        """Expected routing gain of one text from its hashed unigram columns (repeats = counts)."""
+        joint = self.log_prior + self.log_prob_t[cols].sum(axis=0, dtype=np.float64)
+        return float(self._blend(joint))
+
+    def expected_gain_many(self, texts: Sequence[str]) -> np.ndarray:
+        """Expected routing gain of many (already truncated) texts."""
+        X = self._vectorizer.transform(list(texts))
+        return self._blend(np.asarray(X @ self.log_prob_t) + self.log_prior)
+
+    def combine(self, benefit: Any, gain: Any) -> Any:
+        """The family's score from its benefit score and expected gain (clipped to [0, 1])."""
+        return np.clip((1.0 - self.weight) * benefit + self.weight * (self.slope * gain + self.intercept), 0.0, 1.0)
+
+    def to_params(self) -> dict[str, Any]:
+        """The stored (skops-safe) representation."""
+        return {
+            "n_features": self.n_features,
+            "log_prob": self.log_prob.astype(np.float32),
+            "log_prior": self.log_prior,
+            "gain": self.gain,
+            "weight": self.weight,
+            "slope": self.slope,
+            "intercept": self.intercept,
+        }
+
+
 class RouterModel:
     """A trained router.  ``score`` returns ``p_strong`` in [0, 1].
 
@@ -105,7 +185,8 @@ class RouterModel:
     ``p_strong``, or by a pair ``"<family>+"`` (P(strong model right)) and
     ``"<family>-"`` (P(weak model right)) with
     ``p_strong = (1 + P(strong right) - P(weak right)) / 2``: a monotone map
-    of the expected accuracy gain of routing the prompt upstream.
+    of the expected accuracy gain of routing the prompt upstream.  A family
+    may also have a :class:`SubjectPrior` head blended into its score.
     """
 
     def __init__(
@@ -113,14 +194,16 @@ class RouterModel:
         featurizer: PromptFeaturizer,
         models: Mapping[str, Any],
         metadata: Mapping[str, Any] | None = None,
+        priors: Mapping[str, SubjectPrior] | None = None,
     ) -> None:
         if not models:
             raise ValueError("RouterModel needs at least one fitted model")
         self.featurizer = featurizer
         self.models: dict[str, Any] = dict(models)
         self.metadata: dict[str, Any] = dict(metadata or {})
+        self.priors: dict[str, SubjectPrior] = dict(priors or {})
         self._max_chars = int(featurizer.max_chars)
-        self._featurize_one = featurizer.compile_single()
+        n_wp = featurizer.n_hand_ - len(HAND_FEATURE_NAMES)
         # Fast path: sparse dot products instead of sklearn's per-call overhead.
         self._linear: dict[str, tuple[np.ndarray, float, int]] = {}
         for name, est in self.models.items():
@@ -140,6 +223,19 @@ class RouterModel:
                 self._heads[base] = (base + "+", base + "-")
             else:
                 raise ValueError(f"model {name!r} has no partner ({base}+ / {base}- must both exist)")
+        unknown = sorted(set(self.priors) - set(self._heads))
+        if unknown:
+            raise ValueError(f"subject prior for unknown family {', '.join(unknown)}")
+        # Per family: a featurizer that skips the word-problem features when the
+        # family's models ignore them (weights exactly 0) and, for a family with a
+        # subject prior, also returns the prompt's unigram columns.
+        self._featurizers: dict[str, Any] = {}
+        for fam, names in self._heads.items():
+            uses_wp = n_wp > 0 and any(np.any(self._linear[n][0][-n_wp:] != 0) for n in names)
+            prior = self.priors.get(fam)
+            self._featurizers[fam] = featurizer.compile_single(
+                word_problem=uses_wp, unigram_features=prior.n_features if prior is not None else 0
+            )
 
     def _family(self, seg: str) -> str:
         return seg if seg in self._heads else ("all" if "all" in self._heads else next(iter(self._heads)))
@@ -153,11 +249,21 @@ class RouterModel:
 
     def score(self, text: str) -> float:
         """``p_strong`` for one prompt text (fast path, same value as :meth:`score_many`)."""
-        heads = self._heads[self._family(segment(text))]
-        idx, val = self._featurize_one(text)
+        fam = self._family(segment(text))
+        heads = self._heads[fam]
+        prior = self.priors.get(fam)
+        if prior is None:
+            idx, val = self._featurizers[fam](text)
+        else:
+            idx, val, uni = self._featurizers[fam](text)
         if len(heads) == 1:
-            return self._prob(heads[0], idx, val)
-        return (1.0 + self._prob(heads[0], idx, val) - self._prob(heads[1], idx, val)) / 2.0
+            p = self._prob(heads[0], idx, val)
+        else:
+            p = (1.0 + self._prob(heads[0], idx, val) - self._prob(heads[1], idx, val)) / 2.0
+        if prior is not None:
+            head = prior.slope * prior.expected_gain_cols(uni) + prior.intercept
+            p = min(1.0, max(0.0, (1.0 - prior.weight) * p + prior.weight * head))
+        return p
 
     def score_many(self, texts: Sequence[str]) -> np.ndarray:
         """``p_strong`` for many prompt texts, as a float array."""
@@ -173,6 +279,10 @@ class RouterModel:
                 self.models[name].predict_proba(X[rows])[:, self._linear[name][2]] for name in self._heads[fam]
             ]
             out[rows] = probs[0] if len(probs) == 1 else (1.0 + probs[0] - probs[1]) / 2.0
+            prior = self.priors.get(fam)
+            if prior is not None:
+                gain = prior.expected_gain_many([truncate(texts[i], self._max_chars) for i in rows])
+                out[rows] = prior.combine(out[rows], gain)
         return out
 
     def score_messages(self, messages: Sequence[Mapping[str, Any]]) -> float:
@@ -192,6 +302,7 @@ def save_model(router: RouterModel, path: str | Path, info: Mapping[str, Any] | 
         "info": json.dumps(dict(info or {}), sort_keys=True),
         "featurizer": router.featurizer,
         "models": dict(router.models),
+        "priors": {fam: prior.to_params() for fam, prior in router.priors.items()},
     }
     sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED)
     return path
@@ -227,6 +338,13 @@ def load_model(path: str | Path | None = None) -> RouterModel:
         raise ModelLoadError(f"router model {path} does not contain a featurizer and models")
     if not all(isinstance(m, LogisticRegression) and hasattr(m, "coef_") for m in models.values()):
         raise ModelLoadError(f"router model {path} contains unfitted or unsupported models")
+    raw_priors = payload.get("priors") or {}
+    if not isinstance(raw_priors, dict) or not all(isinstance(v, dict) for v in raw_priors.values()):
+        raise ModelLoadError(f"router model {path} has malformed subject priors")
+    try:
+        priors = {str(fam): SubjectPrior(params) for fam, params in raw_priors.items()}
+    except (ValueError, TypeError) as exc:
+        raise ModelLoadError(f"router model {path} has a bad subject prior: {exc}") from None
     metadata: dict[str, Any] = {}
     try:
         metadata.update(json.loads(payload.get("info") or "{}"))
@@ -240,6 +358,6 @@ def load_model(path: str | Path | None = None) -> RouterModel:
             raise ModelLoadError(f"router metrics file {mpath} is not valid JSON") from None
     metadata.setdefault("model_path", str(path))
     try:
-        return RouterModel(featurizer, models, metadata)
+        return RouterModel(featurizer, models, metadata, priors)
     except (ValueError, AttributeError, IndexError) as exc:
         raise ModelLoadError(f"router model {path} is inconsistent: {exc}") from None

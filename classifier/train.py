@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import MultinomialNB
 
-from classifier.features import SEGMENTS, PromptFeaturizer, segment
-from classifier.model import MODEL_FORMAT_VERSION, RouterModel, metrics_path_for, save_model
+from classifier.features import HAND_FEATURE_NAMES, SEGMENTS, PromptFeaturizer, segment, truncate, unigram_vectorizer
+from classifier.model import MODEL_FORMAT_VERSION, RouterModel, SubjectPrior, metrics_path_for, save_model
 
 __all__ = [
     "RouterConfig",
@@ -46,6 +48,19 @@ class RouterConfig:
     word_features: int = 2**18
     char_features: int = 0
     hand_weight: float = 3.0
+    # Scale of the word-problem (GSM8K-style) difficulty features; 0 leaves them out.
+    word_problem_weight: float = 3.0
+    # Families whose models use the word-problem features (they help free-text math
+    # prompts and slightly hurt multiple-choice ones in CV); other families' models
+    # are fitted with those columns zeroed, so their weights are exactly 0.
+    word_problem_families: tuple[str, ...] = ("text",)
+    # Subject-prior head (families whose training rows carry >= 2 subjects): share of
+    # the score given to sum_s P(subject s | text) * (strong - weak accuracy of s),
+    # P from multinomial naive Bayes on hashed word counts.  0 disables the head.
+    subject_prior_weight: float = 0.3
+    subject_features: int = 2**13
+    subject_alpha: float = 0.1
+    subject_min_rows: int = 20
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,6 +154,7 @@ def build_featurizer(config: RouterConfig) -> PromptFeaturizer:
         word_features=config.word_features,
         char_features=config.char_features,
         hand_weight=config.hand_weight,
+        word_problem_weight=config.word_problem_weight,
     )
 
 
@@ -166,16 +182,69 @@ def fit_router(data: RoutingDataset, config: RouterConfig) -> RouterModel:
     Cs = {"mc": config.C_mc, "text": config.C_text}
     models: dict[str, LogisticRegression] = {}
     complete = 0
+    n_wp = featurizer.n_hand_ - len(HAND_FEATURE_NAMES)
     for name in SEGMENTS:
         rows = np.flatnonzero(segs == name)
         if len(rows) >= config.min_segment_rows and all(0 < y[rows].sum() < len(rows) for y in targets.values()):
             complete += 1
+            Xf = X[rows]
+            if n_wp and name not in config.word_problem_families:
+                keep = np.ones(X.shape[1], dtype=np.float32)
+                keep[X.shape[1] - n_wp :] = 0.0
+                Xf = Xf @ sp.diags(keep, format="csr")
             for suffix, y in targets.items():
-                models[name + suffix] = _fit_lr(X[rows], y[rows], Cs[name], config.seed)
+                models[name + suffix] = _fit_lr(Xf, y[rows], Cs[name], config.seed)
     if complete < len(SEGMENTS):
         for suffix, y in targets.items():
             models["all" + suffix] = _fit_lr(X, y, min(Cs.values()), config.seed)
-    return RouterModel(featurizer, models)
+    router = RouterModel(featurizer, models)
+    priors: dict[str, SubjectPrior] = {}
+    if config.subject_prior_weight > 0 and len(data.subject) == len(data):
+        for name in SEGMENTS:
+            if name in router._heads:
+                prior = _fit_subject_prior(data, np.flatnonzero(segs == name), router, config)
+                if prior is not None:
+                    priors[name] = prior
+    return RouterModel(featurizer, models, priors=priors) if priors else router
+
+
+def _fit_subject_prior(
+    data: RoutingDataset, rows: np.ndarray, router: RouterModel, config: RouterConfig
+) -> SubjectPrior | None:
+    """Subject-prior head for one family's rows, or None (fewer than 2 usable subjects).
+
+    Subject is only a training label: at scoring time the head infers it from the text.
+    """
+    subj = data.subject[rows]
+    names, counts = np.unique(subj, return_counts=True)
+    keep = {str(n) for n, c in zip(names, counts) if n and c >= config.subject_min_rows}
+    if len(keep) < 2:
+        return None
+    rows = rows[np.isin(subj, sorted(keep))]
+    subj = data.subject[rows].astype(str)
+    texts = [truncate(data.prompts[i], config.max_chars) for i in rows]
+    counts_X = unigram_vectorizer(config.subject_features).transform(texts)
+    nb = MultinomialNB(alpha=config.subject_alpha).fit(counts_X, subj)
+    strong, weak = data.strong_correct[rows], data.weak_correct[rows]
+    gain = np.array([strong[subj == c].mean() - weak[subj == c].mean() for c in nb.classes_], dtype=float)
+    params: dict[str, Any] = {
+        "n_features": int(config.subject_features),
+        "log_prob": nb.feature_log_prob_,
+        "log_prior": nb.class_log_prior_,
+        "gain": gain,
+        "weight": float(config.subject_prior_weight),
+        "slope": 0.0,
+        "intercept": 0.0,
+    }
+    head = SubjectPrior(params)
+    # Match the head's training mean/spread to the benefit score's, so that
+    # ``weight`` is its share of the blend in score units.
+    benefit = router.score_many([data.prompts[i] for i in rows])
+    expected = head.expected_gain_many(texts)
+    spread = float(expected.std())
+    params["slope"] = float(benefit.std()) / spread if spread > 0 else 0.0
+    params["intercept"] = float(benefit.mean()) - params["slope"] * float(expected.mean())
+    return SubjectPrior(params)
 
 
 def score_quantiles(scores: np.ndarray) -> dict[str, float]:

@@ -106,5 +106,6 @@ def tiny_router_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = folder / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = folder / "router.skops"
-    train(data, out, RouterConfig(word_features=2**12))
+    # word-only features (no word-problem block): keeps HARD/EASY either side of the policy threshold
+    train(data, out, RouterConfig(word_features=2**12, word_problem_weight=0.0))
     return out

@@ -264,6 +264,83 @@ def test_format_v2_single_model_files_still_load(tmp_path: Path) -> None:
         load_model(path)
 
 
+def _subject_rows(n: int = 300, seed: int = 1) -> list[dict]:
+    """Multiple-choice rows from three subjects with different weak/strong accuracy."""
+    rng = np.random.default_rng(seed)
+    topics = {
+        "algebra": ("group ring homomorphism polynomial field", 0.3, 0.8),
+        "geography": ("capital river mountain country border", 0.9, 0.95),
+        "ethics": ("moral scenario wrong action character", 0.45, 0.85),
+    }
+    rows = []
+    for i in range(n):
+        subj = list(topics)[i % 3]
+        words, pw, ps = topics[subj]
+        picked = " ".join(rng.choice(words.split(), size=5))
+        prompt = f"Item {i}: {picked}?\nA. one\nB. two\nC. three\nD. four\nAnswer:"
+        rows.append({"prompt": prompt, "benchmark": "mmlu", "subject": subj,
+                     "weak_correct": bool(rng.random() < pw), "strong_correct": bool(rng.random() < ps)})
+    return rows
+
+
+def test_word_problem_features_are_bounded_and_optional() -> None:
+    from classifier.features import WORD_PROBLEM_FEATURE_NAMES, word_problem_features
+
+    text = "Sam buys 3 boxes of 1,200 pens at $4.50 each, then gives away 25% and half the rest. How many are left?"
+    wp = word_problem_features(text)
+    assert len(wp) == len(WORD_PROBLEM_FEATURE_NAMES) and all(0.0 <= v <= 4.0 for v in wp)
+    assert wp[WORD_PROBLEM_FEATURE_NAMES.index("wp_percent")] == 1.0
+    assert wp[WORD_PROBLEM_FEATURE_NAMES.index("wp_money")] == 1.0
+    off = PromptFeaturizer(word_features=2**10)
+    on = PromptFeaturizer(word_features=2**10, word_problem_weight=2.0)
+    assert on.n_features_ == off.n_features_ + len(WORD_PROBLEM_FEATURE_NAMES)
+    X = on.transform([text, "hi"])
+    assert X.shape == (2, on.n_features_)
+    idx, val = on.compile_single()(text)
+    dense = np.zeros(on.n_features_)
+    dense[idx] = val
+    np.testing.assert_allclose(dense, X[0].toarray().ravel(), rtol=1e-6, atol=1e-7)
+
+
+def test_subject_prior_head(tmp_path: Path) -> None:
+    from classifier.model import SubjectPrior, save_model
+    from classifier.train import fit_router
+
+    data = tmp_path / "subjects.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _subject_rows()), encoding="utf-8")
+    ds = load_dataset(data)
+    router = fit_router(ds, RouterConfig(word_features=2**10, subject_features=2**8))
+    assert set(router.priors) == {"mc"}  # the subject only labels training rows
+    head = router.priors["mc"]
+    assert head.log_prob.shape == (3, 2**8) and head.weight == RouterConfig().subject_prior_weight
+    many = router.score_many(ds.prompts)
+    single = np.array([router.score(p) for p in ds.prompts])
+    np.testing.assert_allclose(many, single, atol=1e-6)
+    assert ((many >= 0) & (many <= 1)).all()
+    subj = np.array([r["subject"] for r in _subject_rows()])
+    assert many[subj == "algebra"].mean() > many[subj == "geography"].mean()
+    # Without the head the scores are the plain benefit ones.
+    plain = fit_router(ds, RouterConfig(word_features=2**10, subject_prior_weight=0.0))
+    assert plain.priors == {}
+    # Round trip through the file format, and refusal of a damaged head.
+    path = save_model(router, tmp_path / "router.skops")
+    np.testing.assert_allclose(load_model(path).score_many(ds.prompts[:10]), many[:10], atol=1e-6)
+    bad = dict(head.to_params(), log_prob=np.zeros((2, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="shapes"):
+        SubjectPrior(bad)
+    router.priors["mc"] = SubjectPrior(head.to_params())
+    import skops.io as sio
+
+    sio.dump({"format": "slm-gateway-router", "format_version": 4, "info": "{}", "featurizer": router.featurizer,
+              "models": router.models, "priors": {"mc": bad}}, path)
+    with pytest.raises(ModelLoadError, match="bad subject prior"):
+        load_model(path)
+    sio.dump({"format": "slm-gateway-router", "format_version": 4, "info": "{}", "featurizer": router.featurizer,
+              "models": router.models, "priors": {"mc": dict(head.to_params(), weight=float("nan"))}}, path)
+    with pytest.raises(ModelLoadError, match="bad subject prior"):
+        load_model(path)
+
+
 # --------------------------------------------------------------------------- loading errors
 
 
