@@ -198,6 +198,24 @@ def test_client_disconnect_stops_local_generation(gateway: RunningGateway) -> No
     assert ok.status_code == 200
 
 
+def test_client_leaving_an_upstream_stream_is_counted_and_the_gateway_moves_on(
+    gateway_factory: Callable[..., RunningGateway], upstream_factory: Callable[..., str]
+) -> None:
+    upstream = upstream_factory(chunk_delay_ms=100, chunks=50)  # a 5 s stream
+    gw = gateway_factory(config={"upstream": {"url": upstream}})
+    body = {"model": "upstream", "messages": HELLO, "stream": True}
+    with httpx.Client(timeout=30) as http:
+        with http.stream("POST", f"{gw.base_url}/chat/completions", json=body) as response:
+            assert next(response.iter_lines()).startswith("data: ")
+    left = 'slm_gateway_requests_total{reason="pin-upstream",status="499",tier="upstream"}'
+    deadline = time.monotonic() + 10
+    while left + " 1.0" not in httpx.get(f"{gw.root}/metrics").text:  # counted when the client leaves, not when the 5 s stream would end
+        assert time.monotonic() < deadline, "a stream the client left was not counted as 499"
+        time.sleep(0.1)
+    ok = post(gw, {"model": "upstream", "messages": HELLO})
+    assert ok.status_code == 200
+
+
 # -- start-up ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("args", "needle"),
