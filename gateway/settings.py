@@ -165,6 +165,7 @@ _ENV_MAP: dict[str, str] = {
     "UPSTREAM_URL": "upstream.url",
     "UPSTREAM_API_KEY": "upstream.api_key",
     "UPSTREAM_DEFAULT_MODEL": "upstream.default_model",
+    "UPSTREAM_CLIENT": "upstream.client",
     "LOCAL_MODEL": "local.model_path",
     "LOCAL_CONTEXT_SIZE": "local.context_size",
     "LOCAL_MAX_CONCURRENCY": "local.max_concurrency",
