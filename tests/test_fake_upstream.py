@@ -250,3 +250,27 @@ def test_spawn_server_stops_cleanly_and_reports_failures() -> None:
     failing = [sys.executable, "-c", "print('boom'); raise SystemExit(3)"]
     with pytest.raises(ServerStartError, match="boom"), spawn_server(failing, "http://127.0.0.1:9/x"):
         pass
+
+
+def test_a_killed_parent_takes_its_spawned_servers_with_it() -> None:
+    import signal
+    import subprocess
+
+    script = "import time\nfrom gateway.devtools.process import run_fake_upstream\n" \
+             "with run_fake_upstream() as url:\n    print(url, flush=True)\n    time.sleep(60)\n"
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        url = parent.stdout.readline().strip()  # type: ignore[union-attr]
+        assert httpx.get(url + "/models").status_code == 200
+        parent.send_signal(signal.SIGKILL)  # no teardown runs in the parent
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                httpx.get(url + "/models", timeout=1)
+            except httpx.ConnectError:
+                break
+            assert time.monotonic() < deadline, "the spawned server outlived its parent"
+            time.sleep(0.1)
+    finally:
+        parent.kill()
+        parent.wait()

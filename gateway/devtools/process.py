@@ -28,6 +28,15 @@ import httpx
 LOOPBACK = "127.0.0.1"
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM when the process that spawned it dies (a killed test run leaves no servers)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class ServerStartError(RuntimeError):
     """The server exited or did not answer its health URL in time (the message ends with its output)."""
 
@@ -136,7 +145,7 @@ def spawn_server(
         with os.fdopen(log_fd, "wb") as log:
             proc = subprocess.Popen(
                 list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                cwd=cwd, start_new_session=True,
+                cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent,
             )
         server = ServerProcess(proc, health_url, Path(log_name))
         wait_ready(server, timeout=timeout, ready=ready)
