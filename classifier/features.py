@@ -42,14 +42,28 @@ _MATH = tuple("+-*/=^<>%$√∑∫π×÷≤≥")
 _NEGATION = re.compile(r"\b(?:not|except|false|incorrect|least|never)\b", re.IGNORECASE)
 _QUANTITY = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
-_FRACTION = re.compile(r"\d+/\d+|\b(?:half|halves|third|thirds|quarter|quarters|fifth|fifths)\b")
-_TIME_UNIT = re.compile(r"\b(?:hour|minute|second|day|week|month|year)s?\b")
-_MEASURE_UNIT = re.compile(
-    r"\b(?:mile|km|kilometer|meter|feet|foot|inch|inches|pound|kg|gram|liter|gallon|ounce)s?\b"
+_WORD_TOKEN = re.compile(r"\w+")
+_FRACTION_DIGITS = re.compile(r"\d+/\d+")
+_ASCII_DIGITS = b"0123456789"
+_ASCII_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _word_set(*words: str, plural: bool = False) -> frozenset[str]:
+    return frozenset(words + tuple(w + "s" for w in words)) if plural else frozenset(words)
+
+
+# Whole-word cues, matched against the prompt's lower-cased \w+ tokens (what `\b(?:...)\b` on the lower-cased
+# text would match, without a regex scan per cue).
+_FRACTION_WORDS = _word_set("half", "halves", "third", "thirds", "quarter", "quarters", "fifth", "fifths")
+_TIME_UNITS = _word_set("hour", "minute", "second", "day", "week", "month", "year", plural=True)
+_MEASURE_UNITS = _word_set(
+    "mile", "km", "kilometer", "meter", "feet", "foot", "inch", "inches", "pound", "kg", "gram", "liter", "gallon",
+    "ounce", plural=True,
 )
-_RATE_WORD = re.compile(r"\b(?:ratio|rate|average|profit|interest|discount|tax)\b")
-_REMAINDER_WORD = re.compile(r"\b(?:remaining|rest|left)\b")
-_CONDITION_WORD = re.compile(r"\b(?:if|after|before|then)\b")
+_RATE_WORDS = _word_set("ratio", "rate", "average", "profit", "interest", "discount", "tax")
+_REMAINDER_WORDS = _word_set("remaining", "rest", "left")
+_CONDITION_WORDS = _word_set("if", "after", "before", "then")
+_NEGATION_WORDS = ("not", "except", "false", "incorrect", "least", "never")
 
 HAND_FEATURE_NAMES: tuple[str, ...] = (
     "log_chars",
@@ -108,7 +122,9 @@ def word_problem_features(text: str) -> list[float]:
     nums = _QUANTITY.findall(text)
     vals = [float(x.replace(",", "")) for x in nums] or [0.0]
     lower = text.lower()
+    words = set(_WORD_TOKEN.findall(lower))
     n_sentences = len([s for s in _SENTENCE_END.split(text.strip()) if s])
+    fraction = not words.isdisjoint(_FRACTION_WORDS) or ("/" in lower and _FRACTION_DIGITS.search(lower) is not None)
     return [
         math.log1p(len(nums)) / 3.0,
         math.log1p(len(set(nums))) / 3.0,
@@ -116,21 +132,34 @@ def word_problem_features(text: str) -> list[float]:
         min(math.log1p(max(vals)), 30.0) / 8.0,
         float(any("." in x for x in nums)),
         float("%" in text or "percent" in lower),
-        float(bool(_FRACTION.search(lower))),
+        float(fraction),
         float("$" in text),
-        float(bool(_TIME_UNIT.search(lower))),
-        float(bool(_MEASURE_UNIT.search(lower))),
+        float(not words.isdisjoint(_TIME_UNITS)),
+        float(not words.isdisjoint(_MEASURE_UNITS)),
         min(lower.count(" each "), 6) / 3.0,
         min(lower.count(" times"), 6) / 3.0,
         min(lower.count("twice") + lower.count("double") + lower.count("triple"), 6) / 3.0,
-        float(bool(_RATE_WORD.search(lower))),
-        float(bool(_REMAINDER_WORD.search(lower))),
+        float(not words.isdisjoint(_RATE_WORDS)),
+        float(not words.isdisjoint(_REMAINDER_WORDS)),
         min(lower.count(" more ") + lower.count(" less ") + lower.count(" fewer "), 6) / 3.0,
-        float(bool(_CONDITION_WORD.search(lower))),
+        float(not words.isdisjoint(_CONDITION_WORDS)),
         min(sum(len(x) for x in nums) / (len(nums) or 1), 12.0) / 4.0,
         min(sum(v >= 1000 for v in vals), 6) / 3.0,
         min(text.count(","), 12) / 6.0,
     ]
+
+
+def _digits_and_upper(text: str) -> tuple[int, int]:
+    """How many characters are digits and upper-case (`str.isdigit` / `str.isupper`); ASCII in one C pass."""
+    if text.isascii():
+        raw = text.encode("ascii")
+        return len(raw) - len(raw.translate(None, _ASCII_DIGITS)), len(raw) - len(raw.translate(None, _ASCII_UPPER))
+    return sum(map(str.isdigit, text)), sum(map(str.isupper, text))
+
+
+def _has_negation(text: str) -> bool:
+    folded = text.casefold()  # a cheap substring test first: the regex only runs when a cue word may be there
+    return any(w in folded for w in _NEGATION_WORDS) and _NEGATION.search(text) is not None
 
 
 def _hash_columns(tokens: list[str], n_features: int) -> np.ndarray:
@@ -190,9 +219,8 @@ def hand_features(text: str, original_len: int | None = None) -> list[float]:
     words = _WORD.findall(text)
     n_words = len(words)
     numbers = _NUMBER.findall(text)
-    digits = sum(map(str.isdigit, text))
+    digits, upper = _digits_and_upper(text)
     math_chars = sum(text.count(c) for c in _MATH)
-    upper = sum(map(str.isupper, text))
     options = _OPTION.findall(text)
     if len(options) >= 2:
         q_end = _OPTION.search(text)
@@ -227,7 +255,7 @@ def hand_features(text: str, original_len: int | None = None) -> list[float]:
         min(spread, 4.0) / 2.0,
         numeric_opts,
         min(text.count("?"), 5) / 3.0,
-        float(bool(_NEGATION.search(text))),
+        float(_has_negation(text)),
         math.log1p(text.count(". ") + text.count("? ")) / 3.0,
         float(orig > len(text)),
     ]
