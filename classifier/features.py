@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from itertools import repeat
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -162,10 +163,17 @@ def _has_negation(text: str) -> bool:
     return any(w in folded for w in _NEGATION_WORDS) and _NEGATION.search(text) is not None
 
 
+def _word_unigrams_and_bigrams(text: str) -> list[str]:
+    """What ``HashingVectorizer(lowercase=True, token_pattern=_TOKEN_PATTERN, ngram_range=(1, 2))`` analyses
+    a text into: its tokens, then each pair of neighbours joined by a space."""
+    tokens = _TOKEN.findall(text.lower())
+    return tokens + [a + " " + b for a, b in zip(tokens, tokens[1:])]
+
+
 def _hash_columns(tokens: list[str], n_features: int) -> np.ndarray:
     """Hashed column of each token, exactly as ``HashingVectorizer`` (murmurhash3, seed 0)."""
     if _fast_hash is not None:
-        indices, _, _ = _fast_hash([[(tok, 1) for tok in tokens]], n_features, np.float64, False, 0)
+        indices, _, _ = _fast_hash([zip(tokens, repeat(1))], n_features, np.float64, False, 0)
         return np.asarray(indices, dtype=np.int64)
     cols = []
     for tok in tokens:
@@ -178,6 +186,7 @@ SEGMENTS: tuple[str, ...] = ("mc", "text")
 
 
 _TOKEN_PATTERN = r"(?u)\b\w+\b|[^\w\s]"  # words and single punctuation marks
+_TOKEN = re.compile(_TOKEN_PATTERN)
 
 
 def unigram_vectorizer(n_features: int) -> HashingVectorizer:
@@ -362,6 +371,8 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         hashes them (one entry per token, repeats included).
         """
         specs = [(v.build_analyzer(), int(v.n_features)) for v in self._vectorizers()]
+        if self.word_features:  # the same tokens as sklearn's word analyzer, without its per-call overhead
+            specs[0] = (_word_unigrams_and_bigrams, specs[0][1])
         max_chars = int(self.max_chars)
         hand_weight = float(self.hand_weight)
         wp_weight = self._wp_weight() if word_problem else 0.0
