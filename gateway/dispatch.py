@@ -271,11 +271,10 @@ class ChatDispatcher:
         ttft_seen = ending = False
         tier_seconds = open_seconds
         clock = time.perf_counter
-        held: list[bytes] = []  # after the usage chunk only [DONE] should follow: hold it to send together
+        framed: list[bytes] = []  # SSE events not yet written (after the usage chunk: held for [DONE])
         try:
             batch: list[bytes] | None = first
             while batch is not None:
-                framed = held
                 for payload in batch:
                     if observer is not None:
                         observer.feed(payload)
@@ -295,19 +294,18 @@ class ChatDispatcher:
                 if framed and not ending:  # everything that arrived together leaves in one write
                     yield b"".join(framed)
                     framed = []
-                held = framed
                 waited = clock()
                 batch = await anext(chunks, None)
                 tier_seconds += clock() - waited
             if observer is not None:
                 await observer.completed(tier)
-            held.append(SSE_DONE)
-            yield FinalChunk(b"".join(held))
+            framed.append(SSE_DONE)
+            yield FinalChunk(b"".join(framed))
         except GatewayError as exc:
             status = exc.status_code
             self._count_failure(tier, exc)
-            held += (b"data: ", error_json(exc.message, exc.error_type, exc.param, exc.code), b"\n\n")
-            yield FinalChunk(b"".join(held))
+            framed += (b"data: ", error_json(exc.message, exc.error_type, exc.param, exc.code), b"\n\n")
+            yield FinalChunk(b"".join(framed))
         except (GeneratorExit, asyncio.CancelledError):
             status = CLIENT_CLOSED_REQUEST
             raise
