@@ -11,6 +11,7 @@ from litestar import Litestar
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from gateway.supervisor import SUPERVISOR_ENV, ReloadingSupervisor
 
 SETTINGS_ENV = "SLM_GATEWAY_SETTINGS_JSON"
 
@@ -41,7 +42,12 @@ def serve(settings: Settings) -> None:
         uvicorn.run(create_app(settings), **_uvicorn_options(settings))  # type: ignore[arg-type]
         return
     os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="slm-gateway-metrics-"))
-    uvicorn.run(
+    config = uvicorn.Config(
         "gateway.server:app_from_env", factory=True, workers=settings.workers, **_uvicorn_options(settings)  # type: ignore[arg-type]
     )
+    try:
+        ReloadingSupervisor(config, sockets=[config.bind_socket()]).run()
+    except KeyboardInterrupt:
+        pass

@@ -13,6 +13,7 @@ from gateway.api.event_stream import EventStream
 from gateway.api.schemas import parse_chat_request
 from gateway.components import Gateway
 from gateway.errors import GatewayError
+from gateway.supervisor import ask_supervisor_to_reload
 
 JSON = "application/json"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -66,14 +67,16 @@ def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
 
     @post("/admin/reload", status_code=200)
     async def admin_reload(request: Request) -> Response:
-        """Reload the routing policy and classifier; 422 (old ones kept) when a new one is invalid."""
+        """Reload the routing policy and classifier here, then in every other worker (through the supervisor);
+        422 (old ones kept) when a new one is invalid."""
         gateway.keys.check(request.headers.get("authorization"))
         reload = getattr(gateway.dispatcher.router, "reload", None)
         if reload is None:
             return Response(b'{"status":"not reloadable","components":[]}', status_code=404, media_type=JSON)
         results = await reload()
         ok = all(r.result == "success" for r in results)
-        body = msgspec.json.encode({"status": "reloaded" if ok else "failed", "components": results})
+        scope = "all workers" if ok and ask_supervisor_to_reload() else "this process"
+        body = msgspec.json.encode({"status": "reloaded" if ok else "failed", "scope": scope, "components": results})
         return Response(body, status_code=200 if ok else 422, media_type=JSON)
 
     return [chat_completions, list_models, healthz, readyz, metrics, admin_reload]
