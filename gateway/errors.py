@@ -59,6 +59,12 @@ class InvalidRequest(GatewayError):
     error_type = "invalid_request_error"
 
 
+class RequestTooLarge(InvalidRequest):
+    """413: the body is over `max_body_bytes`."""
+
+    status_code = 413
+
+
 class AuthenticationFailed(GatewayError):
     """401: missing or wrong gateway API key."""
 

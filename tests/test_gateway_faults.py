@@ -77,8 +77,11 @@ def test_body_over_the_limit_is_refused(gateway_factory: Callable[..., RunningGa
     gw = gateway_factory(config={"max_body_bytes": 4096})
     big = {"model": "local", "messages": [{"role": "user", "content": "x" * 10_000}]}
     error = assert_openai_error(post(gw, big), 413)
-    assert error["type"] == "invalid_request_error"
+    assert error["type"] == "invalid_request_error" and error["code"] == "request_too_large"
+    assert "4096" in error["message"]
     assert post(gw, {"model": "local", "messages": HELLO, "max_tokens": 2}).status_code == 200
+    counted = 'slm_gateway_requests_total{reason="invalid",status="413",tier="none"} 1.0'
+    assert counted in httpx.get(f"{gw.root}/metrics").text
 
 
 # -- upstream failures -------------------------------------------------------------------------------------------

@@ -7,12 +7,13 @@ import uuid
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 
 from gateway.api.event_stream import EventStream
 from gateway.api.schemas import parse_chat_request
 from gateway.components import Gateway
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RequestTooLarge
 from gateway.supervisor import ask_supervisor_to_reload
 
 JSON = "application/json"
@@ -27,6 +28,18 @@ def request_id_of(request: Request) -> str:
     return uuid.uuid4().hex
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body; `RequestTooLarge` when it is over `limit` bytes (litestar stops reading there)."""
+    try:
+        return await request.body()
+    except HTTPException as exc:
+        if exc.status_code != 413:
+            raise
+        raise RequestTooLarge(
+            f"Request body is larger than this gateway accepts ({limit} bytes).", param=None, code="request_too_large"
+        ) from None
+
+
 def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
     """Route handlers bound to one `Gateway` (no module-level state)."""
 
@@ -37,7 +50,7 @@ def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
         request.state.request_id = request_id
         try:
             tenant = gateway.keys.check(request.headers.get("authorization"))
-            parsed = parse_chat_request(await request.body())
+            parsed = parse_chat_request(await read_body(request, gateway.settings.max_body_bytes))
         except GatewayError as exc:
             gateway.count_invalid(exc)
             raise
