@@ -88,6 +88,7 @@ def _config(args: argparse.Namespace) -> Any:
         C_text=args.C_text,
         word_problem_weight=args.word_problem_weight,
         subject_prior_weight=args.subject_prior_weight,
+        tree_weight=args.tree_weight,
         seed=args.seed,
     )
 
@@ -118,6 +119,8 @@ def _add_hparams(p: argparse.ArgumentParser) -> None:
                    help="scale of the word-problem features in free-text models (0: off)")
     p.add_argument("--subject-prior-weight", type=float, default=defaults.subject_prior_weight,
                    help="share of the subject-prior head in multiple-choice scores (0: off)")
+    p.add_argument("--tree-weight", type=float, default=defaults.tree_weight,
+                   help="share of the hand-feature tree head in multiple-choice scores (0: off)")
     p.add_argument("--seed", type=int, default=defaults.seed)
 
 

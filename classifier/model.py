@@ -27,6 +27,7 @@ __all__ = [
     "ModelLoadError",
     "RouterModel",
     "SubjectPrior",
+    "TreeHead",
     "load_model",
     "metrics_path_for",
     "messages_text",
@@ -35,10 +36,11 @@ __all__ = [
 
 DEFAULT_MODEL_PATH: Path = Path(__file__).resolve().parent / "model" / "router.skops"
 MODEL_FORMAT = "slm-gateway-router"
-MODEL_FORMAT_VERSION = 4
+MODEL_FORMAT_VERSION = 5
 # Versions this code reads: 2 had one model per family only (still valid in 3);
-# 4 adds optional per-family subject-prior heads (plain arrays, see SubjectPrior).
-READABLE_FORMAT_VERSIONS: frozenset[int] = frozenset({2, 3, 4})
+# 4 adds optional per-family subject-prior heads (plain arrays, see SubjectPrior);
+# 5 adds optional per-family tree heads on the hand features (plain arrays, see TreeHead).
+READABLE_FORMAT_VERSIONS: frozenset[int] = frozenset({2, 3, 4, 5})
 
 # Types a router file may contain beyond skops' built-in trusted set.  Anything
 # else in a file is refused with ModelLoadError; we never load with trusted=True.
@@ -176,6 +178,131 @@ class SubjectPrior:
         }
 
 
+class TreeHead:
+    """Tree head of a prompt family: boosted regression trees on the hand features.
+
+    The trees (fitted to ``strong_correct - weak_correct``) see only the family's
+    hand-made features (the first ``n_inputs`` dense columns, as scaled by the
+    featurizer), so they add non-linear interactions that the linear models miss.
+    The family's score becomes ``(1 - weight) * score + weight * (slope * trees +
+    intercept)``, with slope/intercept matching the trees' training mean and spread
+    to the score's (so ``weight`` is the head's share of the blend in score units).
+
+    Stored as a plain dict of numbers and flat node arrays (no pickled estimator):
+    ``n_inputs, feature, threshold, left, right, value, roots, depth, baseline,
+    weight, slope, intercept``.  Node ``i`` is a leaf when ``left[i] == i``; otherwise
+    a row goes to ``left[i]`` if its input ``feature[i]`` is ``<= threshold[i]``.
+    """
+
+    KEYS = (
+        "n_inputs", "feature", "threshold", "left", "right", "value", "roots", "depth",
+        "baseline", "weight", "slope", "intercept",
+    )
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        missing = [k for k in self.KEYS if k not in params]
+        if missing:
+            raise ValueError(f"tree head lacks {', '.join(missing)}")
+        self.n_inputs = int(params["n_inputs"])
+        self.feature = np.asarray(params["feature"], dtype=np.int64).ravel()
+        self.threshold = np.asarray(params["threshold"], dtype=np.float64).ravel()
+        self.left = np.asarray(params["left"], dtype=np.int64).ravel()
+        self.right = np.asarray(params["right"], dtype=np.int64).ravel()
+        self.value = np.asarray(params["value"], dtype=np.float64).ravel()
+        self.roots = np.asarray(params["roots"], dtype=np.int64).ravel()
+        self.depth = int(params["depth"])
+        self.baseline = float(params["baseline"])
+        self.weight = float(params["weight"])
+        self.slope = float(params["slope"])
+        self.intercept = float(params["intercept"])
+        n = self.feature.size
+        if n == 0 or not (self.threshold.size == self.left.size == self.right.size == self.value.size == n):
+            raise ValueError("tree head arrays have inconsistent shapes")
+        if self.n_inputs <= 0 or self.roots.size == 0 or not (0 <= self.depth <= 64):
+            raise ValueError("tree head arrays have inconsistent shapes")
+        for idx, hi in ((self.feature, self.n_inputs), (self.left, n), (self.right, n), (self.roots, n)):
+            if idx.min() < 0 or idx.max() >= hi:
+                raise ValueError("tree head node indices out of range")
+        if not (0.0 <= self.weight <= 1.0):
+            raise ValueError("tree head weight must be in [0, 1]")
+        numbers = np.array([self.baseline, self.slope, self.intercept])
+        if not all(np.isfinite(v).all() for v in (self.threshold, self.value, numbers)):
+            raise ValueError("tree head has non-finite values")
+
+    @classmethod
+    def from_estimator(cls, est: Any, n_inputs: int, **blend: float) -> "TreeHead":
+        """Flatten a fitted ``HistGradientBoostingRegressor`` (numeric splits only)."""
+        feature, threshold, left, right, value, roots = [], [], [], [], [], []
+        depth = 0
+        for (predictor,) in est._predictors:
+            nodes = predictor.nodes
+            base = len(feature)
+            roots.append(base)
+            depth = max(depth, int(nodes["depth"].max()))
+            for i, node in enumerate(nodes):
+                leaf = bool(node["is_leaf"])
+                feature.append(0 if leaf else int(node["feature_idx"]))
+                threshold.append(0.0 if leaf else float(node["num_threshold"]))
+                left.append(base + i if leaf else base + int(node["left"]))
+                right.append(base + i if leaf else base + int(node["right"]))
+                value.append(float(node["value"]) if leaf else 0.0)
+        params: dict[str, Any] = {
+            "n_inputs": int(n_inputs),
+            "feature": np.asarray(feature, dtype=np.int64),
+            "threshold": np.asarray(threshold, dtype=np.float64),
+            "left": np.asarray(left, dtype=np.int64),
+            "right": np.asarray(right, dtype=np.int64),
+            "value": np.asarray(value, dtype=np.float64),
+            "roots": np.asarray(roots, dtype=np.int64),
+            "depth": depth,
+            "baseline": float(np.ravel(est._baseline_prediction)[0]),
+            "weight": 0.0,
+            "slope": 0.0,
+            "intercept": 0.0,
+        }
+        params.update(blend)
+        return cls(params)
+
+    def predict_many(self, H: np.ndarray) -> np.ndarray:
+        """Sum of the trees for each row of ``H`` (rows x at least ``n_inputs`` columns)."""
+        H = np.asarray(H, dtype=np.float64)[:, : self.n_inputs]
+        cur = np.broadcast_to(self.roots, (H.shape[0], self.roots.size)).copy()
+        rows = np.arange(H.shape[0])[:, None]
+        for _ in range(self.depth):
+            go_left = H[rows, self.feature[cur]] <= self.threshold[cur]
+            cur = np.where(go_left, self.left[cur], self.right[cur])
+        return self.value[cur].sum(axis=1) + self.baseline
+
+    def predict(self, h: np.ndarray) -> float:
+        """Sum of the trees for one row of inputs."""
+        h = h[: self.n_inputs]
+        cur = self.roots
+        for _ in range(self.depth):
+            cur = np.where(h[self.feature[cur]] <= self.threshold[cur], self.left[cur], self.right[cur])
+        return float(self.value[cur].sum()) + self.baseline
+
+    def combine(self, score: Any, trees: Any) -> Any:
+        """The family's score from its score so far and the trees' output (clipped to [0, 1])."""
+        return np.clip((1.0 - self.weight) * score + self.weight * (self.slope * trees + self.intercept), 0.0, 1.0)
+
+    def to_params(self) -> dict[str, Any]:
+        """The stored (skops-safe) representation."""
+        return {
+            "n_inputs": self.n_inputs,
+            "feature": self.feature.astype(np.int32),
+            "threshold": self.threshold,
+            "left": self.left.astype(np.int32),
+            "right": self.right.astype(np.int32),
+            "value": self.value,
+            "roots": self.roots.astype(np.int32),
+            "depth": self.depth,
+            "baseline": self.baseline,
+            "weight": self.weight,
+            "slope": self.slope,
+            "intercept": self.intercept,
+        }
+
+
 class RouterModel:
     """A trained router.  ``score`` returns ``p_strong`` in [0, 1].
 
@@ -186,7 +313,8 @@ class RouterModel:
     ``"<family>-"`` (P(weak model right)) with
     ``p_strong = (1 + P(strong right) - P(weak right)) / 2``: a monotone map
     of the expected accuracy gain of routing the prompt upstream.  A family
-    may also have a :class:`SubjectPrior` head blended into its score.
+    may also have a :class:`SubjectPrior` head and then a :class:`TreeHead`
+    blended into its score.
     """
 
     def __init__(
@@ -195,6 +323,7 @@ class RouterModel:
         models: Mapping[str, Any],
         metadata: Mapping[str, Any] | None = None,
         priors: Mapping[str, SubjectPrior] | None = None,
+        trees: Mapping[str, TreeHead] | None = None,
     ) -> None:
         if not models:
             raise ValueError("RouterModel needs at least one fitted model")
@@ -202,6 +331,7 @@ class RouterModel:
         self.models: dict[str, Any] = dict(models)
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.priors: dict[str, SubjectPrior] = dict(priors or {})
+        self.trees: dict[str, TreeHead] = dict(trees or {})
         self._max_chars = int(featurizer.max_chars)
         n_wp = featurizer.n_hand_ - len(HAND_FEATURE_NAMES)
         # Fast path: sparse dot products instead of sklearn's per-call overhead.
@@ -226,12 +356,20 @@ class RouterModel:
         unknown = sorted(set(self.priors) - set(self._heads))
         if unknown:
             raise ValueError(f"subject prior for unknown family {', '.join(unknown)}")
+        unknown = sorted(set(self.trees) - set(self._heads))
+        if unknown:
+            raise ValueError(f"tree head for unknown family {', '.join(unknown)}")
+        if any(t.n_inputs > len(HAND_FEATURE_NAMES) for t in self.trees.values()):
+            raise ValueError("tree head reads more inputs than there are hand features")
+        self._hand_start = int(featurizer.word_features) + int(featurizer.char_features)
         # Per family: a featurizer that skips the word-problem features when the
         # family's models ignore them (weights exactly 0) and, for a family with a
         # subject prior, also returns the prompt's unigram columns.
         self._featurizers: dict[str, Any] = {}
+        self._n_dense: dict[str, int] = {}  # family -> dense values at the end of its featurizer's output
         for fam, names in self._heads.items():
             uses_wp = n_wp > 0 and any(np.any(self._linear[n][0][-n_wp:] != 0) for n in names)
+            self._n_dense[fam] = len(HAND_FEATURE_NAMES) + (n_wp if uses_wp else 0)
             prior = self.priors.get(fam)
             self._featurizers[fam] = featurizer.compile_single(
                 word_problem=uses_wp, unigram_features=prior.n_features if prior is not None else 0
@@ -263,6 +401,10 @@ class RouterModel:
         if prior is not None:
             head = prior.slope * prior.expected_gain_cols(uni) + prior.intercept
             p = min(1.0, max(0.0, (1.0 - prior.weight) * p + prior.weight * head))
+        trees = self.trees.get(fam)
+        if trees is not None:
+            out = trees.slope * trees.predict(val[val.size - self._n_dense[fam] :]) + trees.intercept
+            p = min(1.0, max(0.0, (1.0 - trees.weight) * p + trees.weight * out))
         return p
 
     def score_many(self, texts: Sequence[str]) -> np.ndarray:
@@ -283,6 +425,11 @@ class RouterModel:
             if prior is not None:
                 gain = prior.expected_gain_many([truncate(texts[i], self._max_chars) for i in rows])
                 out[rows] = prior.combine(out[rows], gain)
+            trees = self.trees.get(fam)
+            if trees is not None:
+                start = self._hand_start
+                H = X[rows][:, start : start + trees.n_inputs].toarray()
+                out[rows] = trees.combine(out[rows], trees.predict_many(H))
         return out
 
     def score_messages(self, messages: Sequence[Mapping[str, Any]]) -> float:
@@ -303,6 +450,7 @@ def save_model(router: RouterModel, path: str | Path, info: Mapping[str, Any] | 
         "featurizer": router.featurizer,
         "models": dict(router.models),
         "priors": {fam: prior.to_params() for fam, prior in router.priors.items()},
+        "trees": {fam: head.to_params() for fam, head in router.trees.items()},
     }
     sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED)
     return path
@@ -345,6 +493,13 @@ def load_model(path: str | Path | None = None) -> RouterModel:
         priors = {str(fam): SubjectPrior(params) for fam, params in raw_priors.items()}
     except (ValueError, TypeError) as exc:
         raise ModelLoadError(f"router model {path} has a bad subject prior: {exc}") from None
+    raw_trees = payload.get("trees") or {}
+    if not isinstance(raw_trees, dict) or not all(isinstance(v, dict) for v in raw_trees.values()):
+        raise ModelLoadError(f"router model {path} has malformed tree heads")
+    try:
+        trees = {str(fam): TreeHead(params) for fam, params in raw_trees.items()}
+    except (ValueError, TypeError) as exc:
+        raise ModelLoadError(f"router model {path} has a bad tree head: {exc}") from None
     metadata: dict[str, Any] = {}
     try:
         metadata.update(json.loads(payload.get("info") or "{}"))
@@ -358,6 +513,6 @@ def load_model(path: str | Path | None = None) -> RouterModel:
             raise ModelLoadError(f"router metrics file {mpath} is not valid JSON") from None
     metadata.setdefault("model_path", str(path))
     try:
-        return RouterModel(featurizer, models, metadata, priors)
+        return RouterModel(featurizer, models, metadata, priors, trees)
     except (ValueError, AttributeError, IndexError) as exc:
         raise ModelLoadError(f"router model {path} is inconsistent: {exc}") from None

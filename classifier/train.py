@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import MultinomialNB
 
 from classifier.features import HAND_FEATURE_NAMES, SEGMENTS, PromptFeaturizer, segment, truncate, unigram_vectorizer
-from classifier.model import MODEL_FORMAT_VERSION, RouterModel, SubjectPrior, metrics_path_for, save_model
+from classifier.model import MODEL_FORMAT_VERSION, RouterModel, SubjectPrior, TreeHead, metrics_path_for, save_model
 
 __all__ = [
     "RouterConfig",
@@ -61,6 +62,15 @@ class RouterConfig:
     subject_features: int = 2**13
     subject_alpha: float = 0.1
     subject_min_rows: int = 20
+    # Tree head (families in tree_families): boosted regression trees on the hand
+    # features fitted to strong_correct - weak_correct, given this share of the
+    # family's score (after the subject prior).  0 disables the head.
+    tree_weight: float = 0.5
+    tree_families: tuple[str, ...] = ("mc",)
+    tree_iterations: int = 150
+    tree_leaves: int = 7
+    tree_learning_rate: float = 0.04
+    tree_min_leaf_rows: int = 20
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,7 +215,49 @@ def fit_router(data: RoutingDataset, config: RouterConfig) -> RouterModel:
                 prior = _fit_subject_prior(data, np.flatnonzero(segs == name), router, config)
                 if prior is not None:
                     priors[name] = prior
-    return RouterModel(featurizer, models, priors=priors) if priors else router
+    if priors:
+        router = RouterModel(featurizer, models, priors=priors)
+    trees: dict[str, TreeHead] = {}
+    if config.tree_weight > 0:
+        for name in config.tree_families:
+            rows = np.flatnonzero(segs == name)
+            if name in router._heads and len(rows) >= config.min_segment_rows:
+                trees[name] = _fit_tree_head(data, rows, X, router, featurizer, config)
+    return RouterModel(featurizer, models, priors=priors, trees=trees) if trees else router
+
+
+def _fit_tree_head(
+    data: RoutingDataset,
+    rows: np.ndarray,
+    X: sp.csr_matrix,
+    router: RouterModel,
+    featurizer: PromptFeaturizer,
+    config: RouterConfig,
+) -> TreeHead:
+    """Tree head for one family's rows: boosted trees on the hand features, target strong - weak."""
+    start = int(featurizer.word_features) + int(featurizer.char_features)
+    n_inputs = len(HAND_FEATURE_NAMES)
+    H = X[rows][:, start : start + n_inputs].toarray().astype(np.float64)
+    y = data.strong_correct[rows].astype(float) - data.weak_correct[rows].astype(float)
+    est = HistGradientBoostingRegressor(
+        learning_rate=config.tree_learning_rate,
+        max_iter=config.tree_iterations,
+        max_leaf_nodes=config.tree_leaves,
+        min_samples_leaf=config.tree_min_leaf_rows,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=config.seed,
+    ).fit(H, y)
+    head = TreeHead.from_estimator(est, n_inputs)
+    # Match the head's training mean/spread to the family's score so far, so that
+    # ``weight`` is its share of the blend in score units.
+    score = router.score_many([data.prompts[i] for i in rows])
+    out = head.predict_many(H)
+    spread = float(out.std())
+    slope = float(score.std()) / spread if spread > 0 else 0.0
+    params = head.to_params()
+    params.update(weight=float(config.tree_weight), slope=slope, intercept=float(score.mean()) - slope * float(out.mean()))
+    return TreeHead(params)
 
 
 def _fit_subject_prior(

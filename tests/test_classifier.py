@@ -214,7 +214,7 @@ def test_benefit_score_is_half_plus_half_probability_difference() -> None:
     rows = _synthetic_rows()
     ds = RoutingDataset([r["prompt"] for r in rows], np.array([r["benchmark"] for r in rows], dtype=object),
                         np.array([r["weak_correct"] for r in rows]), np.array([r["strong_correct"] for r in rows]))
-    router = fit_router(ds, RouterConfig(word_features=2**10))
+    router = fit_router(ds, RouterConfig(word_features=2**10, tree_weight=0.0))
     X = router.featurizer.transform(ds.prompts[:10])
     for i, p in enumerate(ds.prompts[:10]):
         fam = "mc" if "Answer:" in p else "all"  # too few free-text rows for their own models
@@ -252,7 +252,7 @@ def test_format_v2_single_model_files_still_load(tmp_path: Path) -> None:
     rows = _synthetic_rows()
     ds = RoutingDataset([r["prompt"] for r in rows], np.array([r["benchmark"] for r in rows], dtype=object),
                         np.array([r["weak_correct"] for r in rows]), np.array([r["strong_correct"] for r in rows]))
-    router = fit_router(ds, RouterConfig(word_features=2**10, label="gain"))
+    router = fit_router(ds, RouterConfig(word_features=2**10, label="gain", tree_weight=0.0))
     path = tmp_path / "v2.skops"
     sio.dump({"format": "slm-gateway-router", "format_version": 2, "info": "{}",
               "featurizer": router.featurizer, "models": router.models}, path)
@@ -340,6 +340,46 @@ def test_subject_prior_head(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="bad subject prior"):
         load_model(path)
 
+
+
+def test_tree_head(tmp_path: Path) -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from classifier.model import TreeHead, save_model
+    from classifier.train import fit_router
+
+    # Flattened trees reproduce the estimator exactly, one row or many.
+    rng = np.random.default_rng(0)
+    H = rng.random((400, len(HAND_FEATURE_NAMES)))
+    y = H[:, 0] * H[:, 3] - H[:, 5] + rng.normal(size=400) * 0.1
+    est = HistGradientBoostingRegressor(max_iter=30, max_leaf_nodes=7, early_stopping=False).fit(H, y)
+    head = TreeHead.from_estimator(est, H.shape[1])
+    np.testing.assert_allclose(head.predict_many(H), est.predict(H), atol=1e-12)
+    np.testing.assert_allclose([head.predict(h) for h in H[:20]], est.predict(H[:20]), atol=1e-12)
+    # A router with the head: fast path == sklearn path, round trip through the file format.
+    data = tmp_path / "subjects.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _subject_rows()), encoding="utf-8")
+    ds = load_dataset(data)
+    router = fit_router(ds, RouterConfig(word_features=2**10, subject_features=2**8))
+    assert set(router.trees) == {"mc"} and router.trees["mc"].weight == RouterConfig().tree_weight
+    many = router.score_many(ds.prompts)
+    np.testing.assert_allclose(many, [router.score(p) for p in ds.prompts], atol=1e-6)
+    assert ((many >= 0) & (many <= 1)).all()
+    assert fit_router(ds, RouterConfig(word_features=2**10, tree_weight=0.0)).trees == {}
+    path = save_model(router, tmp_path / "router.skops")
+    np.testing.assert_allclose(load_model(path).score_many(ds.prompts[:10]), many[:10], atol=1e-6)
+    # Damaged heads are refused.
+    params = router.trees["mc"].to_params()
+    with pytest.raises(ValueError, match="out of range"):
+        TreeHead(dict(params, left=np.full_like(params["left"], 10**6)))
+    with pytest.raises(ValueError, match="non-finite"):
+        TreeHead(dict(params, slope=float("nan")))
+    import skops.io as sio
+
+    sio.dump({"format": "slm-gateway-router", "format_version": 5, "info": "{}", "featurizer": router.featurizer,
+              "models": router.models, "trees": {"mc": dict(params, weight=2.0)}}, path)
+    with pytest.raises(ModelLoadError, match="bad tree head"):
+        load_model(path)
 
 # --------------------------------------------------------------------------- loading errors
 
