@@ -35,10 +35,12 @@ __all__ = [
 
 DEFAULT_MODEL_PATH: Path = Path(__file__).resolve().parent / "model" / "router.skops"
 MODEL_FORMAT = "slm-gateway-router"
-MODEL_FORMAT_VERSION = 4
+MODEL_FORMAT_VERSION = 5
 # Versions this code reads: 2 had one model per family only (still valid in 3);
-# 4 adds optional per-family subject-prior heads (plain arrays, see SubjectPrior).
-READABLE_FORMAT_VERSIONS: frozenset[int] = frozenset({2, 3, 4})
+# 4 adds optional per-family subject-prior heads (plain arrays, see SubjectPrior);
+# 5 featurizers may use version-2 word-problem features (``word_problem_version``),
+# which code reading only <= 4 would silently compute the old way.
+READABLE_FORMAT_VERSIONS: frozenset[int] = frozenset({2, 3, 4, 5})
 
 # Types a router file may contain beyond skops' built-in trusted set.  Anything
 # else in a file is refused with ModelLoadError; we never load with trusted=True.
