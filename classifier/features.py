@@ -528,6 +528,27 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         blocks.append(sp.csr_matrix(hand))
         return sp.hstack(blocks, format="csr", dtype=np.float32)
 
+    def compile_word_problem_only(self) -> Callable[[str], tuple[np.ndarray, ...]]:
+        """Fast one-text featurizer of the word-problem columns alone, ``(column indices, values)``.
+
+        For models whose weights on every other column are 0 (see
+        ``RouterConfig.dense_families``): the same values as :meth:`transform` in
+        those columns, without hashing the text's n-grams.
+        """
+        wp_weight = self._wp_weight()
+        if not wp_weight:
+            raise ValueError("featurizer has no word-problem features")
+        wp_function, wp_names = self._wp_features()
+        start = int(self.word_features) + int(self.char_features) + len(HAND_FEATURE_NAMES)
+        cols = np.arange(start, start + len(wp_names))
+        max_chars = int(self.max_chars)
+
+        def featurize(text: str) -> tuple[np.ndarray, ...]:
+            row = [v * wp_weight for v in wp_function(truncate(text, max_chars))]
+            return cols, np.asarray(row, dtype=np.float32).astype(np.float64)
+
+        return featurize
+
     def compile_single(
         self, word_problem: bool = True, unigram_features: int = 0
     ) -> Callable[[str], tuple[np.ndarray, ...]]:

@@ -234,7 +234,11 @@ class RouterModel:
         self._featurizers: dict[str, Any] = {}
         for fam, names in self._heads.items():
             uses_wp = n_wp > 0 and any(np.any(self._linear[n][0][-n_wp:] != 0) for n in names)
+            only_wp = uses_wp and all(not np.any(self._linear[n][0][:-n_wp]) for n in names)
             prior = self.priors.get(fam)
+            if only_wp and prior is None:  # a dense family: no n-gram hashing needed
+                self._featurizers[fam] = featurizer.compile_word_problem_only()
+                continue
             self._featurizers[fam] = featurizer.compile_single(
                 word_problem=uses_wp, unigram_features=prior.n_features if prior is not None else 0
             )

@@ -325,6 +325,9 @@ def test_word_problem_features_v2_and_dense_family_model() -> None:
     assert est.coef_.shape == (1, v2.n_features_) and not est.coef_[0, : v2.n_features_ - n_wp].any()
     p = est.predict_proba(X)[:, 1]
     assert p[0] > p[1] and p[2] > p[1]
+    idx, val = v2.compile_word_problem_only()(text)
+    np.testing.assert_allclose(val, X[0].toarray().ravel()[idx], rtol=1e-6, atol=1e-7)
+    assert set(idx) == set(range(v2.n_features_ - n_wp, v2.n_features_))
 
 
 def test_subject_prior_head(tmp_path: Path) -> None:
