@@ -30,6 +30,8 @@ __all__ = [
     "HAND_FEATURE_NAMES",
     "word_problem_features",
     "WORD_PROBLEM_FEATURE_NAMES",
+    "word_problem_features_v2",
+    "WORD_PROBLEM_V2_FEATURE_NAMES",
     "unigram_vectorizer",
     "truncate",
     "segment",
@@ -148,6 +150,163 @@ def word_problem_features(text: str) -> list[float]:
         min(sum(v >= 1000 for v in vals), 6) / 3.0,
         min(text.count(","), 12) / 6.0,
     ]
+
+
+# Version 2 of the word-problem features: counts (not flags) of the cues that make a
+# GSM8K-style problem long: quantities in digits, number words and multiplier words,
+# sentences, the question sentence, magnitudes, clock times, cents, fractions, named
+# people, unit pairs that need a conversion, and cue-word families.  Each count c is
+# returned as log1p(c) (sign-preserving for log-magnitudes), unscaled: the models that
+# use them standardise the columns when fitting (see classifier.train).
+_NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million dozen".split()
+)
+_MULTIPLIER_WORDS = frozenset(
+    "twice double doubles triple triples thrice half halves quarter third thirds quadruple pair pairs dozens "
+    "couple".split()
+)
+_WP2_TOKEN = re.compile(r"[a-z]+|\d+(?:,\d{3})*(?:\.\d+)?|[%$/:]")
+_CLOCK_TIME = re.compile(r"\b\d{1,2}:\d{2}\b|\b\d{1,2}\s?(?:am|pm|a\.m\.|p\.m\.)", re.IGNORECASE)
+_CENTS = re.compile(r"\$\d+\.\d\d")
+_DIGIT_FRACTION = re.compile(r"\b\d+/\d+\b")
+_CAPITALISED = re.compile(r"(?<![.?!]\s)(?<!^)\b[A-Z][a-z]+")
+_COMMON_CAPITALISED = frozenset(
+    "How What If The He She They In On At A An It Then After Each There This When I His Her Their".split()
+)
+_CUE_FAMILIES: dict[str, frozenset[str]] = {
+    "each": frozenset({"each"}),
+    "per": frozenset({"per"}),
+    "every": frozenset({"every"}),
+    "then": frozenset({"then"}),
+    "after": frozenset({"after", "afterwards"}),
+    "remain": frozenset({"remaining", "remains", "remain", "left", "rest"}),
+    "percent": frozenset({"percent", "%", "percentage"}),
+    "total": frozenset({"total", "altogether", "combined", "sum", "overall"}),
+    "average": frozenset({"average", "mean"}),
+    "more": frozenset({"more", "less", "fewer", "than"}),
+    "times": frozenset({"times"}),
+    "ratio": frozenset({"ratio", "proportion"}),
+    "but": frozenset({"but", "however", "instead", "except", "although", "while"}),
+    "if": frozenset({"if", "when", "until", "unless"}),
+    "age": frozenset({"old", "older", "younger", "age", "ages"}),
+    "rate": frozenset({"rate", "speed", "mph", "hour", "hours", "minute", "minutes"}),
+    "money": frozenset({"$", "dollars", "dollar", "cents", "cent", "price", "cost", "costs", "pay", "paid", "earn",
+                        "earns", "profit"}),
+    "increase": frozenset({"increase", "increases", "increased", "decrease", "decreased", "decreases", "discount",
+                           "tax", "interest"}),
+    "calendar": frozenset({"week", "weeks", "weekly", "day", "days", "daily", "month", "months", "year", "years"}),
+    "not": frozenset({"not", "no", "never"}),
+}
+_UNIT_PAIRS: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
+    (frozenset(a.split()), frozenset(b.split()))
+    for a, b in (
+        ("minute minutes", "hour hours"),
+        ("hour hours", "day days"),
+        ("day days", "week weeks"),
+        ("cent cents", "dollar dollars $"),
+        ("inch inches", "foot feet"),
+        ("month months", "year years"),
+        ("second seconds", "minute minutes"),
+        ("ounce ounces", "pound pounds cup cups gallon gallons"),
+    )
+)
+
+WORD_PROBLEM_V2_FEATURE_NAMES: tuple[str, ...] = (
+    "wp2_quantities",
+    "wp2_number_words",
+    "wp2_multiplier_words",
+    "wp2_all_quantities",
+    "wp2_distinct_quantities",
+    "wp2_sentences",
+    "wp2_question_words",
+    "wp2_question_quantities",
+    "wp2_words_per_sentence",
+    "wp2_quantities_per_sentence",
+    "wp2_clock_times",
+    "wp2_cents",
+    "wp2_digit_fractions",
+    "wp2_decimals",
+    "wp2_large_quantities",
+    "wp2_max_log10",
+    "wp2_min_log10",
+    "wp2_log10_spread",
+    "wp2_quantity_digits",
+    "wp2_names",
+    "wp2_unit_conversions",
+    "wp2_how_many_more",
+    "wp2_how_much",
+    "wp2_what_percent",
+    "wp2_words",
+    "wp2_commas",
+    "wp2_and",
+    "wp2_question_mark",
+    "wp2_question_not_last",
+    "wp2_round_quantities",
+) + tuple("wp2_cue_" + name for name in _CUE_FAMILIES)
+
+
+def _signed_log1p(x: float) -> float:
+    return math.copysign(math.log1p(abs(x)), x)
+
+
+def _question_sentence(sentences: list[str]) -> str:
+    """The last sentence with a question mark (else the last sentence)."""
+    questions = [s for s in sentences if "?" in s]
+    return questions[-1] if questions else (sentences[-1] if sentences else "")
+
+
+def word_problem_features_v2(text: str) -> list[float]:
+    """Counts of arithmetic word-problem difficulty cues of one (already truncated) prompt, log1p-compressed."""
+    lower = text.lower()
+    tokens = _WP2_TOKEN.findall(lower)
+    token_set = set(tokens)
+    nums = _QUANTITY.findall(text)
+    vals = [float(x.replace(",", "")) for x in nums]
+    n_number_words = sum(t in _NUMBER_WORDS for t in tokens)
+    n_multipliers = sum(t in _MULTIPLIER_WORDS for t in tokens)
+    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
+    question = _question_sentence(sentences)
+    q_tokens = _WP2_TOKEN.findall(question.lower())
+    n_all = len(nums) + n_number_words + n_multipliers
+    logs = [math.log10(v) for v in vals if v > 0] or [0.0]
+    names = set(_CAPITALISED.findall(text)) - _COMMON_CAPITALISED
+    n_words = sum(t.isalpha() for t in tokens)
+    n_sentences = max(len(sentences), 1)
+    counts = [
+        len(nums),
+        n_number_words,
+        n_multipliers,
+        n_all,
+        len(set(vals)) + len({t for t in tokens if t in _NUMBER_WORDS}),
+        len(sentences),
+        len(question.split()),
+        len(_QUANTITY.findall(question)) + sum(t in _NUMBER_WORDS for t in q_tokens),
+        n_words / n_sentences,
+        n_all / n_sentences,
+        len(_CLOCK_TIME.findall(text)),
+        len(_CENTS.findall(text)),
+        len(_DIGIT_FRACTION.findall(text)),
+        sum("." in x for x in nums),
+        sum(v >= 1000 for v in vals),
+        max(logs),
+        min(logs),
+        max(logs) - min(logs),
+        sum(len(x) for x in nums),
+        len(names),
+        sum(not token_set.isdisjoint(a) and not token_set.isdisjoint(b) for a, b in _UNIT_PAIRS),
+        float("how many more" in lower or "how much more" in lower),
+        float("how much" in lower),
+        float("what percent" in lower),
+        n_words,
+        text.count(","),
+        tokens.count("and"),
+        float("?" in text),
+        float(bool(question) and question in sentences and sentences.index(question) < len(sentences) - 1),
+        sum(v % 10 == 0 for v in vals),
+    ]
+    counts += [sum(t in cue for t in tokens) for cue in _CUE_FAMILIES.values()]
+    return [_signed_log1p(float(c)) for c in counts]
 
 
 def _digits_and_upper(text: str) -> tuple[int, int]:
@@ -275,7 +434,9 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
 
     Columns: hashed word 1-2-grams, optional hashed char n-grams, the
     hand-made features (scaled by ``hand_weight``) and, if
-    ``word_problem_weight`` > 0, the word-problem features scaled by it.
+    ``word_problem_weight`` > 0, the word-problem features scaled by it
+    (:func:`word_problem_features` for ``word_problem_version`` 1,
+    :func:`word_problem_features_v2` for 2).
     """
 
     def __init__(
@@ -286,6 +447,7 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         char_ngram_range: tuple[int, int] = (3, 5),
         hand_weight: float = 1.0,
         word_problem_weight: float = 0.0,
+        word_problem_version: int = 1,
     ) -> None:
         self.max_chars = max_chars
         self.word_features = word_features
@@ -293,22 +455,30 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         self.char_ngram_range = char_ngram_range
         self.hand_weight = hand_weight
         self.word_problem_weight = word_problem_weight
+        self.word_problem_version = word_problem_version
 
     def _wp_weight(self) -> float:
         # getattr: featurizers saved before word-problem features existed lack the attribute
         return float(getattr(self, "word_problem_weight", 0.0) or 0.0)
 
+    def _wp_features(self) -> tuple[Callable[[str], list[float]], tuple[str, ...]]:
+        """The word-problem feature function and its column names."""
+        # getattr: featurizers saved before version 2 existed lack the attribute
+        if int(getattr(self, "word_problem_version", 1)) == 2:
+            return word_problem_features_v2, WORD_PROBLEM_V2_FEATURE_NAMES
+        return word_problem_features, WORD_PROBLEM_FEATURE_NAMES
+
     def _hand_row(self, text: str, original_len: int) -> list[float]:
         row = [v * self.hand_weight for v in hand_features(text, original_len)]
         wp = self._wp_weight()
         if wp:
-            row += [v * wp for v in word_problem_features(text)]
+            row += [v * wp for v in self._wp_features()[0](text)]
         return row
 
     @property
     def n_hand_(self) -> int:
         """Number of dense (hand-made) columns at the end of the feature matrix."""
-        return len(HAND_FEATURE_NAMES) + (len(WORD_PROBLEM_FEATURE_NAMES) if self._wp_weight() else 0)
+        return len(HAND_FEATURE_NAMES) + (len(self._wp_features()[1]) if self._wp_weight() else 0)
 
     def fit(self, X: Iterable[str], y: object = None) -> "PromptFeaturizer":
         """No-op: the featurizer has no fitted state."""
@@ -358,6 +528,27 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         blocks.append(sp.csr_matrix(hand))
         return sp.hstack(blocks, format="csr", dtype=np.float32)
 
+    def compile_word_problem_only(self) -> Callable[[str], tuple[np.ndarray, ...]]:
+        """Fast one-text featurizer of the word-problem columns alone, ``(column indices, values)``.
+
+        For models whose weights on every other column are 0 (see
+        ``RouterConfig.dense_families``): the same values as :meth:`transform` in
+        those columns, without hashing the text's n-grams.
+        """
+        wp_weight = self._wp_weight()
+        if not wp_weight:
+            raise ValueError("featurizer has no word-problem features")
+        wp_function, wp_names = self._wp_features()
+        start = int(self.word_features) + int(self.char_features) + len(HAND_FEATURE_NAMES)
+        cols = np.arange(start, start + len(wp_names))
+        max_chars = int(self.max_chars)
+
+        def featurize(text: str) -> tuple[np.ndarray, ...]:
+            row = [v * wp_weight for v in wp_function(truncate(text, max_chars))]
+            return cols, np.asarray(row, dtype=np.float32).astype(np.float64)
+
+        return featurize
+
     def compile_single(
         self, word_problem: bool = True, unigram_features: int = 0
     ) -> Callable[[str], tuple[np.ndarray, ...]]:
@@ -377,7 +568,8 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         hand_weight = float(self.hand_weight)
         wp_weight = self._wp_weight() if word_problem else 0.0
         hand_offset = int(self.word_features) + int(self.char_features)
-        n_hand = len(HAND_FEATURE_NAMES) + (len(WORD_PROBLEM_FEATURE_NAMES) if wp_weight else 0)
+        wp_function, wp_names = self._wp_features()
+        n_hand = len(HAND_FEATURE_NAMES) + (len(wp_names) if wp_weight else 0)
         hand_cols = np.arange(hand_offset, hand_offset + n_hand)
         n_uni = int(unigram_features)
         # word unigram columns modulo n_uni are the unigram columns (same tokens, same hash)
@@ -405,7 +597,7 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
             idx_parts.append(hand_cols)
             row = [v * hand_weight for v in hand_features(t, len(text))]
             if wp_weight:
-                row += [v * wp_weight for v in word_problem_features(t)]
+                row += [v * wp_weight for v in wp_function(t)]
             # float32 like transform(), so both paths see the same values
             val_parts.append(np.asarray(row, dtype=np.float32).astype(np.float64))
             if not n_uni:

@@ -39,7 +39,9 @@ MODEL_FORMAT = "slm-gateway-router"
 MODEL_FORMAT_VERSION = 5
 # Versions this code reads: 2 had one model per family only (still valid in 3);
 # 4 adds optional per-family subject-prior heads (plain arrays, see SubjectPrior);
-# 5 adds optional per-family tree heads on the hand features (plain arrays, see TreeHead).
+# 5 adds optional per-family tree heads on the hand features (plain arrays, see TreeHead),
+# and featurizers may use version-2 word-problem features (``word_problem_version``),
+# which code reading only <= 4 would silently compute the old way.
 READABLE_FORMAT_VERSIONS: frozenset[int] = frozenset({2, 3, 4, 5})
 
 # Types a router file may contain beyond skops' built-in trusted set.  Anything
@@ -370,7 +372,11 @@ class RouterModel:
         for fam, names in self._heads.items():
             uses_wp = n_wp > 0 and any(np.any(self._linear[n][0][-n_wp:] != 0) for n in names)
             self._n_dense[fam] = len(HAND_FEATURE_NAMES) + (n_wp if uses_wp else 0)
+            only_wp = uses_wp and all(not np.any(self._linear[n][0][:-n_wp]) for n in names)
             prior = self.priors.get(fam)
+            if only_wp and prior is None and fam not in self.trees:  # dense family: no n-gram hashing
+                self._featurizers[fam] = featurizer.compile_word_problem_only()
+                continue
             self._featurizers[fam] = featurizer.compile_single(
                 word_problem=uses_wp, unigram_features=prior.n_features if prior is not None else 0
             )

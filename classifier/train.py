@@ -55,6 +55,13 @@ class RouterConfig:
     # prompts and slightly hurt multiple-choice ones in CV); other families' models
     # are fitted with those columns zeroed, so their weights are exactly 0.
     word_problem_families: tuple[str, ...] = ("text",)
+    # 1: the 20 scaled cue features; 2: 50 log-counts of cues (word_problem_features_v2).
+    word_problem_version: int = 2
+    # Families whose models see only the word-problem columns, standardised on the
+    # training rows, with inverse L2 strength C_dense (free-text math: a few dense
+    # counts generalise better on ~900 rows than hashed n-grams do).
+    dense_families: tuple[str, ...] = ("text",)
+    C_dense: float = 0.01
     # Subject-prior head (families whose training rows carry >= 2 subjects): share of
     # the score given to sum_s P(subject s | text) * (strong - weak accuracy of s),
     # P from multinomial naive Bayes on hashed word counts.  0 disables the head.
@@ -165,11 +172,29 @@ def build_featurizer(config: RouterConfig) -> PromptFeaturizer:
         char_features=config.char_features,
         hand_weight=config.hand_weight,
         word_problem_weight=config.word_problem_weight,
+        word_problem_version=config.word_problem_version,
     )
 
 
 def _fit_lr(X: Any, y: np.ndarray, C: float, seed: int) -> LogisticRegression:
     return LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(X, y)
+
+
+def _fit_dense_lr(X: Any, y: np.ndarray, n_dense: int, C: float, seed: int) -> LogisticRegression:
+    """Logistic model on the last ``n_dense`` columns of ``X`` only, fitted on standardised
+    columns and mapped back, so it scores raw feature rows like any other model (zero
+    weight on every other column)."""
+    dense = np.asarray(X[:, X.shape[1] - n_dense :].todense(), dtype=np.float64)
+    mean = dense.mean(axis=0)
+    std = dense.std(axis=0)
+    std[std == 0] = 1.0
+    est = _fit_lr((dense - mean) / std, y, C, seed)
+    coef = np.zeros((1, X.shape[1]), dtype=np.float64)
+    coef[0, X.shape[1] - n_dense :] = est.coef_[0] / std
+    est.intercept_ = est.intercept_ - est.coef_[0] @ (mean / std)
+    est.coef_ = coef
+    est.n_features_in_ = X.shape[1]
+    return est
 
 
 def fit_router(data: RoutingDataset, config: RouterConfig) -> RouterModel:
@@ -203,7 +228,10 @@ def fit_router(data: RoutingDataset, config: RouterConfig) -> RouterModel:
                 keep[X.shape[1] - n_wp :] = 0.0
                 Xf = Xf @ sp.diags(keep, format="csr")
             for suffix, y in targets.items():
-                models[name + suffix] = _fit_lr(Xf, y[rows], Cs[name], config.seed)
+                if n_wp and name in config.dense_families:
+                    models[name + suffix] = _fit_dense_lr(Xf, y[rows], n_wp, config.C_dense, config.seed)
+                else:
+                    models[name + suffix] = _fit_lr(Xf, y[rows], Cs[name], config.seed)
     if complete < len(SEGMENTS):
         for suffix, y in targets.items():
             models["all" + suffix] = _fit_lr(X, y, min(Cs.values()), config.seed)

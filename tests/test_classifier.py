@@ -302,6 +302,34 @@ def test_word_problem_features_are_bounded_and_optional() -> None:
     np.testing.assert_allclose(dense, X[0].toarray().ravel(), rtol=1e-6, atol=1e-7)
 
 
+def test_word_problem_features_v2_and_dense_family_model() -> None:
+    from classifier.features import WORD_PROBLEM_V2_FEATURE_NAMES, word_problem_features_v2
+    from classifier.train import _fit_dense_lr
+
+    text = "Sam buys 3 boxes of 1,200 pens at $4.50 each, then gives away 25% and half the rest. How many are left?"
+    wp = word_problem_features_v2(text)
+    assert len(wp) == len(WORD_PROBLEM_V2_FEATURE_NAMES) and all(np.isfinite(wp))
+    assert wp[WORD_PROBLEM_V2_FEATURE_NAMES.index("wp2_cents")] == pytest.approx(np.log1p(1.0))
+    assert wp[WORD_PROBLEM_V2_FEATURE_NAMES.index("wp2_multiplier_words")] == pytest.approx(np.log1p(1.0))
+    v1 = PromptFeaturizer(word_features=2**10, word_problem_weight=2.0)
+    v2 = PromptFeaturizer(word_features=2**10, word_problem_weight=2.0, word_problem_version=2)
+    assert v2.n_features_ == v1.n_features_ - 20 + len(WORD_PROBLEM_V2_FEATURE_NAMES)
+    X = v2.transform([text, "hi", "Tom has 12 apples and eats 5. How many remain?"])
+    idx, val = v2.compile_single()(text)
+    dense = np.zeros(v2.n_features_)
+    dense[idx] = val
+    np.testing.assert_allclose(dense, X[0].toarray().ravel(), rtol=1e-6, atol=1e-7)
+    # a dense-family model: weights only on the word-problem columns, scoring raw rows
+    n_wp = len(WORD_PROBLEM_V2_FEATURE_NAMES)
+    est = _fit_dense_lr(X, np.array([True, False, True]), n_wp, C=1.0, seed=0)
+    assert est.coef_.shape == (1, v2.n_features_) and not est.coef_[0, : v2.n_features_ - n_wp].any()
+    p = est.predict_proba(X)[:, 1]
+    assert p[0] > p[1] and p[2] > p[1]
+    idx, val = v2.compile_word_problem_only()(text)
+    np.testing.assert_allclose(val, X[0].toarray().ravel()[idx], rtol=1e-6, atol=1e-7)
+    assert set(idx) == set(range(v2.n_features_ - n_wp, v2.n_features_))
+
+
 def test_subject_prior_head(tmp_path: Path) -> None:
     from classifier.model import SubjectPrior, save_model
     from classifier.train import fit_router
