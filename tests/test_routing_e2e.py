@@ -74,6 +74,10 @@ def test_rules_pin_and_route_capabilities(auto_gateway: RunningGateway) -> None:
 def test_decisions_and_classifier_time_are_in_the_metrics(auto_gateway: RunningGateway) -> None:
     import httpx
 
+    api = client(auto_gateway)  # its own traffic, so the test holds when run alone
+    api.chat.completions.create(model="gpt-4o", messages=EASY, max_tokens=4, temperature=0)
+    api.chat.completions.create(model="gpt-4o", messages=HARD, max_tokens=4)
+    api.chat.completions.create(model="gpt-4o", messages=EASY, tools=TOOLS, max_tokens=4)
     text = httpx.get(f"{auto_gateway.root}/metrics", timeout=10).text
     assert 'slm_gateway_routing_decisions_total{reason="classifier",tier="local"}' in text
     assert 'slm_gateway_routing_decisions_total{reason="tools-upstream",tier="upstream"}' in text
