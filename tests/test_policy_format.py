@@ -40,6 +40,19 @@ def test_every_shipped_policy_validates_and_builds(path: Path) -> None:
         assert 0.0 <= threshold <= 1.0
 
 
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_auto_threshold_splits_the_shipped_models_traffic(path: Path) -> None:
+    """With the shipped classifier, each auto threshold keeps 5%..95% of training-like traffic local:
+    a threshold outside the model's score range would silently send everything one way."""
+    from classifier.model import load_model
+
+    model = load_model()
+    quantiles = model.metadata["score_quantiles"]
+    router = PolicyRouter(load_policy(path), model)
+    for name, (threshold, _source) in router.thresholds().items():
+        assert quantiles["p5"] < threshold < quantiles["p95"], (name, threshold)
+
+
 def bad(text: str) -> str:
     with pytest.raises(PolicyError) as info:
         parse_policy(text, "bad.yaml")
