@@ -71,6 +71,12 @@ class ModelLoadError(RuntimeError):
     """The router model file is missing, corrupt, or contains untrusted types."""
 
 
+def _blend_head(score: Any, head: Any, weight: float, slope: float, intercept: float) -> Any:
+    """``score`` blended with a head's output mapped onto the score scale (``slope * head + intercept``),
+    clipped to [0, 1]; arrays or scalars."""
+    return np.clip((1.0 - weight) * score + weight * (slope * head + intercept), 0.0, 1.0)
+
+
 def metrics_path_for(model_path: str | Path) -> Path:
     """Where the training metrics JSON of a model file lives (``metrics.json`` beside it)."""
     return Path(model_path).with_name("metrics.json")
@@ -165,7 +171,7 @@ class SubjectPrior:
 
     def combine(self, benefit: Any, gain: Any) -> Any:
         """The family's score from its benefit score and expected gain (clipped to [0, 1])."""
-        return np.clip((1.0 - self.weight) * benefit + self.weight * (self.slope * gain + self.intercept), 0.0, 1.0)
+        return _blend_head(benefit, gain, self.weight, self.slope, self.intercept)
 
     def to_params(self) -> dict[str, Any]:
         """The stored (skops-safe) representation."""
@@ -285,7 +291,7 @@ class TreeHead:
 
     def combine(self, score: Any, trees: Any) -> Any:
         """The family's score from its score so far and the trees' output (clipped to [0, 1])."""
-        return np.clip((1.0 - self.weight) * score + self.weight * (self.slope * trees + self.intercept), 0.0, 1.0)
+        return _blend_head(score, trees, self.weight, self.slope, self.intercept)
 
     def to_params(self) -> dict[str, Any]:
         """The stored (skops-safe) representation."""
