@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from itertools import repeat
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -260,11 +261,13 @@ def word_problem_features_v2(text: str) -> list[float]:
     """Counts of arithmetic word-problem difficulty cues of one (already truncated) prompt, log1p-compressed."""
     lower = text.lower()
     tokens = _WP2_TOKEN.findall(lower)
-    token_set = set(tokens)
+    token_counts = Counter(tokens)  # one pass; every cue count below is a few dict lookups
+    token_set = token_counts.keys()
     nums = _QUANTITY.findall(text)
     vals = [float(x.replace(",", "")) for x in nums]
-    n_number_words = sum(t in _NUMBER_WORDS for t in tokens)
-    n_multipliers = sum(t in _MULTIPLIER_WORDS for t in tokens)
+    number_words = _NUMBER_WORDS & token_set
+    n_number_words = sum(token_counts[w] for w in number_words)
+    n_multipliers = sum(token_counts[w] for w in _MULTIPLIER_WORDS & token_set)
     sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
     question = _question_sentence(sentences)
     q_tokens = _WP2_TOKEN.findall(question.lower())
@@ -278,7 +281,7 @@ def word_problem_features_v2(text: str) -> list[float]:
         n_number_words,
         n_multipliers,
         n_all,
-        len(set(vals)) + len({t for t in tokens if t in _NUMBER_WORDS}),
+        len(set(vals)) + len(number_words),
         len(sentences),
         len(question.split()),
         len(_QUANTITY.findall(question)) + sum(t in _NUMBER_WORDS for t in q_tokens),
@@ -300,12 +303,12 @@ def word_problem_features_v2(text: str) -> list[float]:
         float("what percent" in lower),
         n_words,
         text.count(","),
-        tokens.count("and"),
+        token_counts["and"],
         float("?" in text),
         float(bool(question) and question in sentences and sentences.index(question) < len(sentences) - 1),
         sum(v % 10 == 0 for v in vals),
     ]
-    counts += [sum(t in cue for t in tokens) for cue in _CUE_FAMILIES.values()]
+    counts += [sum(token_counts[w] for w in cue) for cue in _CUE_FAMILIES.values()]
     return [_signed_log1p(float(c)) for c in counts]
 
 
