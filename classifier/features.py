@@ -479,6 +479,11 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         return row
 
     @property
+    def hand_start_(self) -> int:
+        """Index of the first dense column (hand-made features, then word-problem features)."""
+        return int(self.word_features) + int(self.char_features)
+
+    @property
     def n_hand_(self) -> int:
         """Number of dense (hand-made) columns at the end of the feature matrix."""
         return len(HAND_FEATURE_NAMES) + (len(self._wp_features()[1]) if self._wp_weight() else 0)
@@ -518,7 +523,7 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
     @property
     def n_features_(self) -> int:
         """Total number of output columns."""
-        return int(self.word_features) + int(self.char_features) + self.n_hand_
+        return self.hand_start_ + self.n_hand_
 
     def transform(self, X: Sequence[str]) -> sp.csr_matrix:
         """Featurise a sequence of prompt texts."""
@@ -542,7 +547,7 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         if not wp_weight:
             raise ValueError("featurizer has no word-problem features")
         wp_function, wp_names = self._wp_features()
-        start = int(self.word_features) + int(self.char_features) + len(HAND_FEATURE_NAMES)
+        start = self.hand_start_ + len(HAND_FEATURE_NAMES)
         cols = np.arange(start, start + len(wp_names))
         max_chars = int(self.max_chars)
 
@@ -570,7 +575,7 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         max_chars = int(self.max_chars)
         hand_weight = float(self.hand_weight)
         wp_weight = self._wp_weight() if word_problem else 0.0
-        hand_offset = int(self.word_features) + int(self.char_features)
+        hand_offset = self.hand_start_
         wp_function, wp_names = self._wp_features()
         n_hand = len(HAND_FEATURE_NAMES) + (len(wp_names) if wp_weight else 0)
         hand_cols = np.arange(hand_offset, hand_offset + n_hand)

@@ -369,7 +369,7 @@ class RouterModel:
             raise ValueError(f"tree head for unknown family {', '.join(unknown)}")
         if any(t.n_inputs > len(HAND_FEATURE_NAMES) for t in self.trees.values()):
             raise ValueError("tree head reads more inputs than there are hand features")
-        self._hand_start = int(featurizer.word_features) + int(featurizer.char_features)
+        self._hand_start = featurizer.hand_start_
         # Per family: a featurizer that skips the word-problem features when the
         # family's models ignore them (weights exactly 0) and, for a family with a
         # subject prior, also returns the prompt's unigram columns.

@@ -263,7 +263,7 @@ def _fit_tree_head(
     config: RouterConfig,
 ) -> TreeHead:
     """Tree head for one family's rows: boosted trees on the hand features, target strong - weak."""
-    start = int(featurizer.word_features) + int(featurizer.char_features)
+    start = featurizer.hand_start_
     n_inputs = len(HAND_FEATURE_NAMES)
     H = X[rows][:, start : start + n_inputs].toarray().astype(np.float64)
     y = data.strong_correct[rows].astype(float) - data.weak_correct[rows].astype(float)
