@@ -369,7 +369,6 @@ def test_subject_prior_head(tmp_path: Path) -> None:
         load_model(path)
 
 
-
 def test_tree_head(tmp_path: Path) -> None:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -408,6 +407,7 @@ def test_tree_head(tmp_path: Path) -> None:
               "models": router.models, "trees": {"mc": dict(params, weight=2.0)}}, path)
     with pytest.raises(ModelLoadError, match="bad tree head"):
         load_model(path)
+
 
 # --------------------------------------------------------------------------- loading errors
 
