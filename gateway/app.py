@@ -16,6 +16,7 @@ from gateway.components import Gateway
 from gateway.costs import CostModel
 from gateway.dispatch import ChatDispatcher, Tiers
 from gateway.errors import GatewayError, error_json
+from gateway.health import build_health
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import Router
 from gateway.routing.reloadable import ReloadableRouter, router_from_settings
@@ -73,6 +74,7 @@ def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
             read_timeout=settings.upstream.read_timeout,
             max_connections=settings.upstream.max_connections,
             client=settings.upstream.client,
+            max_response_bytes=settings.upstream.max_response_bytes,
         )
     return Tiers(
         local=local,
@@ -121,6 +123,10 @@ def create_app(
     dispatcher = ChatDispatcher(tiers, router, metrics, costs)
     cache = build_cached_chat(settings.cache, dispatcher, tiers, metrics)
     gateway = Gateway(settings, tiers, dispatcher, KeyChecker(settings.api_keys), metrics, cache=cache)
+    store = cache.cache.store if cache is not None else None
+    gateway.health = build_health(  # type: ignore[attr-defined]
+        tiers.local, tiers.upstream, store, metrics.cache_backend_up, settings.server.readiness_cache_seconds
+    )
     app = Litestar(
         route_handlers=build_routes(gateway),
         on_startup=[gateway.start, *([router.install_sighup] if isinstance(router, ReloadableRouter) else [])],

@@ -104,13 +104,4 @@ class Gateway:
         return self._models_body
 
     async def readiness(self) -> tuple[bool, bytes]:
-        """Ready when the local model is loaded (if any) and the upstream answers (if configured)."""
-        checks: dict[str, str] = {}
-        if self.tiers.local is not None:
-            checks["local"] = "ready" if await self.tiers.local.ready() else "loading"
-        if self.tiers.upstream is not None:
-            checks["upstream"] = "reachable" if await self.tiers.upstream.ready() else "unreachable"
-        else:
-            checks["upstream"] = "not configured"
-        ready = checks.get("local", "ready") == "ready" and checks["upstream"] != "unreachable"
-        return ready, msgspec.json.encode({"status": "ready" if ready else "not ready", "checks": checks})
+        return await self.health.check()  # gateway.health.HealthCheck, set by create_app
