@@ -18,7 +18,7 @@ from gateway.costs import CostModel
 from gateway.errors import GatewayError, InvalidRequest, RateLimited, TierUnavailable, UpstreamStatusError, error_json
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import RouteContext, RouteDecision, Router, Tier
-from gateway.tiers.base import Backend, Completion, Usage, chunk_usage
+from gateway.tiers.base import NO_FEATURES, Backend, Completion, Usage, chunk_usage
 from gateway.tiers.local import ContextTooLong
 
 SSE_DONE = b"data: [DONE]\n\n"
@@ -97,6 +97,7 @@ class ChatDispatcher:
             headers=headers,
             has_upstream=self.tiers.upstream is not None,
             has_local=self.tiers.local is not None,
+            local_features=getattr(self.tiers.local, "features", NO_FEATURES),
         )
         decision = self.router.decide(ctx)
         self.metrics.routing_decisions.labels(decision.tier, decision.reason).inc()

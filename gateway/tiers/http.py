@@ -10,7 +10,7 @@ import msgspec
 from gateway import __version__
 from gateway.api.schemas import ParsedRequest
 from gateway.errors import TierUnavailable, UpstreamStatusError, error_json
-from gateway.tiers.base import Completion, Usage
+from gateway.tiers.base import ALL_FEATURES, Completion, Usage
 from gateway.tiers.sse import SSEDecoder, SSEProtocolError
 from gateway.tiers.transport import Timeouts, Transport, TransportError, TransportResponse, make_transport
 
@@ -39,6 +39,8 @@ class OpenAIHTTPBackend:
     The API key is sent as a bearer token and never logged or returned. A connection that cannot be made is
     retried once (nothing was sent); a read timeout or a broken connection is not retried.
     """
+
+    features: frozenset[str] = ALL_FEATURES  # the request passes through: the upstream honours what it supports
 
     def __init__(
         self,
