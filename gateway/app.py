@@ -120,7 +120,7 @@ def create_app(
     costs = CostModel(settings.costs, settings.upstream.default_model)
     dispatcher = ChatDispatcher(tiers, router, metrics, costs)
     cache = build_cached_chat(settings.cache, dispatcher, tiers, metrics)
-    gateway = Gateway(settings, tiers, dispatcher, KeyChecker(settings.api_keys), metrics, cache=cache)
+    gateway = Gateway(settings, tiers, dispatcher, KeyChecker(settings.api_keys, settings.admin_api_keys), metrics, cache=cache)
     app = Litestar(
         route_handlers=build_routes(gateway),
         on_startup=[gateway.start, *([router.install_sighup] if isinstance(router, ReloadableRouter) else [])],
