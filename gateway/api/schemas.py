@@ -88,6 +88,8 @@ def parse_chat_request(body: bytes) -> ParsedRequest:
     """Decode and validate a chat completion body; raise InvalidRequest with the offending field."""
     if not body:
         raise InvalidRequest("Request body is empty; expected a JSON object.", code="invalid_json")
+    # each level opens a bracket: a body with few brackets cannot be too deep, so only bracket-rich ones are walked
+    brackets = body.count(b"{") + body.count(b"[")
     try:
         raw = _decoder.decode(body)
     except msgspec.DecodeError as exc:
@@ -96,8 +98,7 @@ def parse_chat_request(body: bytes) -> ParsedRequest:
         raise _too_deep() from None
     if not isinstance(raw, dict):
         raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
-    # each level opens a bracket: a body with few brackets cannot be deep, so the walk only runs on bracket-rich ones
-    if body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH and _deeper_than(raw, MAX_JSON_DEPTH):
+    if brackets > MAX_JSON_DEPTH and _deeper_than(raw, MAX_JSON_DEPTH):
         raise _too_deep()
     if "messages" not in raw:
         raise InvalidRequest("Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
