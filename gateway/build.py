@@ -84,4 +84,4 @@ def build_gateway(
     health = build_health(
         tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds
     )
-    return Pipeline(settings, tiers, router, cache, KeyChecker(settings.api_keys), metrics, accounting, health)
+    return Pipeline(settings, tiers, router, cache, KeyChecker(settings.api_keys, settings.admin_api_keys), metrics, accounting, health)

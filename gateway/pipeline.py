@@ -20,6 +20,7 @@ from gateway.health import HealthCheck, build_health
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import RouteContext, Router
 from gateway.settings import Settings
+from gateway.tiers.base import NO_FEATURES
 
 
 class Pipeline:
@@ -79,6 +80,7 @@ class Pipeline:
             headers=ex.headers,
             has_upstream=tiers.upstream is not None,
             has_local=tiers.local is not None,
+            local_features=getattr(tiers.local, "features", NO_FEATURES),
         )
         try:
             decision = self.router.decide(ctx)
