@@ -137,6 +137,9 @@ async def test_a_stream_cut_mid_way_ends_with_an_error_event(app_factory: Any) -
     got = events(response.text)
     assert content_of(got[:-1]) == "one" and got[-1]["error"]["code"] == "upstream_protocol_error"
     assert len(got) == 3  # role chunk, "one", the error event: nothing after it
+    assert gw.metric("slm_gateway_upstream_errors_total", kind="protocol") == 1
+    assert gw.metric("slm_gateway_requests_total", tier="upstream", status="502", reason="default") == 1
+    assert gw.metric("slm_gateway_completion_tokens_total", tier="upstream", model="gpt-4o-mini") == 0
 
 
 async def test_a_stream_failing_before_its_first_chunk_keeps_its_status(app_factory: Any) -> None:
