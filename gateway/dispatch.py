@@ -20,6 +20,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import RouteContext, RouteDecision, Router, Tier
 from gateway.tiers.base import Backend, Completion, Usage, chunk_usage
 from gateway.tiers.local import ContextTooLong
+from gateway.tiers.structured import LocalCannotServe
 
 SSE_DONE = b"data: [DONE]\n\n"
 T = TypeVar("T")
@@ -58,7 +59,7 @@ class StreamObserver(Protocol):
 
 def is_tier_failure(exc: BaseException) -> bool:
     """Failures that another tier may recover from (as opposed to errors the client caused)."""
-    if isinstance(exc, (TierUnavailable, RateLimited, ContextTooLong)):
+    if isinstance(exc, (TierUnavailable, RateLimited, LocalCannotServe)):  # LocalCannotServe: ContextTooLong, ...
         return True
     return isinstance(exc, UpstreamStatusError) and (exc.status_code >= 500 or exc.status_code == 429)
 

@@ -10,9 +10,11 @@ from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 
+from gateway.api.disconnect import unless_disconnected
 from gateway.api.event_stream import EventStream
 from gateway.api.schemas import parse_chat_request
 from gateway.components import Gateway
+from gateway.dispatch import CLIENT_CLOSED_REQUEST
 from gateway.errors import GatewayError, RequestTooLarge
 from gateway.supervisor import ask_supervisor_to_reload
 
@@ -54,7 +56,11 @@ def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
         except GatewayError as exc:
             gateway.count_invalid(exc)
             raise
-        answer = await gateway.handle_chat(parsed, request.headers, request_id, tenant, started)
+        answer = await unless_disconnected(
+            request.receive, gateway.handle_chat(parsed, request.headers, request_id, tenant, started)
+        )
+        if answer is None:  # the client left before the answer was ready; its work was cancelled
+            return Response(b"", status_code=CLIENT_CLOSED_REQUEST, media_type=JSON)
         if gateway.is_stream(answer):
             return EventStream(answer.chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **answer.headers})
         return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers)

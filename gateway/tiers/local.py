@@ -12,17 +12,16 @@ from typing import Any
 
 import llama_cpp
 import msgspec
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from gateway.api.schemas import ParsedRequest, message_text
-from gateway.errors import InvalidRequest, RateLimited
+from gateway.api.schemas import ParsedRequest
+from gateway.errors import RateLimited
 from gateway.tiers.base import Completion, Usage
+from gateway.tiers.grammar import grammar_compiles
 from gateway.tiers.llama_generation import GenerationResult, SamplingParams, generate
+from gateway.tiers.prompt import ChatPrompt, control_token_texts
+from gateway.tiers.queue_estimate import ServiceTimes
+from gateway.tiers.structured import LocalCannotServe, OutputPlan, plan_output
 
-_DEFAULT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 _DONE = object()
 
 
@@ -33,7 +32,7 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-class ContextTooLong(InvalidRequest):
+class ContextTooLong(LocalCannotServe):
     """The prompt does not fit the local model's context window."""
 
     def __init__(self, prompt_tokens: int, context_size: int) -> None:
@@ -60,6 +59,7 @@ class LocalQueueFull(RateLimited):
 class _Prepared(msgspec.Struct):
     tokens: list[int]
     params: SamplingParams
+    plan: OutputPlan
 
 
 class LlamaCppBackend:
@@ -93,9 +93,10 @@ class LlamaCppBackend:
         self._on_queue_change = on_queue_change
         self._pool: asyncio.Queue[llama_cpp.Llama] | None = None
         self._instances: list[llama_cpp.Llama] = []
-        self._formatter: Jinja2ChatFormatter | None = None
+        self._prompt: ChatPrompt | None = None
         self._tokenizer: llama_cpp.Llama | None = None
         self._tokenize_lock = threading.Lock()
+        self.service_times = ServiceTimes()
         self.waiting = 0
         self.inflight = 0
 
@@ -107,7 +108,9 @@ class LlamaCppBackend:
         for instance in self._instances:
             self._pool.put_nowait(instance)
         self._tokenizer = self._instances[0]
-        self._formatter = self._make_formatter(self._instances[0])
+        self._prompt = ChatPrompt(
+            self._tokenizer.metadata.get("tokenizer.chat_template"), control_token_texts(self._tokenizer), self._tokenize
+        )
 
     def _load_all(self) -> list[llama_cpp.Llama]:
         instances = [
@@ -120,11 +123,6 @@ class LlamaCppBackend:
             instance.eval(instance.tokenize(b"Hello", add_bos=False))
             instance.reset()
         return instances
-
-    @staticmethod
-    def _make_formatter(llm: llama_cpp.Llama) -> Jinja2ChatFormatter:
-        template = llm.metadata.get("tokenizer.chat_template") or _DEFAULT_TEMPLATE
-        return Jinja2ChatFormatter(template=template, eos_token="", bos_token="")
 
     async def close(self) -> None:
         for instance in self._instances:
@@ -139,17 +137,20 @@ class LlamaCppBackend:
         """Exact prompt tokens of the request under the model's chat template."""
         return len(self._prompt_tokens(request))
 
-    def _prompt_tokens(self, request: ParsedRequest) -> list[int]:
-        assert self._formatter is not None and self._tokenizer is not None, "backend not started"
-        messages = [
-            {"role": m.role, "content": message_text(m)} for m in request.chat.messages
-        ]
-        prompt = self._formatter(messages=messages).prompt
+    def _tokenize(self, text: str, special: bool) -> list[int]:
+        assert self._tokenizer is not None, "backend not started"
         with self._tokenize_lock:
-            return self._tokenizer.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+            return self._tokenizer.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+    def _prompt_tokens(self, request: ParsedRequest, plan: OutputPlan | None = None) -> list[int]:
+        assert self._prompt is not None, "backend not started"
+        tools = plan.tools if plan is not None else None
+        return self._prompt.tokens(request.chat.messages, tools)
 
     def _prepare(self, request: ParsedRequest) -> _Prepared:
-        tokens = self._prompt_tokens(request)
+        plan = plan_output(request)
+        self._check_grammars(plan)
+        tokens = self._prompt_tokens(request, plan)
         room = self.context_size - len(tokens)
         if room < 1:
             raise ContextTooLong(len(tokens), self.context_size)
@@ -162,14 +163,27 @@ class LlamaCppBackend:
             top_p=1.0 if chat.top_p is None else chat.top_p,
             seed=chat.seed,
             stop=stop,
+            grammar=plan.grammar,
+            trigger=plan.trigger,
+            lazy_grammar=plan.lazy_grammar,
         )
-        return _Prepared(tokens, params)
+        return _Prepared(tokens, params, plan)
+
+    def _check_grammars(self, plan: OutputPlan) -> None:
+        assert self._tokenizer is not None, "backend not started"
+        for grammar in (plan.grammar, plan.lazy_grammar):
+            if grammar is not None and not grammar_compiles(self._tokenizer._model.vocab, grammar):
+                raise LocalCannotServe(
+                    "The local model cannot compile a grammar for this request's schema.",
+                    param="response_format" if plan.tools is None else "tools",
+                    code="unsupported_schema",
+                )
 
     # -- admission -----------------------------------------------------------------------------------------
     async def _acquire(self) -> llama_cpp.Llama:
         assert self._pool is not None, "backend not started"
         if self._pool.empty() and self.waiting >= self.max_queue:
-            raise LocalQueueFull(retry_after=max(1, self.waiting // max(1, self.max_concurrency)))
+            raise LocalQueueFull(retry_after=self.service_times.retry_after(self.waiting, self.max_concurrency))
         self.waiting += 1
         self._changed()
         try:
@@ -190,10 +204,19 @@ class LlamaCppBackend:
         if self._on_queue_change is not None:
             self._on_queue_change(self.waiting, self.inflight)
 
-    def _run(self, instance: llama_cpp.Llama, prepared: _Prepared, emit: Any, cancel: threading.Event) -> asyncio.Future[GenerationResult]:
+    def _run(
+        self, instance: llama_cpp.Llama, prepared: _Prepared, emit: Any, cancel: threading.Event
+    ) -> asyncio.Future[GenerationResult]:
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         future = loop.run_in_executor(None, generate, instance, prepared.tokens, prepared.params, emit, cancel)
-        future.add_done_callback(lambda _f: self._release(instance))
+
+        def done(f: asyncio.Future[GenerationResult]) -> None:
+            self._release(instance)
+            if not f.cancelled() and f.exception() is None and f.result().finish_reason != "cancelled":
+                self.service_times.observe(time.monotonic() - started)  # for retry-after estimates
+
+        future.add_done_callback(done)
         return future
 
     # -- the Backend protocol ------------------------------------------------------------------------------
@@ -204,28 +227,16 @@ class LlamaCppBackend:
         try:
             result = await asyncio.shield(self._run(instance, prepared, None, cancel))
         except asyncio.CancelledError:
-            cancel.set()
+            cancel.set()  # the client left (or the request was cancelled): stop at the next token
             raise
         usage = Usage(len(prepared.tokens), result.completion_tokens)
-        body = {
-            "id": _completion_id(),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.served_model_name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": result.text},
-                    "logprobs": None,
-                    "finish_reason": result.finish_reason,
-                }
-            ],
-            "usage": _usage_dict(usage),
-            "system_fingerprint": None,
-        }
+        message, finish_reason = prepared.plan.message(result.text, result.finish_reason)
+        body = completion_body(self.served_model_name, message, finish_reason, usage)
         return Completion(body=msgspec.json.encode(body), model=self.served_model_name, usage=usage)
 
-    async def stream(self, request: ParsedRequest, model: str, request_id: str | None = None) -> AsyncIterator[bytes]:
+    async def stream(
+        self, request: ParsedRequest, model: str, request_id: str | None = None
+    ) -> AsyncIterator[list[bytes]]:
         prepared = self._prepare(request)
         instance = await self._acquire()
         loop = asyncio.get_running_loop()
@@ -237,23 +248,10 @@ class LlamaCppBackend:
 
         future = self._run(instance, prepared, emit, cancel)
         future.add_done_callback(lambda _f: queue.put_nowait(_DONE))
-        chunk_id, created = _completion_id(), int(time.time())
-        encode = msgspec.json.encode
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return encode(
-                {
-                    "id": chunk_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": self.served_model_name,
-                    "system_fingerprint": None,
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-                }
-            )
-
+        chunks = ChunkWriter(_completion_id(), int(time.time()), self.served_model_name)
+        deltas = prepared.plan.deltas()
         try:
-            yield [chunk({"role": "assistant", "content": ""})]
+            yield [chunks.delta({"role": "assistant", "content": ""})]
             finished = False
             while not finished:
                 texts = [await queue.get()]
@@ -262,22 +260,48 @@ class LlamaCppBackend:
                 if texts[-1] is _DONE:
                     texts.pop()
                     finished = True
-                if texts:
-                    yield [chunk({"content": text}) for text in texts]
+                batch = [chunks.delta(d) for text in texts for d in deltas.feed(text)]
+                if batch:
+                    yield batch
             result = future.result()
+            rest, finish_reason = deltas.finish(result.finish_reason)
             usage = Usage(len(prepared.tokens), result.completion_tokens)
-            usage_chunk = {
-                "id": chunk_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": self.served_model_name,
-                "system_fingerprint": None,
-                "choices": [],
-                "usage": _usage_dict(usage),
-            }
-            yield [chunk({}, result.finish_reason), encode(usage_chunk)]
+            yield [*(chunks.delta(d) for d in rest), chunks.delta({}, finish_reason), chunks.usage(usage)]
         finally:
             cancel.set()  # a client that went away stops the generation at the next token
+
+
+def completion_body(model: str, message: dict[str, Any], finish_reason: str, usage: Usage) -> dict[str, Any]:
+    """The `chat.completion` object of a local answer."""
+    return {
+        "id": _completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+        "usage": _usage_dict(usage),
+        "system_fingerprint": None,
+    }
+
+
+class ChunkWriter:
+    """Encodes the `chat.completion.chunk`s of one streamed local answer."""
+
+    def __init__(self, chunk_id: str, created: int, model: str) -> None:
+        self.head = {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": None,
+        }
+
+    def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return msgspec.json.encode({**self.head, "choices": [choice]})
+
+    def usage(self, usage: Usage) -> bytes:
+        return msgspec.json.encode({**self.head, "choices": [], "usage": _usage_dict(usage)})
 
 
 def _completion_id() -> str:
