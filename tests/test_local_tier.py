@@ -127,6 +127,30 @@ async def test_plain_prompts_tokenise_as_before(backend: LlamaCppBackend) -> Non
     assert ids == backend._tokenize(rendered, True)
 
 
+async def test_tool_turns_render_in_the_models_own_format(backend: LlamaCppBackend) -> None:
+    from gateway.tiers.structured import plan_output
+
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    turns = request({
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+        ],
+        "tools": [tool],
+    })
+    ids = backend._prompt_tokens(turns, plan_output(turns))
+    text = backend._tokenizer.detokenize(ids, special=True).decode()
+    assert text.endswith(
+        "<|im_start|>user\nWeather in Paris?<|im_end|>\n"
+        '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n'
+        "<|im_start|>user\n<tool_response>\n18C\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert '<tools>\n{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}\n</tools>' in text
+
+
 # -- d) retry-after on a full queue --------------------------------------------------------------------------------
 def test_service_time_estimate_is_exact() -> None:
     times = ServiceTimes(prior_seconds=2.0, weight=0.5)

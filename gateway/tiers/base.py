@@ -9,6 +9,15 @@ import msgspec
 
 from gateway.api.schemas import ParsedRequest
 
+# Optional request features a tier may honour (`Backend.features`); a tier lacking one never serves a request
+# that needs it.
+FEATURE_TOOLS = "tools"
+FEATURE_RESPONSE_FORMAT = "response_format"
+FEATURE_IMAGES = "images"
+FEATURE_N = "n"
+FEATURE_LOGPROBS = "logprobs"
+ALL_FEATURES = frozenset({FEATURE_TOOLS, FEATURE_RESPONSE_FORMAT, FEATURE_IMAGES, FEATURE_N, FEATURE_LOGPROBS})
+
 
 class Usage(msgspec.Struct):
     prompt_tokens: int = 0

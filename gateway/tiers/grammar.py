@@ -12,7 +12,9 @@ from typing import Any
 
 from llama_cpp.llama_grammar import SchemaConverter
 
-TOOL_CALL_OPEN = "<tool_call>"
+from gateway.tiers.tool_probe import TOOL_CALL_OPEN
+
+__all__ = ["TOOL_CALL_OPEN", "TOOL_CALL_CLOSE"]
 TOOL_CALL_CLOSE = "</tool_call>"
 
 _ANNOTATIONS = frozenset(
@@ -143,12 +145,9 @@ def parameters_schema(function: dict[str, Any]) -> dict[str, Any]:
     return params if isinstance(params, dict) and params else {"type": "object", "properties": {}}
 
 
-def tool_calls_grammar(
-    functions: list[dict[str, Any]], *, parallel: bool, answer: dict[str, Any] | None = None
-) -> tuple[str, str, str | None]:
+def tool_calls_grammar(functions: list[dict[str, Any]], *, parallel: bool) -> tuple[str, str]:
     """Grammars for Qwen-style tool calls (`<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`) to
-    `functions`: (the whole output is calls; the output after an opening `<tool_call>` the model chose; an answer
-    matching the `answer` schema or the calls, when `answer` is given)."""
+    `functions`: (the whole output is calls; the output after an opening `<tool_call>`)."""
     converter = _converter()
     alternatives = []
     for i, function in enumerate(functions):
@@ -161,14 +160,8 @@ def tool_calls_grammar(
     call = f'"\\n" tool-call "\\n{TOOL_CALL_CLOSE}"'
     more = f' ("\\n{TOOL_CALL_OPEN}" {call})*' if parallel else ""
     converter._add_rule("tool-calls-rest", call + more)
-    calls = f'"{TOOL_CALL_OPEN}" tool-calls-rest'
-    either = None
-    if answer is not None:
-        check_supported(answer)
-        answer_rule = _visit(converter, _prefixed_refs(answer, "answer-"), "answer")
-        either = converter.format_grammar() + f"\nroot ::= {answer_rule} | {calls}"
     rules = converter.format_grammar()
-    return rules + f"\nroot ::= {calls}", rules + "\nroot ::= tool-calls-rest", either
+    return rules + f'\nroot ::= "{TOOL_CALL_OPEN}" tool-calls-rest', rules + "\nroot ::= tool-calls-rest"
 
 
 def grammar_compiles(vocab: Any, gbnf: str) -> bool:

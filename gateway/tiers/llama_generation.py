@@ -1,5 +1,5 @@
 """Token-by-token generation with llama.cpp, run in a worker thread: exact token counts, stop strings, cancellation,
-a per-request sampling seed, and grammar-constrained decoding (from the start, or once a trigger text appears)."""
+a per-request sampling seed, and grammar-constrained decoding (from the start, or once the model opens a tool call)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,19 @@ from typing import Any
 import llama_cpp
 import msgspec
 
+from gateway.tiers.tool_probe import TOOL_CALL_OPEN, ToolCallProbe
+
 UNSEEDED = llama_cpp.LLAMA_DEFAULT_SEED  # llama.cpp draws a fresh random seed for a sampler given this value
 
 
 class SamplingParams(msgspec.Struct, kw_only=True):
-    """How to sample one request. `grammar` (GBNF) constrains the whole output; `lazy_grammar` applies only once
-    the output starts with `trigger` (the model decides between free text and, say, a tool call)."""
+    """How to sample one request.
+
+    `grammar` (GBNF) constrains the whole output. With `probe_names`, the model first writes freely while a
+    `ToolCallProbe` reads its opening words: if it is calling one of those functions, the output is restarted as
+    `call_prefix` followed by text constrained by `call_grammar`; otherwise it is kept as free text, or, when
+    `text_grammar` is set, restarted under that grammar.
+    """
 
     max_tokens: int
     temperature: float = 0.8
@@ -24,8 +31,10 @@ class SamplingParams(msgspec.Struct, kw_only=True):
     seed: int | None = None
     stop: tuple[str, ...] = ()
     grammar: str | None = None
-    trigger: str | None = None
-    lazy_grammar: str | None = None
+    probe_names: tuple[str, ...] = ()
+    call_prefix: str = TOOL_CALL_OPEN
+    call_grammar: str | None = None
+    text_grammar: str | None = None
 
 
 class GenerationResult(msgspec.Struct):
@@ -95,31 +104,6 @@ class _StopScanner:
         return out
 
 
-class _Trigger:
-    """Watches the start of the output for `trigger` (leading whitespace ignored): undecided while the output is
-    a prefix of it, then fired (switch to the lazy grammar) or passed (free text from here on)."""
-
-    def __init__(self, trigger: str | None) -> None:
-        self.trigger = trigger
-        self.decided = trigger is None
-        self.text = ""
-
-    def feed(self, piece: str) -> bool | None:
-        """True: the output now starts with the trigger; False: it cannot; None: not known yet."""
-        if self.decided:
-            return False
-        assert self.trigger is not None
-        self.text += piece
-        head = self.text.lstrip()
-        if head.startswith(self.trigger):
-            self.decided = True
-            return True
-        if head and not self.trigger.startswith(head):
-            self.decided = True
-            return False
-        return None
-
-
 def _sample_args(params: SamplingParams) -> dict[str, Any]:
     greedy = params.temperature <= 0
     return {
@@ -128,6 +112,42 @@ def _sample_args(params: SamplingParams) -> dict[str, Any]:
         "top_k": 1 if greedy else 40,
         "reset": True,
     }
+
+
+PROBE_TOKENS = 24  # an opening still undecided after this many tokens is free text
+
+
+class _Output:
+    """The answer being built: its tokens, the stop-string scanner, and where its text goes."""
+
+    def __init__(self, params: SamplingParams, emit: Callable[[str], Any] | None) -> None:
+        self.params = params
+        self.emit = emit
+        self.tokens: list[int] = []
+        self.restart()
+
+    def restart(self, tokens: list[int] | None = None, text: str = "") -> None:
+        """Drop what was written (not yet emitted) and start again from `tokens` / `text`."""
+        self.tokens = list(tokens or [])
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.scanner = _StopScanner(self.params.stop)
+        self.parts: list[str] = []
+        self.held: list[str] | None = None
+        if text:
+            self.write(text)
+
+    def write(self, text: str) -> None:
+        if self.held is not None:
+            self.held.append(text)
+            return
+        self.parts.append(text)
+        if self.emit is not None:
+            self.emit(text)
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for text in held:
+            self.write(text)
 
 
 def generate(
@@ -139,26 +159,18 @@ def generate(
 ) -> GenerationResult:
     """Generate from `prompt_tokens`, calling `emit(text)` for each new piece of text. Blocking: run in a thread."""
     llm.set_seed(sampler_seed(params.seed))
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    scanner = _StopScanner(params.stop)
-    trigger = _Trigger(params.trigger if params.lazy_grammar else None)
-    held: list[str] = []  # text held back while the trigger is undecided
-    parts: list[str] = []
-    generated: list[int] = []
+    out = _Output(params, emit)
+    probe = ToolCallProbe(params.probe_names) if params.probe_names and params.call_grammar else None
+    grammar = params.grammar if probe is None else None
+    if probe is not None:
+        out.held = []
     finish = "length"
     hit_stop = False
-    grammar = params.grammar
-
-    def out(text: str) -> None:
-        parts.append(text)
-        if emit is not None:
-            emit(text)
-
-    switched = True
-    while switched:
-        switched = False
+    restarted = True
+    while restarted:
+        restarted = False
         tokens = llm.generate(
-            prompt_tokens + generated,
+            prompt_tokens + out.tokens,
             grammar=llama_cpp.LlamaGrammar.from_string(grammar) if grammar else None,
             **_sample_args(params),
         )
@@ -169,32 +181,41 @@ def generate(
             if is_end_of_generation(llm, token):
                 finish = "stop"
                 break
-            generated.append(token)
-            piece = decoder.decode(llm.detokenize([token]))
-            text, stopped = scanner.feed(piece)
+            out.tokens.append(token)
+            text, stopped = out.scanner.feed(out.decoder.decode(llm.detokenize([token])))
             if text:
-                fired = trigger.feed(text)
-                if fired is None:
-                    held.append(text)
-                else:
-                    if held:
-                        out("".join(held))
-                        held.clear()
-                    out(text)
-                    if fired:  # constrain the rest: a fresh generate() on the same context (the prefix is cached)
-                        grammar, switched = params.lazy_grammar, True
+                out.write(text)
+            if probe is not None and (text or len(out.tokens) >= PROBE_TOKENS):
+                calling = probe.feed(text) if len(out.tokens) < PROBE_TOKENS else bool(probe.feed(text))
+                if calling is not None:
+                    probe, restarted, grammar = None, True, _decide(out, llm, params, calling)
+                    if restarted and grammar is None:  # free text kept: carry on in this generation
+                        restarted = False
             if stopped:
                 finish, hit_stop = "stop", True
                 break
-            if len(generated) >= params.max_tokens or switched:
+            if len(out.tokens) >= params.max_tokens or restarted:
                 break
         tokens.close()
-        if finish != "length" or len(generated) >= params.max_tokens:
+        if not restarted or len(out.tokens) >= params.max_tokens:
             break
     if finish != "cancelled":
-        tail = "".join(held)
+        out.release()
         if not hit_stop:
-            tail += scanner.feed(decoder.decode(b"", final=True))[0] + scanner.flush()
-        if tail:
-            out(tail)
-    return GenerationResult("".join(parts), len(generated), finish)
+            tail = out.scanner.feed(out.decoder.decode(b"", final=True))[0] + out.scanner.flush()
+            if tail:
+                out.write(tail)
+    return GenerationResult("".join(out.parts), len(out.tokens), finish)
+
+
+def _decide(out: _Output, llm: llama_cpp.Llama, params: SamplingParams, calling: bool) -> str | None:
+    """Act on the probe's verdict; return the grammar to restart under (None: keep the free text written so far)."""
+    if calling:
+        prefix = llm.tokenize(params.call_prefix.encode("utf-8"), add_bos=False, special=True)
+        out.restart(prefix, params.call_prefix)
+        return params.call_grammar
+    if params.text_grammar is not None:
+        out.restart()
+        return params.text_grammar
+    out.release()
+    return None

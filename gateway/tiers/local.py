@@ -15,7 +15,7 @@ import msgspec
 
 from gateway.api.schemas import ParsedRequest
 from gateway.errors import RateLimited
-from gateway.tiers.base import Completion, Usage
+from gateway.tiers.base import FEATURE_RESPONSE_FORMAT, FEATURE_TOOLS, Completion, Usage
 from gateway.tiers.grammar import grammar_compiles
 from gateway.tiers.llama_generation import GenerationResult, SamplingParams, generate
 from gateway.tiers.prompt import ChatPrompt, control_token_texts
@@ -67,7 +67,10 @@ class LlamaCppBackend:
 
     `max_concurrency` model instances share the weights (memory-mapped); requests beyond that wait in a queue
     of at most `max_queue`, and past that are refused with `LocalQueueFull` (429, or spilled upstream).
+    `response_format` and `tools` are honoured by grammar-constrained decoding (`gateway.tiers.structured`).
     """
+
+    features: frozenset[str] = frozenset({FEATURE_TOOLS, FEATURE_RESPONSE_FORMAT})
 
     def __init__(
         self,
@@ -164,14 +167,15 @@ class LlamaCppBackend:
             seed=chat.seed,
             stop=stop,
             grammar=plan.grammar,
-            trigger=plan.trigger,
-            lazy_grammar=plan.lazy_grammar,
+            probe_names=plan.probe_names,
+            call_grammar=plan.call_grammar,
+            text_grammar=plan.text_grammar,
         )
         return _Prepared(tokens, params, plan)
 
     def _check_grammars(self, plan: OutputPlan) -> None:
         assert self._tokenizer is not None, "backend not started"
-        for grammar in (plan.grammar, plan.lazy_grammar):
+        for grammar in (plan.grammar, plan.call_grammar, plan.text_grammar):
             if grammar is not None and not grammar_compiles(self._tokenizer._model.vocab, grammar):
                 raise LocalCannotServe(
                     "The local model cannot compile a grammar for this request's schema.",

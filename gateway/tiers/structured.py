@@ -5,9 +5,10 @@ returns an `OutputPlan`: the grammar(s) for generation, the tools to render into
 generated text into OpenAI's message (`tool_calls`, `finish_reason: "tool_calls"`) or streamed deltas.
 
 Tool calls use the model's own format (Qwen2.5: `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`).
-`tool_choice: "auto"` lets the model choose: it generates freely, and if its answer opens with `<tool_call>` the
-rest is grammar-constrained to calls of the given functions (with `response_format` as well, one grammar allows
-the formatted answer or the calls). `"required"` and a named function constrain the output from the start;
+`tool_choice: "auto"` lets the model choose: it starts writing freely and a `ToolCallProbe` reads the opening
+(`<tool_call>`, a ```json block or a bare `{"name": ...}` naming a given function); a call is restarted as
+`<tool_call>` plus grammar-constrained calls, anything else stays free text (or, with `response_format`, is
+restarted under the answer's grammar). `"required"` and a named function constrain the output from the start;
 `"none"` renders no tools and generates text.
 """
 
@@ -36,8 +37,9 @@ class OutputPlan(msgspec.Struct, kw_only=True):
     """How to generate and present one request's answer."""
 
     grammar: str | None = None
-    trigger: str | None = None
-    lazy_grammar: str | None = None
+    probe_names: tuple[str, ...] = ()  # tool_choice auto: the functions the model may decide to call
+    call_grammar: str | None = None  # ... the grammar of the calls after an opening `<tool_call>`
+    text_grammar: str | None = None  # ... the grammar of an answer that is not a call (`response_format`)
     tools: list[dict[str, Any]] | None = None  # rendered into the prompt
     calls_tools: bool = False  # the answer may be tool calls
 
@@ -147,15 +149,16 @@ def plan_output(request: ParsedRequest) -> OutputPlan:
     named = choice not in ("auto", "required")
     chosen = [f for f in tools if f["name"] == choice] if named else tools
     try:
-        whole, rest, either = g.tool_calls_grammar(chosen, parallel=parallel and not named, answer=answer)
+        whole, rest = g.tool_calls_grammar(chosen, parallel=parallel and not named)
     except g.UnsupportedSchema as exc:
         raise LocalCannotServe(f"Tool parameters: {exc}", param="tools", code="unsupported_schema") from None
     prompt_tools = [{"type": "function", "function": f} for f in tools]
     if choice != "auto":
         return OutputPlan(grammar=whole, tools=prompt_tools, calls_tools=True)
-    if answer is not None:
-        return OutputPlan(grammar=either, tools=prompt_tools, calls_tools=True)
-    return OutputPlan(trigger=g.TOOL_CALL_OPEN, lazy_grammar=rest, tools=prompt_tools, calls_tools=True)
+    names = tuple(f["name"] for f in tools)
+    return OutputPlan(
+        probe_names=names, call_grammar=rest, text_grammar=answer_grammar, tools=prompt_tools, calls_tools=True
+    )
 
 
 def _answer_schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
