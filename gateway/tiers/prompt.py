@@ -18,6 +18,7 @@ import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from gateway.api.schemas import Message, message_text
+from gateway.errors import InvalidRequest
 
 DEFAULT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -53,9 +54,16 @@ class ChatPrompt:
 
     def tokens(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
         """The prompt's token ids (ending with the assistant turn's opening)."""
-        rendered = self.formatter(
-            messages=[self._message(m) for m in messages], tools=self._escape(tools) if tools else None
-        ).prompt
+        try:
+            rendered = self.formatter(
+                messages=[self._message(m) for m in messages], tools=self._escape(tools) if tools else None
+            ).prompt
+        except Exception as exc:  # the template's raise_exception, or a message shape it does not handle
+            raise InvalidRequest(
+                f"The local model's chat template cannot render these messages: {exc}",
+                param="messages",
+                code="invalid_value",
+            ) from None
         ids: list[int] = []
         position = 0
         for match in _MARKER.finditer(rendered):
@@ -81,7 +89,8 @@ class ChatPrompt:
 
     def _tool_call(self, call: dict[str, Any]) -> dict[str, Any]:
         """An OpenAI tool call as chat templates expect it: `arguments` as an object, not a JSON string."""
-        function = dict(call.get("function") or {})
+        given = call.get("function")
+        function = dict(given) if isinstance(given, dict) else {}
         arguments = function.get("arguments")
         if isinstance(arguments, str):
             try:

@@ -223,7 +223,8 @@ def _tool_choice(choice: Any, tools: list[dict[str, Any]]) -> str:
         raise InvalidRequest("'tool_choice' is only allowed when 'tools' are given.", param="tool_choice", code="invalid_value")
     if choice in ("none", "auto", "required"):
         return choice
-    name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    function = choice.get("function") if isinstance(choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
     if not isinstance(choice, dict) or choice.get("type") != "function" or not isinstance(name, str):
         raise InvalidRequest(
             "'tool_choice' must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}.",
