@@ -71,8 +71,11 @@ class WordLlamaEmbedder:
         if not texts:
             return out
         table = self._table
-        for row, encoding in enumerate(self._tokenizer.encode_batch(texts, add_special_tokens=False)):
-            ids = encoding.ids
+        encode = self._tokenizer.encode
+        for row, text in enumerate(texts):
+            # one text at a time: `encode_batch` fans out to a Rust thread pool whose spinning workers slowed
+            # the rest of the process (the vector scan) 5-10x on 2 busy cores
+            ids = encode(text, add_special_tokens=False).ids
             if not ids:
                 continue
             vector = table[ids].sum(axis=0)
