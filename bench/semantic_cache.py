@@ -8,6 +8,9 @@ Prints, on this machine:
            pair set's paraphrases of stored prompts, the rest of the scope is random unit vectors)
   added    the cost of a semantic miss (embed + scan) over an exact miss (cache_key + MemoryStore.get)
 
+Each figure is given as wall-clock time and as the thread's CPU time: on a machine with more runnable
+processes than cores the wall clock mostly measures waiting for a core, the CPU time does not.
+
     python bench/semantic_cache.py [--lookups 400] [--redis-url redis://127.0.0.1:6379/5] [--json FILE]
 
 With --redis-url the Redis index is measured with 10,000 vectors in one scope (the DB is flushed first and after).
@@ -21,6 +24,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +48,29 @@ def pct(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples) * 1000.0, q))
 
 
-def line(label: str, samples: list[float]) -> dict[str, float]:
-    row = {"p50_ms": round(pct(samples, 50), 4), "p99_ms": round(pct(samples, 99), 4), "n": len(samples)}
-    print(f"  {label:44s} p50 {row['p50_ms']:8.4f} ms   p99 {row['p99_ms']:8.4f} ms   (n={row['n']})")
+def line(label: str, samples: list[tuple[float, float]]) -> dict[str, float]:
+    """Wall-clock and this thread's CPU time of each sample (CPU time does not count waiting for a core)."""
+    if not samples:
+        print(f"  {label:48s} (none)")
+        return {"n": 0}
+    wall = [w for w, _ in samples]
+    cpu = [c for _, c in samples]
+    row = {"p50_ms": round(pct(wall, 50), 4), "p99_ms": round(pct(wall, 99), 4),
+           "cpu_p50_ms": round(pct(cpu, 50), 4), "cpu_p99_ms": round(pct(cpu, 99), 4), "n": len(samples)}
+    print(f"  {label:48s} wall p50 {row['p50_ms']:8.4f} p99 {row['p99_ms']:8.4f} ms | "
+          f"cpu p50 {row['cpu_p50_ms']:8.4f} p99 {row['cpu_p99_ms']:8.4f} ms  (n={row['n']})")
     return row
+
+
+class Timer:
+    """Wall-clock and thread CPU time of a block."""
+
+    def __enter__(self) -> "Timer":
+        self._wall, self._cpu = time.perf_counter(), time.thread_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sample = (time.perf_counter() - self._wall, time.thread_time() - self._cpu)
 
 
 def bench_embed(embedder: WordLlamaEmbedder, short: list[str], arena: list[str]) -> dict[str, dict[str, float]]:
@@ -57,9 +80,9 @@ def bench_embed(embedder: WordLlamaEmbedder, short: list[str], arena: list[str])
                          ("arena-hard prompts (avg %d chars, cut at 2000)" % np.mean([len(t) for t in arena]), arena)):
         samples = []
         for text in texts:
-            started = time.perf_counter()
-            embedder.embed([text])
-            samples.append(time.perf_counter() - started)
+            with Timer() as timer:
+                embedder.embed([text])
+            samples.append(timer.sample)
         out[label] = line(label, samples)
     return out
 
@@ -94,20 +117,21 @@ async def bench_lookup(embedder, pairs, total: int, scopes: int, lookups: int, i
         key = cache_key("bench", tenants[0], "upstream", "gpt-x", {"messages": [p.a]})
         await store.set(key, b"answer", TTL_MS)
         await cache.store(scope, text, key, TTL_MS)
-    hits: list[float] = []
-    misses: list[float] = []
+    hits: list[tuple[float, float]] = []
+    misses: list[tuple[float, float]] = []
+    reasons: Counter[str] = Counter()
     queries = [p.b for p in stored] + [p.b for p in pairs if not p.same]
     rng.shuffle(queries)
     for text in (queries * (1 + lookups // len(queries)))[:lookups]:
         scope, prompt = scope_for(tenants[0], text)
-        started = time.perf_counter()
-        found = await cache.lookup(scope, prompt)
-        elapsed = time.perf_counter() - started
-        (hits if isinstance(found, SemanticHit) else misses).append(elapsed)
+        with Timer() as timer:
+            found = await cache.lookup(scope, prompt)
+        (hits if isinstance(found, SemanticHit) else misses).append(timer.sample)
+        reasons["hit" if isinstance(found, SemanticHit) else found.reason] += 1
     await cache.close()
     label = f"{total:,} vectors in {scopes} scope{'s' if scopes > 1 else ''} ({per_scope:,}/scope)"
-    print(label)
-    return {"hit": line("hit", hits), "miss": line("miss (embed + scan + guard if above threshold)", misses)}
+    print(label, "  outcomes:", dict(reasons.most_common()))
+    return {"outcomes": dict(reasons), "hit": line("hit", hits), "miss": line("miss (embed + scan + guard if above threshold)", misses)}
 
 
 async def bench_added(embedder, pairs, lookups: int) -> dict[str, dict]:
@@ -115,16 +139,17 @@ async def bench_added(embedder, pairs, lookups: int) -> dict[str, dict]:
     index = MemoryVectorIndex(embedder.dim)
     cache = SemanticCache(embedder, index, store, SemanticSettings(shipped_threshold(embedder.name), deadline_seconds=5))
     texts = [p.a for p in pairs][:lookups]
-    exact, semantic = [], []
+    exact: list[tuple[float, float]] = []
+    semantic: list[tuple[float, float]] = []
     for text in texts:
         raw = {"model": "m", "messages": [{"role": "user", "content": text}]}
-        started = time.perf_counter()
-        await store.get(cache_key("bench", "tenant", "upstream", "gpt-x", raw))
-        exact.append(time.perf_counter() - started)
+        with Timer() as timer:
+            await store.get(cache_key("bench", "tenant", "upstream", "gpt-x", raw))
+        exact.append(timer.sample)
         scope, prompt = scope_for("tenant", text)
-        started = time.perf_counter()
-        await cache.lookup(scope, prompt)  # an empty scope after an exact miss: embed + scope lookup
-        semantic.append(time.perf_counter() - started)
+        with Timer() as timer:
+            await cache.lookup(scope, prompt)  # an empty scope after an exact miss: embed + scope lookup
+        semantic.append(timer.sample)
     print("an exact miss vs the semantic miss that follows it (empty scope: embed + index lookup)")
     out = {"exact_miss": line("exact miss (cache_key + MemoryStore.get)", exact),
            "semantic_miss": line("semantic miss added after it", semantic)}
