@@ -71,7 +71,8 @@ def make(embedder: WordLlamaEmbedder, clock: Clock | None = None, **settings: ob
         embedder,
         MemoryVectorIndex(embedder.dim, clock=clock),
         MemoryStore(1000, clock=clock),
-        SemanticSettings(threshold=shipped_threshold(embedder.name), **settings),  # type: ignore[arg-type]
+        # a generous deadline: these tests are about outcomes, and the machine may be busy
+        SemanticSettings(threshold=shipped_threshold(embedder.name), **{"deadline_seconds": 5, **settings}),  # type: ignore[arg-type]
         observer=metrics,
     )
     return cache, registry
@@ -189,11 +190,12 @@ async def test_fail_open_on_a_broken_embedder_or_a_stuck_index(embedder: WordLla
     registry = CollectorRegistry()
     metrics = SemanticMetrics(registry)
     scope, prompt, key = scoped("acme", "How do I sort a list in Python?")
-    broken = SemanticCache(BrokenEmbedder(), MemoryVectorIndex(256), MemoryStore(10), SemanticSettings(0.6),
+    broken = SemanticCache(BrokenEmbedder(), MemoryVectorIndex(256), MemoryStore(10),
+                           SemanticSettings(0.6, deadline_seconds=5),
                            observer=metrics)
     assert (await broken.lookup(scope, prompt)).reason == "error"  # type: ignore[union-attr]
     assert await broken.store(scope, prompt, key, TTL_MS) is False
-    stuck = SemanticCache(embedder, StuckIndex(256), MemoryStore(10), SemanticSettings(0.6, deadline_seconds=0.05),
+    stuck = SemanticCache(embedder, StuckIndex(256), MemoryStore(10), SemanticSettings(0.6, deadline_seconds=0.5),
                           observer=metrics)
     assert (await stuck.lookup(scope, prompt)).reason == "timeout"  # type: ignore[union-attr]
     assert sample(registry, "slm_gateway_semantic_cache_rejected_total", reason="error") == 1
@@ -228,7 +230,7 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
 async def redis_cache(embedder: WordLlamaEmbedder, **kw: object) -> SemanticCache:
     index = RedisVectorIndex(REDIS_URL, embedder.dim, prefix=PREFIX, **kw)  # type: ignore[arg-type]
     store = RedisStore(REDIS_URL)
-    cache = SemanticCache(embedder, index, store, SemanticSettings(shipped_threshold(embedder.name), deadline_seconds=1))
+    cache = SemanticCache(embedder, index, store, SemanticSettings(shipped_threshold(embedder.name), deadline_seconds=5))
     await store.start()
     await cache.start()
     return cache
@@ -259,9 +261,32 @@ async def test_redis_replicas_share_vectors_and_purge(embedder: WordLlamaEmbedde
 
 async def test_redis_down_is_a_miss(embedder: WordLlamaEmbedder) -> None:
     index = RedisVectorIndex("redis://127.0.0.1:1/0", embedder.dim, prefix=PREFIX)
-    cache = SemanticCache(embedder, index, MemoryStore(10), SemanticSettings(0.6))
+    cache = SemanticCache(embedder, index, MemoryStore(10), SemanticSettings(0.6, deadline_seconds=5))
     await cache.start()
     scope, prompt, key = scoped("acme", "How do I sort a list in Python?")
     assert (await cache.lookup(scope, prompt)).reason == "error"  # type: ignore[union-attr]
     assert await cache.store(scope, prompt, key, TTL_MS) is False
     await cache.close()
+
+
+async def test_redis_mirror_catches_up_in_batches_and_is_bounded(
+    embedder: WordLlamaEmbedder, redis_client: aioredis.Redis
+) -> None:
+    writer = RedisVectorIndex(REDIS_URL, embedder.dim, prefix=PREFIX, timeout_seconds=1)
+    reader = RedisVectorIndex(REDIS_URL, embedder.dim, prefix=PREFIX, timeout_seconds=1, max_mirrored_vectors=301)
+    await writer.start()
+    await reader.start()
+    try:
+        vectors = embedder.embed([f"stored prompt {i}" for i in range(300)])  # > SYNC_BATCH (256)
+        for i in range(300):
+            await writer.add("tA:sem:1", f"k{i}", vectors[i], b"g", TTL_MS)
+        found = await reader.search("tA:sem:1", vectors[7], 300)
+        assert len(found) == 300 and found[0].entry_key == "k7" and found[0].guard == b"g"
+        await writer.add("tB:sem:1", "b0", vectors[0], b"g", TTL_MS)
+        assert [c.entry_key for c in await reader.search("tB:sem:1", vectors[0], 5)] == ["b0"]
+        await writer.add("tC:sem:1", "c0", vectors[0], b"g", TTL_MS)
+        assert [c.entry_key for c in await reader.search("tC:sem:1", vectors[0], 5)] == ["c0"]
+        assert list(reader._mirrors) == ["tB:sem:1", "tC:sem:1"]  # 301 mirrored = the bound: tA (least recent) went
+    finally:
+        await writer.close()
+        await reader.close()

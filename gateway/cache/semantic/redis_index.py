@@ -32,9 +32,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.cache.breaker import Breaker
 from gateway.cache.semantic.index import Candidate, ScopeMatrix
+from gateway.cache.semantic.purge import purge_keys
 from gateway.cache.store import StoreError
 
-SYNC_BATCH = 2000
+SYNC_BATCH = 256
+"""Stream entries per catch-up round trip (~270 KB at 256-d): small enough to finish within a socket timeout."""
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -123,13 +125,17 @@ class RedisVectorIndex:
 
     def _mirror(self, scope_id: str) -> _Mirror:
         mirror = self._mirrors.get(scope_id)
-        if mirror is None:
-            mirror = self._mirrors[scope_id] = _Mirror(self.dim, self.max_rows_per_scope)
-        self._mirrors.move_to_end(scope_id)
+        if mirror is not None:
+            self._mirrors.move_to_end(scope_id)
+            return mirror
+        # a new mirror: make room first (least recently used scopes go; counted here only, not per lookup)
         total = sum(len(m.matrix) for m in self._mirrors.values())
-        while total > self.max_mirrored_vectors and len(self._mirrors) > 1:
+        while self._mirrors and total >= self.max_mirrored_vectors:
             _, evicted = self._mirrors.popitem(last=False)
             total -= len(evicted.matrix)
+            if evicted.syncing is not None:
+                evicted.syncing.cancel()
+        mirror = self._mirrors[scope_id] = _Mirror(self.dim, self.max_rows_per_scope)
         return mirror
 
     async def _sync(self, scope_id: str, mirror: _Mirror) -> None:
@@ -193,6 +199,4 @@ class RedisVectorIndex:
             mirror = self._mirrors.pop(scope_id)
             if mirror.syncing is not None:
                 mirror.syncing.cancel()
-        from gateway.cache.semantic.purge import purge_keys
-
         return await purge_keys(self._client("set"), f"{self.prefix}:{tenant_ns}:sem:")
