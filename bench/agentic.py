@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 import jsonschema  # noqa: E402
 import msgspec  # noqa: E402
 
-from gateway.api.schemas import parse_chat_request  # noqa: E402
+from gateway.openai.request import parse_chat_request  # noqa: E402
 from gateway.tiers.bundled_model import ensure_bundled_model  # noqa: E402
 from gateway.tiers.llama_generation import generate  # noqa: E402
 from gateway.tiers.local import LlamaCppBackend  # noqa: E402

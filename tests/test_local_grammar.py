@@ -8,7 +8,7 @@ import json
 import msgspec
 import pytest
 
-from gateway.api.schemas import parse_chat_request
+from gateway.openai.request import parse_chat_request
 from gateway.errors import InvalidRequest
 from gateway.tiers.grammar import UnsupportedSchema, check_supported, schema_grammar, tool_calls_grammar
 from gateway.tiers.structured import DeltaStream, LocalCannotServe, parse_tool_calls, plan_output

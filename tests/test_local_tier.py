@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.api.schemas import parse_chat_request
+from gateway.openai.request import parse_chat_request
 from gateway.tiers.bundled_model import ensure_bundled_model
 from gateway.tiers.llama_generation import UNSEEDED, sampler_seed
 from gateway.tiers.local import LlamaCppBackend, LocalQueueFull

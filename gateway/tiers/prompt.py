@@ -17,7 +17,7 @@ from typing import Any
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from gateway.api.schemas import Message, message_text
+from gateway.openai.request import Message, message_text
 from gateway.errors import InvalidRequest
 
 DEFAULT_TEMPLATE = (

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.api.schemas import ParsedRequest
+from gateway.openai.request import ParsedRequest
 from gateway.errors import InvalidRequest
 from gateway.tiers import grammar as g
 
