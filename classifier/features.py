@@ -196,7 +196,7 @@ def word_problem_features_v2(text: str) -> list[float]:
     question = _question_sentence(sentences)
     q_tokens = _WP2_TOKEN.findall(question.lower())
     n_all = len(nums) + n_number_words + n_multipliers
-    logs = [math.log10(v) for v in vals if v > 0] or [0.0]
+    logs = [math.log10(v) for v in vals if 0 < v < math.inf] or [0.0]  # a 400-digit number parses as inf
     names = set(_CAPITALISED.findall(text)) - _COMMON_CAPITALISED
     n_words = sum(t.isalpha() for t in tokens)
     n_sentences = max(len(sentences), 1)

@@ -500,3 +500,12 @@ def test_shipped_model_loads_with_metadata() -> None:
 def test_dev_data_loads() -> None:
     ds = load_dataset(DEV_DATA)
     assert len(ds) > 10_000 and set(ds.benchmark) == {"mmlu", "gsm8k"}
+
+
+def test_word_problem_features_stay_finite_on_huge_numbers() -> None:
+    from classifier.features import WORD_PROBLEM_V2_FEATURE_NAMES, word_problem_features_v2
+
+    text = "Compute " + "9" * 400 + " mod 7 and 1e5 times 3."  # 400 digits parse as float inf
+    wp = word_problem_features_v2(text)
+    assert np.isfinite(wp).all()
+    assert wp[WORD_PROBLEM_V2_FEATURE_NAMES.index("wp2_max_log10")] == pytest.approx(np.log1p(np.log10(7.0)))
