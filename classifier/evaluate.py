@@ -1,16 +1,20 @@
-"""Evaluation of a router per benchmark, against random and oracle routers; k-fold CV."""
+"""Evaluation of a router per benchmark, against random and oracle routers; k-fold CV.
+
+Only rows labelled on both sides count.  Where the strong model is not better than the weak one on a
+benchmark's rows, PGR (and so APGR/CPT) is undefined: that benchmark's metrics are ``None`` (shown
+as ``n/a``), with ``pgr_defined: false``, instead of an error.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from classifier import metrics as M
-
-if TYPE_CHECKING:
-    from classifier.train import RouterConfig, RoutingDataset
+from classifier.data import RoutingDataset, make_labels
+from classifier.fit import RouterConfig, fit_router
 
 __all__ = ["evaluate_scores", "cross_validate", "format_table", "RANDOM_SEEDS"]
 
@@ -23,13 +27,23 @@ def _random_summary(weak: np.ndarray, strong: np.ndarray, seed: int = 0) -> dict
     return {k: float(np.mean([r[k] for r in runs])) for k in _KEYS}
 
 
-def evaluate_scores(data: "RoutingDataset", scores: np.ndarray) -> dict[str, dict[str, Any]]:
+def evaluate_scores(data: RoutingDataset, scores: np.ndarray) -> dict[str, dict[str, Any]]:
     """Per-benchmark APGR/CPT of ``scores`` next to the random and oracle routers."""
     scores = np.asarray(scores, dtype=float)
+    both = data.both_known
     out: dict[str, dict[str, Any]] = {}
-    for bench in sorted(set(data.benchmark.tolist())):
-        k = data.benchmark == bench
+    for bench in sorted(set(data.benchmark[both].tolist())):
+        k = (data.benchmark == bench) & both
         w, s = data.weak_correct[k], data.strong_correct[k]
+        if not M.pgr_defined(w, s):
+            out[bench] = {
+                "n": int(k.sum()),
+                "weak_acc": float(w.mean()),
+                "strong_acc": float(s.mean()),
+                "pgr_defined": False,
+                **{who: dict.fromkeys(_KEYS) for who in ("router", "random", "oracle")},
+            }
+            continue
         router = M.summarize(scores[k], w, s)
         out[bench] = {
             "n": int(k.sum()),
@@ -42,21 +56,22 @@ def evaluate_scores(data: "RoutingDataset", scores: np.ndarray) -> dict[str, dic
     return out
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=float)
+def _mean_std(values: list[float | None]) -> dict[str, float | None]:
+    arr = np.asarray([np.nan if v is None else v for v in values], dtype=float)
+    if np.isnan(arr).all():
+        return {"mean": None, "std": None}
     return {"mean": float(np.nanmean(arr)), "std": float(np.nanstd(arr))}
 
 
 def cross_validate(
-    data: "RoutingDataset", config: "RouterConfig", folds: int = 5, seed: int | None = None
+    data: RoutingDataset, config: RouterConfig, folds: int = 5, seed: int | None = None
 ) -> dict[str, Any]:
     """K-fold CV: per-fold metrics per benchmark (mean +- std) and pooled out-of-fold.
 
     Folds are grouped by exact prompt text (duplicates never straddle train and
-    test) and stratified by benchmark x label.
+    test) and stratified by benchmark x label.  A benchmark missing from a fold's
+    test rows counts as undefined in that fold.
     """
-    from classifier.train import fit_router, make_labels
-
     seed = config.seed if seed is None else seed
     y = make_labels(data, config.label)
     strata = np.asarray([f"{b}|{int(v)}" for b, v in zip(data.benchmark, y)])
@@ -70,12 +85,14 @@ def cross_validate(
         oof[test_idx] = scores
         per_fold.append(evaluate_scores(data.subset(test_idx), scores))
     summary: dict[str, Any] = {}
-    for bench in per_fold[0]:
+    benches = sorted({bench for f in per_fold for bench in f})
+    for bench in benches:
+        got = [f[bench] for f in per_fold if bench in f]
         summary[bench] = {
-            who: {key: _mean_std([f[bench][who][key] for f in per_fold]) for key in _KEYS}
+            who: {key: _mean_std([g[who][key] for g in got]) for key in _KEYS}
             for who in ("router", "random", "oracle")
         }
-        summary[bench]["n"] = int(sum(f[bench]["n"] for f in per_fold))
+        summary[bench]["n"] = int(sum(g["n"] for g in got))
     return {
         "folds": folds,
         "seed": seed,
@@ -96,7 +113,11 @@ def format_table(result: dict[str, dict[str, Any]]) -> str:
                 scale = 1.0 if key == "apgr" else 100.0
                 unit = "" if key == "apgr" else "%"
                 prec = 3 if key == "apgr" else 1
-                if isinstance(v, dict):
+                if v is None or (isinstance(v, dict) and v["mean"] is None):
+                    cells.append("n/a")
+                elif isinstance(v, dict) and v["std"] is None:
+                    cells.append(f"{v['mean'] * scale:.{prec}f}{unit}")
+                elif isinstance(v, dict):
                     cells.append(f"{v['mean'] * scale:.{prec}f}{unit} ± {v['std'] * scale:.{prec}f}{unit}")
                 else:
                     cells.append(f"{v * scale:.{prec}f}{unit}")

@@ -29,14 +29,13 @@ __all__ = [
     "PromptFeaturizer",
     "hand_features",
     "HAND_FEATURE_NAMES",
-    "word_problem_features",
-    "WORD_PROBLEM_FEATURE_NAMES",
     "word_problem_features_v2",
     "WORD_PROBLEM_V2_FEATURE_NAMES",
     "unigram_vectorizer",
     "truncate",
     "segment",
     "SEGMENTS",
+    "WORD_PROBLEM_VERSION",
 ]
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -46,27 +45,10 @@ _MATH = tuple("+-*/=^<>%$√∑∫π×÷≤≥")
 _NEGATION = re.compile(r"\b(?:not|except|false|incorrect|least|never)\b", re.IGNORECASE)
 _QUANTITY = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
-_WORD_TOKEN = re.compile(r"\w+")
-_FRACTION_DIGITS = re.compile(r"\d+/\d+")
 _ASCII_DIGITS = b"0123456789"
 _ASCII_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def _word_set(*words: str, plural: bool = False) -> frozenset[str]:
-    return frozenset(words + tuple(w + "s" for w in words)) if plural else frozenset(words)
-
-
-# Whole-word cues, matched against the prompt's lower-cased \w+ tokens (what `\b(?:...)\b` on the lower-cased
-# text would match, without a regex scan per cue).
-_FRACTION_WORDS = _word_set("half", "halves", "third", "thirds", "quarter", "quarters", "fifth", "fifths")
-_TIME_UNITS = _word_set("hour", "minute", "second", "day", "week", "month", "year", plural=True)
-_MEASURE_UNITS = _word_set(
-    "mile", "km", "kilometer", "meter", "feet", "foot", "inch", "inches", "pound", "kg", "gram", "liter", "gallon",
-    "ounce", plural=True,
-)
-_RATE_WORDS = _word_set("ratio", "rate", "average", "profit", "interest", "discount", "tax")
-_REMAINDER_WORDS = _word_set("remaining", "rest", "left")
-_CONDITION_WORDS = _word_set("if", "after", "before", "then")
 _NEGATION_WORDS = ("not", "except", "false", "incorrect", "least", "never")
 
 HAND_FEATURE_NAMES: tuple[str, ...] = (
@@ -95,65 +77,7 @@ HAND_FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
-# Word-problem (GSM8K-style) difficulty cues: how many quantities and steps, and
-# which kinds of arithmetic (percentages, fractions, units, rates) are involved.
-WORD_PROBLEM_FEATURE_NAMES: tuple[str, ...] = (
-    "wp_log_quantities",
-    "wp_log_distinct_quantities",
-    "wp_log_sentences",
-    "wp_log_max_quantity",
-    "wp_has_decimal",
-    "wp_percent",
-    "wp_fraction",
-    "wp_money",
-    "wp_time_unit",
-    "wp_measure_unit",
-    "wp_each",
-    "wp_times",
-    "wp_multiplier_words",
-    "wp_rate_words",
-    "wp_remainder_words",
-    "wp_comparisons",
-    "wp_condition_words",
-    "wp_mean_quantity_digits",
-    "wp_large_quantities",
-    "wp_commas",
-)
-
-
-def word_problem_features(text: str) -> list[float]:
-    """Arithmetic word-problem difficulty cues of one (already truncated) prompt, ~unit scale."""
-    nums = _QUANTITY.findall(text)
-    vals = [float(x.replace(",", "")) for x in nums] or [0.0]
-    lower = text.lower()
-    words = set(_WORD_TOKEN.findall(lower))
-    n_sentences = len([s for s in _SENTENCE_END.split(text.strip()) if s])
-    fraction = not words.isdisjoint(_FRACTION_WORDS) or ("/" in lower and _FRACTION_DIGITS.search(lower) is not None)
-    return [
-        math.log1p(len(nums)) / 3.0,
-        math.log1p(len(set(nums))) / 3.0,
-        math.log1p(n_sentences) / 2.5,
-        min(math.log1p(max(vals)), 30.0) / 8.0,
-        float(any("." in x for x in nums)),
-        float("%" in text or "percent" in lower),
-        float(fraction),
-        float("$" in text),
-        float(not words.isdisjoint(_TIME_UNITS)),
-        float(not words.isdisjoint(_MEASURE_UNITS)),
-        min(lower.count(" each "), 6) / 3.0,
-        min(lower.count(" times"), 6) / 3.0,
-        min(lower.count("twice") + lower.count("double") + lower.count("triple"), 6) / 3.0,
-        float(not words.isdisjoint(_RATE_WORDS)),
-        float(not words.isdisjoint(_REMAINDER_WORDS)),
-        min(lower.count(" more ") + lower.count(" less ") + lower.count(" fewer "), 6) / 3.0,
-        float(not words.isdisjoint(_CONDITION_WORDS)),
-        min(sum(len(x) for x in nums) / (len(nums) or 1), 12.0) / 4.0,
-        min(sum(v >= 1000 for v in vals), 6) / 3.0,
-        min(text.count(","), 12) / 6.0,
-    ]
-
-
-# Version 2 of the word-problem features: counts (not flags) of the cues that make a
+# Word-problem (GSM8K-style) difficulty features: counts of the cues that make a
 # GSM8K-style problem long: quantities in digits, number words and multiplier words,
 # sentences, the question sentence, magnitudes, clock times, cents, fractions, named
 # people, unit pairs that need a conversion, and cue-word families.  Each count c is
@@ -272,7 +196,7 @@ def word_problem_features_v2(text: str) -> list[float]:
     question = _question_sentence(sentences)
     q_tokens = _WP2_TOKEN.findall(question.lower())
     n_all = len(nums) + n_number_words + n_multipliers
-    logs = [math.log10(v) for v in vals if v > 0] or [0.0]
+    logs = [math.log10(v) for v in vals if 0 < v < math.inf] or [0.0]  # a 400-digit number parses as inf
     names = set(_CAPITALISED.findall(text)) - _COMMON_CAPITALISED
     n_words = sum(t.isalpha() for t in tokens)
     n_sentences = max(len(sentences), 1)
@@ -345,6 +269,7 @@ def _hash_columns(tokens: list[str], n_features: int) -> np.ndarray:
 
 
 SEGMENTS: tuple[str, ...] = ("mc", "text")
+WORD_PROBLEM_VERSION = 2  # the only word-problem feature set (version 1 was removed)
 
 
 _TOKEN_PATTERN = r"(?u)\b\w+\b|[^\w\s]"  # words and single punctuation marks
@@ -437,9 +362,9 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
 
     Columns: hashed word 1-2-grams, optional hashed char n-grams, the
     hand-made features (scaled by ``hand_weight``) and, if
-    ``word_problem_weight`` > 0, the word-problem features scaled by it
-    (:func:`word_problem_features` for ``word_problem_version`` 1,
-    :func:`word_problem_features_v2` for 2).
+    ``word_problem_weight`` > 0, the word-problem features
+    (:func:`word_problem_features_v2`) scaled by it.  ``word_problem_version``
+    must be 2 (version 1 was removed; files that used it are refused on load).
     """
 
     def __init__(
@@ -450,7 +375,7 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         char_ngram_range: tuple[int, int] = (3, 5),
         hand_weight: float = 1.0,
         word_problem_weight: float = 0.0,
-        word_problem_version: int = 1,
+        word_problem_version: int = WORD_PROBLEM_VERSION,
     ) -> None:
         self.max_chars = max_chars
         self.word_features = word_features
@@ -461,15 +386,16 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         self.word_problem_version = word_problem_version
 
     def _wp_weight(self) -> float:
-        # getattr: featurizers saved before word-problem features existed lack the attribute
-        return float(getattr(self, "word_problem_weight", 0.0) or 0.0)
+        return float(self.word_problem_weight or 0.0)
 
     def _wp_features(self) -> tuple[Callable[[str], list[float]], tuple[str, ...]]:
         """The word-problem feature function and its column names."""
-        # getattr: featurizers saved before version 2 existed lack the attribute
-        if int(getattr(self, "word_problem_version", 1)) == 2:
-            return word_problem_features_v2, WORD_PROBLEM_V2_FEATURE_NAMES
-        return word_problem_features, WORD_PROBLEM_FEATURE_NAMES
+        if int(self.word_problem_version) != WORD_PROBLEM_VERSION:
+            raise ValueError(
+                f"word-problem features version {self.word_problem_version!r} is not supported "
+                f"(only {WORD_PROBLEM_VERSION}); retrain the model"
+            )
+        return word_problem_features_v2, WORD_PROBLEM_V2_FEATURE_NAMES
 
     def _hand_row(self, text: str, original_len: int) -> list[float]:
         row = [v * self.hand_weight for v in hand_features(text, original_len)]
@@ -576,8 +502,8 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         hand_weight = float(self.hand_weight)
         wp_weight = self._wp_weight() if word_problem else 0.0
         hand_offset = self.hand_start_
-        wp_function, wp_names = self._wp_features()
-        n_hand = len(HAND_FEATURE_NAMES) + (len(wp_names) if wp_weight else 0)
+        wp_function, wp_names = self._wp_features() if wp_weight else (None, ())
+        n_hand = len(HAND_FEATURE_NAMES) + len(wp_names)
         hand_cols = np.arange(hand_offset, hand_offset + n_hand)
         n_uni = int(unigram_features)
         # word unigram columns modulo n_uni are the unigram columns (same tokens, same hash)
@@ -604,7 +530,7 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
                 offset += n_features
             idx_parts.append(hand_cols)
             row = [v * hand_weight for v in hand_features(t, len(text))]
-            if wp_weight:
+            if wp_function is not None:
                 row += [v * wp_weight for v in wp_function(t)]
             # float32 like transform(), so both paths see the same values
             val_parts.append(np.asarray(row, dtype=np.float32).astype(np.float64))

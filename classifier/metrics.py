@@ -30,6 +30,7 @@ __all__ = [
     "summarize",
     "oracle_scores",
     "random_scores",
+    "pgr_defined",
 ]
 
 
@@ -55,6 +56,13 @@ def _as_arrays(
     if s.size == 0:
         raise ValueError("cannot compute routing metrics on zero rows")
     return s, w, t
+
+
+def pgr_defined(weak_correct: ArrayLike, strong_correct: ArrayLike) -> bool:
+    """Whether PGR is defined on these rows: some rows, and the strong model is more accurate than the weak."""
+    w = np.asarray(weak_correct, dtype=float).ravel()
+    t = np.asarray(strong_correct, dtype=float).ravel()
+    return w.size > 0 and float(t.mean()) - float(w.mean()) > 0
 
 
 def routing_curve(

@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from classifier.features import (
     HAND_FEATURE_NAMES,
+    WORD_PROBLEM_VERSION,
     PromptFeaturizer,
     segment,
     truncate,
@@ -37,26 +38,19 @@ __all__ = [
 DEFAULT_MODEL_PATH: Path = Path(__file__).resolve().parent / "model" / "router.skops"
 MODEL_FORMAT = "slm-gateway-router"
 MODEL_FORMAT_VERSION = 5
-# Versions this code reads: 2 had one model per family only (still valid in 3);
-# 4 adds optional per-family subject-prior heads (plain arrays, see SubjectPrior);
-# 5 adds optional per-family tree heads on the hand features (plain arrays, see TreeHead),
-# and featurizers may use version-2 word-problem features (``word_problem_version``),
-# which code reading only <= 4 would silently compute the old way.
-READABLE_FORMAT_VERSIONS: frozenset[int] = frozenset({2, 3, 4, 5})
+# The only version this code reads: per-family logistic models (one, or a "+"/"-" pair), optional
+# subject-prior and tree heads (plain arrays, see SubjectPrior / TreeHead), and version-2
+# word-problem features.  Files of versions 2-4 (and featurizers with version-1 word-problem
+# features) are refused with a "retrain" message: the code that read them was removed.
+READABLE_FORMAT_VERSIONS: frozenset[int] = frozenset({MODEL_FORMAT_VERSION})
 
 # Types a router file may contain beyond skops' built-in trusted set.  Anything
-# else in a file is refused with ModelLoadError; we never load with trusted=True.
+# else in a file is refused with ModelLoadError; we never load with trusted=True.  (Heads are stored as
+# plain arrays, so no fitted tree estimator is ever unpickled.)
 TRUSTED_TYPES: frozenset[str] = frozenset(
     {
         "classifier.features.PromptFeaturizer",
         "sklearn.linear_model._logistic.LogisticRegression",
-        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
-        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-        "sklearn._loss.loss.HalfBinomialLoss",
-        "sklearn._loss.link.LogitLink",
-        "sklearn._loss.link.Interval",
-        "sklearn._loss._loss.CyHalfBinomialLoss",
         "builtins.tuple",
         "numpy.float32",
         "numpy.float64",
@@ -387,6 +381,15 @@ class RouterModel:
                 word_problem=uses_wp, unigram_features=prior.n_features if prior is not None else 0
             )
 
+    @property
+    def families(self) -> tuple[str, ...]:
+        """Prompt families this router has models for (``"all"``: the fallback for the others)."""
+        return tuple(self._heads)
+
+    def family_models(self, family: str) -> tuple[str, ...]:
+        """Names of the model(s) serving ``family``: ``(name,)`` or ``(plus, minus)``; KeyError if none."""
+        return self._heads[family]
+
     def _family(self, seg: str) -> str:
         return seg if seg in self._heads else ("all" if "all" in self._heads else next(iter(self._heads)))
 
@@ -491,11 +494,16 @@ def load_model(path: str | Path | None = None) -> RouterModel:
     if payload.get("format_version") not in READABLE_FORMAT_VERSIONS:
         raise ModelLoadError(
             f"router model {path} has format version {payload.get('format_version')!r}, "
-            f"expected one of {sorted(READABLE_FORMAT_VERSIONS)}"
+            f"expected one of {sorted(READABLE_FORMAT_VERSIONS)} (older files: retrain with `classifier train`)"
         )
     featurizer, models = payload.get("featurizer"), payload.get("models")
     if not isinstance(featurizer, PromptFeaturizer) or not isinstance(models, dict) or not models:
         raise ModelLoadError(f"router model {path} does not contain a featurizer and models")
+    if featurizer.word_problem_weight and featurizer.word_problem_version != WORD_PROBLEM_VERSION:
+        raise ModelLoadError(
+            f"router model {path} uses word-problem features version {featurizer.word_problem_version!r}, "
+            f"which this version no longer computes; retrain it"
+        )
     if not all(isinstance(m, LogisticRegression) and hasattr(m, "coef_") for m in models.values()):
         raise ModelLoadError(f"router model {path} contains unfitted or unsupported models")
     raw_priors = payload.get("priors") or {}

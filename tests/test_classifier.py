@@ -17,7 +17,9 @@ from classifier import DEFAULT_MODEL_PATH, ModelLoadError, RouterModel, load_mod
 from classifier import metrics as M
 from classifier.features import HAND_FEATURE_NAMES, PromptFeaturizer, hand_features
 from classifier.model import messages_text, metrics_path_for
-from classifier.train import RouterConfig, load_dataset, make_labels, make_targets, train
+from classifier.data import RoutingDataset, load_dataset, make_labels, make_targets
+from classifier.fit import RouterConfig, fit_router
+from classifier.train import train
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_DATA = REPO_ROOT.parent / "shared/data/routing/dev.jsonl"
@@ -177,8 +179,6 @@ def test_training_is_reproducible(trained: tuple[Path, Path, dict], tmp_path: Pa
 
 def test_segments_and_fallback_model(tmp_path: Path) -> None:
     from classifier.features import segment
-    from classifier.train import RoutingDataset, fit_router
-
     assert segment("Q?\nA. x\nB. y\nC. z\nD. w\nAnswer:") == "mc"
     assert segment("How many apples does Tom have?") == "text"
     rows = [r for r in _synthetic_rows() if r["benchmark"] == "mmlu"][:150]
@@ -193,24 +193,21 @@ def test_segments_and_fallback_model(tmp_path: Path) -> None:
 
 
 def test_labels() -> None:
-    from classifier.train import RoutingDataset
-
     ds = RoutingDataset(["a", "b", "c", "d"], np.array(["m"] * 4, dtype=object),
                         np.array([True, True, False, False]), np.array([True, False, True, False]))
     np.testing.assert_array_equal(make_labels(ds, "gain"), [False, False, True, False])
     np.testing.assert_array_equal(make_labels(ds, "weak_wrong"), [False, False, True, True])
     np.testing.assert_array_equal(make_labels(ds, "benefit"), make_labels(ds, "gain"))  # CV strata
     targets = make_targets(ds, "benefit")
-    np.testing.assert_array_equal(targets["+"], [True, False, True, False])
-    np.testing.assert_array_equal(targets["-"], [True, True, False, False])
+    np.testing.assert_array_equal(targets["+"][0], [True, False, True, False])
+    np.testing.assert_array_equal(targets["-"][0], [True, True, False, False])
+    assert targets["+"][1].all() and targets["-"][1].all()  # both sides known on every row
     assert set(make_targets(ds, "gain")) == {""}
     with pytest.raises(ValueError):
         make_labels(ds, "nope")
 
 
 def test_benefit_score_is_half_plus_half_probability_difference() -> None:
-    from classifier.train import RoutingDataset, fit_router
-
     rows = _synthetic_rows()
     ds = RoutingDataset([r["prompt"] for r in rows], np.array([r["benchmark"] for r in rows], dtype=object),
                         np.array([r["weak_correct"] for r in rows]), np.array([r["strong_correct"] for r in rows]))
@@ -224,8 +221,6 @@ def test_benefit_score_is_half_plus_half_probability_difference() -> None:
 
 
 def test_benefit_falls_back_to_gain_when_strong_is_always_right() -> None:
-    from classifier.train import RoutingDataset, fit_router
-
     rows = _synthetic_rows()
     ds = RoutingDataset([r["prompt"] for r in rows], np.array([r["benchmark"] for r in rows], dtype=object),
                         np.array([r["weak_correct"] for r in rows]), np.ones(len(rows), dtype=bool))
@@ -244,23 +239,29 @@ def test_model_without_partner_is_inconsistent(trained: tuple[Path, Path, dict])
         RouterModel(model.featurizer, {"mc+": model.models["mc+"]})
 
 
-def test_format_v2_single_model_files_still_load(tmp_path: Path) -> None:
+def test_single_model_files_load_and_legacy_formats_are_refused(tmp_path: Path) -> None:
     import skops.io as sio
-
-    from classifier.train import RoutingDataset, fit_router
 
     rows = _synthetic_rows()
     ds = RoutingDataset([r["prompt"] for r in rows], np.array([r["benchmark"] for r in rows], dtype=object),
                         np.array([r["weak_correct"] for r in rows]), np.array([r["strong_correct"] for r in rows]))
     router = fit_router(ds, RouterConfig(word_features=2**10, label="gain", tree_weight=0.0))
-    path = tmp_path / "v2.skops"
-    sio.dump({"format": "slm-gateway-router", "format_version": 2, "info": "{}",
+    path = tmp_path / "single.skops"
+    sio.dump({"format": "slm-gateway-router", "format_version": 5, "info": "{}",
               "featurizer": router.featurizer, "models": router.models}, path)
     loaded = load_model(path)
     np.testing.assert_allclose(loaded.score_many(ds.prompts[:5]), router.score_many(ds.prompts[:5]))
-    sio.dump({"format": "slm-gateway-router", "format_version": 99, "info": "{}",
-              "featurizer": router.featurizer, "models": router.models}, path)
-    with pytest.raises(ModelLoadError, match="format version"):
+    for version in (2, 3, 4, 99):  # the readers of formats 2-4 were removed
+        sio.dump({"format": "slm-gateway-router", "format_version": version, "info": "{}",
+                  "featurizer": router.featurizer, "models": router.models}, path)
+        with pytest.raises(ModelLoadError, match=r"format version %d, expected one of \[5\] \(older files: retrain" % version):
+            load_model(path)
+    # version-1 word-problem features were removed: such a featurizer is refused, not scored another way
+    old = PromptFeaturizer(word_features=2**10, word_problem_weight=3.0)
+    old.word_problem_version = 1
+    sio.dump({"format": "slm-gateway-router", "format_version": 5, "info": "{}",
+              "featurizer": old, "models": router.models}, path)
+    with pytest.raises(ModelLoadError, match="word-problem features version 1, which this version no longer computes"):
         load_model(path)
 
 
@@ -283,37 +284,18 @@ def _subject_rows(n: int = 300, seed: int = 1) -> list[dict]:
     return rows
 
 
-def test_word_problem_features_are_bounded_and_optional() -> None:
-    from classifier.features import WORD_PROBLEM_FEATURE_NAMES, word_problem_features
-
-    text = "Sam buys 3 boxes of 1,200 pens at $4.50 each, then gives away 25% and half the rest. How many are left?"
-    wp = word_problem_features(text)
-    assert len(wp) == len(WORD_PROBLEM_FEATURE_NAMES) and all(0.0 <= v <= 4.0 for v in wp)
-    assert wp[WORD_PROBLEM_FEATURE_NAMES.index("wp_percent")] == 1.0
-    assert wp[WORD_PROBLEM_FEATURE_NAMES.index("wp_money")] == 1.0
-    off = PromptFeaturizer(word_features=2**10)
-    on = PromptFeaturizer(word_features=2**10, word_problem_weight=2.0)
-    assert on.n_features_ == off.n_features_ + len(WORD_PROBLEM_FEATURE_NAMES)
-    X = on.transform([text, "hi"])
-    assert X.shape == (2, on.n_features_)
-    idx, val = on.compile_single()(text)
-    dense = np.zeros(on.n_features_)
-    dense[idx] = val
-    np.testing.assert_allclose(dense, X[0].toarray().ravel(), rtol=1e-6, atol=1e-7)
-
-
 def test_word_problem_features_v2_and_dense_family_model() -> None:
     from classifier.features import WORD_PROBLEM_V2_FEATURE_NAMES, word_problem_features_v2
-    from classifier.train import _fit_dense_lr
+    from classifier.fit import _fit_dense_lr
 
     text = "Sam buys 3 boxes of 1,200 pens at $4.50 each, then gives away 25% and half the rest. How many are left?"
     wp = word_problem_features_v2(text)
     assert len(wp) == len(WORD_PROBLEM_V2_FEATURE_NAMES) and all(np.isfinite(wp))
     assert wp[WORD_PROBLEM_V2_FEATURE_NAMES.index("wp2_cents")] == pytest.approx(np.log1p(1.0))
     assert wp[WORD_PROBLEM_V2_FEATURE_NAMES.index("wp2_multiplier_words")] == pytest.approx(np.log1p(1.0))
-    v1 = PromptFeaturizer(word_features=2**10, word_problem_weight=2.0)
-    v2 = PromptFeaturizer(word_features=2**10, word_problem_weight=2.0, word_problem_version=2)
-    assert v2.n_features_ == v1.n_features_ - 20 + len(WORD_PROBLEM_V2_FEATURE_NAMES)
+    off = PromptFeaturizer(word_features=2**10)
+    v2 = PromptFeaturizer(word_features=2**10, word_problem_weight=2.0)
+    assert v2.n_features_ == off.n_features_ + len(WORD_PROBLEM_V2_FEATURE_NAMES)
     X = v2.transform([text, "hi", "Tom has 12 apples and eats 5. How many remain?"])
     idx, val = v2.compile_single()(text)
     dense = np.zeros(v2.n_features_)
@@ -332,7 +314,6 @@ def test_word_problem_features_v2_and_dense_family_model() -> None:
 
 def test_subject_prior_head(tmp_path: Path) -> None:
     from classifier.model import SubjectPrior, save_model
-    from classifier.train import fit_router
 
     data = tmp_path / "subjects.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in _subject_rows()), encoding="utf-8")
@@ -359,11 +340,11 @@ def test_subject_prior_head(tmp_path: Path) -> None:
     router.priors["mc"] = SubjectPrior(head.to_params())
     import skops.io as sio
 
-    sio.dump({"format": "slm-gateway-router", "format_version": 4, "info": "{}", "featurizer": router.featurizer,
+    sio.dump({"format": "slm-gateway-router", "format_version": 5, "info": "{}", "featurizer": router.featurizer,
               "models": router.models, "priors": {"mc": bad}}, path)
     with pytest.raises(ModelLoadError, match="bad subject prior"):
         load_model(path)
-    sio.dump({"format": "slm-gateway-router", "format_version": 4, "info": "{}", "featurizer": router.featurizer,
+    sio.dump({"format": "slm-gateway-router", "format_version": 5, "info": "{}", "featurizer": router.featurizer,
               "models": router.models, "priors": {"mc": dict(head.to_params(), weight=float("nan"))}}, path)
     with pytest.raises(ModelLoadError, match="bad subject prior"):
         load_model(path)
@@ -373,7 +354,6 @@ def test_tree_head(tmp_path: Path) -> None:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     from classifier.model import TreeHead, save_model
-    from classifier.train import fit_router
 
     # Flattened trees reproduce the estimator exactly, one row or many.
     rng = np.random.default_rng(0)
@@ -520,3 +500,12 @@ def test_shipped_model_loads_with_metadata() -> None:
 def test_dev_data_loads() -> None:
     ds = load_dataset(DEV_DATA)
     assert len(ds) > 10_000 and set(ds.benchmark) == {"mmlu", "gsm8k"}
+
+
+def test_word_problem_features_stay_finite_on_huge_numbers() -> None:
+    from classifier.features import WORD_PROBLEM_V2_FEATURE_NAMES, word_problem_features_v2
+
+    text = "Compute " + "9" * 400 + " mod 7 and 1e5 times 3."  # 400 digits parse as float inf
+    wp = word_problem_features_v2(text)
+    assert np.isfinite(wp).all()
+    assert wp[WORD_PROBLEM_V2_FEATURE_NAMES.index("wp2_max_log10")] == pytest.approx(np.log1p(np.log10(7.0)))
