@@ -5,9 +5,9 @@
 
 Starts `python -m gateway serve` (cwd = --repo) on a free loopback port, then:
 
-1. sends one request head of --head-mb MiB (a single `x-big` header, in 1 MiB writes for at most 60 s, never finished) and
-   prints how much was accepted before the server closed the connection, its reply's status line, and the
-   server's RSS growth (VmRSS from /proc, while the connection is open) over its idle RSS;
+1. sends one request head of --head-mb MiB (a single `x-big` header, in 1 MiB writes for at most 60 s, never
+   finished) and prints how much was accepted before the server closed the connection, its reply's status line,
+   and the server's RSS growth (VmRSS from /proc, while the connection is open) over its idle RSS;
 2. opens --slow connections that each send half a request line and nothing else, and prints how many the
    server had closed after --hold seconds (bounded: every socket is closed by then).
 

@@ -176,7 +176,6 @@ class OpenAIHTTPBackend:
         finally:
             await response.close()
 
-
     def _vetted(self, payloads: list[bytes]) -> tuple[list[bytes], bool, GatewayError | None]:
         """The payloads to pass on, whether `[DONE]` came, and the failure that ends the stream after them.
 
