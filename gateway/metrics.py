@@ -94,7 +94,7 @@ class GatewayMetrics:
         )
         self.upstream_errors = Counter(
             f"{p}_upstream_errors_total",
-            "Upstream failures by kind (connect|timeout|status_4xx|status_5xx|protocol).",
+            "Upstream failures by kind (connect|timeout|auth|status_4xx|status_5xx|protocol).",
             ["kind"],
             registry=r,
         )

@@ -10,6 +10,7 @@ import uvicorn
 from litestar import Litestar
 
 from gateway.app import create_app
+from gateway.http_guard import GuardLimits, protocol_factory
 from gateway.settings import Settings
 from gateway.supervisor import SUPERVISOR_ENV, ReloadingSupervisor
 
@@ -23,13 +24,17 @@ def app_from_env() -> Litestar:
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, object]:
+    server = settings.server
+    limits = GuardLimits(server.max_header_bytes, server.header_timeout_seconds, server.body_timeout_seconds)
     return {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
         "access_log": False,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": protocol_factory(limits),  # httptools, with head size and arrival-time limits
+        "timeout_keep_alive": server.keep_alive_seconds,
+        "limit_concurrency": server.max_concurrency,
         "timeout_graceful_shutdown": 30,
         "server_header": False,
         "proxy_headers": False,

@@ -154,7 +154,9 @@ class Settings(_Section):
         if self.upstream.connect_timeout <= 0 or self.upstream.read_timeout <= 0:
             raise SettingsError("upstream timeouts must be positive")
         if self.upstream.max_response_bytes < 1024:
-            raise SettingsError(f"upstream.max_response_bytes must be at least 1024, got {self.upstream.max_response_bytes}")
+            raise SettingsError(
+                f"upstream.max_response_bytes must be at least 1024, got {self.upstream.max_response_bytes}"
+            )
         if self.upstream.api_key_file is not None:
             self.upstream.api_key = _read_key_file(self.upstream.api_key_file, self.upstream.api_key)
         server = self.server

@@ -132,6 +132,11 @@ def test_status_header_gives_openai_shaped_errors(client: openai.OpenAI, base_ur
     assert resp.status_code == 500
     assert resp.headers["retry-after"] == "2"
     assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
+    with httpx.Client(base_url=base_url) as http:  # the delayed path answers the same error
+        late = http.post("/chat/completions", json={"model": "m", "messages": MESSAGES},
+                         headers={"x-fake-status": "503", "x-fake-latency-ms": "5", "x-fake-retry-after": "3"})
+    assert (late.status_code, late.headers["retry-after"]) == (503, "3")
+    assert late.json()["error"]["message"] == "Injected error (status 503)."
 
 
 def test_bad_requests_are_400(base_url: str) -> None:

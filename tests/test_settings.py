@@ -58,3 +58,34 @@ def test_admin_keys_and_the_memory_cache_byte_bound_come_from_the_environment() 
         load_settings(None, environ={"SLM_GATEWAY_API_KEYS": "sk-a", "SLM_GATEWAY_ADMIN_API_KEYS": "sk-a"})
     with pytest.raises(SettingsError, match="^cache.max_memory_bytes must be at least 1, got 0$"):
         load_settings(None, environ={"SLM_GATEWAY_CACHE_MAX_MEMORY_BYTES": "0"})
+
+
+def test_the_upstream_key_can_come_from_a_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("  sk-from-a-file\n")
+    env = {"SLM_GATEWAY_UPSTREAM_API_KEY_FILE": str(key_file)}
+    assert load_settings(None, environ=env).upstream.api_key == "sk-from-a-file"
+    assert load_settings(None, environ={**env, "SLM_GATEWAY_UPSTREAM_API_KEY": "sk-from-a-file"}).upstream.api_key == (
+        "sk-from-a-file"
+    )
+    with pytest.raises(SettingsError, match="both set"):
+        load_settings(None, environ={**env, "SLM_GATEWAY_UPSTREAM_API_KEY": "sk-other"})
+    key_file.write_text("\n")
+    with pytest.raises(SettingsError, match="is empty"):
+        load_settings(None, environ=env)
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings(None, environ={"SLM_GATEWAY_UPSTREAM_API_KEY_FILE": str(tmp_path / "missing")})
+
+
+@pytest.mark.parametrize(
+    ("server", "needle"),
+    [
+        ("{max_header_bytes: 10}", "server.max_header_bytes"),
+        ("{header_timeout_seconds: 0}", "server timeouts"),
+        ("{readiness_cache_seconds: -1}", "server timeouts"),
+        ("{max_concurrency: 0}", "server.max_concurrency"),
+    ],
+)
+def test_bad_server_limits_are_refused(tmp_path: Path, server: str, needle: str) -> None:
+    with pytest.raises(SettingsError, match=needle):
+        load_settings(write(tmp_path, f"server: {server}\n"), environ={})

@@ -193,3 +193,15 @@ def test_an_upstream_429_keeps_its_retry_after(
         assert response.status_code == 429
         assert response.headers["retry-after"] == "7"
         assert response.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_a_chunk_that_only_contains_the_word_error_is_not_an_error_event() -> None:
+    from gateway.tiers.http import OpenAIHTTPBackend
+
+    backend = OpenAIHTTPBackend("upstream", "http://127.0.0.1:9/v1", KEY)
+    word = b'{"choices":[{"index":0,"delta":{"content":"error"},"logprobs":{"content":[{"token":"error"}]}}]}'
+    error_event = b'{"error":{"message":"boom ' + KEY.encode() + b'","type":"server_error"}}'
+    assert backend._vetted([word, b"[DONE]"]) == ([word], True, None)
+    passed, done, failure = backend._vetted([word, error_event, word])
+    assert (passed, done) == ([word], False)
+    assert failure is not None and failure.message == "The upstream stream failed: boom [redacted]"

@@ -215,7 +215,7 @@ class FakeUpstream:
         if stream:
             self.stats.streams += 1
         if opts.hang or opts.latency_ms > 0 or opts.drop_after is not None or (stream and opts.chunk_delay_ms > 0):
-            return self._chat_slow(body, model, stream, opts, resp)
+            return self._chat_slow(req, body, model, stream, opts, resp)
         if opts.status is not None:
             return self._injected(req, resp, opts)
         if stream:
@@ -254,7 +254,9 @@ class FakeUpstream:
         encoded = _encode(completion)
         return encoded[:-20] if self.config.usage == "malformed" else encoded
 
-    async def _chat_slow(self, body: dict[str, Any], model: str, stream: bool, opts: _Options, resp: Responder) -> None:
+    async def _chat_slow(
+        self, req: Request, body: dict[str, Any], model: str, stream: bool, opts: _Options, resp: Responder
+    ) -> None:
         self.stats.in_flight += 1
         try:
             if opts.hang:

@@ -14,7 +14,7 @@ from gateway.openai.wire import token_count, usage_of
 from gateway.tiers.base import ALL_FEATURES, Completion, Usage
 from gateway.tiers.sse import SSEDecoder, SSEProtocolError
 from gateway.tiers.transport import Timeouts, Transport, TransportError, TransportResponse, make_transport
-from gateway.tiers.upstream_errors import AUTH_STATUSES, KeyScrubber, status_error, stream_error
+from gateway.tiers.upstream_errors import AUTH_STATUSES, KeyScrubber, is_error_event, status_error, stream_error
 
 _MAX_ERROR_BODY = 64 * 1024
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
@@ -179,16 +179,16 @@ class OpenAIHTTPBackend:
         finally:
             await response.close()
 
-
     def _vetted(self, payloads: list[bytes]) -> tuple[list[bytes], bool, GatewayError | None]:
         """The payloads to pass on, whether `[DONE]` came, and the failure that ends the stream after them.
 
         Upstream chunks are untrusted: an `{"error": ...}` event becomes a (scrubbed) failure, and a usage chunk
-        leaves with sane counts. Two substring checks per payload; a usage chunk (one per stream) is decoded.
+        leaves with sane counts. Two substring checks per payload; a usage chunk (one per stream), and a payload
+        with the substring `"error"`, are decoded.
         """
         out: list[bytes] = []
         for payload in payloads:
-            if b'"error"' in payload:
+            if b'"error"' in payload and is_error_event(payload):  # the substring alone: also `"content":"error"`
                 return out, False, stream_error(payload, self._scrub, self.name)
             if b'"usage"' in payload and b'"usage":null' not in payload:
                 try:

@@ -88,6 +88,16 @@ def stream_error(payload: bytes, scrub: KeyScrubber, tier: str) -> TierUnavailab
     )
 
 
+def is_error_event(payload: bytes) -> bool:
+    """Whether a stream payload is an error event (`{"error": ...}` without `choices`), not a chunk that merely
+    contains the string "error" (a token, a content delta)."""
+    try:
+        parsed = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(parsed, dict) and parsed.get("error") is not None and "choices" not in parsed
+
+
 def _error_object(content: bytes) -> dict[str, object] | None:
     try:
         parsed = msgspec.json.decode(content)
