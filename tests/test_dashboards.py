@@ -361,15 +361,25 @@ def standin_metrics_target() -> Iterator[ScrapeTarget]:
         thread.join(timeout=5)
 
 
-def _chat(client: httpx.Client, base_url: str, model: str, content: str, *, stream: bool = False) -> int:
+def _chat(client: httpx.Client, base_url: str, model: str, content: str, *, stream: bool = False,
+          headers: dict[str, str] | None = None) -> int:
     body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 8,
             "temperature": 0, "stream": stream}
     if stream:
-        with client.stream("POST", f"{base_url}/chat/completions", json=body) as resp:
+        with client.stream("POST", f"{base_url}/chat/completions", json=body, headers=headers) as resp:
             for _ in resp.iter_bytes():
                 pass
             return resp.status_code
-    return client.post(f"{base_url}/chat/completions", json=body).status_code
+    return client.post(f"{base_url}/chat/completions", json=body, headers=headers).status_code
+
+
+SPILL_RULE = """rules:
+  - name: spill-local
+    description: tagged requests go local and may spill upstream (a pinned request never spills)
+    when: {tag: spill}
+    action: local
+    fallback: to_upstream
+"""
 
 
 @pytest.fixture(scope="module")
@@ -407,7 +417,9 @@ def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 redis.kill()
                 pytest.fail(f"redis-server did not start on 127.0.0.1:{redis_port}")
             time.sleep(0.1)
-    config = {"local": {"context_size": 512}, "cache": {"enabled": True}}
+    policy = tmp / "policy.yaml"  # the shipped default policy, plus a rule whose local requests may spill
+    policy.write_text((REPO_ROOT / "policies" / "default.yaml").read_text().replace("rules:\n", SPILL_RULE, 1))
+    config = {"local": {"context_size": 512}, "cache": {"enabled": True}, "policy": str(policy)}
     with run_fake_upstream(error_rate=0.4, error_status=400, seed=7) as upstream_url, run_gateway(
         "--upstream-url", upstream_url, "--upstream-api-key", "sk-test",
         "--redis-url", f"redis://127.0.0.1:{redis_port}/0", config=config, tmp_dir=tmp,
@@ -424,7 +436,8 @@ def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator
             redis.terminate()  # the cache backend goes away: cache errors, the request is still answered
             redis.wait(timeout=10)
             statuses.append(_chat(client, gw.base_url, "gpt-4o-mini", "Write a Python function number 0"))
-            statuses.append(_chat(client, gw.base_url, "local", "word " * 1200))  # longer than the local context
+            # longer than the local context: spilled upstream (tagged, not pinned: a pin never spills)
+            statuses.append(_chat(client, gw.base_url, "gpt-4o-mini", "word " * 1200, headers={"x-gateway-tag": "spill"}))
             os.kill(gw.server.pid, signal.SIGHUP)
             assert 200 in statuses and any(s >= 400 for s in statuses), statuses
 

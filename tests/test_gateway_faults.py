@@ -14,10 +14,12 @@ import openai
 import pytest
 
 from gateway.devtools.process import free_port
-from tests.conftest import RunningGateway
+from tests.conftest import REPO_ROOT, RunningGateway
 
 HELLO = [{"role": "user", "content": "Reply with one word: hello."}]
 LONG_ANSWER = [{"role": "user", "content": "Write a very long story about a dragon, at least 2000 words."}]
+COST_SAVER = REPO_ROOT / "policies" / "cost-saver.yaml"
+BATCH = {"x-gateway-tag": "batch"}  # cost-saver's batch-jobs-local rule: local, spills upstream (not a pin)
 
 
 def post(gw: RunningGateway, body: dict, **headers: str) -> httpx.Response:
@@ -128,15 +130,17 @@ def test_upstream_error_status_and_body_pass_through(
 def test_busy_local_tier_spills_upstream(
     gateway_factory: Callable[..., RunningGateway], upstream_factory: Callable[..., str]
 ) -> None:
-    # Local queue of 0 and one slot: a second concurrent local request spills to the upstream.
+    # Local queue of 0 and one slot: a second concurrent local request spills to the upstream. Requests are sent
+    # local by cost-saver's `batch-jobs-local` rule (tag batch), not pinned: a pinned request never spills.
     upstream = upstream_factory()
     gw = gateway_factory(
-        config={"upstream": {"url": upstream}, "local": {"max_concurrency": 1, "max_queue": 0, "spill_to_upstream": True}}
+        config={"upstream": {"url": upstream}, "policy": str(COST_SAVER),
+                "local": {"max_concurrency": 1, "max_queue": 0, "spill_to_upstream": True}}
     )
 
     async def scenario() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=120) as http:
-            body = {"model": "local", "messages": LONG_ANSWER, "max_tokens": 48}
+        async with httpx.AsyncClient(timeout=120, headers=BATCH) as http:
+            body = {"model": "gpt-4o", "messages": LONG_ANSWER, "max_tokens": 48}
             first = asyncio.create_task(http.post(f"{gw.base_url}/chat/completions", json=body))
             await wait_for_metrics(http, gw, {"slm_gateway_local_inflight": 1})
             second = await http.post(f"{gw.base_url}/chat/completions", json={**body, "max_tokens": 4})
@@ -179,11 +183,14 @@ def test_long_prompt_spills_upstream_when_one_exists(
     gateway_factory: Callable[..., RunningGateway], upstream_factory: Callable[..., str]
 ) -> None:
     upstream = upstream_factory()
-    gw = gateway_factory(config={"upstream": {"url": upstream}, "local": {"context_size": 256}})
+    gw = gateway_factory(config={"upstream": {"url": upstream}, "policy": str(COST_SAVER), "local": {"context_size": 256}})
     long_prompt = [{"role": "user", "content": "word " * 400}]
-    response = post(gw, {"model": "local", "messages": long_prompt})
-    assert response.status_code == 200
-    assert response.headers["x-gateway-route"] == "upstream"
+    response = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "gpt-4o", "messages": long_prompt},
+                          headers=BATCH, timeout=120)
+    assert (response.status_code, response.headers["x-gateway-route"]) == (200, "upstream")
+    # pinned local: the pin is not overridden, the client gets the local tier's answer
+    error = assert_openai_error(post(gw, {"model": "local", "messages": long_prompt}), 400)
+    assert (error["param"], error["code"]) == ("messages", "context_length_exceeded")
 
 
 def test_client_disconnect_stops_local_generation(gateway: RunningGateway) -> None:
