@@ -56,7 +56,15 @@ def cmd_route(args: argparse.Namespace) -> int:
         router = load_router(RouterSource.from_settings(settings))
         parsed = parse_chat_request(msgspec.json.encode(_body(args)))
         has_upstream = not args.no_upstream
-        ctx = RouteContext(request=parsed, headers=_headers(args.header or []), has_upstream=has_upstream, has_local=True)
+        from gateway.tiers.local import LlamaCppBackend  # the features the local tier honours (llama_cpp: CLI only)
+
+        ctx = RouteContext(
+            request=parsed,
+            headers=_headers(args.header or []),
+            has_upstream=has_upstream,
+            has_local=True,
+            local_features=LlamaCppBackend.features,
+        )
     except SettingsError as exc:
         print(f"slm-gateway: error: {exc}", file=sys.stderr)
         return 2
