@@ -343,8 +343,14 @@ def test_classifier_duration_is_recorded(tmp_path: Any) -> None:
     holder = ReloadableRouter(source, metrics, initial=build_router(source, spec, KeywordScorer(), None, metrics))
     decision: RouteDecision = holder.decide(ctx(EASY))
     assert decision.tier == "local"
-    with pytest.raises(PolicyRejected):
+    with pytest.raises(PolicyRejected) as caught:
         holder.decide(ctx(model="banned"))
+    from gateway.accounting import Accounting  # rejections are counted by accounting, whatever the router
+    from gateway.exchange import Exchange
+
+    rejected = Exchange("rid", {}, 0.0)
+    rejected.reason = caught.value.reason
+    Accounting(metrics, None).rejected(rejected)  # type: ignore[arg-type]
     registry = metrics.registry
     assert registry.get_sample_value("slm_gateway_classifier_duration_seconds_count") == 1
     assert registry.get_sample_value("slm_gateway_routing_decisions_total", {"tier": "rejected", "reason": "nope"}) is None
