@@ -331,8 +331,7 @@ def test_default_policy_pins_and_auto_routes_any_model_name() -> None:
 
 
 # -- metrics ----------------------------------------------------------------------------------------------------
-def test_classifier_duration_is_recorded(tmp_path: Any) -> None:
-    """Rejections are counted by `gateway.accounting` whatever the router (tests/test_accounting.py)."""
+def test_classifier_duration_and_rejections_are_recorded(tmp_path: Any) -> None:
     policy = tmp_path / "p.yaml"
     policy.write_text("rules:\n  - name: nope\n    action: reject\n    when: {model: banned}\n  - name: auto\n    action: auto\n")
     metrics = GatewayMetrics()
@@ -353,7 +352,7 @@ def test_classifier_duration_is_recorded(tmp_path: Any) -> None:
     Accounting(metrics, None).rejected(rejected)  # type: ignore[arg-type]
     registry = metrics.registry
     assert registry.get_sample_value("slm_gateway_classifier_duration_seconds_count") == 1
-    assert registry.get_sample_value("slm_gateway_routing_decisions_total", {"tier": "rejected", "reason": "nope"}) is None
+    assert registry.get_sample_value("slm_gateway_routing_decisions_total", {"tier": "rejected", "reason": "nope"}) == 1
 
 
 # -- capabilities: what the chosen tier must honour -----------------------------------------------------------
