@@ -16,6 +16,7 @@ from gateway.components import Gateway
 from gateway.costs import CostModel
 from gateway.dispatch import ChatDispatcher, Tiers
 from gateway.errors import GatewayError, error_json
+from gateway.learning.service import build_learning
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import Router
 from gateway.routing.reloadable import ReloadableRouter, router_from_settings
@@ -120,7 +121,10 @@ def create_app(
     costs = CostModel(settings.costs, settings.upstream.default_model)
     dispatcher = ChatDispatcher(tiers, router, metrics, costs)
     cache = build_cached_chat(settings.cache, dispatcher, tiers, metrics)
-    gateway = Gateway(settings, tiers, dispatcher, KeyChecker(settings.api_keys), metrics, cache=cache)
+    learning = build_learning(settings, tiers, costs, metrics, router)
+    gateway = Gateway(
+        settings, tiers, dispatcher, KeyChecker(settings.api_keys), metrics, cache=cache, learning=learning
+    )
     app = Litestar(
         route_handlers=build_routes(gateway),
         on_startup=[gateway.start, *([router.install_sighup] if isinstance(router, ReloadableRouter) else [])],

@@ -1,4 +1,4 @@
-"""The `slm-gateway` command: `serve`, `model fetch`, and the `classifier` tools."""
+"""The `slm-gateway` command: `serve`, `model fetch`, `labels export`, and the `classifier` tools."""
 
 from __future__ import annotations
 
@@ -131,6 +131,9 @@ def _register_optional(sub: Any) -> None:
     from gateway.routing.explain import register as register_route
 
     register_route(sub)
+    from gateway.learning.cli import register as register_labels
+
+    register_labels(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from gateway.settings import Settings
 
 if TYPE_CHECKING:
     from gateway.cache import CachedChat
+    from gateway.learning.service import Learning
 
 
 class Gateway:
@@ -31,8 +32,10 @@ class Gateway:
         keys: KeyChecker,
         metrics: GatewayMetrics,
         cache: CachedChat | None = None,
+        learning: Learning | None = None,
     ) -> None:
         self.settings = settings
+        self.learning = learning
         self.cache = cache
         self.tiers = tiers
         self.dispatcher = dispatcher
@@ -47,8 +50,12 @@ class Gateway:
         for backend in (self.tiers.local, self.tiers.upstream):
             if backend is not None:
                 await backend.start()
+        if self.learning is not None:
+            await self.learning.start()
 
     async def stop(self) -> None:
+        if self.learning is not None:
+            await self.learning.stop()
         for backend in (self.tiers.local, self.tiers.upstream):
             if backend is not None:
                 await backend.close()
@@ -62,11 +69,16 @@ class Gateway:
         decision: RouteDecision | None = None
         try:
             decision = self.dispatcher.route(parsed, headers)
+            answer: Answer | StreamAnswer
             if self.cache is not None:
-                return await self.cache.answer(parsed, decision, headers, request_id, tenant, started)
-            if parsed.chat.stream:
-                return await self.dispatcher.stream(parsed, decision, request_id, started)
-            return await self.dispatcher.complete(parsed, decision, request_id, started)
+                answer = await self.cache.answer(parsed, decision, headers, request_id, tenant, started)
+            elif parsed.chat.stream:
+                answer = await self.dispatcher.stream(parsed, decision, request_id, started)
+            else:
+                answer = await self.dispatcher.complete(parsed, decision, request_id, started)
+            if self.learning is not None:
+                answer.after_send = self.learning.attach(answer, parsed, headers, decision, request_id, tenant)
+            return answer
         except GatewayError as exc:
             if decision is None:
                 self.dispatcher.account_error(exc, getattr(exc, "reason", "rejected"), "none")

@@ -7,6 +7,7 @@ import uuid
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 
@@ -55,9 +56,14 @@ def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
             gateway.count_invalid(exc)
             raise
         answer = await gateway.handle_chat(parsed, request.headers, request_id, tenant, started)
+        after = BackgroundTask(answer.after_send) if answer.after_send is not None else None
         if gateway.is_stream(answer):
-            return EventStream(answer.chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **answer.headers})
-        return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers)
+            return EventStream(
+                answer.chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **answer.headers},
+                background=after,
+            )
+        return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers,
+                        background=after)
 
     @get("/v1/models")
     async def list_models(request: Request) -> Response:
@@ -87,9 +93,16 @@ def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
         if reload is None:
             return Response(b'{"status":"not reloadable","components":[]}', status_code=404, media_type=JSON)
         results = await reload()
+        if gateway.learning is not None:
+            gateway.learning.observe_router()
         ok = all(r.result == "success" for r in results)
         scope = "all workers" if ok and ask_supervisor_to_reload() else "this process"
         body = msgspec.json.encode({"status": "reloaded" if ok else "failed", "scope": scope, "components": results})
         return Response(body, status_code=200 if ok else 422, media_type=JSON)
 
-    return [chat_completions, list_models, healthz, readyz, metrics, admin_reload]
+    handlers = [chat_completions, list_models, healthz, readyz, metrics, admin_reload]
+    if gateway.learning is not None and gateway.learning.feedback_on:
+        from gateway.learning.routes import feedback_route
+
+        handlers.append(feedback_route(gateway.learning, gateway.keys, gateway.settings.max_body_bytes))
+    return handlers
