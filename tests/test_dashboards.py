@@ -329,6 +329,14 @@ def _exercise_standin(metrics: Any, rng: random.Random) -> None:
     metrics.classifier_duration.observe(rng.uniform(0.0001, 0.002))
     for component in ("policy", "classifier"):
         metrics.reloads.labels(component, rng.choice(("success", "failure"))).inc()
+    learning = metrics.learning
+    learning.labels.labels(rng.choice(("judge", "feedback"))).inc()
+    learning.verdicts.labels(rng.choice(("ok", "bad")), rng.choice(("ok", "bad"))).inc()
+    learning.spend.labels(rng.choice(("judge", "shadow"))).inc(rng.uniform(0, 1e-4))
+    learning.dropped.labels("queue_full").inc(rng.randint(0, 1))
+    learning.skipped.labels("private").inc(rng.randint(0, 1))
+    learning.judge_errors.labels("malformed").inc(rng.randint(0, 1))
+    learning.set_model("router-v1.skops", 0.61)
 
 
 @pytest.fixture(scope="module")
@@ -407,7 +415,10 @@ def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 redis.kill()
                 pytest.fail(f"redis-server did not start on 127.0.0.1:{redis_port}")
             time.sleep(0.1)
-    config = {"local": {"context_size": 512}, "cache": {"enabled": True}}
+    config = {"local": {"context_size": 512}, "cache": {"enabled": True},
+              # learning on (feedback; its metrics start at zero). Not shadow judging: its upstream calls would
+              # take draws from the fake upstream's seeded error injection, in an order that depends on timing.
+              "learning": {"feedback": True, "labels_path": str(tmp / "labels.jsonl")}}
     with run_fake_upstream(error_rate=0.4, error_status=400, seed=7) as upstream_url, run_gateway(
         "--upstream-url", upstream_url, "--upstream-api-key", "sk-test",
         "--redis-url", f"redis://127.0.0.1:{redis_port}/0", config=config, tmp_dir=tmp,

@@ -319,7 +319,8 @@ def test_shadow_work_starts_only_after_the_client_has_its_answer(
         post(gw, chat_body("upstream", next_prompt), rid="learn-next")
         wait_for(lambda: judged() == start + 1, "the later request's label")
         assert [quoted_prompt(c["body"]) for c in judge_calls(judge_upstream)].count(held_prompt) == 0
-        assert not [r for r in recorded(judge_upstream) if r["headers"].get("x-request-id", "").startswith("learn-held-")]
+        held_ids = [r["headers"].get("x-request-id", "") for r in recorded(judge_upstream)]
+        assert not [rid for rid in held_ids if rid.startswith("learn-held-")]  # neither shadow nor judge yet
         assert stream_rows(redis_db)[-1]["request_id"] == "learn-next"
         httpx.post(judge_upstream.removesuffix("/v1") + "/_fake/release?name=A")
         rest = [line for line in lines if line]

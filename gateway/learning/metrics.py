@@ -43,7 +43,8 @@ class LearningMetrics:
         )
         self.skipped = Counter(
             f"{p}_learning_shadow_skipped_total",
-            "Sampled requests never shadowed by rule, by reason (private|opt_out|unsupported|no_tier).",
+            "Requests never shadowed by rule, by reason (private|opt_out|unsupported|no_tier; opt_out: every "
+            "opted-out request).",
             ["reason"], registry=r,
         )
         self.judge_errors = Counter(
