@@ -118,6 +118,8 @@ class LearningSettings(_Section):
     """Concurrent shadow generations on the local tier (they only start when the local tier is idle)."""
     shadow_max_tokens: int = 256
     judge_max_tokens: int = 64
+    max_prompt_chars: int = 32_768
+    """Requests whose last user prompt is longer are neither remembered nor shadowed (bounds memory)."""
     opt_out_header: str = "x-gateway-learning"
     """A request with this header set to off/no/0/false is never shadowed nor remembered."""
     opt_out_tags: list[str] = msgspec.field(default_factory=lambda: ["no-learning"])
@@ -194,7 +196,7 @@ def _validate_learning(learning: LearningSettings) -> None:
     if learning.max_judge_dollars_per_day < 0:
         raise SettingsError("learning.max_judge_dollars_per_day must be 0 or more")
     for name in ("queue_size", "workers", "local_concurrency", "shadow_max_tokens", "judge_max_tokens",
-                 "recent_requests", "recent_ttl_seconds", "stream_max_len"):
+                 "recent_requests", "recent_ttl_seconds", "stream_max_len", "max_prompt_chars"):
         if getattr(learning, name) < 1:
             raise SettingsError(f"learning.{name} must be at least 1, got {getattr(learning, name)}")
     if not learning.redis_stream or any(c.isspace() for c in learning.redis_stream):

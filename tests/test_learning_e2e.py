@@ -138,7 +138,7 @@ def learning_gateway(redis_db: redis.Redis, judge_upstream: str, policy_file: Pa
         "upstream": {"url": judge_upstream, "default_model": "gpt-4o-mini"},
         "cache": {"redis_url": REDIS_URL},
         "learning": {"shadow_rate": 1.0, "feedback": True, "judge_model": "gpt-4o", "shadow_max_tokens": 8,
-                     "workers": 1, "max_judge_dollars_per_day": 100.0},
+                     "workers": 1, "max_judge_dollars_per_day": 100.0, "max_prompt_chars": 200},
     }
     with run_gateway(config=config, tmp_dir=tmp_path_factory.mktemp("gw")) as gw:
         yield gw
@@ -180,6 +180,7 @@ def test_shadow_judging_writes_the_expected_label_rows(
     r7 = post(gw, chat_body("local", "Say hello 2 times."), rid="learn-r7")  # a cache hit
     post(gw, chat_body("upstream", "garbled reply please"), rid="learn-r8")
     post(gw, chat_body("upstream", "judge-down now"), rid="learn-r9")
+    post(gw, chat_body("upstream", "long " * 50), rid="learn-r10")  # over max_prompt_chars: not used
     assert [r.headers["x-gateway-route"] for r in (r1, r2, r3, r5, r6, r7)] == [
         "upstream", "local", "upstream", "local", "local", "cache"]
 
@@ -191,6 +192,8 @@ def test_shadow_judging_writes_the_expected_label_rows(
 
     wait_for(settled, "4 labels, 1 malformed verdict, 1 judge failure, 1 private skip")
     assert metric(gw, "slm_gateway_learning_shadow_skipped_total", reason="opt_out") == 1
+    assert metric(gw, "slm_gateway_learning_shadow_skipped_total", reason="too_long") == 1
+    assert not [r for r in recorded(judge_upstream) if r["headers"].get("x-request-id", "").startswith("learn-r10-")]
     assert metric(gw, "slm_gateway_learning_shadow_dropped_total", reason="queue_full") == 0
     for local, upstream, n in (("bad", "ok", 2), ("ok", "ok", 1), ("ok", "bad", 1)):
         assert metric(gw, "slm_gateway_learning_verdicts_total", local=local, upstream=upstream) == n
@@ -279,6 +282,8 @@ def test_feedback_records_one_sided_labels_for_the_requesting_tenant(
     assert private.status_code == 404
     cached = httpx.post(url, json={"request_id": "learn-r7", "ok": True}, headers=auth_a)
     assert cached.status_code == 404
+    too_long = httpx.post(url, json={"request_id": "learn-r10", "ok": True}, headers=auth_a)
+    assert too_long.status_code == 404
     assert httpx.post(url, json={"request_id": "learn-r1", "ok": True}).status_code == 401
     bad = httpx.post(url, json={"request_id": "learn-r1"}, headers=auth_a)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "ok"
@@ -296,7 +301,7 @@ def test_feedback_records_one_sided_labels_for_the_requesting_tenant(
     ]
     assert isinstance(rows[1]["router_score"], float)
     assert metric(gw, "slm_gateway_learning_labels_total", source="feedback") == 2
-    assert metric(gw, "slm_gateway_learning_feedback_total", result="unknown_request") == 3
+    assert metric(gw, "slm_gateway_learning_feedback_total", result="unknown_request") == 4
     assert metric(gw, "slm_gateway_learning_feedback_total", result="duplicate") == 1
 
 

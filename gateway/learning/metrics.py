@@ -12,7 +12,7 @@ LABEL_SOURCES = ("judge", "feedback")
 VERDICT_VALUES = ("ok", "bad")
 SPEND_KINDS = ("judge", "shadow")
 DROP_REASONS = ("queue_full", "local_busy", "budget")
-SKIP_REASONS = ("private", "opt_out", "unsupported", "no_tier")
+SKIP_REASONS = ("private", "opt_out", "unsupported", "no_tier", "too_long")
 JUDGE_ERRORS = ("malformed", "upstream")
 TIERS = ("local", "upstream")
 SINKS = ("redis", "file")
@@ -43,8 +43,8 @@ class LearningMetrics:
         )
         self.skipped = Counter(
             f"{p}_learning_shadow_skipped_total",
-            "Requests never shadowed by rule, by reason (private|opt_out|unsupported|no_tier; opt_out: every "
-            "opted-out request).",
+            "Requests never shadowed by rule, by reason (private|opt_out|unsupported|no_tier|too_long; opt_out "
+            "and too_long: every such request).",
             ["reason"], registry=r,
         )
         self.judge_errors = Counter(

@@ -135,11 +135,15 @@ class Learning:
             if self.shadow_on:
                 self.metrics.skipped.labels("opt_out").inc()
             return None
+        prompt = last_user_prompt(parsed)
+        if len(prompt) > self.settings.max_prompt_chars:
+            self.metrics.skipped.labels("too_long").inc()
+            return None
         served_model = answer.headers.get("x-gateway-model") or self.tiers.model_for(served, parsed.chat.model)
         if self.feedback_on and not self.privacy.rule_keeps_local(decision.reason):
             local = served == "local"
             self.recent.remember(Remembered(
-                request_id=request_id, tenant=tenant, served_tier=served, prompt=last_user_prompt(parsed),
+                request_id=request_id, tenant=tenant, served_tier=served, prompt=prompt,
                 local_model=served_model if local else None, upstream_model=None if local else served_model,
                 router_score=decision.score,
             ))
