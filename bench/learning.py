@@ -4,7 +4,7 @@ Part 1 (the loop): the routing dev data stands for traffic whose true per-tier c
 trained on a small seed set; each simulated day, `--requests-per-day` prompts arrive from the traffic pool, a
 `--shadow-rate` share is shadow-judged (the judge is the true labels, each grade flipped with probability
 `--judge-noise`), the label rows are added to the training set, the router is retrained (the real
-`classifier.train.fit_router`) and evaluated on held-out prompts (APGR per benchmark, `classifier.evaluate`).
+`classifier.train.fit_router`, a lighter configuration than the shipped one) and evaluated on held-out prompts (APGR per benchmark, `classifier.evaluate`).
 Judge spend is estimated from the judge's message (prompt + two answers) at the `--judge-price` per million
 input tokens, counting 1.3 tokens per word.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import random
 import statistics
 import sys
@@ -78,7 +79,9 @@ def simulate(args: argparse.Namespace) -> None:
     held = subset(data, order[:n_held])
     seed_set = subset(data, order[n_held : n_held + args.seed_rows])
     pool = order[n_held + args.seed_rows :]
-    config = RouterConfig()
+    # lighter than the shipped configuration (no tree / subject-prior heads, 2**16 word features): a fit per
+    # simulated day stays within minutes on a loaded 2-core machine
+    config = RouterConfig(word_features=2**16, tree_weight=0.0, subject_prior_weight=0.0)
     print(f"traffic pool {len(pool)} prompts, held-out {n_held}, seed set {args.seed_rows}; shadow rate "
           f"{args.shadow_rate}, judge noise {args.judge_noise}")
     started = time.perf_counter()
@@ -96,8 +99,8 @@ def simulate(args: argparse.Namespace) -> None:
         rows = subset(data, judged)
         flip_w = rng.random(len(judged)) < args.judge_noise
         flip_s = rng.random(len(judged)) < args.judge_noise
-        rows.weak_correct = np.where(flip_w, ~rows.weak_correct, rows.weak_correct)
-        rows.strong_correct = np.where(flip_s, ~rows.strong_correct, rows.strong_correct)
+        rows = dataclasses.replace(rows, weak_correct=np.where(flip_w, ~rows.weak_correct, rows.weak_correct),
+                                   strong_correct=np.where(flip_s, ~rows.strong_correct, rows.strong_correct))
         labels += len(judged)
         # the judge reads the prompt and two answers (taken as long as the prompt each) and writes ~8 tokens
         judge_tokens += sum(3 * len(p.split()) * TOKENS_PER_WORD for p in rows.prompts)
@@ -112,10 +115,8 @@ def simulate(args: argparse.Namespace) -> None:
 
 def hook_cost_main(calls: int) -> None:
     """Median µs per `Learning.attach` (shadow rate 0.05, feedback on; no tier is called)."""
-    try:
-        from gateway.api.schemas import parse_chat_request
-    except ImportError:  # after the request-pipeline refactor
-        from gateway.openai.request import parse_chat_request  # type: ignore[no-redef]
+    from gateway.exchange import Exchange
+    from gateway.openai.request import parse_chat_request
     from gateway.costs import CostModel
     from gateway.dispatch import Answer, Tiers
     from gateway.learning.service import Learning
@@ -137,15 +138,18 @@ def hook_cost_main(calls: int) -> None:
         decision = RouteDecision(tier="local", reason="classifier", detail="classifier", score=0.31)
         headers = {"authorization": "Bearer x", "content-type": "application/json"}
         body = b'{"choices":[{"message":{"content":"Paris"}}]}'
-        answer_headers = {"x-gateway-route": "local", "x-gateway-model": "local"}
+        answer_headers = {"x-gateway-route": "local", "x-gateway-model": "local"}  # the dispatcher's
         timings = []
         random.seed(1)
 
         async def run() -> None:
             for i in range(calls):
                 answer = Answer(200, body, dict(answer_headers))
+                ex = Exchange(f"req-{i}", headers, time.perf_counter())
+                ex.accept("t-1", parsed)
+                ex.routed(decision, "local")
                 t0 = time.perf_counter_ns()
-                after = learning.attach(answer, parsed, headers, decision, f"req-{i}", "t-1")
+                after = learning.attach(answer, ex)
                 if after is not None:
                     await after()
                 timings.append(time.perf_counter_ns() - t0)

@@ -18,10 +18,6 @@ class KeyChecker:
         self._keys = tuple(k.encode() for k in keys)
         self._tenants = {k: tenant_of(k.decode()) for k in self._keys}
 
-    @property
-    def open(self) -> bool:
-        return not self._keys
-
     def check(self, authorization: str | None) -> str:
         """Return the caller's tenant id, or raise AuthenticationFailed (401)."""
         if not self._keys:

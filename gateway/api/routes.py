@@ -12,9 +12,10 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 
 from gateway.api.event_stream import EventStream
-from gateway.api.schemas import parse_chat_request
-from gateway.components import Gateway
+from gateway.dispatch import StreamAnswer
 from gateway.errors import GatewayError, RequestTooLarge
+from gateway.openai.request import parse_chat_request
+from gateway.pipeline import Pipeline
 from gateway.supervisor import ask_supervisor_to_reload
 
 JSON = "application/json"
@@ -41,27 +42,26 @@ async def read_body(request: Request, limit: int) -> bytes:
         ) from None
 
 
-def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
-    """Route handlers bound to one `Gateway` (no module-level state)."""
+def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
+    """Route handlers bound to one `Pipeline` (no module-level state)."""
 
     @post("/v1/chat/completions", status_code=200)
     async def chat_completions(request: Request) -> Response:
         started = time.perf_counter()
         request_id = request_id_of(request)
         request.state.request_id = request_id
+        exchange = gateway.exchange(request_id, request.headers, started)
         try:
             tenant = gateway.keys.check(request.headers.get("authorization"))
-            parsed = parse_chat_request(await read_body(request, gateway.settings.max_body_bytes))
+            exchange.accept(tenant, parse_chat_request(await read_body(request, gateway.settings.max_body_bytes)))
         except GatewayError as exc:
-            gateway.count_invalid(exc)
+            gateway.refuse(exchange, exc)
             raise
-        answer = await gateway.handle_chat(parsed, request.headers, request_id, tenant, started)
-        after = BackgroundTask(answer.after_send) if answer.after_send is not None else None
-        if gateway.is_stream(answer):
-            return EventStream(
-                answer.chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **answer.headers},
-                background=after,
-            )
+        answer = await gateway.chat(exchange)
+        after = BackgroundTask(answer.after_send) if answer.after_send is not None else None  # once it is sent
+        if isinstance(answer, StreamAnswer):
+            answer.headers.update(SSE_HEADERS)
+            return EventStream(answer.chunks, media_type="text/event-stream", headers=answer.headers, background=after)
         return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers,
                         background=after)
 
@@ -89,7 +89,7 @@ def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
         """Reload the routing policy and classifier here, then in every other worker (through the supervisor);
         422 (old ones kept) when a new one is invalid."""
         gateway.keys.check(request.headers.get("authorization"))
-        reload = getattr(gateway.dispatcher.router, "reload", None)
+        reload = getattr(gateway.router, "reload", None)
         if reload is None:
             return Response(b'{"status":"not reloadable","components":[]}', status_code=404, media_type=JSON)
         results = await reload()
@@ -100,9 +100,18 @@ def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
         body = msgspec.json.encode({"status": "reloaded" if ok else "failed", "scope": scope, "components": results})
         return Response(body, status_code=200 if ok else 422, media_type=JSON)
 
+    @post("/v1/feedback", status_code=200)
+    async def feedback(request: Request) -> Response:
+        """A one-sided label for a recent request of the caller's (gateway/learning/feedback.py)."""
+        request.state.request_id = request_id_of(request)
+        tenant = gateway.keys.check(request.headers.get("authorization"))
+        assert gateway.learning is not None
+        row = await gateway.learning.feedback(await read_body(request, gateway.settings.max_body_bytes), tenant)
+        body = {"object": "feedback", "request_id": row["request_id"], "served_tier": row["served_tier"],
+                "recorded": True}
+        return Response(msgspec.json.encode(body), media_type=JSON, headers={"x-request-id": request.state.request_id})
+
     handlers = [chat_completions, list_models, healthz, readyz, metrics, admin_reload]
     if gateway.learning is not None and gateway.learning.feedback_on:
-        from gateway.learning.routes import feedback_route
-
-        handlers.append(feedback_route(gateway.learning, gateway.keys, gateway.settings.max_body_bytes))
+        handlers.append(feedback)
     return handlers

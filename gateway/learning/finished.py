@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.api.schemas import ParsedRequest
+from gateway.openai.request import ParsedRequest
 from gateway.tiers.base import Usage
 
 

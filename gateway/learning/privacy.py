@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.api.schemas import ParsedRequest
+from gateway.openai.request import ParsedRequest
 from gateway.routing.conditions import TAG_HEADER
 from gateway.routing.decision import RouteContext
 from gateway.routing.pii import scan

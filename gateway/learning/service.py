@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from gateway.api.event_stream import FinalChunk
-from gateway.api.schemas import ParsedRequest
 from gateway.costs import CostModel
 from gateway.dispatch import Answer, StreamAnswer, Tiers
+from gateway.exchange import Exchange
 from gateway.learning.budget import DailyBudget
 from gateway.learning.feedback import FeedbackDesk
 from gateway.learning.finished import Finished, StreamText, completion_text, last_user_prompt
@@ -26,9 +25,8 @@ from gateway.learning.privacy import PrivacyGuard, opted_out
 from gateway.learning.recent import RecentRequests, Remembered
 from gateway.learning.redis_client import learning_redis
 from gateway.learning.shadow import ShadowJudge
-from gateway.routing.decision import RouteDecision
+from gateway.openai.wire import FinalChunk, Usage
 from gateway.settings import Settings
-from gateway.tiers.base import Usage
 
 log = logging.getLogger("slm_gateway.learning")
 
@@ -113,22 +111,17 @@ class Learning:
             self.metrics.set_model(*facts)
 
     # -- the hook ------------------------------------------------------------------------------------------
-    def attach(
-        self,
-        answer: Answer | StreamAnswer,
-        parsed: ParsedRequest,
-        headers: Mapping[str, str],
-        decision: RouteDecision,
-        request_id: str,
-        tenant: str,
-    ) -> AfterSend | None:
+    def attach(self, answer: Answer | StreamAnswer, ex: Exchange) -> AfterSend | None:
         """Remember the request for feedback; for a sampled one, the callback to run after the answer is sent.
 
         For a sampled stream, `answer.chunks` is wrapped to collect the text the client receives.
         """
-        served = answer.headers.get("x-gateway-route")
-        if served not in ("local", "upstream") or (isinstance(answer, Answer) and answer.status != 200):
-            return None  # a cache hit (or not an answer)
+        served = ex.tier  # "cache" for a hit
+        parsed, decision, request_id, tenant, headers = ex.parsed, ex.decision, ex.request_id, ex.tenant, ex.headers
+        if served not in ("local", "upstream") or parsed is None or decision is None:
+            return None
+        if isinstance(answer, Answer) and answer.status != 200:
+            return None
         if not self.active:
             return None
         if opted_out(headers, parsed.raw, self.settings.opt_out_header, self._opt_out_tags):
@@ -139,7 +132,7 @@ class Learning:
         if len(prompt) > self.settings.max_prompt_chars:
             self.metrics.skipped.labels("too_long").inc()
             return None
-        served_model = answer.headers.get("x-gateway-model") or self.tiers.model_for(served, parsed.chat.model)
+        served_model = ex.model or self.tiers.model_for(served, parsed.chat.model)
         if self.feedback_on and not self.privacy.rule_keeps_local(decision.reason):
             local = served == "local"
             self.recent.remember(Remembered(
@@ -161,7 +154,7 @@ class Learning:
             body = answer.body
 
             async def offer_answer() -> None:
-                self.shadow.offer(finished(completion_text(body), Usage()))
+                self.shadow.offer(finished(completion_text(body), ex.usage))
 
             return offer_answer
         collected = StreamText()
@@ -170,7 +163,7 @@ class Learning:
 
         async def offer_stream() -> None:
             if done[0]:
-                self.shadow.offer(finished(collected.text, collected.usage))
+                self.shadow.offer(finished(collected.text, ex.usage))
 
         return offer_stream
 

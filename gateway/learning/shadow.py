@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.api.schemas import ParsedRequest, parse_chat_request
+from gateway.openai.request import ParsedRequest, parse_chat_request
 from gateway.costs import CostModel
 from gateway.dispatch import Tiers
 from gateway.errors import GatewayError
