@@ -9,6 +9,7 @@ from gateway.auth import KeyChecker
 from gateway.cache import build_cache_layer
 from gateway.costs import CostModel
 from gateway.dispatch import Dispatcher, Tiers
+from gateway.health import build_health
 from gateway.learning.service import build_learning
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
@@ -55,6 +56,7 @@ def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
             read_timeout=settings.upstream.read_timeout,
             max_connections=settings.upstream.max_connections,
             client=settings.upstream.client,
+            max_response_bytes=settings.upstream.max_response_bytes,
         )
     return Tiers(
         local=local,
@@ -81,5 +83,10 @@ def build_gateway(
     costs = CostModel(settings.costs, settings.upstream.default_model)
     accounting = Accounting(metrics, costs)
     cache = build_cache_layer(settings.cache, Dispatcher(tiers), metrics)
+    health = build_health(
+        tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds
+    )
     learning = build_learning(settings, tiers, costs, metrics, router)
-    return Pipeline(settings, tiers, router, cache, KeyChecker(settings.api_keys), metrics, accounting, learning)
+    return Pipeline(
+        settings, tiers, router, cache, KeyChecker(settings.api_keys), metrics, accounting, health, learning=learning
+    )

@@ -26,12 +26,34 @@ class UpstreamSettings(_Section):
 
     url: str | None = None
     api_key: str | None = None
+    """Prefer the SLM_GATEWAY_UPSTREAM_API_KEY environment variable or `api_key_file` to a flag or config file."""
+    api_key_file: str | None = None
+    """A file holding the upstream API key (a mounted secret); read once at start, surrounding whitespace dropped."""
+    max_response_bytes: int = 32 * 1024 * 1024
+    """Largest upstream (non-streamed) answer accepted; a larger one is a 502 `upstream_response_too_large`."""
     default_model: str = "gpt-4o-mini"
     connect_timeout: float = 5.0
     read_timeout: float = 120.0
     max_connections: int = 256
     client: Literal["aiohttp", "httpx"] = "aiohttp"
     """The HTTP client library behind the connection pool (see gateway/tiers/transport.py)."""
+
+
+class ServerSettings(_Section):
+    """How clients may send requests: limits enforced by the HTTP protocol layer (gateway/http_guard.py)."""
+
+    max_header_bytes: int = 64 * 1024
+    """Request line plus headers; a larger head is answered 431 and the connection closed."""
+    header_timeout_seconds: float = 10.0
+    """Time a connection may take to send a request's head (from connecting, or from its first byte)."""
+    body_timeout_seconds: float = 60.0
+    """Time a request may take to send its body once its head arrived."""
+    keep_alive_seconds: float = 5.0
+    """Idle time after a response before a keep-alive connection is closed."""
+    max_concurrency: int | None = None
+    """Connections + requests in flight beyond which new requests get a 503 (uvicorn's limit_concurrency)."""
+    readiness_cache_seconds: float = 5.0
+    """How long `/readyz` reuses its upstream probe and Redis ping (N probes in that time: one upstream request)."""
 
 
 class LocalSettings(_Section):
@@ -141,6 +163,7 @@ class Settings(_Section):
     policy: str | None = None
     classifier_model: str | None = None
     upstream: UpstreamSettings = msgspec.field(default_factory=UpstreamSettings)
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     local: LocalSettings = msgspec.field(default_factory=LocalSettings)
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     costs: CostSettings = msgspec.field(default_factory=CostSettings)
@@ -163,6 +186,18 @@ class Settings(_Section):
             self.upstream.url = url
         if self.upstream.connect_timeout <= 0 or self.upstream.read_timeout <= 0:
             raise SettingsError("upstream timeouts must be positive")
+        if self.upstream.max_response_bytes < 1024:
+            raise SettingsError(f"upstream.max_response_bytes must be at least 1024, got {self.upstream.max_response_bytes}")
+        if self.upstream.api_key_file is not None:
+            self.upstream.api_key = _read_key_file(self.upstream.api_key_file, self.upstream.api_key)
+        server = self.server
+        if server.max_header_bytes < 1024:
+            raise SettingsError(f"server.max_header_bytes must be at least 1024, got {server.max_header_bytes}")
+        timeouts = (server.header_timeout_seconds, server.body_timeout_seconds, server.keep_alive_seconds)
+        if min(*timeouts, server.readiness_cache_seconds) <= 0:
+            raise SettingsError("server timeouts must be positive")
+        if server.max_concurrency is not None and server.max_concurrency < 1:
+            raise SettingsError(f"server.max_concurrency must be at least 1, got {server.max_concurrency}")
         if self.local.max_concurrency < 1:
             raise SettingsError(f"local.max_concurrency must be at least 1, got {self.local.max_concurrency}")
         if self.local.max_queue < 0:
@@ -204,6 +239,19 @@ def _validate_learning(learning: LearningSettings) -> None:
     learning.opt_out_header = learning.opt_out_header.lower()
 
 
+def _read_key_file(path: str, given: str | None) -> str:
+    """The key in `path`; SettingsError when it is unreadable or empty (or a key was also given another way)."""
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SettingsError(f"upstream.api_key_file: cannot read {path!r} ({exc.strerror or exc})") from None
+    if not key:
+        raise SettingsError(f"upstream.api_key_file: {path!r} is empty")
+    if given and given != key:
+        raise SettingsError("upstream.api_key and upstream.api_key_file are both set: give one")
+    return key
+
+
 # Environment variables: name -> (dotted setting path, parser).
 _ENV_MAP: dict[str, str] = {
     "HOST": "host",
@@ -217,6 +265,7 @@ _ENV_MAP: dict[str, str] = {
     "CLASSIFIER_MODEL": "classifier_model",
     "UPSTREAM_URL": "upstream.url",
     "UPSTREAM_API_KEY": "upstream.api_key",
+    "UPSTREAM_API_KEY_FILE": "upstream.api_key_file",
     "UPSTREAM_DEFAULT_MODEL": "upstream.default_model",
     "UPSTREAM_CLIENT": "upstream.client",
     "LOCAL_MODEL": "local.model_path",

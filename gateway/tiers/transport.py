@@ -37,8 +37,16 @@ class TransportResponse(Protocol):
     """A response whose head has arrived; the body is read (or streamed) once, then `close` releases it."""
 
     status: int
+    content_length: int | None
+    """The declared `content-length`, if any."""
 
-    async def read(self, limit: int | None = None) -> bytes: ...
+    def header(self, name: str) -> str | None:
+        """One response header (lower-case name)."""
+        ...
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The body, or its first `limit` bytes."""
+        ...
 
     def receive(self) -> AsyncIterator[bytes]:
         """The body as it arrives: each item is whatever one read delivered (never empty)."""
@@ -62,6 +70,10 @@ class _AiohttpResponse:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
+        self.content_length = response.content_length
+
+    def header(self, name: str) -> str | None:
+        return self._response.headers.get(name)
 
     async def read(self, limit: int | None = None) -> bytes:
         try:
@@ -137,6 +149,11 @@ class _HttpxResponse:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self.status = response.status_code
+        declared = response.headers.get("content-length")
+        self.content_length = int(declared) if declared is not None and declared.isdigit() else None
+
+    def header(self, name: str) -> str | None:
+        return self._response.headers.get(name)
 
     async def read(self, limit: int | None = None) -> bytes:
         try:
