@@ -87,6 +87,5 @@ def build_gateway(
         tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds
     )
     learning = build_learning(settings, tiers, costs, metrics, router)
-    return Pipeline(
-        settings, tiers, router, cache, KeyChecker(settings.api_keys), metrics, accounting, health, learning=learning
-    )
+    keys = KeyChecker(settings.api_keys, settings.admin_api_keys)
+    return Pipeline(settings, tiers, router, cache, keys, metrics, accounting, health, learning=learning)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -16,11 +17,12 @@ from gateway.auth import KeyChecker
 from gateway.cache.flow import CacheLayer
 from gateway.dispatch import Answer, StreamAnswer, Tiers
 from gateway.errors import GatewayError
-from gateway.exchange import Exchange
+from gateway.exchange import CLIENT_CLOSED_REQUEST, Exchange
 from gateway.health import HealthCheck, build_health
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import RouteContext, Router
 from gateway.settings import Settings
+from gateway.tiers.base import NO_FEATURES
 
 if TYPE_CHECKING:
     from gateway.learning.service import Learning
@@ -89,6 +91,7 @@ class Pipeline:
             headers=ex.headers,
             has_upstream=tiers.upstream is not None,
             has_local=tiers.local is not None,
+            local_features=getattr(tiers.local, "features", NO_FEATURES),
         )
         try:
             decision = self.router.decide(ctx)
@@ -106,6 +109,10 @@ class Pipeline:
             answer = await self.cache(ex)
         except GatewayError as exc:
             self.refuse(ex, exc)
+            raise
+        except asyncio.CancelledError:  # the client left before a complete answer was ready
+            ex.status = CLIENT_CLOSED_REQUEST
+            ex.done()
             raise
         if self.learning is not None:  # shadow judging and feedback see the answer once the client has it
             answer.after_send = self.learning.attach(answer, ex)

@@ -78,6 +78,8 @@ class CacheSettings(_Section):
     ttl_seconds: int = 3600
     max_entry_bytes: int = 1_048_576
     max_memory_entries: int = 10_000
+    max_memory_bytes: int = 64 * 1024 * 1024
+    """In-process cache only: the most bytes (keys + answers) it holds; least recently used entries go first."""
     enabled: bool = True
     tenant_header: str | None = None
     """Header that names the tenant; by default the tenant is derived from the caller's gateway key."""
@@ -157,6 +159,9 @@ class Settings(_Section):
     port: int = 8080
     workers: int = 1
     api_keys: list[str] = msgspec.field(default_factory=list)
+    admin_api_keys: list[str] = msgspec.field(default_factory=list)
+    """Keys for `/admin/*` (tenant keys are refused there). None: admin endpoints are open only while the gateway
+    has no `api_keys` either, and refused (403) once it has."""
     max_body_bytes: int = 4 * 1024 * 1024
     log_level: str = "info"
     model_cache_dir: str | None = None
@@ -214,14 +219,19 @@ class Settings(_Section):
             raise SettingsError(f"cache.ttl_seconds must be at least 1, got {self.cache.ttl_seconds}")
         if self.cache.max_entry_bytes < 1 or self.cache.max_memory_entries < 1:
             raise SettingsError("cache.max_entry_bytes and cache.max_memory_entries must be at least 1")
+        if self.cache.max_memory_bytes < 1:
+            raise SettingsError(f"cache.max_memory_bytes must be at least 1, got {self.cache.max_memory_bytes}")
         if self.cache.timeout_seconds <= 0 or self.cache.lock_timeout_seconds <= 0:
             raise SettingsError("cache.timeout_seconds and cache.lock_timeout_seconds must be positive")
         if not self.cache.key_prefix or any(c.isspace() for c in self.cache.key_prefix):
             raise SettingsError(f"cache.key_prefix must be non-empty without spaces, got {self.cache.key_prefix!r}")
         _validate_learning(self.learning)
-        for key in self.api_keys:
-            if not key or any(c.isspace() for c in key):
-                raise SettingsError("api_keys must be non-empty strings without spaces")
+        for field in ("api_keys", "admin_api_keys"):
+            for key in getattr(self, field):
+                if not key or any(c.isspace() for c in key):
+                    raise SettingsError(f"{field} must be non-empty strings without spaces")
+        if set(self.api_keys) & set(self.admin_api_keys):
+            raise SettingsError("admin_api_keys must differ from api_keys")
         return self
 
 
@@ -258,6 +268,7 @@ _ENV_MAP: dict[str, str] = {
     "PORT": "port",
     "WORKERS": "workers",
     "API_KEYS": "api_keys",
+    "ADMIN_API_KEYS": "admin_api_keys",
     "MAX_BODY_BYTES": "max_body_bytes",
     "LOG_LEVEL": "log_level",
     "MODEL_CACHE_DIR": "model_cache_dir",
@@ -278,7 +289,12 @@ _ENV_MAP: dict[str, str] = {
     "SHADOW_RATE": "learning.shadow_rate",
     "JUDGE_MODEL": "learning.judge_model",
     "LABELS_PATH": "learning.labels_path",
+    "CACHE_MAX_MEMORY_BYTES": "cache.max_memory_bytes",
 }
+
+
+_LIST_SETTINGS = frozenset({"api_keys", "admin_api_keys"})
+"""Settings given in the environment as comma-separated lists."""
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -288,7 +304,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ.get(ENV_PREFIX + suffix)
         if raw is None or raw == "":
             continue
-        value: Any = [k.strip() for k in raw.split(",") if k.strip()] if path == "api_keys" else raw
+        value: Any = [k.strip() for k in raw.split(",") if k.strip()] if path in _LIST_SETTINGS else raw
         _set_path(out, path, value)
     return out
 

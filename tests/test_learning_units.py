@@ -28,7 +28,6 @@ from gateway.learning.judge import (
 )
 from gateway.learning.labels import LabelSink, export_stream, hash_tenant, label_row
 from gateway.learning.recent import RecentRequests, Remembered
-from gateway.learning.shadow import required_features
 from gateway.errors import InvalidRequest
 from gateway.settings import SettingsError, load_settings
 
@@ -234,13 +233,6 @@ def test_stream_text_collects_the_first_choice_across_split_writes() -> None:
     assert (text.usage.prompt_tokens, text.usage.completion_tokens, text.model) == (3, 2, "m")
     assert completion_text(b'{"choices": [{"message": {"content": "x y"}}]}') == "x y"
     assert completion_text(b'{"choices": []}') == ""
-
-
-def test_required_features() -> None:
-    assert required_features({"messages": [{"role": "user", "content": "hi"}]}) == frozenset()
-    assert required_features({"tools": [{}], "n": 2, "logprobs": True, "response_format": {"type": "json_object"},
-                              "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}) == frozenset(
-        {"tools", "n", "logprobs", "response_format", "images"})
 
 
 # -- settings -----------------------------------------------------------------------------------------------------

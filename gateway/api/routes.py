@@ -11,8 +11,10 @@ from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 
+from gateway.api.disconnect import unless_disconnected
 from gateway.api.event_stream import EventStream
 from gateway.dispatch import StreamAnswer
+from gateway.exchange import CLIENT_CLOSED_REQUEST
 from gateway.errors import GatewayError, RequestTooLarge
 from gateway.openai.request import parse_chat_request
 from gateway.pipeline import Pipeline
@@ -57,7 +59,9 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
         except GatewayError as exc:
             gateway.refuse(exchange, exc)
             raise
-        answer = await gateway.chat(exchange)
+        answer = await unless_disconnected(request.receive, gateway.chat(exchange))
+        if answer is None:  # the client left before the answer was ready; its work was cancelled
+            return Response(b"", status_code=CLIENT_CLOSED_REQUEST, media_type=JSON)
         after = BackgroundTask(answer.after_send) if answer.after_send is not None else None  # once it is sent
         if isinstance(answer, StreamAnswer):
             answer.headers.update(SSE_HEADERS)
@@ -88,7 +92,7 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
     async def admin_reload(request: Request) -> Response:
         """Reload the routing policy and classifier here, then in every other worker (through the supervisor);
         422 (old ones kept) when a new one is invalid."""
-        gateway.keys.check(request.headers.get("authorization"))
+        gateway.keys.check_admin(request.headers.get("authorization"))
         reload = getattr(gateway.router, "reload", None)
         if reload is None:
             return Response(b'{"status":"not reloadable","components":[]}', status_code=404, media_type=JSON)

@@ -28,30 +28,11 @@ from gateway.learning.judge import MalformedVerdict, judge_request, parse_verdic
 from gateway.learning.labels import LabelSink, hash_tenant, label_row
 from gateway.learning.metrics import LearningMetrics
 from gateway.learning.privacy import PrivacyGuard
+from gateway.routing.capabilities import required_features
 from gateway.settings import LearningSettings
 from gateway.tiers.base import Backend, Completion
 
 log = logging.getLogger("slm_gateway.learning")
-
-
-def required_features(raw: dict[str, Any]) -> frozenset[str]:
-    """The optional features (gateway/tiers/base.py vocabulary) a request body asks for."""
-    needed: set[str] = set()
-    if raw.get("tools") or raw.get("functions"):
-        needed.add("tools")
-    fmt = raw.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        needed.add("response_format")
-    n = raw.get("n")
-    if isinstance(n, int) and n > 1:
-        needed.add("n")
-    if raw.get("logprobs"):
-        needed.add("logprobs")
-    for message in raw.get("messages") or ():
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") != "text" for p in content):
-            needed.add("images")
-    return frozenset(needed)
 
 
 def shadow_request(request: ParsedRequest, max_tokens: int) -> ParsedRequest:
@@ -175,7 +156,7 @@ class ShadowJudge:
         if backend is None or upstream is None:
             self.metrics.skipped.labels("no_tier").inc()
             return None
-        if not required_features(finished.request.raw) <= getattr(self.tiers.local, "features", frozenset()):
+        if other == "local" and not required_features(finished.request) <= getattr(backend, "features", frozenset()):
             self.metrics.skipped.labels("unsupported").inc()
             return None
         if self.budget.exhausted():

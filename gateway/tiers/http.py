@@ -11,7 +11,7 @@ from gateway import __version__
 from gateway.errors import GatewayError, TierUnavailable
 from gateway.openai.request import ParsedRequest
 from gateway.openai.wire import token_count, usage_of
-from gateway.tiers.base import Completion, Usage
+from gateway.tiers.base import ALL_FEATURES, Completion, Usage
 from gateway.tiers.sse import SSEDecoder, SSEProtocolError
 from gateway.tiers.transport import Timeouts, Transport, TransportError, TransportResponse, make_transport
 from gateway.tiers.upstream_errors import AUTH_STATUSES, KeyScrubber, status_error, stream_error
@@ -41,6 +41,8 @@ class OpenAIHTTPBackend:
     The API key is sent as a bearer token and never logged or returned. A connection that cannot be made is
     retried once (nothing was sent); a read timeout or a broken connection is not retried.
     """
+
+    features: frozenset[str] = ALL_FEATURES  # the request passes through: the upstream honours what it supports
 
     def __init__(
         self,
