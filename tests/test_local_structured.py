@@ -13,7 +13,7 @@ import jsonschema
 import openai
 import pytest
 
-from gateway.tiers.base import RESPONSE_FORMAT, TOOLS
+from gateway.tiers.base import RESPONSE_FORMAT as RESPONSE_FORMAT_FEATURE, TOOLS as TOOLS_FEATURE
 from gateway.tiers.local import LlamaCppBackend
 from tests.conftest import RunningGateway
 
@@ -84,7 +84,7 @@ def assert_valid_calls(calls: list[Any]) -> list[tuple[str, dict]]:
 
 
 def test_local_backend_declares_the_features_it_honours() -> None:
-    assert LlamaCppBackend.features == frozenset({TOOLS, RESPONSE_FORMAT}) == {"tools", "response_format"}
+    assert LlamaCppBackend.features == frozenset({TOOLS_FEATURE, RESPONSE_FORMAT_FEATURE}) == {"tools", "response_format"}
 
 
 # -- response_format -------------------------------------------------------------------------------------------
@@ -148,10 +148,25 @@ def test_schema_the_local_model_cannot_enforce_is_a_clear_400(gateway_factory: C
     }
 
 
-def test_schema_the_local_model_cannot_enforce_goes_upstream_when_the_policy_falls_back(gateway: RunningGateway) -> None:
+def test_schema_the_local_model_cannot_enforce_goes_upstream_when_the_policy_falls_back(
+    gateway_factory: Callable[..., RunningGateway], fake_upstream: str, tmp_path: Any
+) -> None:
+    policy = tmp_path / "json-local.yaml"
+    policy.write_text(
+        "rules:\n  - name: json-local\n    when: {response_format: true}\n    action: local\n"
+        "    fallback: to_upstream\n"
+    )
+    gw = gateway_factory("--upstream-url", fake_upstream, "--policy", str(policy))
     fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": UNENFORCEABLE}}
-    raw = client(gateway).chat.completions.with_raw_response.create(model="local", messages=EXTRACT, response_format=fmt)
-    assert raw.headers["x-gateway-route"] == "upstream"  # pin-local's fallback: to_upstream
+    raw = client(gw).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=EXTRACT, response_format=fmt)
+    assert raw.headers["x-gateway-route"] == "upstream"  # json-local's fallback: to_upstream
+
+
+def test_a_pinned_local_request_with_a_schema_it_cannot_enforce_is_a_400_not_a_spill(gateway: RunningGateway) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": UNENFORCEABLE}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(gateway).chat.completions.create(model="local", messages=EXTRACT, response_format=fmt)
+    assert caught.value.status_code == 400 and caught.value.body["code"] == "unsupported_schema"
 
 
 # -- tools ---------------------------------------------------------------------------------------------------------
