@@ -10,6 +10,7 @@ from gateway.cache import build_cache_layer
 from gateway.costs import CostModel
 from gateway.dispatch import Dispatcher, Tiers
 from gateway.health import build_health
+from gateway.learning.service import build_learning
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
 from gateway.routing.decision import Router
@@ -79,9 +80,12 @@ def build_gateway(
     metrics = metrics or GatewayMetrics()
     tiers = tiers or build_tiers(settings, metrics)
     router = router or router_from_settings(settings, metrics)
-    accounting = Accounting(metrics, CostModel(settings.costs, settings.upstream.default_model))
+    costs = CostModel(settings.costs, settings.upstream.default_model)
+    accounting = Accounting(metrics, costs)
     cache = build_cache_layer(settings.cache, Dispatcher(tiers), metrics)
     health = build_health(
         tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds
     )
-    return Pipeline(settings, tiers, router, cache, KeyChecker(settings.api_keys, settings.admin_api_keys), metrics, accounting, health)
+    learning = build_learning(settings, tiers, costs, metrics, router)
+    keys = KeyChecker(settings.api_keys, settings.admin_api_keys)
+    return Pipeline(settings, tiers, router, cache, keys, metrics, accounting, health, learning=learning)

@@ -1,4 +1,4 @@
-"""The `slm-gateway` command: `serve`, `model fetch`, and the `classifier` tools."""
+"""The `slm-gateway` command: `serve`, `model fetch`, `labels export`, and the `classifier` tools."""
 
 from __future__ import annotations
 
@@ -137,6 +137,9 @@ def _register_optional(sub: Any) -> None:
     from gateway.routing.explain import register as register_route
 
     register_route(sub)
+    from gateway.learning.cli import register as register_labels
+
+    register_labels(sub)
     from gateway.cache.cli import register as register_cache
 
     register_cache(sub)

@@ -30,6 +30,8 @@ class Answer(msgspec.Struct):
     status: int
     body: bytes
     headers: dict[str, str]
+    after_send: Callable[[], Awaitable[None]] | None = None
+    """Run once the client has the whole answer (learning's hook; see gateway/learning/service.py)."""
 
 
 class StreamAnswer(msgspec.Struct):
@@ -37,6 +39,7 @@ class StreamAnswer(msgspec.Struct):
 
     chunks: AsyncIterator[bytes]
     headers: dict[str, str]
+    after_send: Callable[[], Awaitable[None]] | None = None
 
 
 class Handler(Protocol):

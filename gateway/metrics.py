@@ -19,6 +19,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess
 
+from gateway.learning.metrics import LearningMetrics
+
 PREFIX = "slm_gateway"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -152,6 +154,7 @@ class GatewayMetrics:
             ["tier"],
             registry=r,
         )
+        self.learning = LearningMetrics(r)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text (all workers in multiprocess mode) and its content type."""

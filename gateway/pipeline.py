@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -22,6 +23,9 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import RouteContext, Router
 from gateway.settings import Settings
 from gateway.tiers.base import NO_FEATURES
+
+if TYPE_CHECKING:
+    from gateway.learning.service import Learning
 
 
 class Pipeline:
@@ -38,8 +42,10 @@ class Pipeline:
         metrics: GatewayMetrics,
         accounting: Accounting,
         health: HealthCheck | None = None,
+        learning: Learning | None = None,
     ) -> None:
         self.settings = settings
+        self.learning = learning
         self.tiers = tiers
         self.router = router
         self.cache = cache
@@ -55,8 +61,12 @@ class Pipeline:
         for backend in (self.tiers.local, self.tiers.upstream):
             if backend is not None:
                 await backend.start()
+        if self.learning is not None:
+            await self.learning.start()
 
     async def stop(self) -> None:
+        if self.learning is not None:
+            await self.learning.stop()
         for backend in (self.tiers.local, self.tiers.upstream):
             if backend is not None:
                 await backend.close()
@@ -104,6 +114,8 @@ class Pipeline:
             ex.status = CLIENT_CLOSED_REQUEST
             ex.done()
             raise
+        if self.learning is not None:  # shadow judging and feedback see the answer once the client has it
+            answer.after_send = self.learning.attach(answer, ex)
         if isinstance(answer, Answer):
             ex.done()
         return answer

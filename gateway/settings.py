@@ -115,6 +115,43 @@ class CostSettings(_Section):
     upstream: dict[str, UpstreamPrice] = msgspec.field(default_factory=_default_prices)
 
 
+class LearningSettings(_Section):
+    """Shadow judging and explicit feedback: label rows for retraining the router (see gateway/learning)."""
+
+    shadow_rate: float = 0.0
+    """Share of answered requests (0..1) whose other tier's answer is obtained and judged after the response."""
+    judge_model: str | None = None
+    """Upstream model that grades both answers; default `upstream.default_model`."""
+    max_judge_dollars_per_day: float = 1.0
+    """Cap on what shadow judging spends per UTC day (judge calls and upstream shadow answers), in US dollars."""
+    labels_path: str | None = None
+    """JSONL file the label rows are appended to (used when no Redis is configured, or when it is down)."""
+    redis_stream: str = "slmgw:labels:v1"
+    """With `cache.redis_url`: the Redis stream every replica appends label rows to."""
+    stream_max_len: int = 1_000_000
+    feedback: bool = False
+    """Accept `POST /v1/feedback` (remembers recent requests: in Redis when configured)."""
+    recent_requests: int = 10_000
+    """How many recent requests are remembered for feedback (per process; in Redis, for `recent_ttl_seconds`)."""
+    recent_ttl_seconds: int = 86_400
+    queue_size: int = 64
+    """Shadow jobs waiting; a full queue drops (counted)."""
+    workers: int = 1
+    """Concurrent shadow jobs (each: other tier's answer, then the judge)."""
+    local_concurrency: int = 1
+    """Concurrent shadow generations on the local tier (they only start when the local tier is idle)."""
+    shadow_max_tokens: int = 256
+    judge_max_tokens: int = 64
+    max_prompt_chars: int = 32_768
+    """Requests whose last user prompt is longer are neither remembered nor shadowed (bounds memory)."""
+    opt_out_header: str = "x-gateway-learning"
+    """A request with this header set to off/no/0/false is never shadowed nor remembered."""
+    opt_out_tags: list[str] = msgspec.field(default_factory=lambda: ["no-learning"])
+    """Request tags (`x-gateway-tag` header, else the `user` field) that opt out, as for the header."""
+    tenant_salt: str = ""
+    """Salt of the tenant hash written in label rows."""
+
+
 class Settings(_Section):
     """Everything the gateway needs to start."""
 
@@ -135,6 +172,7 @@ class Settings(_Section):
     local: LocalSettings = msgspec.field(default_factory=LocalSettings)
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     costs: CostSettings = msgspec.field(default_factory=CostSettings)
+    learning: LearningSettings = msgspec.field(default_factory=LearningSettings)
 
     def validate(self) -> Settings:
         """Check values a type cannot express; raise SettingsError naming the setting."""
@@ -189,6 +227,7 @@ class Settings(_Section):
             raise SettingsError("cache.timeout_seconds and cache.lock_timeout_seconds must be positive")
         if not self.cache.key_prefix or any(c.isspace() for c in self.cache.key_prefix):
             raise SettingsError(f"cache.key_prefix must be non-empty without spaces, got {self.cache.key_prefix!r}")
+        _validate_learning(self.learning)
         for field in ("api_keys", "admin_api_keys"):
             for key in getattr(self, field):
                 if not key or any(c.isspace() for c in key):
@@ -196,6 +235,20 @@ class Settings(_Section):
         if set(self.api_keys) & set(self.admin_api_keys):
             raise SettingsError("admin_api_keys must differ from api_keys")
         return self
+
+
+def _validate_learning(learning: LearningSettings) -> None:
+    if not 0.0 <= learning.shadow_rate <= 1.0:
+        raise SettingsError(f"learning.shadow_rate must be between 0 and 1, got {learning.shadow_rate}")
+    if learning.max_judge_dollars_per_day < 0:
+        raise SettingsError("learning.max_judge_dollars_per_day must be 0 or more")
+    for name in ("queue_size", "workers", "local_concurrency", "shadow_max_tokens", "judge_max_tokens",
+                 "recent_requests", "recent_ttl_seconds", "stream_max_len", "max_prompt_chars"):
+        if getattr(learning, name) < 1:
+            raise SettingsError(f"learning.{name} must be at least 1, got {getattr(learning, name)}")
+    if not learning.redis_stream or any(c.isspace() for c in learning.redis_stream):
+        raise SettingsError(f"learning.redis_stream must be non-empty without spaces, got {learning.redis_stream!r}")
+    learning.opt_out_header = learning.opt_out_header.lower()
 
 
 def _read_key_file(path: str, given: str | None) -> str:
@@ -235,6 +288,9 @@ _ENV_MAP: dict[str, str] = {
     "LOCAL_THREADS": "local.threads",
     "REDIS_URL": "cache.redis_url",
     "CACHE_TTL_SECONDS": "cache.ttl_seconds",
+    "SHADOW_RATE": "learning.shadow_rate",
+    "JUDGE_MODEL": "learning.judge_model",
+    "LABELS_PATH": "learning.labels_path",
     "CACHE_MAX_MEMORY_BYTES": "cache.max_memory_bytes",
 }
 

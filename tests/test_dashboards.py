@@ -329,6 +329,14 @@ def _exercise_standin(metrics: Any, rng: random.Random) -> None:
     metrics.classifier_duration.observe(rng.uniform(0.0001, 0.002))
     for component in ("policy", "classifier"):
         metrics.reloads.labels(component, rng.choice(("success", "failure"))).inc()
+    learning = metrics.learning
+    learning.labels.labels(rng.choice(("judge", "feedback"))).inc()
+    learning.verdicts.labels(rng.choice(("ok", "bad")), rng.choice(("ok", "bad"))).inc()
+    learning.spend.labels(rng.choice(("judge", "shadow"))).inc(rng.uniform(0, 1e-4))
+    learning.dropped.labels("queue_full").inc(rng.randint(0, 1))
+    learning.skipped.labels("private").inc(rng.randint(0, 1))
+    learning.judge_errors.labels("malformed").inc(rng.randint(0, 1))
+    learning.set_model("router-v1.skops", 0.61)
 
 
 @pytest.fixture(scope="module")
@@ -419,7 +427,10 @@ def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator
             time.sleep(0.1)
     policy = tmp / "policy.yaml"  # the shipped default policy, plus a rule whose local requests may spill
     policy.write_text((REPO_ROOT / "policies" / "default.yaml").read_text().replace("rules:\n", SPILL_RULE, 1))
-    config = {"local": {"context_size": 512}, "cache": {"enabled": True}, "policy": str(policy)}
+    config = {"local": {"context_size": 512}, "cache": {"enabled": True}, "policy": str(policy),
+              # learning on (feedback; its metrics start at zero). Not shadow judging: its upstream calls would
+              # take draws from the fake upstream's seeded error injection, in an order that depends on timing.
+              "learning": {"feedback": True, "labels_path": str(tmp / "labels.jsonl")}}
     with run_fake_upstream(error_rate=0.4, error_status=400, seed=7) as upstream_url, run_gateway(
         "--upstream-url", upstream_url, "--upstream-api-key", "sk-test",
         "--redis-url", f"redis://127.0.0.1:{redis_port}/0", config=config, tmp_dir=tmp,

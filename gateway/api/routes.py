@@ -7,6 +7,7 @@ import uuid
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 
@@ -61,10 +62,12 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
         answer = await unless_disconnected(request.receive, gateway.chat(exchange))
         if answer is None:  # the client left before the answer was ready; its work was cancelled
             return Response(b"", status_code=CLIENT_CLOSED_REQUEST, media_type=JSON)
+        after = BackgroundTask(answer.after_send) if answer.after_send is not None else None  # once it is sent
         if isinstance(answer, StreamAnswer):
             answer.headers.update(SSE_HEADERS)
-            return EventStream(answer.chunks, media_type="text/event-stream", headers=answer.headers)
-        return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers)
+            return EventStream(answer.chunks, media_type="text/event-stream", headers=answer.headers, background=after)
+        return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers,
+                        background=after)
 
     @get("/v1/models")
     async def list_models(request: Request) -> Response:
@@ -94,9 +97,25 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
         if reload is None:
             return Response(b'{"status":"not reloadable","components":[]}', status_code=404, media_type=JSON)
         results = await reload()
+        if gateway.learning is not None:
+            gateway.learning.observe_router()
         ok = all(r.result == "success" for r in results)
         scope = "all workers" if ok and ask_supervisor_to_reload() else "this process"
         body = msgspec.json.encode({"status": "reloaded" if ok else "failed", "scope": scope, "components": results})
         return Response(body, status_code=200 if ok else 422, media_type=JSON)
 
-    return [chat_completions, list_models, healthz, readyz, metrics, admin_reload]
+    @post("/v1/feedback", status_code=200)
+    async def feedback(request: Request) -> Response:
+        """A one-sided label for a recent request of the caller's (gateway/learning/feedback.py)."""
+        request.state.request_id = request_id_of(request)
+        tenant = gateway.keys.check(request.headers.get("authorization"))
+        assert gateway.learning is not None
+        row = await gateway.learning.feedback(await read_body(request, gateway.settings.max_body_bytes), tenant)
+        body = {"object": "feedback", "request_id": row["request_id"], "served_tier": row["served_tier"],
+                "recorded": True}
+        return Response(msgspec.json.encode(body), media_type=JSON, headers={"x-request-id": request.state.request_id})
+
+    handlers = [chat_completions, list_models, healthz, readyz, metrics, admin_reload]
+    if gateway.learning is not None and gateway.learning.feedback_on:
+        handlers.append(feedback)
+    return handlers

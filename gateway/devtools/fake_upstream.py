@@ -27,8 +27,11 @@ Misbehaviour for gateway tests (command-line flags only, since a gateway does no
 - `--retry-after V`: the `retry-after` header of injected errors (`x-fake-retry-after` overrides it).
 
 Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`, and for tests
-`GET|DELETE /_fake/requests` (what was received, authorization headers kept verbatim),
-`GET /_fake/stats`, `GET /_fake/config`.
+`GET|DELETE /_fake/requests` (what was received, in arrival order, authorization headers kept verbatim),
+`GET /_fake/stats`, `GET /_fake/config`, `POST /_fake/release?name=NAME` (opens a hold).
+
+Judge mode (`--judge-script FILE`, gateway/devtools/fake_judge.py): requests carrying the gateway's judge
+`response_format` get scripted verdicts; answers whose prompt names a hold wait for its release.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ from typing import Any
 
 import msgspec
 
+from gateway.devtools.fake_judge import JudgeScript, hold_for, judge_completion, load_script, verdict_content, verdict_rule
 from gateway.devtools.httpserver import HTTPServer, Request, Responder
+from gateway.learning.judge import is_judge_request
 
 JSON_HEADERS = (("content-type", "application/json"),)
 SSE_HEADERS = (("content-type", "text/event-stream"), ("cache-control", "no-cache"))
@@ -86,6 +91,8 @@ class FakeUpstreamConfig:
     record_max: int = 1000
     echo_chars: int = 200
     seed: int | None = None
+    judge_script: str | None = None
+    """JSON script of judge verdicts and answer holds (see gateway/devtools/fake_judge.py)."""
     echo_key: str | None = None
     usage: str = "ok"
     pad_bytes: int = 0
@@ -158,11 +165,13 @@ class FakeUpstream:
     stats: _Stats = field(default_factory=_Stats)
     rng: random.Random = field(init=False)
     server: HTTPServer | None = None
+    script: JudgeScript = field(init=False)
     _next_id: int = 0
 
     def __post_init__(self) -> None:
         self.recorded = deque(maxlen=max(1, self.config.record_max))
         self.rng = random.Random(self.config.seed)
+        self.script = load_script(self.config.judge_script)
 
     def __call__(self, req: Request, resp: Responder) -> Any:
         """Route one request; returns an awaitable only when the answer has to wait."""
@@ -214,6 +223,11 @@ class FakeUpstream:
         stream = body.get("stream") is True
         if stream:
             self.stats.streams += 1
+        if opts.status is None and is_judge_request(body):
+            return self._judge(body, model, resp)
+        gate = hold_for(self.script, body, _last_user(body))
+        if gate is not None and not gate.is_set():
+            return self._chat_held(body, model, stream, opts, resp, gate)
         if opts.hang or opts.latency_ms > 0 or opts.drop_after is not None or (stream and opts.chunk_delay_ms > 0):
             return self._chat_slow(req, body, model, stream, opts, resp)
         if opts.status is not None:
@@ -286,6 +300,36 @@ class FakeUpstream:
                     return
                 resp.write(event)
                 await resp.drain()
+            resp.end()
+        finally:
+            self.stats.in_flight -= 1
+
+    # -- judge mode and holds (gateway/devtools/fake_judge.py) -------------
+    def _judge(self, body: dict[str, Any], model: str, resp: Responder) -> None:
+        """Answer a judge request with its scripted verdict (or scripted error)."""
+        rule = verdict_rule(self.script, body)
+        if rule.status is not None:
+            return self._error(resp, rule.status, f"Scripted judge error (status {rule.status}).")
+        resp.send(200, _encode(judge_completion(verdict_content(rule), body, model, self._new_id())), JSON_HEADERS)
+        return None
+
+    async def _chat_held(self, body: dict[str, Any], model: str, stream: bool, opts: _Options, resp: Responder,
+                         gate: asyncio.Event) -> None:
+        """Answer once `gate` opens; a stream sends its role and first content event before waiting."""
+        self.stats.in_flight += 1
+        try:
+            if not stream:
+                await gate.wait()
+                resp.send(200, _encode(self._completion(body, model)), JSON_HEADERS)
+                return
+            events = self._stream_events(body, model, opts)
+            resp.start(200, SSE_HEADERS)
+            resp.write(b"".join(events[:2]))
+            await resp.drain()
+            await gate.wait()
+            if resp.closed:
+                return
+            resp.write(b"".join(events[2:]))
             resp.end()
         finally:
             self.stats.in_flight -= 1
@@ -437,10 +481,29 @@ class FakeUpstream:
         elif path == "/_fake/stats" and req.method == "DELETE":
             self.stats = _Stats()
             resp.send(200, b'{"cleared":true}', JSON_HEADERS)
+        elif path == "/_fake/release" and req.method == "POST":
+            name = _query_str(req.query, "name") or ""
+            self.script.gate(name).set()
+            resp.send(200, _encode({"released": name}), JSON_HEADERS)
         elif path == "/_fake/config" and req.method == "GET":
             resp.send(200, _encode({**asdict(self.config), "api_key": self.config.api_key}), JSON_HEADERS)
         else:
             resp.send(404, error_body(404, f"Unknown control path {req.method} {path}."), JSON_HEADERS)
+
+
+def _query_str(query: str, name: str) -> str | None:
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == name:
+            return value
+    return None
+
+
+def _last_user(body: dict[str, Any]) -> str:
+    for m in reversed(body.get("messages") or ()):
+        if isinstance(m, dict) and m.get("role") == "user":
+            return _text_of(m.get("content"))
+    return ""
 
 
 def _query_int(query: str, name: str) -> int | None:
@@ -494,6 +557,7 @@ def parse_args(argv: Sequence[str] | None = None) -> FakeUpstreamConfig:
     p.add_argument("--record-max", type=int, default=d.record_max, help="requests kept for /_fake/requests")
     p.add_argument("--echo-chars", type=int, default=d.echo_chars, help="user text echoed in answers")
     p.add_argument("--seed", type=int, default=d.seed, help="seed for error injection")
+    p.add_argument("--judge-script", default=d.judge_script, help="JSON file of judge verdicts and answer holds")
     p.add_argument("--echo-key", choices=("message", "field", "stream"), default=None,
                    help="echo the received bearer token in errors (see the module docstring)")
     p.add_argument("--usage", choices=("ok", "negative", "string", "not_object", "malformed"), default=d.usage,
@@ -509,7 +573,8 @@ def parse_args(argv: Sequence[str] | None = None) -> FakeUpstreamConfig:
         host=a.host, port=a.port, latency_ms=a.latency_ms, chunk_delay_ms=a.chunk_delay_ms, chunks=max(1, a.chunks),
         error_rate=a.error_rate, error_status=a.error_status, api_key=a.api_key or None,
         models=tuple(m for m in a.models.split(",") if m), record_max=a.record_max, echo_chars=a.echo_chars,
-        seed=a.seed, echo_key=a.echo_key, usage=a.usage, pad_bytes=max(0, a.pad_bytes), retry_after=a.retry_after,
+        seed=a.seed, judge_script=a.judge_script, echo_key=a.echo_key, usage=a.usage, pad_bytes=max(0, a.pad_bytes),
+        retry_after=a.retry_after,
     )
 
 
