@@ -9,12 +9,15 @@ from pathlib import Path
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
+from gateway.api.dropin_routes import build_dropin_routes
 from gateway.api.routes import JSON, build_routes
 from gateway.auth import KeyChecker
 from gateway.cache import build_cached_chat
 from gateway.components import Gateway
 from gateway.costs import CostModel
 from gateway.dispatch import ChatDispatcher, Tiers
+from gateway.dropin import DropIn
+from gateway.dropin_build import build_dropin, cors_config
 from gateway.errors import GatewayError, error_json
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import Router
@@ -73,6 +76,7 @@ def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
             read_timeout=settings.upstream.read_timeout,
             max_connections=settings.upstream.max_connections,
             client=settings.upstream.client,
+            auth_header=settings.upstream.auth_header,
         )
     return Tiers(
         local=local,
@@ -121,10 +125,13 @@ def create_app(
     dispatcher = ChatDispatcher(tiers, router, metrics, costs)
     cache = build_cached_chat(settings.cache, dispatcher, tiers, metrics)
     gateway = Gateway(settings, tiers, dispatcher, KeyChecker(settings.api_keys), metrics, cache=cache)
+    dropin: DropIn = build_dropin(settings, gateway)
+    chat_routes = [h for h in build_routes(gateway) if "/v1/models" not in h.paths]  # listed by dropin_routes
     app = Litestar(
-        route_handlers=build_routes(gateway),
+        route_handlers=[*chat_routes, *build_dropin_routes(dropin, settings.passthrough_max_body_bytes)],
+        cors_config=cors_config(settings.cors),
         on_startup=[gateway.start, *([router.install_sighup] if isinstance(router, ReloadableRouter) else [])],
-        on_shutdown=[gateway.stop, *([router.remove_sighup] if isinstance(router, ReloadableRouter) else [])],
+        on_shutdown=[gateway.stop, dropin.close, *([router.remove_sighup] if isinstance(router, ReloadableRouter) else [])],
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,

@@ -22,10 +22,14 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class UpstreamSettings(_Section):
-    """The upstream (LLM) tier: any OpenAI-compatible base URL ending in /v1."""
+    """The upstream (LLM) tier: any OpenAI-compatible base URL (see README, "Upstream base URLs")."""
 
     url: str | None = None
     api_key: str | None = None
+    auth_header: Literal["authorization", "api-key"] = "authorization"
+    """How the key is sent: `Authorization: Bearer KEY` (OpenAI, Gemini, DeepSeek, ...) or `api-key: KEY` (Azure)."""
+    models_ttl_seconds: float = 300.0
+    """How long the upstream's own `/models` list is kept before it is fetched again."""
     default_model: str = "gpt-4o-mini"
     connect_timeout: float = 5.0
     read_timeout: float = 120.0
@@ -47,6 +51,15 @@ class LocalSettings(_Section):
     max_tokens_default: int = 512
     spill_to_upstream: bool = True
     """When the local queue is full or the prompt is too long, send the request upstream (if one exists)."""
+
+
+class CorsSettings(_Section):
+    """CORS for browser apps: off unless origins are given."""
+
+    allow_origins: list[str] = msgspec.field(default_factory=list)
+    """Origins allowed to call the gateway from a browser (`*` for any); empty: CORS off."""
+    allow_credentials: bool = False
+    max_age: int = 600
 
 
 class CacheSettings(_Section):
@@ -99,6 +112,9 @@ class Settings(_Section):
     workers: int = 1
     api_keys: list[str] = msgspec.field(default_factory=list)
     max_body_bytes: int = 4 * 1024 * 1024
+    passthrough_max_body_bytes: int = 512 * 1024 * 1024
+    """Body limit of requests passed through to the upstream (file uploads; streamed, never held whole)."""
+    max_embedding_inputs: int = 2048
     log_level: str = "info"
     model_cache_dir: str | None = None
     policy: str | None = None
@@ -106,6 +122,7 @@ class Settings(_Section):
     upstream: UpstreamSettings = msgspec.field(default_factory=UpstreamSettings)
     local: LocalSettings = msgspec.field(default_factory=LocalSettings)
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
+    cors: CorsSettings = msgspec.field(default_factory=CorsSettings)
     costs: CostSettings = msgspec.field(default_factory=CostSettings)
 
     def validate(self) -> Settings:
@@ -118,9 +135,9 @@ class Settings(_Section):
             raise SettingsError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if self.upstream.url is not None:
             url = self.upstream.url.rstrip("/")
-            if not url.startswith(("http://", "https://")) or not url.endswith("/v1"):
+            if not url.startswith(("http://", "https://")) or "#" in url:
                 raise SettingsError(
-                    f"upstream.url must be an http(s) OpenAI-compatible base URL ending in /v1, got {url!r}"
+                    f"upstream.url must be an http(s) OpenAI-compatible base URL (such as .../v1), got {url!r}"
                 )
             self.upstream.url = url
         if self.upstream.connect_timeout <= 0 or self.upstream.read_timeout <= 0:
@@ -166,6 +183,8 @@ _ENV_MAP: dict[str, str] = {
     "UPSTREAM_API_KEY": "upstream.api_key",
     "UPSTREAM_DEFAULT_MODEL": "upstream.default_model",
     "UPSTREAM_CLIENT": "upstream.client",
+    "UPSTREAM_AUTH_HEADER": "upstream.auth_header",
+    "CORS_ALLOW_ORIGINS": "cors.allow_origins",
     "LOCAL_MODEL": "local.model_path",
     "LOCAL_CONTEXT_SIZE": "local.context_size",
     "LOCAL_MAX_CONCURRENCY": "local.max_concurrency",
@@ -183,7 +202,8 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ.get(ENV_PREFIX + suffix)
         if raw is None or raw == "":
             continue
-        value: Any = [k.strip() for k in raw.split(",") if k.strip()] if path == "api_keys" else raw
+        listed = path in ("api_keys", "cors.allow_origins")
+        value: Any = [k.strip() for k in raw.split(",") if k.strip()] if listed else raw
         _set_path(out, path, value)
     return out
 

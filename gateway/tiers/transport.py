@@ -38,6 +38,11 @@ class TransportResponse(Protocol):
 
     status: int
 
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The response headers as received (names as sent, repeats kept)."""
+        ...
+
     async def read(self, limit: int | None = None) -> bytes: ...
 
     def receive(self) -> AsyncIterator[bytes]:
@@ -62,6 +67,10 @@ class _AiohttpResponse:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return list(self._response.headers.items())
 
     async def read(self, limit: int | None = None) -> bytes:
         try:
@@ -137,6 +146,10 @@ class _HttpxResponse:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self.status = response.status_code
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return list(self._response.headers.multi_items())
 
     async def read(self, limit: int | None = None) -> bytes:
         try:

@@ -1,0 +1,1 @@
+"""OpenAI wire formats and their translations (framework-free)."""
