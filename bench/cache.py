@@ -210,7 +210,7 @@ def measure(name: str, base: str, headers: dict[str, str], upstream: str, args: 
 
 def hit_cost_us() -> dict[str, float]:
     """In-process cost of a hit's own work: key (canonicalise + hash), entry decode, replay encode."""
-    from gateway.api.schemas import parse_chat_request
+    from gateway.openai.request import parse_chat_request
     from gateway.cache.entry import CacheEntry, completion_body, decode_entry, encode_entry
     from gateway.cache.keys import cache_key
 

@@ -22,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.api.schemas import parse_chat_request  # noqa: E402
+from gateway.openai.request import parse_chat_request  # noqa: E402
 from gateway.routing.decision import RouteContext  # noqa: E402
 from gateway.routing.policy import load_policy  # noqa: E402
 from gateway.routing.policy_router import PolicyRejected, PolicyRouter  # noqa: E402

@@ -1,31 +1,21 @@
-"""The app factory: `create_app(settings)` builds every component and wires them into a litestar app."""
+"""The app factory: `create_app(settings)` wraps the framework-free `build_gateway(settings)` in a litestar app."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from pathlib import Path
 
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
 from gateway.api.dropin_routes import build_dropin_routes
 from gateway.api.routes import JSON, build_routes
-from gateway.auth import KeyChecker
-from gateway.cache import build_cached_chat
-from gateway.components import Gateway
-from gateway.costs import CostModel
-from gateway.dispatch import ChatDispatcher, Tiers
-from gateway.dropin import DropIn
+from gateway.build import build_gateway
 from gateway.dropin_build import build_dropin, cors_config
 from gateway.errors import GatewayError, error_json
-from gateway.metrics import GatewayMetrics
-from gateway.routing.decision import Router
-from gateway.routing.reloadable import ReloadableRouter, router_from_settings
+from gateway.pipeline import Pipeline
+from gateway.routing.reloadable import ReloadableRouter
 from gateway.settings import Settings
-from gateway.tiers.bundled_model import ensure_bundled_model
-from gateway.tiers.http import OpenAIHTTPBackend
-from gateway.tiers.local import LlamaCppBackend
 
 log = logging.getLogger("slm_gateway")
 
@@ -39,51 +29,6 @@ _STATUS_TYPES = {
     415: "invalid_request_error",
     429: "rate_limit_error",
 }
-
-
-def local_model_path(settings: Settings) -> str:
-    """The GGUF to load: the configured one, else the bundled model (assembled and verified on first use)."""
-    if settings.local.model_path:
-        return settings.local.model_path
-    cache_dir = Path(settings.model_cache_dir) if settings.model_cache_dir else None
-    return str(ensure_bundled_model(cache_dir))
-
-
-def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
-    """The local and upstream backends the settings ask for."""
-
-    def on_queue_change(waiting: int, inflight: int) -> None:
-        metrics.local_queue_depth.set(waiting)
-        metrics.local_inflight.set(inflight)
-
-    local = LlamaCppBackend(
-        local_model_path(settings),
-        served_model_name=settings.local.model_name,
-        context_size=settings.local.context_size,
-        max_concurrency=settings.local.max_concurrency,
-        max_queue=settings.local.max_queue,
-        threads=settings.local.threads,
-        max_tokens_default=settings.local.max_tokens_default,
-        on_queue_change=on_queue_change,
-    )
-    upstream = None
-    if settings.upstream.url:
-        upstream = OpenAIHTTPBackend(
-            "upstream",
-            settings.upstream.url,
-            settings.upstream.api_key,
-            connect_timeout=settings.upstream.connect_timeout,
-            read_timeout=settings.upstream.read_timeout,
-            max_connections=settings.upstream.max_connections,
-            client=settings.upstream.client,
-            auth_header=settings.upstream.auth_header,
-        )
-    return Tiers(
-        local=local,
-        upstream=upstream,
-        upstream_default_model=settings.upstream.default_model,
-        local_model_name=settings.local.model_name,
-    )
 
 
 def _error_response(request: Request, status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
@@ -110,28 +55,17 @@ def _unexpected_error(request: Request, exc: Exception) -> Response:
     return _error_response(request, 500, body)
 
 
-def create_app(
-    settings: Settings,
-    *,
-    tiers: Tiers | None = None,
-    router: Router | None = None,
-    metrics: GatewayMetrics | None = None,
-) -> Litestar:
-    """Build a ready-to-serve litestar app for `settings`. Components may be passed in (tests, embedding)."""
-    metrics = metrics or GatewayMetrics()
-    tiers = tiers or build_tiers(settings, metrics)
-    router = router or router_from_settings(settings, metrics)
-    costs = CostModel(settings.costs, settings.upstream.default_model)
-    dispatcher = ChatDispatcher(tiers, router, metrics, costs)
-    cache = build_cached_chat(settings.cache, dispatcher, tiers, metrics)
-    gateway = Gateway(settings, tiers, dispatcher, KeyChecker(settings.api_keys), metrics, cache=cache)
-    dropin: DropIn = build_dropin(settings, gateway)
-    chat_routes = [h for h in build_routes(gateway) if "/v1/models" not in h.paths]  # listed by dropin_routes
-    app = Litestar(
-        route_handlers=[*chat_routes, *build_dropin_routes(dropin, settings.passthrough_max_body_bytes)],
+def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Litestar:
+    """A ready-to-serve litestar app for `settings` (around `pipeline` when given, else `build_gateway(settings)`)."""
+    pipeline = pipeline or build_gateway(settings)
+    router = pipeline.router
+    reloadable = isinstance(router, ReloadableRouter)
+    dropin = build_dropin(settings, pipeline)
+    return Litestar(
+        route_handlers=[*build_routes(pipeline), *build_dropin_routes(dropin, settings.passthrough_max_body_bytes)],
         cors_config=cors_config(settings.cors),
-        on_startup=[gateway.start, *([router.install_sighup] if isinstance(router, ReloadableRouter) else [])],
-        on_shutdown=[gateway.stop, dropin.close, *([router.remove_sighup] if isinstance(router, ReloadableRouter) else [])],
+        on_startup=[pipeline.start, *([router.install_sighup] if reloadable else [])],
+        on_shutdown=[pipeline.stop, dropin.close, *([router.remove_sighup] if reloadable else [])],
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,
@@ -141,5 +75,3 @@ def create_app(
         openapi_config=None,
         logging_config=None,
     )
-    app.state.gateway = gateway
-    return app

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from gateway.errors import AuthenticationFailed
 
 ANONYMOUS_TENANT = "anonymous"
+
+
+def authorization_of(headers: Mapping[str, str]) -> str | None:
+    """The caller's key as an `Authorization` value: `Authorization`, else `x-api-key`, else `api-key` (Azure)."""
+    given = headers.get("authorization")
+    if given:
+        return given
+    key = headers.get("x-api-key") or headers.get("api-key")
+    return f"Bearer {key}" if key else None
 
 
 class KeyChecker:
@@ -17,10 +26,6 @@ class KeyChecker:
     def __init__(self, keys: Iterable[str]) -> None:
         self._keys = tuple(k.encode() for k in keys)
         self._tenants = {k: tenant_of(k.decode()) for k in self._keys}
-
-    @property
-    def open(self) -> bool:
-        return not self._keys
 
     def check(self, authorization: str | None) -> str:
         """Return the caller's tenant id, or raise AuthenticationFailed (401)."""

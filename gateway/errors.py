@@ -17,10 +17,15 @@ class ErrorEnvelope(msgspec.Struct):
 
 
 class GatewayError(Exception):
-    """An error the client should see, with its HTTP status and OpenAI error fields."""
+    """An error the client should see, with its HTTP status and OpenAI error fields.
+
+    `recoverable` says whether another tier may answer the request instead (a tier failure, as opposed to an
+    error the client caused); the dispatcher falls back on it.
+    """
 
     status_code: int = 500
     error_type: str = "server_error"
+    recoverable: bool = False
 
     def __init__(
         self,
@@ -31,6 +36,7 @@ class GatewayError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        recoverable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -41,6 +47,8 @@ class GatewayError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        if recoverable is not None:
+            self.recoverable = recoverable
 
     def body(self) -> bytes:
         """The JSON error body."""
@@ -77,6 +85,7 @@ class RateLimited(GatewayError):
 
     status_code = 429
     error_type = "rate_limit_error"
+    recoverable = True
 
 
 class TierUnavailable(GatewayError):
@@ -84,6 +93,7 @@ class TierUnavailable(GatewayError):
 
     status_code = 502
     error_type = "upstream_error"
+    recoverable = True
 
     def __init__(self, message: str, *, kind: str = "connect", **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
@@ -91,10 +101,16 @@ class TierUnavailable(GatewayError):
 
 
 class UpstreamStatusError(GatewayError):
-    """The upstream answered with an error status; its status and (OpenAI-shaped) body pass back to the client."""
+    """The upstream answered with an error status; its status and (OpenAI-shaped) body pass back to the client.
+
+    Recoverable (another tier may answer) for a 5xx or a 429.
+    """
 
     def __init__(self, status_code: int, payload: bytes, message: str) -> None:
-        super().__init__(message, status_code=status_code, error_type="upstream_error")
+        super().__init__(
+            message, status_code=status_code, error_type="upstream_error",
+            recoverable=status_code >= 500 or status_code == 429,
+        )
         self.payload = payload
 
     def body(self) -> bytes:

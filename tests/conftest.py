@@ -1,16 +1,28 @@
-"""Shared fixtures: real servers on loopback (the gateway as `slm-gateway serve`, the fake upstream)."""
+"""Shared fixtures: real servers on loopback (the gateway as `slm-gateway serve`, the fake upstream), and the
+gateway in-process (litestar's test client around `create_app`, with `FakeBackend` tiers)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import yaml
+from litestar.testing import AsyncTestClient
 
+from gateway.app import create_app
+from gateway.build import build_gateway
 from gateway.devtools.process import LOOPBACK, ServerProcess, free_port, run_fake_upstream, spawn_server
+from gateway.dispatch import Tiers
+from gateway.pipeline import Pipeline
+from gateway.routing.decision import Router
+from gateway.routing.static import StaticRouter
+from gateway.settings import load_settings
+from gateway.tiers.base import Backend
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GATEWAY_START_TIMEOUT = 180.0
@@ -109,3 +121,44 @@ def tiny_router_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # word-only features (no word-problem block): keeps HARD/EASY either side of the policy threshold
     train(data, out, RouterConfig(word_features=2**12, word_problem_weight=0.0))
     return out
+
+
+class InProcessGateway:
+    """A gateway app served in-process: `client` (an httpx client on the app) and its `pipeline`."""
+
+    def __init__(self, client: httpx.AsyncClient, pipeline: Pipeline) -> None:
+        self.client = client
+        self.pipeline = pipeline
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample's value in this gateway's registry (0 when it was never written)."""
+        return self.pipeline.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+async def app_factory() -> AsyncIterator[Callable[..., Awaitable[InProcessGateway]]]:
+    """Start in-process gateways: `await app_factory(local=FakeBackend("local"), upstream=..., config={...})`.
+
+    The tiers are the given backends; the router is a `StaticRouter` unless one is given. Stopped afterwards.
+    """
+    async with AsyncExitStack() as stack:
+
+        async def start(
+            *,
+            local: Backend | None = None,
+            upstream: Backend | None = None,
+            config: dict[str, Any] | None = None,
+            router: Router | None = None,
+        ) -> InProcessGateway:
+            settings = load_settings(environ={}, overrides=config or {})
+            tiers = Tiers(
+                local=local,
+                upstream=upstream,
+                upstream_default_model=settings.upstream.default_model,
+                local_model_name=settings.local.model_name,
+            )
+            pipeline = build_gateway(settings, tiers=tiers, router=router or StaticRouter())
+            client = await stack.enter_async_context(AsyncTestClient(create_app(settings, pipeline)))
+            return InProcessGateway(client, pipeline)
+
+        yield start

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.api.schemas import parse_chat_request
+from gateway.openai.request import parse_chat_request
 from gateway.cache.keys import cache_key, canonical_request, lock_key, tenant_namespace
 
 BASE: dict[str, Any] = {

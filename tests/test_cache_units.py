@@ -1,5 +1,5 @@
-"""The response cache in-process: entries, stores, rules, collapse, and the flow around a real ChatDispatcher
-with stub tiers (so interrupted streams, failing tiers and slow leaders can be staged exactly)."""
+"""The response cache in-process: entries, stores, rules, collapse, and the cache layer in a real pipeline
+(router, dispatcher, accounting) with stub tiers (so interrupted streams, failing tiers and slow leaders can be staged exactly)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.api.schemas import parse_chat_request
+from gateway.openai.request import parse_chat_request
 from gateway.cache.breaker import Breaker
 from gateway.cache.entry import (
     CacheEntry,
@@ -21,19 +21,22 @@ from gateway.cache.entry import (
     entry_from_completion,
     stream_events,
 )
-from gateway.cache.flow import CachedChat
+from gateway.accounting import Accounting
+from gateway.auth import KeyChecker
+from gateway.cache.flow import CacheLayer
 from gateway.cache.memory import MemoryStore
 from gateway.cache.recorder import StreamRecorder
 from gateway.cache.rules import client_directives, is_cacheable, tenant_of_request
 from gateway.cache.service import ResponseCache
 from gateway.cache.store import StoreError
 from gateway.costs import CostModel
-from gateway.dispatch import Answer, ChatDispatcher, StreamAnswer, Tiers
+from gateway.dispatch import Answer, Dispatcher, StreamAnswer, Tiers
 from gateway.errors import GatewayError, TierUnavailable
 from gateway.metrics import GatewayMetrics
+from gateway.pipeline import Pipeline
 from gateway.routing.decision import RouteDecision
 from gateway.routing.static import StaticRouter
-from gateway.settings import CostSettings
+from gateway.settings import CostSettings, Settings
 from gateway.tiers.base import Completion, Usage
 
 ENTRY = CacheEntry(
@@ -262,17 +265,18 @@ class Harness:
         self.upstream = StubUpstream()
         self.metrics = GatewayMetrics()
         tiers = Tiers(local=None, upstream=self.upstream)
-        dispatcher = ChatDispatcher(tiers, StaticRouter(), self.metrics, CostModel(CostSettings(), "gpt-4o-mini"))
         self.store = store if store is not None else MemoryStore(100)
         cache = ResponseCache(self.store, self.metrics, ttl_seconds=60, max_entry_bytes=max_entry_bytes,
                               lock_timeout_seconds=lock_timeout)
-        self.chat = CachedChat(cache, dispatcher, tiers, key_prefix="test")
+        self.layer = CacheLayer(Dispatcher(tiers), cache, key_prefix="test")
+        accounting = Accounting(self.metrics, CostModel(CostSettings(), "gpt-4o-mini"))
+        self.pipeline = Pipeline(Settings(), tiers, StaticRouter(), self.layer, KeyChecker(()), self.metrics, accounting)
 
     async def ask(self, headers: dict[str, str] | None = None, tenant: str = "t-a", **extra: Any) -> tuple[dict[str, str], str]:
         """(headers, content) of one request, consuming streams fully."""
-        parsed = request(**extra)
-        decision = self.chat.dispatcher.route(parsed, headers or {})
-        answer = await self.chat.answer(parsed, decision, headers or {}, "rid", tenant, 0.0)
+        exchange = self.pipeline.exchange("rid", headers or {}, 0.0)
+        exchange.accept(tenant, request(**extra))
+        answer = await self.pipeline.chat(exchange)
         if isinstance(answer, Answer):
             body = msgspec.json.decode(answer.body)
             return answer.headers, body["choices"][0]["message"].get("content") or ""
@@ -325,14 +329,16 @@ async def test_interrupted_upstream_stream_leaves_no_entry() -> None:
 
 async def test_client_that_leaves_mid_stream_leaves_no_entry() -> None:
     h = Harness()
-    parsed = request(stream=True)
-    answer = await h.chat.answer(parsed, UPSTREAM, {}, "rid", "t-a", 0.0)
+    exchange = h.pipeline.exchange("rid", {}, 0.0)
+    exchange.accept("t-a", request(stream=True))
+    exchange.routed(UPSTREAM, "gpt-4o-mini")
+    answer = await h.layer(exchange)
     assert isinstance(answer, StreamAnswer)
     await anext(answer.chunks)
     await anext(answer.chunks)
     await answer.chunks.aclose()  # what the server does when the client disconnects
     assert len(h.store) == 0
-    assert len(h.chat.cache._flights) == 0  # the lead was released
+    assert len(h.layer.cache._flights) == 0  # the lead was released
 
 
 async def test_failures_and_tool_calls_are_not_cached() -> None:

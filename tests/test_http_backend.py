@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import msgspec
 import pytest
 
-from gateway.api.schemas import parse_chat_request
+from gateway.openai.request import parse_chat_request
 from gateway.devtools.process import free_port, run_fake_upstream
 from gateway.errors import TierUnavailable, UpstreamStatusError
 from gateway.tiers.http import OpenAIHTTPBackend

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.api.schemas import parse_chat_request
+from gateway.openai.request import parse_chat_request
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import RouteContext, RouteDecision
 from gateway.routing.policy import parse_policy

@@ -2,8 +2,8 @@
 
 Litestar's `Stream` sends every chunk with `more_body: True` and then an empty terminating message: with
 chunked encoding that is one extra socket write per response. A stream's producer here knows which chunk is
-its last (`data: [DONE]`, or an error event) and marks it with `FinalChunk`; `EventStream` sends that chunk with
-`more_body: False`, so the server writes it and the chunked terminator together.
+its last (`data: [DONE]`, or an error event) and marks it with `gateway.openai.wire.FinalChunk`; `EventStream`
+sends that chunk with `more_body: False`, so the server writes it and the chunked terminator together.
 
 A client that leaves cancels the producer, as with litestar's `Stream`, but with a plain asyncio task watching
 for `http.disconnect` instead of an anyio task group (about 15 µs per response instead of about 60).
@@ -18,11 +18,7 @@ from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse, Stream
 from litestar.types import HTTPResponseBodyEvent, Receive, Send
 
-
-class FinalChunk(bytes):
-    """The last bytes of a stream; nothing may follow it."""
-
-    __slots__ = ()
+from gateway.openai.wire import FinalChunk
 
 
 class _ASGIEventStream(ASGIStreamingResponse):

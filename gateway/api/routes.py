@@ -1,4 +1,5 @@
-"""The HTTP surface: OpenAI's `/v1/chat/completions` and `/v1/models`, health, readiness and metrics."""
+"""The HTTP surface: OpenAI's `/v1/chat/completions`, health, readiness and metrics (the rest of `/v1`:
+`gateway.api.dropin_routes`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 
 from gateway.api.event_stream import EventStream
-from gateway.api.schemas import parse_chat_request
-from gateway.components import Gateway
+from gateway.auth import authorization_of
+from gateway.dispatch import StreamAnswer
 from gateway.errors import GatewayError, RequestTooLarge
+from gateway.openai.request import parse_chat_request
+from gateway.pipeline import Pipeline
 from gateway.supervisor import ask_supervisor_to_reload
 
 JSON = "application/json"
@@ -40,29 +43,26 @@ async def read_body(request: Request, limit: int) -> bytes:
         ) from None
 
 
-def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
-    """Route handlers bound to one `Gateway` (no module-level state)."""
+def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
+    """Route handlers bound to one `Pipeline` (no module-level state)."""
 
     @post("/v1/chat/completions", status_code=200)
     async def chat_completions(request: Request) -> Response:
         started = time.perf_counter()
         request_id = request_id_of(request)
         request.state.request_id = request_id
+        exchange = gateway.exchange(request_id, request.headers, started)
         try:
-            tenant = gateway.keys.check(request.headers.get("authorization"))
-            parsed = parse_chat_request(await read_body(request, gateway.settings.max_body_bytes))
+            tenant = gateway.keys.check(authorization_of(request.headers))
+            exchange.accept(tenant, parse_chat_request(await read_body(request, gateway.settings.max_body_bytes)))
         except GatewayError as exc:
-            gateway.count_invalid(exc)
+            gateway.refuse(exchange, exc)
             raise
-        answer = await gateway.handle_chat(parsed, request.headers, request_id, tenant, started)
-        if gateway.is_stream(answer):
-            return EventStream(answer.chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **answer.headers})
+        answer = await gateway.chat(exchange)
+        if isinstance(answer, StreamAnswer):
+            answer.headers.update(SSE_HEADERS)
+            return EventStream(answer.chunks, media_type="text/event-stream", headers=answer.headers)
         return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers)
-
-    @get("/v1/models")
-    async def list_models(request: Request) -> Response:
-        gateway.keys.check(request.headers.get("authorization"))
-        return Response(gateway.models_body(), media_type=JSON)
 
     @get("/healthz")
     async def healthz() -> Response:
@@ -83,7 +83,7 @@ def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
         """Reload the routing policy and classifier here, then in every other worker (through the supervisor);
         422 (old ones kept) when a new one is invalid."""
         gateway.keys.check(request.headers.get("authorization"))
-        reload = getattr(gateway.dispatcher.router, "reload", None)
+        reload = getattr(gateway.router, "reload", None)
         if reload is None:
             return Response(b'{"status":"not reloadable","components":[]}', status_code=404, media_type=JSON)
         results = await reload()
@@ -92,4 +92,4 @@ def build_routes(gateway: Gateway) -> list[HTTPRouteHandler]:
         body = msgspec.json.encode({"status": "reloaded" if ok else "failed", "scope": scope, "components": results})
         return Response(body, status_code=200 if ok else 422, media_type=JSON)
 
-    return [chat_completions, list_models, healthz, readyz, metrics, admin_reload]
+    return [chat_completions, healthz, readyz, metrics, admin_reload]

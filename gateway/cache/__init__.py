@@ -1,21 +1,21 @@
 """The response cache: exact-match answers per tenant, in Redis (shared by replicas) or an in-process LRU.
 
-`build_cached_chat` turns `CacheSettings` into the `CachedChat` that `gateway.app.create_app` puts in front of
-the dispatcher.
+`build_cache_layer` turns `CacheSettings` into the `CacheLayer` that `gateway.build.build_gateway` puts in front
+of the dispatcher.
 """
 
 from __future__ import annotations
 
-from gateway.cache.flow import CachedChat
+from gateway.cache.flow import CacheLayer
 from gateway.cache.memory import MemoryStore
 from gateway.cache.redis_store import RedisStore
 from gateway.cache.service import ResponseCache
 from gateway.cache.store import CacheStore
-from gateway.dispatch import ChatDispatcher, Tiers
+from gateway.dispatch import Handler
 from gateway.metrics import GatewayMetrics
 from gateway.settings import CacheSettings
 
-__all__ = ["CachedChat", "ResponseCache", "build_cached_chat", "build_store"]
+__all__ = ["CacheLayer", "ResponseCache", "build_cache_layer", "build_store"]
 
 
 def build_store(settings: CacheSettings) -> CacheStore:
@@ -25,9 +25,7 @@ def build_store(settings: CacheSettings) -> CacheStore:
     return MemoryStore(settings.max_memory_entries)
 
 
-def build_cached_chat(
-    settings: CacheSettings, dispatcher: ChatDispatcher, tiers: Tiers, metrics: GatewayMetrics
-) -> CachedChat:
+def build_cache_layer(settings: CacheSettings, inner: Handler, metrics: GatewayMetrics) -> CacheLayer:
     """The cache layer for `settings` (it answers `x-gateway-cache: bypass` to everything when disabled)."""
     cache = ResponseCache(
         build_store(settings),
@@ -36,10 +34,9 @@ def build_cached_chat(
         max_entry_bytes=settings.max_entry_bytes,
         lock_timeout_seconds=settings.lock_timeout_seconds,
     )
-    return CachedChat(
+    return CacheLayer(
+        inner,
         cache,
-        dispatcher,
-        tiers,
         key_prefix=settings.key_prefix,
         enabled=settings.enabled,
         tenant_header=settings.tenant_header,

@@ -9,13 +9,14 @@ of a `chat.completion.chunk` stream.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Literal
 
 import msgspec
 
+from gateway.openai import wire
+from gateway.openai.wire import SSE_DONE, Usage, chunk_json, completion_id, sse_event, usage_chunk_json
+
 CACHEABLE_FINISH_REASONS = frozenset({"stop", "length"})
-SSE_DONE = b"data: [DONE]\n\n"
 
 
 class CacheEntry(msgspec.Struct, array_like=True, frozen=True):
@@ -107,61 +108,27 @@ def entry_from_completion(body: bytes, tier: str, fallback_model: str) -> CacheE
 
 
 # -- replaying entries ---------------------------------------------------------------------------------------
-def _usage(entry: CacheEntry) -> dict[str, int]:
-    return {
-        "prompt_tokens": entry.prompt_tokens,
-        "completion_tokens": entry.completion_tokens,
-        "total_tokens": entry.prompt_tokens + entry.completion_tokens,
-    }
-
-
-def _new_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
-
-
 def completion_body(entry: CacheEntry) -> bytes:
     """A `chat.completion` JSON body replaying the entry (a fresh id; the original `created` and model)."""
-    return msgspec.json.encode(
-        {
-            "id": _new_id(),
-            "object": "chat.completion",
-            "created": entry.created,
-            "model": entry.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": entry.content, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": entry.finish_reason,
-                }
-            ],
-            "usage": _usage(entry),
-            "system_fingerprint": None,
-        }
+    return wire.completion_body(
+        id=completion_id(),
+        created=entry.created,
+        model=entry.model,
+        message={"role": "assistant", "content": entry.content, "refusal": None},
+        finish_reason=entry.finish_reason,
+        usage=Usage(entry.prompt_tokens, entry.completion_tokens),
     )
 
 
 def stream_events(entry: CacheEntry, include_usage: bool) -> list[bytes]:
     """The SSE events replaying the entry: role, content, finish, usage (when asked for), then [DONE]."""
-    encode = msgspec.json.encode
-    base: dict[str, Any] = {
-        "id": _new_id(),
-        "object": "chat.completion.chunk",
-        "created": entry.created,
-        "model": entry.model,
-        "system_fingerprint": None,
-    }
-    extra: dict[str, Any] = {"usage": None} if include_usage else {}
-
-    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return b"data: " + encode({**base, "choices": [choice], **extra}) + b"\n\n"
-
-    events = [event({"role": "assistant", "content": ""})]
+    cid, created, model = completion_id(), entry.created, entry.model
+    events = [sse_event(chunk_json(cid, created, model, {"role": "assistant", "content": ""}, usage_null=include_usage))]
     if entry.content:
-        events.append(event({"content": entry.content}))
-    events.append(event({}, entry.finish_reason))
+        events.append(sse_event(chunk_json(cid, created, model, {"content": entry.content}, usage_null=include_usage)))
+    events.append(sse_event(chunk_json(cid, created, model, {}, entry.finish_reason, usage_null=include_usage)))
     if include_usage:
-        events.append(b"data: " + encode({**base, "choices": [], "usage": _usage(entry)}) + b"\n\n")
+        usage = Usage(entry.prompt_tokens, entry.completion_tokens)
+        events.append(sse_event(usage_chunk_json(cid, created, model, usage)))
     events.append(SSE_DONE)
     return events

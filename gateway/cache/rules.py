@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from gateway.api.schemas import ParsedRequest
+from gateway.openai.request import ParsedRequest
 from gateway.routing.decision import RouteDecision
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gateway.api.schemas import has_images, message_text
+from gateway.openai.request import has_images, message_text
 from gateway.routing.decision import RouteContext
 from gateway.routing.pii import expand_kinds, scan
 from gateway.routing.policy import Range, When, as_list

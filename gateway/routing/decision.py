@@ -7,7 +7,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from gateway.api.schemas import ParsedRequest
+from gateway.openai.request import ParsedRequest
 
 Tier = Literal["local", "upstream"]
 

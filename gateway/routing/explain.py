@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.api.schemas import parse_chat_request
+from gateway.openai.request import parse_chat_request
 from gateway.errors import GatewayError
 from gateway.routing.decision import RouteContext
 from gateway.routing.policy_router import PolicyRejected

@@ -18,7 +18,7 @@ import msgspec
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import RouteContext, RouteDecision
 from gateway.routing.policy import PolicyError, PolicySpec, load_policy
-from gateway.routing.policy_router import REJECTED, PolicyRejected, PolicyRouter, needs_classifier
+from gateway.routing.policy_router import PolicyRouter, needs_classifier
 from gateway.routing.scorer import ClassifierUnavailable, describe, load_scorer
 from gateway.settings import Settings, SettingsError
 
@@ -104,13 +104,7 @@ class ReloadableRouter:
         return self._current
 
     def decide(self, ctx: RouteContext) -> RouteDecision:
-        router = self._current  # read once: a concurrent reload cannot change this request's router
-        try:
-            return router.decide(ctx)
-        except PolicyRejected as exc:
-            if self.metrics is not None:
-                self.metrics.routing_decisions.labels(REJECTED, exc.reason).inc()
-            raise
+        return self._current.decide(ctx)  # read once: a concurrent reload cannot change this request's router
 
     # -- reloading -----------------------------------------------------------------------------------------
     def _build_next(self) -> tuple[PolicyRouter, list[ReloadResult]]:

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from gateway.api.schemas import ParsedRequest
+from gateway.openai.request import ParsedRequest
+from gateway.openai.wire import Usage, chunk_usage
 
-
-class Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+__all__ = ["Backend", "Completion", "Usage", "chunk_usage"]
 
 
 class Completion(msgspec.Struct):
@@ -35,15 +29,18 @@ class Backend(Protocol):
     that were ready together (a relay forwards a batch in one write). Whenever the tier can count tokens, the
     last chunk is a usage-only chunk (`choices: []`, `usage: {...}`) whether or not the client asked for one: the
     caller forwards it only when the client set `stream_options.include_usage`. Both methods raise
-    `TierUnavailable` when the tier cannot answer now (the router may fall back) and `GatewayError`
-    subclasses for answers the client must see.
+    `GatewayError`s: `recoverable` ones (`TierUnavailable`, ...) when the tier cannot answer now (the
+    dispatcher may fall back to another tier), others for answers the client must see. `request_id` is the
+    gateway's id of the request (an HTTP tier forwards it as `x-request-id`).
     """
 
     name: str
 
-    async def complete(self, request: ParsedRequest, model: str) -> Completion: ...
+    async def complete(self, request: ParsedRequest, model: str, request_id: str | None = None) -> Completion: ...
 
-    def stream(self, request: ParsedRequest, model: str) -> AsyncIterator[list[bytes]]: ...
+    def stream(
+        self, request: ParsedRequest, model: str, request_id: str | None = None
+    ) -> AsyncIterator[list[bytes]]: ...
 
     async def ready(self) -> bool: ...
 
@@ -51,10 +48,3 @@ class Backend(Protocol):
 
     async def close(self) -> None: ...
 
-
-def chunk_usage(chunk: dict[str, Any]) -> Usage | None:
-    """The usage carried by a streamed chunk, if any."""
-    usage = chunk.get("usage")
-    if not usage:
-        return None
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))

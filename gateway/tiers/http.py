@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from gateway import __version__
-from gateway.api.schemas import ParsedRequest
+from gateway.openai.request import ParsedRequest
 from gateway.errors import TierUnavailable, UpstreamStatusError, error_json
 from gateway.passthrough import UpstreamURL, upstream_auth_headers
 from gateway.tiers.base import Completion, Usage

@@ -6,7 +6,6 @@ import asyncio
 import os
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +13,9 @@ import llama_cpp
 import msgspec
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from gateway.api.schemas import ParsedRequest, message_text
+from gateway.openai.request import ParsedRequest, message_text
 from gateway.errors import InvalidRequest, RateLimited
+from gateway.openai.wire import chunk_json, completion_body, completion_id, usage_chunk_json
 from gateway.tiers.base import Completion, Usage
 from gateway.tiers.llama_generation import GenerationResult, SamplingParams, generate
 
@@ -34,7 +34,9 @@ def default_threads() -> int:
 
 
 class ContextTooLong(InvalidRequest):
-    """The prompt does not fit the local model's context window."""
+    """The prompt does not fit the local model's context window (a tier with a larger one may answer)."""
+
+    recoverable = True
 
     def __init__(self, prompt_tokens: int, context_size: int) -> None:
         super().__init__(
@@ -135,10 +137,6 @@ class LlamaCppBackend:
         return bool(self._instances)
 
     # -- request preparation -------------------------------------------------------------------------------
-    def count_prompt_tokens(self, request: ParsedRequest) -> int:
-        """Exact prompt tokens of the request under the model's chat template."""
-        return len(self._prompt_tokens(request))
-
     def _prompt_tokens(self, request: ParsedRequest) -> list[int]:
         assert self._formatter is not None and self._tokenizer is not None, "backend not started"
         messages = [
@@ -207,25 +205,19 @@ class LlamaCppBackend:
             cancel.set()
             raise
         usage = Usage(len(prepared.tokens), result.completion_tokens)
-        body = {
-            "id": _completion_id(),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": self.served_model_name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": result.text},
-                    "logprobs": None,
-                    "finish_reason": result.finish_reason,
-                }
-            ],
-            "usage": _usage_dict(usage),
-            "system_fingerprint": None,
-        }
-        return Completion(body=msgspec.json.encode(body), model=self.served_model_name, usage=usage)
+        body = completion_body(
+            id=completion_id(),
+            created=int(time.time()),
+            model=self.served_model_name,
+            message={"role": "assistant", "content": result.text},
+            finish_reason=result.finish_reason,
+            usage=usage,
+        )
+        return Completion(body=body, model=self.served_model_name, usage=usage)
 
-    async def stream(self, request: ParsedRequest, model: str, request_id: str | None = None) -> AsyncIterator[bytes]:
+    async def stream(
+        self, request: ParsedRequest, model: str, request_id: str | None = None
+    ) -> AsyncIterator[list[bytes]]:
         prepared = self._prepare(request)
         instance = await self._acquire()
         loop = asyncio.get_running_loop()
@@ -237,23 +229,10 @@ class LlamaCppBackend:
 
         future = self._run(instance, prepared, emit, cancel)
         future.add_done_callback(lambda _f: queue.put_nowait(_DONE))
-        chunk_id, created = _completion_id(), int(time.time())
-        encode = msgspec.json.encode
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return encode(
-                {
-                    "id": chunk_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": self.served_model_name,
-                    "system_fingerprint": None,
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-                }
-            )
+        chunk_id, created, served = completion_id(), int(time.time()), self.served_model_name
 
         try:
-            yield [chunk({"role": "assistant", "content": ""})]
+            yield [chunk_json(chunk_id, created, served, {"role": "assistant", "content": ""})]
             finished = False
             while not finished:
                 texts = [await queue.get()]
@@ -263,30 +242,13 @@ class LlamaCppBackend:
                     texts.pop()
                     finished = True
                 if texts:
-                    yield [chunk({"content": text}) for text in texts]
+                    yield [chunk_json(chunk_id, created, served, {"content": text}) for text in texts]
             result = future.result()
             usage = Usage(len(prepared.tokens), result.completion_tokens)
-            usage_chunk = {
-                "id": chunk_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": self.served_model_name,
-                "system_fingerprint": None,
-                "choices": [],
-                "usage": _usage_dict(usage),
-            }
-            yield [chunk({}, result.finish_reason), encode(usage_chunk)]
+            yield [
+                chunk_json(chunk_id, created, served, {}, result.finish_reason),
+                usage_chunk_json(chunk_id, created, served, usage),
+            ]
         finally:
             cancel.set()  # a client that went away stops the generation at the next token
 
-
-def _completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
-
-
-def _usage_dict(usage: Usage) -> dict[str, int]:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }

@@ -1,49 +1,52 @@
-"""The `Gateway`: every component of one running gateway, wired together by `gateway.app.create_app`."""
+"""The `Pipeline`: the request path of one running gateway, route → cache → dispatch, and its components.
+
+`gateway.build.build_gateway(settings)` builds one; the handlers in `gateway.api.routes` call into it.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import msgspec
 
-from gateway.api.schemas import ParsedRequest
+from gateway.accounting import Accounting
 from gateway.auth import KeyChecker
-from gateway.dispatch import Answer, ChatDispatcher, StreamAnswer, Tiers
+from gateway.cache.flow import CacheLayer
+from gateway.dispatch import Answer, StreamAnswer, Tiers
 from gateway.errors import GatewayError
+from gateway.exchange import Exchange
 from gateway.metrics import GatewayMetrics
-from gateway.routing.decision import RouteDecision
+from gateway.routing.decision import RouteContext, Router
 from gateway.settings import Settings
 
-if TYPE_CHECKING:
-    from gateway.cache import CachedChat
 
-
-class Gateway:
-    """Holds the components a request needs; the handlers in `gateway.api.routes` call into it."""
+class Pipeline:
+    """A request travels down one `Exchange`: routed here, then through the cache layer to the dispatcher; its
+    outcome is recorded by `accounting` when the exchange is done."""
 
     def __init__(
         self,
         settings: Settings,
         tiers: Tiers,
-        dispatcher: ChatDispatcher,
+        router: Router,
+        cache: CacheLayer,
         keys: KeyChecker,
         metrics: GatewayMetrics,
-        cache: CachedChat | None = None,
+        accounting: Accounting,
     ) -> None:
         self.settings = settings
-        self.cache = cache
         self.tiers = tiers
-        self.dispatcher = dispatcher
+        self.router = router
+        self.cache = cache
         self.keys = keys
         self.metrics = metrics
+        self.accounting = accounting
         self._models_body: bytes | None = None
 
     async def start(self) -> None:
         """Start the tiers (loads the local model) and the response cache."""
-        if self.cache is not None:
-            await self.cache.start()
+        await self.cache.start()
         for backend in (self.tiers.local, self.tiers.upstream):
             if backend is not None:
                 await backend.start()
@@ -52,35 +55,48 @@ class Gateway:
         for backend in (self.tiers.local, self.tiers.upstream):
             if backend is not None:
                 await backend.close()
-        if self.cache is not None:
-            await self.cache.close()
+        await self.cache.close()
 
-    async def handle_chat(
-        self, parsed: ParsedRequest, headers: Mapping[str, str], request_id: str, tenant: str, started: float
-    ) -> Answer | StreamAnswer:
-        """Route one chat request and answer it from the chosen tier; count the request if that fails."""
-        decision: RouteDecision | None = None
+    # -- the request path -----------------------------------------------------------------------------------
+    def exchange(self, request_id: str, headers: Mapping[str, str], started: float) -> Exchange:
+        """A new exchange for a request received at `started` (`time.perf_counter()`), recorded when done."""
+        return Exchange(request_id, headers, started, self.accounting.record)
+
+    def refuse(self, ex: Exchange, exc: GatewayError) -> None:
+        """The request ends with `exc` as its answer (bad key, malformed body, refused by a layer)."""
+        ex.refuse(exc)
+        ex.done()
+
+    def route(self, ex: Exchange) -> None:
+        """Ask the router; the decision, and the model of the decided tier, go into the exchange."""
+        assert ex.parsed is not None
+        tiers = self.tiers
+        ctx = RouteContext(
+            request=ex.parsed,
+            headers=ex.headers,
+            has_upstream=tiers.upstream is not None,
+            has_local=tiers.local is not None,
+        )
         try:
-            decision = self.dispatcher.route(parsed, headers)
-            if self.cache is not None:
-                return await self.cache.answer(parsed, decision, headers, request_id, tenant, started)
-            if parsed.chat.stream:
-                return await self.dispatcher.stream(parsed, decision, request_id, started)
-            return await self.dispatcher.complete(parsed, decision, request_id, started)
+            decision = self.router.decide(ctx)
         except GatewayError as exc:
-            if decision is None:
-                self.dispatcher.account_error(exc, getattr(exc, "reason", "rejected"), "none")
-            else:
-                self.dispatcher.account_error(exc, decision.reason, decision.tier)
+            ex.reason = getattr(exc, "reason", "rejected")
+            self.accounting.rejected(ex)
             raise
+        ex.routed(decision, tiers.model_for(decision.tier, ex.parsed.chat.model))
+        self.accounting.routed(ex)
 
-    def count_invalid(self, exc: GatewayError) -> None:
-        """Count a request refused before routing (bad key, malformed body)."""
-        self.dispatcher.account_error(exc, "invalid", "none")
-
-    @staticmethod
-    def is_stream(answer: Answer | StreamAnswer) -> bool:
-        return isinstance(answer, StreamAnswer)
+    async def chat(self, ex: Exchange) -> Answer | StreamAnswer:
+        """Route an accepted exchange and answer it; a complete answer is recorded here, a stream when it ends."""
+        try:
+            self.route(ex)
+            answer = await self.cache(ex)
+        except GatewayError as exc:
+            self.refuse(ex, exc)
+            raise
+        if isinstance(answer, Answer):
+            ex.done()
+        return answer
 
     def model_ids(self) -> list[str]:
         """What clients may ask for in `model`."""

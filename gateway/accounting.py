@@ -1,0 +1,81 @@
+"""`Accounting`: the one writer of request metrics. It records each `Exchange` once, when the exchange is done."""
+
+from __future__ import annotations
+
+import time
+
+from gateway.costs import CostModel
+from gateway.errors import GatewayError, RateLimited, TierUnavailable, UpstreamStatusError
+from gateway.exchange import NO_TIER, Exchange
+from gateway.metrics import GatewayMetrics
+from gateway.routing.decision import Tier
+from gateway.routing.policy_router import REJECTED
+
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+
+
+class Accounting:
+    """Counts decisions, requests, latencies, tokens, cost and savings, and tier failures and fallbacks."""
+
+    def __init__(self, metrics: GatewayMetrics, costs: CostModel) -> None:
+        self.metrics = metrics
+        self.costs = costs
+
+    def routed(self, ex: Exchange) -> None:
+        """Count the routing decision (as soon as it is made)."""
+        decision = ex.decision
+        assert decision is not None
+        self.metrics.routing_decisions.labels(decision.tier, decision.reason).inc()
+        if decision.score is not None:
+            self.metrics.classifier_score.observe(decision.score)
+
+    def rejected(self, ex: Exchange) -> None:
+        """Count a routing decision that refused the request (whatever the router)."""
+        self.metrics.routing_decisions.labels(REJECTED, ex.reason).inc()
+
+    def record(self, ex: Exchange) -> None:
+        """Record one finished request: counts, latency, overhead, tokens, cost and savings."""
+        m = self.metrics
+        if ex.failures is not None:
+            for tier, exc in ex.failures:
+                self._count_failure(tier, exc)
+        decision = ex.decision
+        if ex.fallback is not None and decision is not None:
+            m.fallbacks.labels(decision.tier, ex.fallback).inc()
+        if ex.refused:  # answered with an error status: counted under the decided tier ("none" before routing)
+            m.requests.labels(decision.tier if decision is not None else NO_TIER, str(ex.status), ex.reason).inc()
+            return
+        tier = ex.tier
+        if ex.first_token_at is not None:
+            m.time_to_first_token.labels(tier).observe(ex.first_token_at - ex.started)
+        total = time.perf_counter() - ex.started
+        m.requests.labels(tier, str(ex.status), ex.reason).inc()
+        m.request_duration.labels(tier, "true" if ex.stream else "false").observe(total)
+        m.overhead.labels(tier).observe(max(0.0, total - ex.tier_seconds))
+        if ex.status >= 400:
+            return
+        usage = ex.usage
+        m.prompt_tokens.labels(tier, ex.answered_model).inc(usage.prompt_tokens)
+        m.completion_tokens.labels(tier, ex.answered_model).inc(usage.completion_tokens)
+        assert ex.parsed is not None
+        cost, savings = self.costs.charge(tier, ex.parsed.chat.model, ex.answered_model, usage, ex.tier_seconds)
+        m.cost.labels(tier).inc(cost)
+        if savings is not None:
+            m.savings.labels(tier).inc(savings)
+
+    def outside_chat(self, tier: str, status: int, reason: str, started: float) -> None:
+        """Record a request that has no chat view (passed through as-is, or an embedding): count and latency."""
+        self.metrics.requests.labels(tier, str(status), reason).inc()
+        self.metrics.request_duration.labels(tier, "false").observe(time.perf_counter() - started)
+
+    def _count_failure(self, tier: Tier, exc: GatewayError) -> None:
+        m = self.metrics
+        if tier == "upstream":
+            if isinstance(exc, TierUnavailable):
+                m.upstream_errors.labels(exc.kind).inc()
+            elif isinstance(exc, UpstreamStatusError):
+                m.upstream_errors.labels("status_5xx" if exc.status_code >= 500 else "status_4xx").inc()
+        elif isinstance(exc, RateLimited):
+            m.local_rejected.labels("queue_full").inc()
+        elif exc.code == CONTEXT_LENGTH_EXCEEDED:
+            m.local_rejected.labels("context_too_long").inc()
