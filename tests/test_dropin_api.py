@@ -211,10 +211,34 @@ def test_previous_response_id_goes_upstream(gateway: RunningGateway, fake_upstre
 
 
 # -- a gateway with a key and no upstream ------------------------------------------------------------------
+APP_ORIGIN = "https://app.example"
+
+
 @pytest.fixture(scope="module")
-def keyed_local_only() -> Iterator[RunningGateway]:
-    with run_gateway("--api-key", "sk-gw") as gw:
+def keyed_local_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    config = {"cors": {"allow_origins": [APP_ORIGIN]}}
+    with run_gateway("--api-key", "sk-gw", config=config, tmp_dir=tmp_path_factory.mktemp("cors")) as gw:
         yield gw
+
+
+def test_cors_answers_configured_origins_only(keyed_local_only: RunningGateway) -> None:
+    preflight = {"origin": APP_ORIGIN, "access-control-request-method": "POST",
+                 "access-control-request-headers": "authorization,content-type"}
+    ok = httpx.options(f"{keyed_local_only.base_url}/chat/completions", headers=preflight)
+    assert ok.status_code == 204
+    assert ok.headers["access-control-allow-origin"] == APP_ORIGIN
+    assert "POST" in ok.headers["access-control-allow-methods"]
+    other = httpx.options(f"{keyed_local_only.base_url}/chat/completions",
+                          headers={**preflight, "origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    listed = httpx.get(f"{keyed_local_only.base_url}/models", headers={"origin": APP_ORIGIN, "x-api-key": "sk-gw"})
+    assert listed.headers["access-control-allow-origin"] == APP_ORIGIN
+    assert "x-request-id" in listed.headers["access-control-expose-headers"]
+
+
+def test_cors_is_off_by_default(gateway: RunningGateway) -> None:
+    answer = httpx.get(f"{gateway.base_url}/models", headers={"origin": APP_ORIGIN})
+    assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers
 
 
 def test_alternative_key_headers_are_accepted(keyed_local_only: RunningGateway) -> None:
