@@ -6,7 +6,7 @@ import time
 
 from gateway.costs import CostModel
 from gateway.errors import GatewayError, RateLimited, TierUnavailable, UpstreamStatusError
-from gateway.exchange import NO_TIER, Exchange
+from gateway.exchange import CLIENT_CLOSED_REQUEST, NO_TIER, Exchange
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import Tier
 from gateway.routing.policy_router import REJECTED
@@ -52,7 +52,7 @@ class Accounting:
         m.requests.labels(tier, str(ex.status), ex.reason).inc()
         m.request_duration.labels(tier, "true" if ex.stream else "false").observe(total)
         m.overhead.labels(tier).observe(max(0.0, total - ex.tier_seconds))
-        if ex.status >= 400:
+        if ex.status >= 400 and ex.status != CLIENT_CLOSED_REQUEST:  # a stream the client left: what it generated
             return
         usage = ex.usage
         m.prompt_tokens.labels(tier, ex.answered_model).inc(usage.prompt_tokens)

@@ -1,4 +1,4 @@
-"""Gateway API keys: bearer-token check and the tenant a key belongs to."""
+"""Gateway API keys: bearer-token check, the tenant a key belongs to, and the admin keys of `/admin/*`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 
-from gateway.errors import AuthenticationFailed
+from gateway.errors import AuthenticationFailed, GatewayError
 
 ANONYMOUS_TENANT = "anonymous"
 
@@ -20,26 +20,62 @@ def authorization_of(headers: Mapping[str, str]) -> str | None:
     return f"Bearer {key}" if key else None
 
 
-class KeyChecker:
-    """Checks `Authorization: Bearer <key>` against the configured gateway keys (open when there are none)."""
+class AdminDenied(GatewayError):
+    """403: the caller's key is not an admin key (or admin endpoints are disabled)."""
 
-    def __init__(self, keys: Iterable[str]) -> None:
+    status_code = 403
+    error_type = "permission_error"
+
+
+class KeyChecker:
+    """Checks `Authorization: Bearer <key>` against the configured gateway keys (open when there are none).
+
+    Admin endpoints (`check_admin`) take only `admin_keys`. Without admin keys they are open when the gateway
+    has no keys at all (development mode) and refused (403) as soon as tenant keys are configured.
+    """
+
+    def __init__(self, keys: Iterable[str], admin_keys: Iterable[str] = ()) -> None:
         self._keys = tuple(k.encode() for k in keys)
         self._tenants = {k: tenant_of(k.decode()) for k in self._keys}
+        self._admin_keys = tuple(k.encode() for k in admin_keys)
+
+    @property
+    def admin_open(self) -> bool:
+        """Admin endpoints need no key: no tenant key and no admin key is configured."""
+        return not self._keys and not self._admin_keys
 
     def check(self, authorization: str | None) -> str:
         """Return the caller's tenant id, or raise AuthenticationFailed (401)."""
         if not self._keys:
             return ANONYMOUS_TENANT
-        if not authorization or not authorization[:7].lower() == "bearer ":
-            raise AuthenticationFailed(
-                "Missing API key. Send 'Authorization: Bearer <key>'.", code="missing_api_key"
-            )
-        given = authorization[7:].strip().encode()
+        given = _bearer(authorization)
         for key in self._keys:  # compare with every key, in constant time each
             if hmac.compare_digest(given, key):
                 return self._tenants[key]
         raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
+
+    def check_admin(self, authorization: str | None) -> None:
+        """Pass an admin key; raise 401 without a key or with an unknown one, 403 with a tenant key or when admin
+        endpoints are disabled (tenant keys but no admin key configured)."""
+        if self.admin_open:
+            return
+        if not self._admin_keys:
+            raise AdminDenied(
+                "Admin endpoints are disabled: this gateway has no admin key (admin_api_keys).", code="admin_disabled"
+            )
+        given = _bearer(authorization)
+        if any([hmac.compare_digest(given, key) for key in self._admin_keys]):
+            return
+        if any([hmac.compare_digest(given, key) for key in self._keys]):
+            raise AdminDenied("This endpoint needs an admin key; a gateway API key is not enough.", code="admin_key_required")
+        raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
+
+
+def _bearer(authorization: str | None) -> bytes:
+    """The key of `Authorization: Bearer <key>`, or AuthenticationFailed (401) when there is none."""
+    if not authorization or not authorization[:7].lower() == "bearer ":
+        raise AuthenticationFailed("Missing API key. Send 'Authorization: Bearer <key>'.", code="missing_api_key")
+    return authorization[7:].strip().encode()
 
 
 def tenant_of(key: str) -> str:

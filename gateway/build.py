@@ -9,6 +9,7 @@ from gateway.auth import KeyChecker
 from gateway.cache import build_cache_layer
 from gateway.costs import CostModel
 from gateway.dispatch import Dispatcher, Tiers
+from gateway.health import build_health
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pipeline
 from gateway.routing.decision import Router
@@ -55,6 +56,7 @@ def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
             max_connections=settings.upstream.max_connections,
             client=settings.upstream.client,
             auth_header=settings.upstream.auth_header,
+            max_response_bytes=settings.upstream.max_response_bytes,
         )
     return Tiers(
         local=local,
@@ -80,4 +82,7 @@ def build_gateway(
     router = router or router_from_settings(settings, metrics)
     accounting = Accounting(metrics, CostModel(settings.costs, settings.upstream.default_model))
     cache = build_cache_layer(settings.cache, Dispatcher(tiers), metrics)
-    return Pipeline(settings, tiers, router, cache, KeyChecker(settings.api_keys), metrics, accounting)
+    health = build_health(
+        tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds
+    )
+    return Pipeline(settings, tiers, router, cache, KeyChecker(settings.api_keys, settings.admin_api_keys), metrics, accounting, health)

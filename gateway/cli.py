@@ -30,6 +30,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("port", args.port)
     put("workers", args.workers)
     put("api_keys", args.api_key)
+    put("admin_api_keys", args.admin_api_key)
     put("policy", args.policy)
     put("classifier_model", args.classifier_model)
     put("log_level", args.log_level)
@@ -64,8 +65,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _check_model_file(settings)
         _check_policy(settings)
         if not settings.api_keys:
+            admin = "" if settings.admin_api_keys else ", /admin/reload included"
             print(
-                "slm-gateway: no API keys configured (--api-key): the gateway is OPEN to anyone who can reach it",
+                f"slm-gateway: no API keys configured (--api-key): the gateway is OPEN to anyone who can reach it{admin}",
                 file=sys.stderr,
             )
         serve(settings)
@@ -105,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--api-key", action="append", help="gateway API key clients must send; repeatable (env SLM_GATEWAY_API_KEYS, comma-separated)"
+    )
+    serve.add_argument(
+        "--admin-api-key", action="append",
+        help="key for /admin/* (tenant keys are refused there); repeatable (env SLM_GATEWAY_ADMIN_API_KEYS)",
     )
     serve.add_argument("--redis-url", help="redis://HOST:PORT/DB for the response cache (env SLM_GATEWAY_REDIS_URL)")
     serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])

@@ -16,7 +16,7 @@ import msgspec
 
 from gateway.errors import GatewayError, InvalidRequest, TierUnavailable, error_json
 from gateway.exchange import CLIENT_CLOSED_REQUEST, Exchange
-from gateway.openai.wire import SSE_DONE, FinalChunk, chunk_usage
+from gateway.openai.wire import SSE_DONE, FinalChunk, Usage, chunk_usage
 from gateway.routing.decision import Tier
 from gateway.tiers.base import Backend, Completion
 
@@ -137,13 +137,17 @@ async def _relay(ex: Exchange, first: list[bytes], chunks: AsyncIterator[list[by
     """SSE-frame the tier's chunk batches; drop the usage chunk unless asked for; end with [DONE] or an error event.
 
     Usage, the answering model, the time waited on the tier and the first content token's time go into the
-    exchange; it is done (recorded) when the relay ends, however it ends.
+    exchange. It is done (recorded) just before the last write, the stream being answered by then: the writer
+    stops after that write, and its later close of this generator is not a client leaving. A client that leaves
+    before is recorded as 499 with the content chunks relayed so far as its completion tokens (one each, as
+    OpenAI streams them; the tier's exact count comes only in the usage chunk at the end).
     """
     assert ex.parsed is not None
     include_usage = ex.parsed.include_usage
     observer = ex.observer
     tier: Tier = ex.tier  # type: ignore[assignment]
-    ttft_seen = ending = False
+    ttft_seen = ending = answered = False
+    sent = content_from = 0  # chunks relayed; how many before the first content token
     tier_seconds = ex.tier_seconds
     clock = time.perf_counter
     framed: list[bytes] = []  # SSE events not yet written (after the usage chunk: held for [DONE])
@@ -151,6 +155,7 @@ async def _relay(ex: Exchange, first: list[bytes], chunks: AsyncIterator[list[by
         batch: list[bytes] | None = first
         while batch is not None:
             for payload in batch:
+                sent += 1
                 if observer is not None:
                     observer.feed(payload)
                 if b'"usage"' in payload and b'"usage":null' not in payload:
@@ -164,6 +169,7 @@ async def _relay(ex: Exchange, first: list[bytes], chunks: AsyncIterator[list[by
                             continue
                 if not ttft_seen and b'"content":"' in payload and b'"content":""' not in payload:
                     ttft_seen = True
+                    content_from = sent - 1
                     ex.first_token_at = clock()
                 framed += (b"data: ", payload, b"\n\n")
             if framed and not ending:  # everything that arrived together leaves in one write
@@ -175,21 +181,30 @@ async def _relay(ex: Exchange, first: list[bytes], chunks: AsyncIterator[list[by
         if observer is not None:
             await observer.completed(tier)
         framed.append(SSE_DONE)
+        answered = True
+        ex.tier_seconds = tier_seconds
+        ex.done()
         yield FinalChunk(b"".join(framed))
     except GatewayError as exc:
         ex.status = exc.status_code
         ex.error = exc
         ex.tier_failed(tier, exc)
         framed += (b"data: ", error_json(exc.message, exc.error_type, exc.param, exc.code), b"\n\n")
+        answered = True
+        ex.tier_seconds = tier_seconds
+        ex.done()
         yield FinalChunk(b"".join(framed))
     except (GeneratorExit, asyncio.CancelledError):
-        ex.status = CLIENT_CLOSED_REQUEST
+        if not answered:  # the client left before the answer was complete
+            ex.status = CLIENT_CLOSED_REQUEST
+            if ex.usage.completion_tokens == 0 and ttft_seen:
+                ex.usage = Usage(0, sent - content_from)
         raise
     finally:
         if observer is not None:
             observer.abandoned()
         ex.tier_seconds = tier_seconds
-        ex.done()
+        ex.done()  # a no-op when the answer was recorded before its last write
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:  # after accounting: a cancelled close must not lose the request's metrics
             await aclose()

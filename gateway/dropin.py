@@ -24,6 +24,9 @@ from gateway.openai.request import ParsedRequest, parse_chat_request
 from gateway.openai.responses import ResponseEvents, to_chat, to_response
 from gateway.openai.wire import FinalChunk, Usage
 from gateway.passthrough import ProxiedResponse, UpstreamProxy
+from gateway.routing.capabilities import required_features
+from gateway.routing.decision import RouteContext
+from gateway.routing.static import pinned_tier
 from gateway.tiers.sse import SSEDecoder
 
 if TYPE_CHECKING:
@@ -32,7 +35,8 @@ if TYPE_CHECKING:
 _decoder = msgspec.json.Decoder()
 JSON_HEADERS = {"content-type": "application/json"}
 LOCAL_EMBEDDING_ALIASES = frozenset({"local", "auto"})
-_FEATURE_PARAMS = {"tools": "tools", "response_format": "text.format"}
+_RESPONSES_PARAMS = {"response_format": "text.format", "messages": "input", "max_tokens": "max_output_tokens"}
+_FEATURE_PARAMS = {"tools": "tools", "response_format": "text.format", "images": "input"}  # Responses names
 
 
 def decode_json(body: bytes) -> Any:
@@ -51,17 +55,6 @@ def needs_upstream(field: str, what: str) -> InvalidRequest:
         f"'{field}' cannot be served by the local tier and this gateway has no upstream: {what}",
         param=field.split("=")[0], code="unsupported_on_local",
     )
-
-
-def required_features(parsed: ParsedRequest) -> frozenset[str]:
-    """The optional features (gateway.tiers.base vocabulary) a chat request needs from the tier that serves it."""
-    needed = set()
-    if parsed.chat.tools:
-        needed.add("tools")
-    fmt = parsed.chat.response_format
-    if fmt and fmt.get("type") not in (None, "text"):
-        needed.add("response_format")
-    return frozenset(needed)
 
 
 Proxied = tuple[ProxiedResponse, dict[str, str]]
@@ -147,7 +140,7 @@ class DropIn:
         local = self.pipeline.tiers.local
         have = getattr(local, "features", frozenset())
         for feature in sorted(required_features(parsed) - have):
-            return _FEATURE_PARAMS[feature]
+            return _FEATURE_PARAMS.get(feature, feature)
         return None
 
     # -- POST /v1/responses ----------------------------------------------------------------------------------
@@ -155,13 +148,25 @@ class DropIn:
         if not isinstance(raw, dict):
             raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
         translation = to_chat(raw)
-        parsed = parse_chat_request(msgspec.json.encode(translation.chat))
-        self._routed(ex, tenant, parsed)
+        try:
+            parsed = parse_chat_request(msgspec.json.encode(translation.chat))
+            self._routed(ex, tenant, parsed)
+        except GatewayError as exc:  # name the field as the Responses request calls it
+            exc.param = _RESPONSES_PARAMS.get(exc.param or "", exc.param)
+            raise
         decision = ex.decision
         assert decision is not None
         blocker = translation.blockers[0] if translation.blockers else None
         lacking = self._local_lacks(parsed) if decision.tier == "local" else None
         if blocker is not None or lacking is not None or decision.tier == "upstream":
+            pin = pinned_tier(RouteContext(parsed, ex.headers, self.proxy is not None, True))
+            if pin is not None and pin[0] == "local" and (blocker or lacking):
+                field = blocker or lacking or ""
+                raise InvalidRequest(
+                    f"The request is pinned to the local tier ({pin[1]}), which cannot serve '{field}': stored "
+                    "responses, built-in tools and unsupported features exist only upstream.",
+                    param=field.split("=")[0], code="unsupported_on_local",
+                )
             if self.proxy is not None:
                 return await self.forward_json("responses", raw, headers, ex)
             if blocker is not None:

@@ -113,6 +113,12 @@ class GatewayMetrics:
             ["operation"],
             registry=r,
         )
+        self.cache_backend_up = Gauge(
+            f"{p}_cache_backend_up",
+            "1 while the cache backend (Redis) answers, 0 while it cannot be reached (the in-process cache is always 1).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.routing_decisions = Counter(
             f"{p}_routing_decisions_total",
             "Routing decisions by chosen tier and reason (the policy rule name, or 'classifier').",

@@ -16,9 +16,11 @@ from gateway.cache.flow import CacheLayer
 from gateway.dispatch import Answer, StreamAnswer, Tiers
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange
+from gateway.health import HealthCheck, build_health
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import RouteContext, Router
 from gateway.settings import Settings
+from gateway.tiers.base import NO_FEATURES
 
 
 class Pipeline:
@@ -34,6 +36,7 @@ class Pipeline:
         keys: KeyChecker,
         metrics: GatewayMetrics,
         accounting: Accounting,
+        health: HealthCheck | None = None,
     ) -> None:
         self.settings = settings
         self.tiers = tiers
@@ -42,6 +45,7 @@ class Pipeline:
         self.keys = keys
         self.metrics = metrics
         self.accounting = accounting
+        self.health = health or build_health(tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up)
         self._models_body: bytes | None = None
 
     async def start(self) -> None:
@@ -76,6 +80,7 @@ class Pipeline:
             headers=ex.headers,
             has_upstream=tiers.upstream is not None,
             has_local=tiers.local is not None,
+            local_features=getattr(tiers.local, "features", NO_FEATURES),
         )
         try:
             decision = self.router.decide(ctx)
@@ -120,13 +125,4 @@ class Pipeline:
         return self._models_body
 
     async def readiness(self) -> tuple[bool, bytes]:
-        """Ready when the local model is loaded (if any) and the upstream answers (if configured)."""
-        checks: dict[str, str] = {}
-        if self.tiers.local is not None:
-            checks["local"] = "ready" if await self.tiers.local.ready() else "loading"
-        if self.tiers.upstream is not None:
-            checks["upstream"] = "reachable" if await self.tiers.upstream.ready() else "unreachable"
-        else:
-            checks["upstream"] = "not configured"
-        ready = checks.get("local", "ready") == "ready" and checks["upstream"] != "unreachable"
-        return ready, msgspec.json.encode({"status": "ready" if ready else "not ready", "checks": checks})
+        return await self.health.check()

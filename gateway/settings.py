@@ -26,6 +26,11 @@ class UpstreamSettings(_Section):
 
     url: str | None = None
     api_key: str | None = None
+    """Prefer the SLM_GATEWAY_UPSTREAM_API_KEY environment variable or `api_key_file` to a flag or config file."""
+    api_key_file: str | None = None
+    """A file holding the upstream API key (a mounted secret); read once at start, surrounding whitespace dropped."""
+    max_response_bytes: int = 32 * 1024 * 1024
+    """Largest upstream (non-streamed) answer accepted; a larger one is a 502 `upstream_response_too_large`."""
     auth_header: Literal["authorization", "api-key"] = "authorization"
     """How the key is sent: `Authorization: Bearer KEY` (OpenAI, Gemini, DeepSeek, ...) or `api-key: KEY` (Azure)."""
     models_ttl_seconds: float = 300.0
@@ -36,6 +41,23 @@ class UpstreamSettings(_Section):
     max_connections: int = 256
     client: Literal["aiohttp", "httpx"] = "aiohttp"
     """The HTTP client library behind the connection pool (see gateway/tiers/transport.py)."""
+
+
+class ServerSettings(_Section):
+    """How clients may send requests: limits enforced by the HTTP protocol layer (gateway/http_guard.py)."""
+
+    max_header_bytes: int = 64 * 1024
+    """Request line plus headers; a larger head is answered 431 and the connection closed."""
+    header_timeout_seconds: float = 10.0
+    """Time a connection may take to send a request's head (from connecting, or from its first byte)."""
+    body_timeout_seconds: float = 60.0
+    """Time a request may take to send its body once its head arrived."""
+    keep_alive_seconds: float = 5.0
+    """Idle time after a response before a keep-alive connection is closed."""
+    max_concurrency: int | None = None
+    """Connections + requests in flight beyond which new requests get a 503 (uvicorn's limit_concurrency)."""
+    readiness_cache_seconds: float = 5.0
+    """How long `/readyz` reuses its upstream probe and Redis ping (N probes in that time: one upstream request)."""
 
 
 class LocalSettings(_Section):
@@ -69,6 +91,8 @@ class CacheSettings(_Section):
     ttl_seconds: int = 3600
     max_entry_bytes: int = 1_048_576
     max_memory_entries: int = 10_000
+    max_memory_bytes: int = 64 * 1024 * 1024
+    """In-process cache only: the most bytes (keys + answers) it holds; least recently used entries go first."""
     enabled: bool = True
     tenant_header: str | None = None
     """Header that names the tenant; by default the tenant is derived from the caller's gateway key."""
@@ -111,6 +135,9 @@ class Settings(_Section):
     port: int = 8080
     workers: int = 1
     api_keys: list[str] = msgspec.field(default_factory=list)
+    admin_api_keys: list[str] = msgspec.field(default_factory=list)
+    """Keys for `/admin/*` (tenant keys are refused there). None: admin endpoints are open only while the gateway
+    has no `api_keys` either, and refused (403) once it has."""
     max_body_bytes: int = 4 * 1024 * 1024
     passthrough_max_body_bytes: int = 512 * 1024 * 1024
     """Body limit of requests passed through to the upstream (file uploads; streamed, never held whole)."""
@@ -120,6 +147,7 @@ class Settings(_Section):
     policy: str | None = None
     classifier_model: str | None = None
     upstream: UpstreamSettings = msgspec.field(default_factory=UpstreamSettings)
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     local: LocalSettings = msgspec.field(default_factory=LocalSettings)
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     cors: CorsSettings = msgspec.field(default_factory=CorsSettings)
@@ -142,6 +170,18 @@ class Settings(_Section):
             self.upstream.url = url
         if self.upstream.connect_timeout <= 0 or self.upstream.read_timeout <= 0:
             raise SettingsError("upstream timeouts must be positive")
+        if self.upstream.max_response_bytes < 1024:
+            raise SettingsError(f"upstream.max_response_bytes must be at least 1024, got {self.upstream.max_response_bytes}")
+        if self.upstream.api_key_file is not None:
+            self.upstream.api_key = _read_key_file(self.upstream.api_key_file, self.upstream.api_key)
+        server = self.server
+        if server.max_header_bytes < 1024:
+            raise SettingsError(f"server.max_header_bytes must be at least 1024, got {server.max_header_bytes}")
+        timeouts = (server.header_timeout_seconds, server.body_timeout_seconds, server.keep_alive_seconds)
+        if min(*timeouts, server.readiness_cache_seconds) <= 0:
+            raise SettingsError("server timeouts must be positive")
+        if server.max_concurrency is not None and server.max_concurrency < 1:
+            raise SettingsError(f"server.max_concurrency must be at least 1, got {server.max_concurrency}")
         if self.local.max_concurrency < 1:
             raise SettingsError(f"local.max_concurrency must be at least 1, got {self.local.max_concurrency}")
         if self.local.max_queue < 0:
@@ -158,14 +198,32 @@ class Settings(_Section):
             raise SettingsError(f"cache.ttl_seconds must be at least 1, got {self.cache.ttl_seconds}")
         if self.cache.max_entry_bytes < 1 or self.cache.max_memory_entries < 1:
             raise SettingsError("cache.max_entry_bytes and cache.max_memory_entries must be at least 1")
+        if self.cache.max_memory_bytes < 1:
+            raise SettingsError(f"cache.max_memory_bytes must be at least 1, got {self.cache.max_memory_bytes}")
         if self.cache.timeout_seconds <= 0 or self.cache.lock_timeout_seconds <= 0:
             raise SettingsError("cache.timeout_seconds and cache.lock_timeout_seconds must be positive")
         if not self.cache.key_prefix or any(c.isspace() for c in self.cache.key_prefix):
             raise SettingsError(f"cache.key_prefix must be non-empty without spaces, got {self.cache.key_prefix!r}")
-        for key in self.api_keys:
-            if not key or any(c.isspace() for c in key):
-                raise SettingsError("api_keys must be non-empty strings without spaces")
+        for field in ("api_keys", "admin_api_keys"):
+            for key in getattr(self, field):
+                if not key or any(c.isspace() for c in key):
+                    raise SettingsError(f"{field} must be non-empty strings without spaces")
+        if set(self.api_keys) & set(self.admin_api_keys):
+            raise SettingsError("admin_api_keys must differ from api_keys")
         return self
+
+
+def _read_key_file(path: str, given: str | None) -> str:
+    """The key in `path`; SettingsError when it is unreadable or empty (or a key was also given another way)."""
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SettingsError(f"upstream.api_key_file: cannot read {path!r} ({exc.strerror or exc})") from None
+    if not key:
+        raise SettingsError(f"upstream.api_key_file: {path!r} is empty")
+    if given and given != key:
+        raise SettingsError("upstream.api_key and upstream.api_key_file are both set: give one")
+    return key
 
 
 # Environment variables: name -> (dotted setting path, parser).
@@ -174,6 +232,7 @@ _ENV_MAP: dict[str, str] = {
     "PORT": "port",
     "WORKERS": "workers",
     "API_KEYS": "api_keys",
+    "ADMIN_API_KEYS": "admin_api_keys",
     "MAX_BODY_BYTES": "max_body_bytes",
     "LOG_LEVEL": "log_level",
     "MODEL_CACHE_DIR": "model_cache_dir",
@@ -181,6 +240,7 @@ _ENV_MAP: dict[str, str] = {
     "CLASSIFIER_MODEL": "classifier_model",
     "UPSTREAM_URL": "upstream.url",
     "UPSTREAM_API_KEY": "upstream.api_key",
+    "UPSTREAM_API_KEY_FILE": "upstream.api_key_file",
     "UPSTREAM_DEFAULT_MODEL": "upstream.default_model",
     "UPSTREAM_CLIENT": "upstream.client",
     "UPSTREAM_AUTH_HEADER": "upstream.auth_header",
@@ -192,7 +252,12 @@ _ENV_MAP: dict[str, str] = {
     "LOCAL_THREADS": "local.threads",
     "REDIS_URL": "cache.redis_url",
     "CACHE_TTL_SECONDS": "cache.ttl_seconds",
+    "CACHE_MAX_MEMORY_BYTES": "cache.max_memory_bytes",
 }
+
+
+_LIST_SETTINGS = frozenset({"api_keys", "admin_api_keys", "cors.allow_origins"})
+"""Settings given in the environment as comma-separated lists."""
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -202,8 +267,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ.get(ENV_PREFIX + suffix)
         if raw is None or raw == "":
             continue
-        listed = path in ("api_keys", "cors.allow_origins")
-        value: Any = [k.strip() for k in raw.split(",") if k.strip()] if listed else raw
+        value: Any = [k.strip() for k in raw.split(",") if k.strip()] if path in _LIST_SETTINGS else raw
         _set_path(out, path, value)
     return out
 

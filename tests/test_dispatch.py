@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from gateway.devtools.fake_backend import FakeBackend, FakeCall
+from gateway.routing.decision import RouteContext, RouteDecision
 from gateway.errors import InvalidRequest, RateLimited, TierUnavailable, UpstreamStatusError
 from tests.conftest import InProcessGateway
 
@@ -15,6 +16,13 @@ CHAT = "/v1/chat/completions"
 
 def body(model: str = "gpt-4o-mini", **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": "Capital of France?"}], **extra}
+
+
+class LocalFirstRouter:
+    """Sends everything local with an upstream fallback, as an auto rule would (pins never fall back)."""
+
+    def decide(self, ctx: RouteContext) -> RouteDecision:
+        return RouteDecision(tier="local", reason="classifier", detail="local first", fallback="upstream")
 
 
 def events(text: str) -> list[Any]:
@@ -70,14 +78,14 @@ async def test_stream_relays_chunks_and_usage_only_when_asked(app_factory: Any) 
 async def test_recoverable_error_falls_back_to_the_decisions_fallback(app_factory: Any) -> None:
     local = FakeBackend("local", error=RateLimited("busy", code="local_queue_full"))
     upstream = FakeBackend(reply="from upstream")
-    gw = await app_factory(local=local, upstream=upstream)
-    response = await gw.client.post(CHAT, json=body("local"))
+    gw = await app_factory(local=local, upstream=upstream, router=LocalFirstRouter())
+    response = await gw.client.post(CHAT, json=body())
     assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "from upstream"
     assert response.headers["x-gateway-route"] == "upstream" and response.headers["x-gateway-model"] == "gpt-4o-mini"
     assert [c.model for c in local.calls] == ["local"] and [c.model for c in upstream.calls] == ["gpt-4o-mini"]
     assert gw.metric("slm_gateway_fallbacks_total", from_tier="local", to_tier="upstream") == 1
     assert gw.metric("slm_gateway_local_rejected_total", reason="queue_full") == 1
-    assert gw.metric("slm_gateway_requests_total", tier="upstream", status="200", reason="pinned") == 1
+    assert gw.metric("slm_gateway_requests_total", tier="upstream", status="200", reason="classifier") == 1
 
 
 async def test_a_client_error_is_not_retried_elsewhere(app_factory: Any) -> None:
@@ -105,12 +113,12 @@ async def test_both_tiers_failing_answers_the_second_error(app_factory: Any) -> 
     local = FakeBackend("local", error=TierUnavailable("local down", kind="connect"))
     upstream = FakeBackend(error=TierUnavailable("The upstream could not be reached.", kind="connect",
                                                  code="upstream_unreachable"))
-    gw = await app_factory(local=local, upstream=upstream)
-    response = await gw.client.post(CHAT, json=body("local"))
+    gw = await app_factory(local=local, upstream=upstream, router=LocalFirstRouter())
+    response = await gw.client.post(CHAT, json=body())
     assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_unreachable"
     assert gw.metric("slm_gateway_upstream_errors_total", kind="connect") == 1
     assert gw.metric("slm_gateway_fallbacks_total", from_tier="local", to_tier="upstream") == 1
-    assert gw.metric("slm_gateway_requests_total", tier="local", status="502", reason="pinned") == 1
+    assert gw.metric("slm_gateway_requests_total", tier="local", status="502", reason="classifier") == 1
 
 
 async def test_an_unconfigured_tier_is_a_400_naming_model(app_factory: Any) -> None:
@@ -129,6 +137,9 @@ async def test_a_stream_cut_mid_way_ends_with_an_error_event(app_factory: Any) -
     got = events(response.text)
     assert content_of(got[:-1]) == "one" and got[-1]["error"]["code"] == "upstream_protocol_error"
     assert len(got) == 3  # role chunk, "one", the error event: nothing after it
+    assert gw.metric("slm_gateway_upstream_errors_total", kind="protocol") == 1
+    assert gw.metric("slm_gateway_requests_total", tier="upstream", status="502", reason="default") == 1
+    assert gw.metric("slm_gateway_completion_tokens_total", tier="upstream", model="gpt-4o-mini") == 0
 
 
 async def test_a_stream_failing_before_its_first_chunk_keeps_its_status(app_factory: Any) -> None:

@@ -193,11 +193,11 @@ WEATHER = {
 
 def test_responses_function_tool_round_trip(gateway: RunningGateway) -> None:
     api = client(gateway)
-    first = api.responses.create(model="local", input="Weather in Paris?", tools=[WEATHER])
+    first = api.responses.create(model="gpt-4o", input="Weather in Paris?", tools=[WEATHER])
     (call,) = [item for item in first.output if item.type == "function_call"]
     assert call.name == "get_weather" and call.arguments == '{"city":"fake"}'
     second = api.responses.create(
-        model="local", tools=[WEATHER],
+        model="gpt-4o", tools=[WEATHER],
         input=[{"role": "user", "content": "Weather in Paris?"}, call.model_dump(exclude_none=True),
                {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
     )
@@ -205,9 +205,16 @@ def test_responses_function_tool_round_trip(gateway: RunningGateway) -> None:
 
 
 def test_previous_response_id_goes_upstream(gateway: RunningGateway, fake_upstream: str) -> None:
-    client(gateway).responses.create(model="local", input="more", previous_response_id="resp_123")
+    client(gateway).responses.create(model="auto", input="more", previous_response_id="resp_123")
     seen = last_received(fake_upstream)
     assert seen["path"] == "/v1/responses" and seen["body"]["previous_response_id"] == "resp_123"
+    assert seen["body"]["model"] == "gpt-4o-mini"
+
+
+def test_a_local_pin_is_never_served_upstream_instead(gateway: RunningGateway) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client(gateway).responses.create(model="local", input="more", previous_response_id="resp_123")
+    assert err.value.body["param"] == "previous_response_id" and err.value.body["code"] == "unsupported_on_local"
 
 
 # -- a gateway with a key and no upstream ------------------------------------------------------------------

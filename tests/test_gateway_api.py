@@ -172,7 +172,11 @@ def test_models_health_and_readiness(gateway: RunningGateway) -> None:
     assert httpx.get(f"{gateway.root}/healthz").status_code == 200
     ready = httpx.get(f"{gateway.root}/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"local": "ready", "upstream": "reachable"}
+    assert ready.json() == {
+        "status": "ready",
+        "tiers": {"local": "ready", "upstream": "reachable"},
+        "cache": {"backend": "memory", "status": "up"},
+    }
 
 
 @pytest.mark.parametrize(

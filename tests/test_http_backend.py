@@ -9,7 +9,7 @@ import pytest
 
 from gateway.openai.request import parse_chat_request
 from gateway.devtools.process import free_port, run_fake_upstream
-from gateway.errors import TierUnavailable, UpstreamStatusError
+from gateway.errors import TierUnavailable
 from gateway.tiers.http import OpenAIHTTPBackend
 
 CLIENTS = ["aiohttp", "httpx"]
@@ -60,13 +60,14 @@ async def test_stream_yields_chunks_and_a_usage_chunk(backend_for, upstream: str
         await backend.close()
 
 
-async def test_wrong_key_is_the_upstreams_401_passed_back(backend_for, upstream: str) -> None:
+async def test_wrong_key_is_an_upstream_auth_failure_not_a_401(backend_for, upstream: str) -> None:
     backend = backend_for(upstream, api_key="sk-wrong")
     try:
-        with pytest.raises(UpstreamStatusError) as caught:
+        with pytest.raises(TierUnavailable) as caught:
             await backend.complete(parse_chat_request(chat()), "m")
-        assert caught.value.status_code == 401
-        assert msgspec.json.decode(caught.value.body())["error"]["message"]
+        assert (caught.value.status_code, caught.value.kind, caught.value.code) == (502, "auth", "upstream_auth_failed")
+        assert msgspec.json.decode(caught.value.body())["error"]["type"] == "upstream_error"
+        assert await backend.probe() == "auth_failed"
     finally:
         await backend.close()
 

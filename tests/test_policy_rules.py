@@ -63,8 +63,8 @@ def one_rule(when: str, action: str = "local", extra: str = "") -> PolicyRouter:
 
 
 def hits(r: PolicyRouter, c: RouteContext) -> bool:
-    decision = r.decide(c)
-    return decision.reason == "r"
+    """Whether rule 'r' matches (the capability check may still send the request elsewhere)."""
+    return r.match(r.features(c)).name == "r"
 
 
 # -- conditions -------------------------------------------------------------------------------------------------
@@ -199,6 +199,7 @@ rules:
   - name: pin-local
     action: local
     when: {model: local}
+    pin_spill: true
   - name: auto
     action: auto
     threshold: 0.5
@@ -213,7 +214,7 @@ def test_pii_keep_local_never_falls_back_upstream() -> None:
 
 def test_pii_guard_also_drops_the_upstream_fallback_of_other_local_decisions() -> None:
     r = router(PRIVACY)
-    # `pin-local` would spill upstream on failure, but the request holds a kind the policy keeps local.
+    # `pin-local` may spill upstream on failure (pin_spill), but the request holds a kind the policy keeps local.
     pinned = r.decide(ctx("IBAN GB82WEST12345698765432", model="local"))
     assert pinned.reason == "pii-local" and pinned.fallback is None
     plain = r.decide(ctx("hello", model="local"))
@@ -241,10 +242,10 @@ def test_pii_past_the_scan_cap_is_assumed_unless_told_otherwise() -> None:
     [("both", "upstream", "local"), ("to_upstream", "upstream", None), ("to_local", None, "local"), ("none", None, None)],
 )
 def test_fallback_modes(mode: str, local_fallback: str | None, upstream_fallback: str | None) -> None:
-    r = router(f"defaults: {{fallback: {mode}}}\nrules:\n  - name: l\n    action: local\n    when: {{model: local}}\n"
-               "  - name: u\n    action: upstream\n    when: {model: upstream}\n")
-    assert r.decide(ctx(model="local")).fallback == local_fallback
-    assert r.decide(ctx(model="upstream")).fallback == upstream_fallback
+    r = router(f"defaults: {{fallback: {mode}}}\nrules:\n  - name: l\n    action: local\n    when: {{model: small}}\n"
+               "  - name: u\n    action: upstream\n    when: {model: big}\n")
+    assert r.decide(ctx(model="small")).fallback == local_fallback
+    assert r.decide(ctx(model="big")).fallback == upstream_fallback
 
 
 def test_rule_fallback_overrides_the_default_and_spill_setting_is_honoured() -> None:
@@ -260,14 +261,27 @@ def test_no_upstream_sends_everything_local_with_a_clear_reason() -> None:
     assert (auto.tier, auto.reason, auto.fallback) == ("local", "no_upstream", None)
     assert "no upstream configured" in auto.detail
     assert scorer.calls == 0  # nothing to decide: the classifier is not consulted
-    tools = r.decide(ctx(upstream=False, tools=[{"type": "function", "function": {"name": "f"}}]))
-    assert (tools.tier, tools.reason) == ("local", "no_upstream") and "rule 'tools'" in tools.detail
+    plain = router("rules:\n  - name: big\n    action: upstream\n    when: {model: big}\n").decide(
+        ctx(model="big", upstream=False))
+    assert (plain.tier, plain.reason, plain.detail) == (
+        "local", "no_upstream", "rule 'big' -> upstream, but no upstream is configured: local")
+    # the local tier cannot honour tools: never answered as if it did
+    with pytest.raises(PolicyRejected) as info:
+        r.decide(ctx(upstream=False, tools=[{"type": "function", "function": {"name": "f"}}]))
+    exc = info.value
+    assert (exc.status_code, exc.error_type, exc.param, exc.code, exc.reason) == (
+        400, "invalid_request_error", "tools", "unsupported_on_local", "unsupported_feature")
+    assert exc.detail == ("rule 'tools' -> upstream, but no upstream is configured: local; "
+                          "the local tier cannot honour 'tools'")
 
 
 def test_no_local_tier_sends_local_decisions_upstream() -> None:
-    r = router("rules:\n  - name: l\n    action: local\n    when: {model: local}\n")
-    decision = r.decide(ctx(model="local", local=False))
+    r = router("rules:\n  - name: l\n    action: local\n    when: {model: [local, small]}\n")
+    decision = r.decide(ctx(model="small", local=False))
     assert (decision.tier, decision.reason, decision.fallback) == ("upstream", "no_local", None)
+    with pytest.raises(PolicyRejected) as info:  # a pin is never answered by the other tier
+        r.decide(ctx(model="local", local=False))
+    assert (info.value.status_code, info.value.param, info.value.code) == (400, "model", "local_not_configured")
 
 
 def test_unavailable_or_failing_classifier_degrades_to_the_configured_tier() -> None:
@@ -309,14 +323,16 @@ def test_default_policy_pins_and_auto_routes_any_model_name() -> None:
     assert r.decide(ctx(EASY, model="upstream")).tier == "upstream"
     assert r.decide(ctx(HARD, headers={"x-gateway-route": "local"})).reason == "pin-local-header"
     assert r.decide(ctx(EASY, headers={"x-gateway-route": "upstream"})).reason == "pin-upstream-header"
-    # pins: a pinned local request may spill upstream, a pinned upstream one is never answered locally
-    assert r.decide(ctx(model="local")).fallback == "upstream"
+    # pins: never answered by the other tier, not even on failure
+    assert r.decide(ctx(model="local")).fallback is None
     assert r.decide(ctx(model="upstream")).fallback is None
+    assert r.decide(ctx(headers={"x-gateway-route": "local"})).fallback is None
     assert r.decide(ctx(HARD, model="gpt-4o")).fallback == "local"
 
 
 # -- metrics ----------------------------------------------------------------------------------------------------
-def test_classifier_duration_and_rejections_are_recorded(tmp_path: Any) -> None:
+def test_classifier_duration_is_recorded(tmp_path: Any) -> None:
+    """Rejections are counted by `gateway.accounting` whatever the router (tests/test_accounting.py)."""
     policy = tmp_path / "p.yaml"
     policy.write_text("rules:\n  - name: nope\n    action: reject\n    when: {model: banned}\n  - name: auto\n    action: auto\n")
     metrics = GatewayMetrics()
@@ -331,4 +347,91 @@ def test_classifier_duration_and_rejections_are_recorded(tmp_path: Any) -> None:
         holder.decide(ctx(model="banned"))
     registry = metrics.registry
     assert registry.get_sample_value("slm_gateway_classifier_duration_seconds_count") == 1
-    assert registry.get_sample_value("slm_gateway_routing_decisions_total", {"tier": "rejected", "reason": "nope"}) == 1
+    assert registry.get_sample_value("slm_gateway_routing_decisions_total", {"tier": "rejected", "reason": "nope"}) is None
+
+
+# -- capabilities: what the chosen tier must honour -----------------------------------------------------------
+TOOL = [{"type": "function", "function": {"name": "f"}}]
+PICTURE = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:x"}}]
+
+
+def test_required_features_name_exactly_what_the_request_asks_for() -> None:
+    from gateway.routing.capabilities import feature_param, required_features
+    from gateway.tiers.base import NO_FEATURES
+
+    def needs(content: Any = EASY, **extra: Any) -> frozenset[str]:
+        return required_features(ctx(content, **extra).request)
+
+    assert needs() is NO_FEATURES  # the common request allocates nothing
+    assert needs([{"type": "text", "text": "hi"}], n=1, logprobs=False, top_logprobs=0) is NO_FEATURES
+    assert needs(response_format={"type": "text"}) is NO_FEATURES
+    assert needs(tools=TOOL, tool_choice="none") is NO_FEATURES
+    assert needs(tools=[]) is NO_FEATURES
+    assert needs(tools=TOOL) == {"tools"}
+    assert needs(tools=TOOL, tool_choice="required") == {"tools"}
+    assert needs(functions=[{"name": "f"}]) == {"tools"}
+    assert needs(functions=[{"name": "f"}], function_call="none") is NO_FEATURES
+    assert needs(response_format={"type": "json_object"}) == {"response_format"}
+    assert needs(response_format={"type": "json_schema", "json_schema": {"name": "x"}}) == {"response_format"}
+    assert needs(PICTURE) == {"images"}
+    assert needs(n=2) == {"n"}
+    assert needs(logprobs=True) == {"logprobs"} == needs(top_logprobs=3)
+    assert needs(PICTURE, tools=TOOL, n=4, logprobs=True, response_format={"type": "json_object"}) == {
+        "tools", "images", "n", "logprobs", "response_format"}
+    assert feature_param(ctx(PICTURE).request, "images") == "messages[0].content[1]"
+    assert feature_param(ctx(top_logprobs=2).request, "logprobs") == "top_logprobs"
+    assert feature_param(ctx(functions=[{"name": "f"}]).request, "tools") == "functions"
+
+
+def test_auto_sends_what_local_cannot_honour_upstream_without_the_classifier() -> None:
+    r = router("rules:\n  - name: auto\n    action: auto\n    threshold: 0.5\n")
+    decision = r.decide(ctx(EASY, n=2))
+    assert (decision.tier, decision.reason, decision.detail, decision.fallback) == (
+        "upstream", "needs_upstream", "the local tier cannot honour 'n': upstream (rule 'auto')", None)
+    assert r.scorer.calls == 0 and decision.score is None
+    assert r.decide(ctx(EASY)).tier == "local" and r.scorer.calls == 1  # the control
+
+
+def test_a_local_rule_moves_upstream_and_loses_its_local_fallback() -> None:
+    r = router("rules:\n  - name: small\n    action: local\n    when: {model: small}\n"
+               "  - name: big\n    action: upstream\n    when: {model: big}\n")
+    moved = r.decide(ctx(model="small", tools=TOOL))
+    assert (moved.tier, moved.reason, moved.detail, moved.fallback) == (
+        "upstream", "needs_upstream", "rule 'small'; the local tier cannot honour 'tools': upstream", None)
+    assert r.decide(ctx(model="big", logprobs=True)).fallback is None  # local cannot take it on failure
+    assert r.decide(ctx(model="big")).fallback == "local"
+
+
+def test_a_local_tier_that_gains_a_feature_serves_it() -> None:
+    r = PolicyRouter(parse_policy("rules: []\ndefaults: {action: local}\n", "t.yaml"), KeywordScorer())
+    for model, tier in (("gpt-4o", "upstream"), ("local", None)):
+        c = ctx(model=model, tools=TOOL)
+        capable = RouteContext(request=c.request, headers={}, has_upstream=True, has_local=True,
+                               local_features=frozenset({"tools"}))
+        assert (r.decide(capable).tier, r.decide(capable).reason) == ("local", "default")
+        if tier is None:
+            with pytest.raises(PolicyRejected):  # pinned local, and today's local tier lacks tools
+                r.decide(c)
+        else:
+            assert r.decide(c).tier == tier
+
+
+def test_personal_data_kept_local_is_refused_rather_than_sent_upstream_for_a_feature() -> None:
+    r = router(PRIVACY)
+    with pytest.raises(PolicyRejected) as info:
+        r.decide(ctx("mail jane@example.com", model="gpt-4o", response_format={"type": "json_object"}))
+    assert (info.value.status_code, info.value.param, info.value.code) == (400, "response_format", "unsupported_on_local")
+    with pytest.raises(PolicyRejected):  # caught by the guard too when another local rule matched
+        router("rules:\n  - name: pii\n    action: local\n    when: {pii: email, model: x}\n"
+               "  - name: any-local\n    action: local\n").decide(ctx("mail jane@example.com", tools=TOOL))
+
+
+def test_pin_spill_is_validated() -> None:
+    from gateway.routing.policy import PolicyError
+
+    with pytest.raises(PolicyError, match="pin_spill only applies to actions 'local' and 'upstream'"):
+        parse_policy("rules:\n  - name: a\n    action: auto\n    pin_spill: true\n", "t.yaml")
+    with pytest.raises(PolicyError, match="cannot let pinned requests spill upstream"):
+        parse_policy("rules:\n  - name: p\n    action: local\n    when: {pii: email}\n    pin_spill: true\n", "t.yaml")
+    spilling = router("defaults: {pin_spill: true}\nrules:\n  - name: l\n    action: local\n    when: {model: local}\n")
+    assert spilling.decide(ctx(model="local")).fallback == "upstream"

@@ -107,8 +107,11 @@ def test_personal_data_stays_local_or_is_refused(privacy_gateway: RunningGateway
 def test_without_an_upstream_everything_is_local(tiny_router_model: Path) -> None:
     with run_gateway("--classifier-model", str(tiny_router_model)) as gw:
         raw = client(gw).chat.completions.with_raw_response.create(
-            model="gpt-4o", messages=HARD, tools=TOOLS, max_tokens=4)
-        assert raw.headers["x-gateway-route"] == "local"
-        assert "no upstream is configured" in raw.headers["x-gateway-route-reason"]
+            model="gpt-4o", messages=HARD, max_tokens=4, extra_headers={"x-gateway-route": "local"})
+        assert (raw.headers["x-gateway-route"], raw.headers["x-gateway-route-reason"]) == (
+            "local", "rule 'pin-local-header'")
+        with pytest.raises(openai.BadRequestError) as info:  # tools: the local model cannot honour them
+            client(gw).chat.completions.create(model="gpt-4o", messages=HARD, tools=TOOLS, max_tokens=4)
+        assert (info.value.body["param"], info.value.body["code"]) == ("tools", "unsupported_on_local")
         auto = client(gw).chat.completions.with_raw_response.create(model="gpt-4o", messages=HARD, max_tokens=4)
         assert auto.headers["x-gateway-route-reason"] == "no upstream configured: local (rule 'auto')"

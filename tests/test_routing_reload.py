@@ -18,7 +18,8 @@ from gateway.routing.reloadable import ReloadableRouter, RouterSource
 from tests.conftest import RunningGateway, run_gateway
 from tests.test_policy_rules import ctx
 
-KEY = "sk-gw-admin"
+KEY = "sk-gw-tenant"
+ADMIN = "sk-gw-admin"
 V1 = "defaults: {action: upstream}\nrules:\n  - name: alpha-local\n    action: local\n    when: {model: alpha}\n"
 V2 = "defaults: {action: upstream}\nrules:\n  - name: alpha-upstream\n    action: upstream\n    when: {model: alpha}\n"
 BROKEN = "rules:\n  - name: alpha\n    action: teleport\n"
@@ -72,7 +73,9 @@ async def test_reload_of_a_broken_classifier_keeps_the_old_one(tmp_path: Path, t
     model.write_bytes(b"not a model")
     results = {r.component: r for r in await holder.reload()}
     assert results["policy"].result == "success" and results["classifier"].result == "failure"
-    assert str(model) in results["classifier"].detail
+    # the answer names the file without its directory (the log keeps the full path)
+    assert results["classifier"].detail == "cannot read router model router.skops: BadZipFile: File is not a zip file"
+    assert results["policy"].detail == "policy.yaml"
     assert holder.current.scorer is scorer
     assert holder.decide(ctx("Prove that 7 is irrational.")).tier == "upstream"
 
@@ -107,7 +110,7 @@ async def test_concurrent_decisions_during_reloads_never_fail(tmp_path: Path) ->
 def reload_gateway(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningGateway, Path]]:
     policy = tmp_path_factory.mktemp("reload") / "policy.yaml"
     policy.write_text(V1)
-    args = ("--upstream-url", fake_upstream, "--policy", str(policy), "--api-key", KEY)
+    args = ("--upstream-url", fake_upstream, "--policy", str(policy), "--api-key", KEY, "--admin-api-key", ADMIN)
     with run_gateway(*args) as gw:
         yield gw, policy
 
@@ -165,20 +168,82 @@ def test_sighup_with_an_invalid_policy_keeps_the_old_one_and_counts_a_failure(
     assert "reload of policy failed" in gw.server.output()
 
 
-def test_admin_reload_needs_the_gateway_key_and_reports_each_component(
+def test_admin_reload_needs_the_admin_key_and_reports_each_component_without_paths(
     reload_gateway: tuple[RunningGateway, Path],
 ) -> None:
     gw, policy = reload_gateway
     url = f"{gw.root}/admin/reload"
     denied = httpx.post(url, timeout=30)
     assert denied.status_code == 401 and denied.json()["error"]["type"] == "authentication_error"
-    auth = {"authorization": f"Bearer {KEY}"}
+    tenant = httpx.post(url, headers={"authorization": f"Bearer {KEY}"}, timeout=30)
+    assert (tenant.status_code, tenant.json()["error"]["type"], tenant.json()["error"]["code"]) == (
+        403, "permission_error", "admin_key_required")
+    wrong = httpx.post(url, headers={"authorization": "Bearer sk-nobody"}, timeout=30)
+    assert (wrong.status_code, wrong.json()["error"]["code"]) == (401, "invalid_api_key")
+    auth = {"authorization": f"Bearer {ADMIN}"}
     policy.write_text(BROKEN)
     failed = httpx.post(url, headers=auth, timeout=30)
     assert failed.status_code == 422
     assert failed.json()["status"] == "failed"
-    assert failed.json()["components"][0]["component"] == "policy"
+    assert failed.json()["components"] == [{
+        "component": "policy", "result": "failure",
+        "detail": "policy policy.yaml: rules[0] 'alpha': Invalid enum value 'teleport' (at rules[0].action)",
+    }]
+    policy.write_bytes(b"rules:\n  - name: caf\xe9\n    action: local\n")  # Latin-1, not UTF-8
+    latin1 = httpx.post(url, headers=auth, timeout=30)
+    assert latin1.status_code == 422
+    assert latin1.json()["components"] == [{
+        "component": "policy", "result": "failure",
+        "detail": "policy policy.yaml: not UTF-8 text (invalid byte at offset 20)",
+    }]
     policy.write_text(V1)
     ok = httpx.post(url, headers=auth, timeout=30)
     assert ok.status_code == 200 and ok.json()["status"] == "reloaded"
+    assert ok.json()["components"] == [{"component": "policy", "result": "success", "detail": "policy.yaml"}]
+    assert str(policy.parent) not in failed.text + latin1.text + ok.text
     assert route_of(gw) == ("local", "rule 'alpha-local'")
+
+
+def test_sighup_with_a_non_utf8_policy_keeps_the_old_one_without_a_traceback(
+    reload_gateway: tuple[RunningGateway, Path],
+) -> None:
+    gw, policy = reload_gateway
+    policy.write_text(V1)
+    failures = metric(gw, "slm_gateway_reloads_total", component="policy", result="failure")
+    policy.write_bytes(b"\xff\xfe" + V2.encode("utf-16-le"))
+    os.kill(gw.server.pid, signal.SIGHUP)
+    wait_for(lambda: metric(gw, "slm_gateway_reloads_total", component="policy", result="failure") == failures + 1)
+    assert route_of(gw) in {("local", "rule 'alpha-local'"), ("upstream", "rule 'alpha-upstream'")}
+    output = gw.server.output(tail=200_000)
+    assert "not UTF-8 text (invalid byte at offset 0)" in output
+    assert "Traceback" not in output and "never retrieved" not in output
+    assert gw.server.proc.poll() is None
+    policy.write_text(V1)
+
+
+def test_serve_with_a_non_utf8_policy_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    policy = tmp_path / "latin1.yaml"
+    policy.write_bytes(b"name: caf\xe9\n")
+    done = subprocess.run([sys.executable, "-m", "gateway", "serve", "--policy", str(policy), "--port", "1"],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == f"slm-gateway: error: policy {policy}: not UTF-8 text (invalid byte at offset 9)"
+    assert "Traceback" not in done.stderr
+
+
+def test_admin_endpoints_are_open_only_when_the_gateway_has_no_keys_at_all(
+    gateway: RunningGateway, gateway_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    open_reload = httpx.post(f"{gateway.root}/admin/reload", timeout=60)
+    assert open_reload.status_code == 200
+    assert open_reload.json()["components"][0] == {"component": "policy", "result": "success", "detail": "default.yaml"}
+    assert "/" not in open_reload.text
+    keyed = gateway_factory("--api-key", KEY)
+    refused = httpx.post(f"{keyed.root}/admin/reload", headers={"authorization": f"Bearer {KEY}"}, timeout=30)
+    assert (refused.status_code, refused.json()["error"]["type"], refused.json()["error"]["code"]) == (
+        403, "permission_error", "admin_disabled")
+    assert refused.json()["error"]["message"] == (
+        "Admin endpoints are disabled: this gateway has no admin key (admin_api_keys).")

@@ -47,3 +47,14 @@ def test_a_bad_value_is_one_line_naming_it(tmp_path: Path, config: str, env: dic
         load_settings(write(tmp_path, config), environ=env)
     message = str(caught.value)
     assert needle in message and "\n" not in message
+
+
+def test_admin_keys_and_the_memory_cache_byte_bound_come_from_the_environment() -> None:
+    env = {"SLM_GATEWAY_ADMIN_API_KEYS": "sk-ops-1, sk-ops-2", "SLM_GATEWAY_CACHE_MAX_MEMORY_BYTES": "5000"}
+    settings = load_settings(None, environ=env)
+    assert (settings.admin_api_keys, settings.cache.max_memory_bytes) == (["sk-ops-1", "sk-ops-2"], 5000)
+    assert load_settings(None, environ={}).cache.max_memory_bytes == 64 * 1024 * 1024
+    with pytest.raises(SettingsError, match="^admin_api_keys must differ from api_keys$"):
+        load_settings(None, environ={"SLM_GATEWAY_API_KEYS": "sk-a", "SLM_GATEWAY_ADMIN_API_KEYS": "sk-a"})
+    with pytest.raises(SettingsError, match="^cache.max_memory_bytes must be at least 1, got 0$"):
+        load_settings(None, environ={"SLM_GATEWAY_CACHE_MAX_MEMORY_BYTES": "0"})

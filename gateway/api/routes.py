@@ -82,7 +82,7 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
     async def admin_reload(request: Request) -> Response:
         """Reload the routing policy and classifier here, then in every other worker (through the supervisor);
         422 (old ones kept) when a new one is invalid."""
-        gateway.keys.check(request.headers.get("authorization"))
+        gateway.keys.check_admin(request.headers.get("authorization"))
         reload = getattr(gateway.router, "reload", None)
         if reload is None:
             return Response(b'{"status":"not reloadable","components":[]}', status_code=404, media_type=JSON)

@@ -22,7 +22,7 @@ def build_store(settings: CacheSettings) -> CacheStore:
     """Redis when `redis_url` is set, else the in-process LRU."""
     if settings.redis_url:
         return RedisStore(settings.redis_url, timeout_seconds=settings.timeout_seconds)
-    return MemoryStore(settings.max_memory_entries)
+    return MemoryStore(settings.max_memory_entries, max_bytes=settings.max_memory_bytes)
 
 
 def build_cache_layer(settings: CacheSettings, inner: Handler, metrics: GatewayMetrics) -> CacheLayer:

@@ -131,6 +131,8 @@ class CacheLayer:
 async def _replay_stream(entry: CacheEntry, ex: Exchange) -> AsyncIterator[bytes]:
     assert ex.parsed is not None
     try:
-        yield FinalChunk(b"".join(stream_events(entry, ex.parsed.include_usage)))  # the whole answer: one write
+        answer = FinalChunk(b"".join(stream_events(entry, ex.parsed.include_usage)))  # the whole answer: one write
+        ex.done()  # recorded before the write: the writer stops after it
+        yield answer
     finally:
         ex.done()

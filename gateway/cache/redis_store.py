@@ -3,9 +3,16 @@
 Redis trouble never reaches the caller as anything but `StoreError`: connection failures and timeouts open a
 circuit breaker (calls are skipped, without touching the network, for a short, growing pause), the pool
 reconnects by itself, and one immediate retry covers a pooled connection that died with a Redis restart.
+
+Health signals: the store pings Redis at start and tracks whether it is reachable from every operation's outcome.
+Each change is logged once (a warning when Redis becomes unreachable, at start or later; an info line when it
+is back) and reported to `on_state` (the gateway sets its `cache_backend_up` gauge from it).
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Callable
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -16,6 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.cache.breaker import Breaker
 from gateway.cache.store import StoreError
+
+log = logging.getLogger("slm_gateway.cache")
 
 _UNLOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -42,6 +51,9 @@ class RedisStore:
         self.timeout_seconds = timeout_seconds
         self.max_connections = max_connections
         self.breaker = breaker or Breaker()
+        self.on_state: Callable[[bool], None] | None = None
+        """Called with True / False each time Redis becomes reachable / unreachable (and at start)."""
+        self.up: bool | None = None
         self._redis: Redis | None = None
         self._unlock = None
 
@@ -64,6 +76,38 @@ class RedisStore:
         )
         self._redis = Redis(connection_pool=pool)
         self._unlock = self._redis.register_script(_UNLOCK)
+        await self.ping()
+
+    async def ping(self) -> bool:
+        """Whether Redis answers a PING now (skipped, and False, while the breaker is open)."""
+        try:
+            redis = self._client("ping")
+            await redis.ping()
+        except StoreError as exc:
+            self._set_up(False, str(exc))
+            return False
+        except (RedisError, OSError) as exc:
+            self._failed("ping", exc)
+            return False
+        self._ok()
+        return True
+
+    def _set_up(self, up: bool, detail: str = "") -> None:
+        if up == self.up:
+            return
+        first = self.up is None
+        self.up = up
+        if not up:
+            log.warning("cache: Redis is unreachable (%s); answering without the cache until it is back", detail)
+        elif not first:
+            log.info("cache: Redis is reachable again")
+        if self.on_state is not None:
+            self.on_state(up)
+
+    def _ok(self) -> None:
+        self.breaker.success()
+        if self.up is not True:
+            self._set_up(True)
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -81,9 +125,11 @@ class RedisStore:
         return self._redis
 
     def _failed(self, operation: str, exc: BaseException) -> StoreError:
+        error = StoreError(operation, f"{type(exc).__name__}: {exc}")
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
             self.breaker.failure()
-        return StoreError(operation, f"{type(exc).__name__}: {exc}")
+            self._set_up(False, f"{type(exc).__name__}: {exc}")
+        return error
 
     async def get(self, key: str) -> bytes | None:
         redis = self._client("get")
@@ -91,7 +137,7 @@ class RedisStore:
             value = await redis.get(key)
         except (RedisError, OSError) as exc:
             raise self._failed("get", exc) from None
-        self.breaker.success()
+        self._ok()
         return value
 
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
@@ -100,7 +146,7 @@ class RedisStore:
             await redis.set(key, value, px=max(1, ttl_ms))
         except (RedisError, OSError) as exc:
             raise self._failed("set", exc) from None
-        self.breaker.success()
+        self._ok()
 
     async def try_lock(self, key: str, token: str, ttl_ms: int) -> bool:
         redis = self._client("lock")
@@ -108,7 +154,7 @@ class RedisStore:
             taken = await redis.set(key, token, nx=True, px=max(1, ttl_ms))
         except (RedisError, OSError) as exc:
             raise self._failed("lock", exc) from None
-        self.breaker.success()
+        self._ok()
         return bool(taken)
 
     async def unlock(self, key: str, token: str) -> None:
@@ -118,7 +164,7 @@ class RedisStore:
             await self._unlock(keys=[key], args=[token], client=redis)
         except (RedisError, OSError) as exc:
             raise self._failed("lock", exc) from None
-        self.breaker.success()
+        self._ok()
 
     async def peek(self, key: str, lock: str) -> tuple[bytes | None, bool]:
         redis = self._client("get")
@@ -126,5 +172,5 @@ class RedisStore:
             value, holder = await redis.mget(key, lock)
         except (RedisError, OSError) as exc:
             raise self._failed("get", exc) from None
-        self.breaker.success()
+        self._ok()
         return value, holder is not None

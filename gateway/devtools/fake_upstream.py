@@ -16,6 +16,16 @@ Per-request control through request headers (they override the command-line defa
   without `stream`, close it before answering at all.
 - `x-fake-hang`: never answer (for timeout tests); the connection stays open.
 
+Misbehaviour for gateway tests (command-line flags only, since a gateway does not forward `x-fake-*`):
+
+- `--echo-key message|field|stream`: echo the bearer token it received, as careless providers do: in the
+  error message (of a 401 or an injected error), in other fields of the error body (`error.param` and a
+  top-level `debug` object), or in an `{"error": ...}` event after the first event of a 200 stream.
+- `--usage ok|negative|string|not_object|malformed`: the usage it reports (negative counts, counts as
+  strings, `"usage": "lots"`, or a usage chunk / completion body that is not valid JSON).
+- `--pad-bytes N`: add N bytes (a `padding` field) to every completion body.
+- `--retry-after V`: the `retry-after` header of injected errors (`x-fake-retry-after` overrides it).
+
 Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/responses`,
 `POST /v1/completions`, `POST /v1/embeddings`, `POST /v1/moderations`, `POST /v1/files`,
 `GET /v1/files/{id}/content` (see gateway/devtools/fake_extras.py), `GET /health`, and for tests
@@ -79,6 +89,10 @@ class FakeUpstreamConfig:
     record_max: int = 1000
     echo_chars: int = 200
     seed: int | None = None
+    echo_key: str | None = None
+    usage: str = "ok"
+    pad_bytes: int = 0
+    retry_after: str | None = None
 
 
 @dataclass(slots=True)
@@ -105,6 +119,7 @@ class _Stats:
     hung: int = 0
     health_checks: int = 0
     in_flight: int = 0
+    models: int = 0
 
 
 def error_body(status: int, message: str, *, param: str | None = None) -> bytes:
@@ -166,13 +181,14 @@ class FakeUpstream:
         self._record(req)
         if path.startswith("/v1/") and not self._authorized(req):
             self.stats.errors += 1
-            resp.send(401, error_body(401, "Incorrect API key provided."), JSON_HEADERS)
+            resp.send(401, self._error_payload(req, 401, "Incorrect API key provided"), JSON_HEADERS)
             return None
         if path == "/v1/chat/completions":
             if req.method != "POST":
                 return self._error(resp, 405, f"Method {req.method} not allowed on {path}.")
             return self._chat(req, resp)
         if path == "/v1/models":
+            self.stats.models += 1
             if req.method != "GET":
                 return self._error(resp, 405, f"Method {req.method} not allowed on {path}.")
             models = [{"id": m, "object": "model", "created": 0, "owned_by": "fake-upstream"} for m in self.config.models]
@@ -263,14 +279,42 @@ class FakeUpstream:
         if opts.hang or opts.latency_ms > 0 or opts.drop_after is not None or (stream and opts.chunk_delay_ms > 0):
             return self._chat_slow(body, model, stream, opts, resp)
         if opts.status is not None:
-            return self._error(resp, opts.status, f"Injected error (status {opts.status}).", retry_after=opts.retry_after)
+            return self._injected(req, resp, opts)
         if stream:
             resp.start(200, SSE_HEADERS)
-            resp.write(b"".join(self._stream_events(body, model, opts)))
+            events = self._stream_events(body, model, opts)
+            if self.config.echo_key == "stream":
+                events = [events[0], _sse(_decode(self._error_payload(req, 500, "Stream failed")))]
+            resp.write(b"".join(events))
             resp.end()
         else:
-            resp.send(200, _encode(self._completion(body, model)), JSON_HEADERS)
+            resp.send(200, self._completion_bytes(body, model), JSON_HEADERS)
         return None
+
+    def _injected(self, req: Request, resp: Responder, opts: _Options) -> None:
+        """Answer with the injected error status (echoing the key if so configured)."""
+        self.stats.errors += 1
+        status = opts.status or 500
+        headers = JSON_HEADERS + ((("retry-after", opts.retry_after),) if opts.retry_after else ())
+        resp.send(status, self._error_payload(req, status, f"Injected error (status {status})"), headers)
+
+    def _error_payload(self, req: Request, status: int, message: str) -> bytes:
+        """An OpenAI-shaped error body; with `echo_key`, the received bearer token is echoed in it."""
+        key = (req.header("authorization") or "").removeprefix("Bearer ")
+        mode = self.config.echo_key
+        if mode in ("message", "stream"):
+            return error_body(status, f"{message}: {key}.")
+        if mode == "field":
+            error = _decode(error_body(status, f"{message}.", param=key))
+            return _encode({**error, "debug": {"authorization": f"Bearer {key}"}})
+        return error_body(status, f"{message}.")
+
+    def _completion_bytes(self, body: dict[str, Any], model: str) -> bytes:
+        completion = self._completion(body, model)
+        if self.config.pad_bytes > 0:
+            completion["padding"] = "x" * self.config.pad_bytes
+        encoded = _encode(completion)
+        return encoded[:-20] if self.config.usage == "malformed" else encoded
 
     async def _chat_slow(self, body: dict[str, Any], model: str, stream: bool, opts: _Options, resp: Responder) -> None:
         self.stats.in_flight += 1
@@ -281,14 +325,14 @@ class FakeUpstream:
             if opts.latency_ms > 0:
                 await asyncio.sleep(opts.latency_ms / 1000)
             if opts.status is not None:
-                self._error(resp, opts.status, f"Injected error (status {opts.status}).", retry_after=opts.retry_after)
+                self._injected(req, resp, opts)
                 return
             if not stream and opts.drop_after is not None:
                 self.stats.dropped += 1
                 resp.abort()
                 return
             if not stream:
-                resp.send(200, _encode(self._completion(body, model)), JSON_HEADERS)
+                resp.send(200, self._completion_bytes(body, model), JSON_HEADERS)
                 return
             resp.start(200, SSE_HEADERS)
             for i, event in enumerate(self._stream_events(body, model, opts)):
@@ -348,9 +392,20 @@ class FakeUpstream:
                     "finish_reason": finish,
                 }
             ],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+            "usage": self._usage(prompt, completion),
         }
         return answer if call is None else fake_extras.tool_call_completion(answer, call)
+
+    def _usage(self, prompt: int, completion: int) -> Any:
+        """The usage object to report, honest or (per `--usage`) not."""
+        mode = self.config.usage
+        if mode == "negative":
+            prompt, completion = -prompt, -completion
+        elif mode == "string":
+            return {"prompt_tokens": str(prompt), "completion_tokens": str(completion), "total_tokens": "many"}
+        elif mode == "not_object":
+            return "lots"
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def _stream_events(self, body: dict[str, Any], model: str, opts: _Options) -> list[bytes]:
         """Every SSE event of a streamed answer, `data: [DONE]` included."""
@@ -373,15 +428,16 @@ class FakeUpstream:
         events += [chunk({"content": piece}) for piece in _split(content, opts.chunks)]
         events.append(chunk({}, finish))
         if usage_wanted:
-            usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-            events.append(_sse({**base, "choices": [], "usage": usage}))
+            event = _sse({**base, "choices": [], "usage": self._usage(prompt, completion)})
+            events.append(event[:-22] + b"\n\n" if self.config.usage == "malformed" else event)
         events.append(b"data: [DONE]\n\n")
         return events
 
     # -- helpers ----------------------------------------------------------
     def _options(self, req: Request) -> _Options:
         cfg = self.config
-        opts = _Options(latency_ms=cfg.latency_ms, chunk_delay_ms=cfg.chunk_delay_ms, chunks=cfg.chunks)
+        opts = _Options(latency_ms=cfg.latency_ms, chunk_delay_ms=cfg.chunk_delay_ms, chunks=cfg.chunks,
+                        retry_after=cfg.retry_after)
         for name, value in req.headers:
             if not name.startswith("x-fake-"):
                 continue
@@ -505,6 +561,12 @@ def parse_args(argv: Sequence[str] | None = None) -> FakeUpstreamConfig:
     p.add_argument("--record-max", type=int, default=d.record_max, help="requests kept for /_fake/requests")
     p.add_argument("--echo-chars", type=int, default=d.echo_chars, help="user text echoed in answers")
     p.add_argument("--seed", type=int, default=d.seed, help="seed for error injection")
+    p.add_argument("--echo-key", choices=("message", "field", "stream"), default=None,
+                   help="echo the received bearer token in errors (see the module docstring)")
+    p.add_argument("--usage", choices=("ok", "negative", "string", "not_object", "malformed"), default=d.usage,
+                   help="the usage it reports")
+    p.add_argument("--pad-bytes", type=int, default=d.pad_bytes, help="extra bytes in every completion body")
+    p.add_argument("--retry-after", default=d.retry_after, help="retry-after header of injected errors")
     a = p.parse_args(argv)
     if not 0.0 <= a.error_rate <= 1.0:
         p.error("--error-rate must be between 0 and 1")
@@ -514,7 +576,7 @@ def parse_args(argv: Sequence[str] | None = None) -> FakeUpstreamConfig:
         host=a.host, port=a.port, latency_ms=a.latency_ms, chunk_delay_ms=a.chunk_delay_ms, chunks=max(1, a.chunks),
         error_rate=a.error_rate, error_status=a.error_status, api_key=a.api_key or None,
         models=tuple(m for m in a.models.split(",") if m), record_max=a.record_max, echo_chars=a.echo_chars,
-        seed=a.seed,
+        seed=a.seed, echo_key=a.echo_key, usage=a.usage, pad_bytes=max(0, a.pad_bytes), retry_after=a.retry_after,
     )
 
 

@@ -6,6 +6,7 @@ pass through to the upstream untouched.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import msgspec
@@ -50,6 +51,14 @@ class ChatRequest(msgspec.Struct, kw_only=True):
 
 _decoder = msgspec.json.Decoder()
 
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of objects/arrays accepted in a body (OpenAI's structured-output schemas stop at 10 levels)."""
+MAX_MODEL_NAME_CHARS = 256
+MODEL_NAME = re.compile(r"[!-~]{1,%d}" % MAX_MODEL_NAME_CHARS)
+"""Accepted model names: 1-256 printable ASCII characters without spaces. That covers OpenAI (`gpt-4o-mini`,
+`ft:gpt-4o-mini:org::id`), Azure deployment names, Hugging Face / OpenRouter ids (`Qwen/Qwen2.5-7B:free`), Ollama
+tags, Bedrock ARNs and Vertex `@` versions, and is always safe in a response header (`x-gateway-model`)."""
+
 
 class ParsedRequest(msgspec.Struct):
     """A request as received: the raw JSON object (for pass-through) and its validated view."""
@@ -79,12 +88,18 @@ def parse_chat_request(body: bytes) -> ParsedRequest:
     """Decode and validate a chat completion body; raise InvalidRequest with the offending field."""
     if not body:
         raise InvalidRequest("Request body is empty; expected a JSON object.", code="invalid_json")
+    # each level opens a bracket: a body with few brackets cannot be too deep, so only bracket-rich ones are walked
+    brackets = body.count(b"{") + body.count(b"[")
     try:
         raw = _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # msgspec's C decoder counts nesting against the interpreter's recursion limit
+        raise _too_deep() from None
     if not isinstance(raw, dict):
         raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
+    if brackets > MAX_JSON_DEPTH and _deeper_than(raw, MAX_JSON_DEPTH):
+        raise _too_deep()
     if "messages" not in raw:
         raise InvalidRequest("Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
     if "model" not in raw:
@@ -95,12 +110,36 @@ def parse_chat_request(body: bytes) -> ParsedRequest:
         raise InvalidRequest(f"Invalid request: {exc}", param=_param_of(str(exc)), code="invalid_type") from None
     if not chat.messages:
         raise InvalidRequest("'messages' must contain at least one message.", param="messages", code="invalid_value")
+    if MODEL_NAME.fullmatch(chat.model) is None:
+        raise InvalidRequest(
+            f"'model' must be 1-{MAX_MODEL_NAME_CHARS} printable ASCII characters without spaces.",
+            param="model", code="invalid_value",
+        )
     if chat.n is not None and chat.n < 1:
         raise InvalidRequest("'n' must be at least 1.", param="n", code="invalid_value")
     limit = chat.max_completion_tokens or chat.max_tokens
     if limit is not None and limit < 1:
         raise InvalidRequest("'max_tokens' must be at least 1.", param="max_tokens", code="invalid_value")
     return ParsedRequest(raw=raw, chat=chat)
+
+
+def _too_deep() -> InvalidRequest:
+    return InvalidRequest(
+        f"Request body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep.", code="invalid_json"
+    )
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether decoded JSON nests containers more than `limit` deep (iterative: no recursion on hostile input)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if type(node) is dict else node:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
 
 
 def _param_of(message: str) -> str | None:

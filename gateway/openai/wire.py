@@ -51,12 +51,27 @@ def usage_dict(usage: Usage) -> dict[str, int]:
     }
 
 
-def chunk_usage(chunk: dict[str, Any]) -> Usage | None:
-    """The usage carried by a decoded streamed chunk, if any."""
-    usage = chunk.get("usage")
-    if not usage:
+MAX_REPORTED_TOKENS = 100_000_000
+"""Token counts an upstream reports are clamped to [0, this]: usage is untrusted input (it feeds metrics and costs)."""
+
+
+def token_count(value: object) -> int:
+    """A reported token count as a sane int: non-negative integers (up to the cap) pass, anything else is 0."""
+    if type(value) is int:  # not bool, not float, not str
+        return value if 0 <= value <= MAX_REPORTED_TOKENS else (0 if value < 0 else MAX_REPORTED_TOKENS)
+    return 0
+
+
+def usage_of(usage: object) -> Usage | None:
+    """The `usage` object of an answer or chunk as a `Usage`; None when it is absent or not an object. Never raises."""
+    if not isinstance(usage, dict) or not usage:
         return None
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    return Usage(token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens")))
+
+
+def chunk_usage(chunk: object) -> Usage | None:
+    """The usage carried by a streamed chunk, if any (counts clamped, see `usage_of`). Never raises."""
+    return usage_of(chunk.get("usage")) if isinstance(chunk, dict) else None
 
 
 # -- bodies and chunks ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Literal, Protocol
 import msgspec
 
 from gateway.openai.request import ParsedRequest
+from gateway.tiers.base import ALL_FEATURES, NO_FEATURES
 
 Tier = Literal["local", "upstream"]
 
@@ -30,12 +31,22 @@ class RouteDecision(msgspec.Struct, frozen=True):
 
 
 class RouteContext(msgspec.Struct):
-    """What a router may look at: the parsed request, the request headers, and which tiers exist."""
+    """What a router may look at: the parsed request, the request headers, which tiers exist and which optional
+    request features (`gateway.tiers.base.ALL_FEATURES`) each honours."""
 
     request: ParsedRequest
     headers: Mapping[str, str]
     has_upstream: bool
     has_local: bool
+    local_features: frozenset[str] = NO_FEATURES
+    upstream_features: frozenset[str] = ALL_FEATURES
+
+    def has(self, tier: Tier) -> bool:
+        """Whether `tier` is configured."""
+        return self.has_local if tier == "local" else self.has_upstream
+
+    def features_of(self, tier: Tier) -> frozenset[str]:
+        return self.local_features if tier == "local" else self.upstream_features
 
 
 class Router(Protocol):

@@ -24,7 +24,8 @@ Action = Literal["local", "upstream", "auto", "reject"]
 Fallback = Literal["both", "to_upstream", "to_local", "none"]
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 RESERVED_NAMES = frozenset(
-    {"default", "classifier", "classifier_unavailable", "classifier_error", "no_upstream", "no_local", "pinned"}
+    {"default", "classifier", "classifier_unavailable", "classifier_error", "no_upstream", "no_local", "pinned",
+     "needs_upstream", "needs_local", "unsupported_feature", "pin_unavailable"}
 )
 """Reason labels the router itself uses; rule names may not take them."""
 HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
@@ -90,6 +91,8 @@ class Rule(_Strict):
     status: Literal[400, 403] | None = None
     code: str | None = None
     cache: bool | None = None
+    pin_spill: bool | None = None
+    """Overrides `defaults.pin_spill` for requests this rule sends to the tier they pinned."""
 
 
 class Defaults(_Strict):
@@ -103,6 +106,9 @@ class Defaults(_Strict):
     pii_max_chars: int = 65536
     pii_beyond_cap: Literal["assume", "ignore"] = "assume"
     message: str | None = None
+    pin_spill: bool = False
+    """A request pinned to a tier (`model: local|upstream`, header `x-gateway-route`) that the matching rule
+    sends there may fall back to the other tier on failure only when this is true (default: never)."""
 
 
 class PolicySpec(_Strict):
@@ -177,6 +183,10 @@ def _check_rule(rule: Rule, defaults: Defaults) -> str | None:
         return "code must be 1-64 characters of letters, digits, '_', '.', '-'"
     if rule.action == "reject" and rule.fallback is not None:
         return "fallback does not apply to action 'reject'"
+    if rule.action in ("reject", "auto") and rule.pin_spill is not None:
+        return "pin_spill only applies to actions 'local' and 'upstream'"
+    if keeps_pii_local(rule) and rule.pin_spill:
+        return "a rule that keeps personal data local cannot let pinned requests spill upstream"
     if keeps_pii_local(rule) and rule.fallback in ("both", "to_upstream"):
         return "a rule that keeps personal data local cannot fall back upstream (use fallback: none)"
     return None
@@ -238,6 +248,8 @@ def parse_policy(text: str, path: str) -> PolicySpec:
     except yaml.YAMLError as exc:
         first = str(exc).replace("\n", " ")
         raise PolicyError(f"policy {path}: not valid YAML: {first}") from None
+    except RecursionError:
+        raise PolicyError(f"policy {path}: not valid YAML: nested too deeply") from None
     if not isinstance(raw, dict):
         raise PolicyError(f"policy {path}: must hold a mapping with 'rules' at the top level")
     if "path" in raw:
@@ -262,6 +274,8 @@ def load_policy(path: str | Path | None = None) -> PolicySpec:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PolicyError(f"policy file not found: {file}") from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"policy {file}: not UTF-8 text (invalid byte at offset {exc.start})") from None
     except OSError as exc:
-        raise PolicyError(f"policy {file}: cannot read: {exc.strerror}") from None
+        raise PolicyError(f"policy {file}: cannot read: {exc.strerror or exc}") from None
     return parse_policy(text, str(file))

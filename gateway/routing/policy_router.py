@@ -11,9 +11,11 @@ from typing import Any
 
 from gateway.errors import GatewayError
 from gateway.routing.calibration import CalibrationError, calibrate
+from gateway.routing.capabilities import first_missing, required_features
 from gateway.routing.conditions import CompiledWhen, RequestFeatures
 from gateway.routing.decision import RouteContext, RouteDecision, Tier
 from gateway.routing.policy import DEFAULT_THRESHOLD, Action, Fallback, PolicyError, PolicySpec, Rule, When, keeps_pii_local
+from gateway.routing.static import pinned_tier
 
 REJECTED = "rejected"
 
@@ -21,11 +23,14 @@ REJECTED = "rejected"
 class PolicyRejected(GatewayError):
     """The policy refuses the request (action `reject`): 403 permission_error, or 400 when the rule says so."""
 
-    def __init__(self, message: str, *, status: int, code: str, reason: str, detail: str) -> None:
+    def __init__(
+        self, message: str, *, status: int, code: str, reason: str, detail: str, param: str | None = None
+    ) -> None:
         super().__init__(
             message,
             status_code=status,
             error_type="permission_error" if status == 403 else "invalid_request_error",
+            param=param,
             code=code,
             headers={"x-gateway-route": REJECTED, "x-gateway-route-reason": detail},
         )
@@ -48,6 +53,7 @@ class CompiledRule:
     status: int = 403
     code: str | None = None
     cacheable: bool | None = None
+    pin_spill: bool = False
 
 
 def needs_classifier(spec: PolicySpec) -> bool:
@@ -84,7 +90,7 @@ class PolicyRouter:
             self._compile(i, rule, local_context_tokens) for i, rule in enumerate(spec.rules)
         )
         d = spec.defaults
-        default = Rule(name="default", action=d.action, message=d.message)
+        default = Rule(name="default", action=d.action, message=d.message, pin_spill=d.pin_spill)
         self.default_rule = self._compile(None, default, local_context_tokens)
         guard: list[str] = []
         for rule in self.rules:
@@ -134,6 +140,7 @@ class PolicyRouter:
             status=rule.status or 403,
             code=rule.code or ("pii_blocked" if pii_rule else "policy_rejected"),
             cacheable=rule.cache,
+            pin_spill=rule.pin_spill if rule.pin_spill is not None else self.spec.defaults.pin_spill,
         )
 
     def thresholds(self) -> dict[str, tuple[float, str]]:
@@ -167,9 +174,20 @@ class PolicyRouter:
         label = f"rule '{rule.name}'"
         if rule.action == "reject":
             raise self._rejection(rule, f, label)
+        needs = required_features(ctx.request)
+        pinned = pinned_tier(ctx)
+        pin: Tier | None = None  # the tier the client pinned, when this rule sends the request there
+        if pinned is not None and pinned[0] == rule.action:
+            pin = pinned[0]
+            if not ctx.has(pin):
+                raise PolicyRejected(
+                    f"The request is pinned to the {pin} tier ({pinned[1]}), which this gateway does not have.",
+                    status=400, code=f"{pin}_not_configured", reason="pin_unavailable", param="model",
+                    detail=f"{label}: pinned by {pinned[1]}, but no {pin} tier is configured",
+                )
         threshold: float | None = None
         if rule.action == "auto":
-            tier, reason, detail, threshold = self._auto(rule, f, ctx)
+            tier, reason, detail, threshold = self._auto(rule, f, ctx, needs)
         else:
             tier, reason, detail = rule.action, rule.name, label
         if tier == "upstream" and not ctx.has_upstream:
@@ -185,7 +203,9 @@ class PolicyRouter:
                 )
             tier, reason = "upstream", "no_local"
             detail = f"{detail} -> local, but no local tier is configured: upstream"
-        fallback = self._fallback(rule, tier, ctx)
+        if needs and needs - ctx.features_of(tier):
+            tier, reason, detail = self._capable(rule, f, ctx, tier, needs, pinned if pin == tier else None, detail)
+        fallback = self._fallback(rule, tier, ctx, needs, pinned=pin == tier)
         if fallback == "upstream" and self.guard_kinds and f.pii(self.guard_kinds):
             fallback = None
             detail += "; no upstream fallback: personal data stays local"
@@ -199,12 +219,48 @@ class PolicyRouter:
             cacheable=rule.cacheable,
         )
 
-    def _auto(self, rule: CompiledRule, f: RequestFeatures, ctx: RouteContext) -> tuple[Tier, str, str, float | None]:
+    def _capable(
+        self,
+        rule: CompiledRule,
+        f: RequestFeatures,
+        ctx: RouteContext,
+        tier: Tier,
+        needs: frozenset[str],
+        pinned: tuple[Tier, str] | None,
+        detail: str,
+    ) -> tuple[Tier, str, str]:
+        """`tier` lacks a feature the request needs: the other tier if it has them all, else a 400 naming the
+        field. Never for a request pinned to `tier`, nor upstream for personal data the policy keeps local."""
+        feature, param = first_missing(ctx.request, needs - ctx.features_of(tier))
+        other: Tier = "upstream" if tier == "local" else "local"
+        why = f"the {tier} tier cannot honour '{param}'"
+        if pinned is not None:
+            message = f"The request is pinned to the {tier} tier ({pinned[1]}), which does not support '{param}'."
+        elif other == "upstream" and (rule.keeps_pii_local or (self.guard_kinds and f.pii(self.guard_kinds))):
+            message = (f"The request contains personal data that this gateway keeps on the local model, "
+                       f"which does not support '{param}'.")
+        elif ctx.has(other) and not needs - ctx.features_of(other):
+            return other, f"needs_{other}", f"{detail}; {why}: {other}"
+        elif not ctx.has(other):
+            message = f"'{param}' is not supported by the {tier} model, and no {other} is configured on this gateway."
+        else:
+            message = f"No tier of this gateway supports every feature this request asks for ('{param}' on {tier})."
+        raise PolicyRejected(
+            message, status=400, code=f"unsupported_on_{tier}", reason="unsupported_feature", param=param,
+            detail=f"{detail}; {why}",
+        )
+
+    def _auto(
+        self, rule: CompiledRule, f: RequestFeatures, ctx: RouteContext, needs: frozenset[str]
+    ) -> tuple[Tier, str, str, float | None]:
         label = f"rule '{rule.name}'"
         if not ctx.has_upstream:
             return "local", "no_upstream", f"no upstream configured: local ({label})", None
         if not ctx.has_local:
             return "upstream", "no_local", f"no local tier configured: upstream ({label})", None
+        if needs and needs - ctx.local_features and not needs - ctx.upstream_features:
+            _, param = first_missing(ctx.request, needs - ctx.local_features)
+            return "upstream", "needs_upstream", f"the local tier cannot honour '{param}': upstream ({label})", None
         if self.scorer is None or rule.threshold is None:
             tier: Tier = self.spec.defaults.classifier_unavailable
             return tier, "classifier_unavailable", f"classifier unavailable ({self.scorer_problem}): {tier} ({label})", None
@@ -220,12 +276,22 @@ class PolicyRouter:
         detail = f"classifier p_strong={_fmt(score)} < threshold {_fmt(threshold)} ({label})"
         return "local", "classifier", detail, threshold
 
-    def _fallback(self, rule: CompiledRule, tier: Tier, ctx: RouteContext) -> Tier | None:
+    def _fallback(
+        self, rule: CompiledRule, tier: Tier, ctx: RouteContext, needs: frozenset[str], *, pinned: bool
+    ) -> Tier | None:
+        """The tier to retry on when `tier` fails: none for a pinned request (unless `pin_spill`), nor one that
+        lacks a feature the request needs."""
         mode = rule.fallback
+        if pinned and not rule.pin_spill:
+            return None
         if tier == "local":
             allowed = mode in ("both", "to_upstream") and self.spill_to_upstream and not rule.keeps_pii_local
-            return "upstream" if allowed and ctx.has_upstream else None
-        return "local" if mode in ("both", "to_local") and ctx.has_local else None
+            target: Tier | None = "upstream" if allowed and ctx.has_upstream else None
+        else:
+            target = "local" if mode in ("both", "to_local") and ctx.has_local else None
+        if target is not None and needs and needs - ctx.features_of(target):
+            return None
+        return target
 
     def _rejection(self, rule: CompiledRule, f: RequestFeatures, label: str) -> PolicyRejected:
         message = rule.message

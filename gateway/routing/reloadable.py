@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import RouteContext, RouteDecision
-from gateway.routing.policy import PolicyError, PolicySpec, load_policy
+from gateway.routing.policy import DEFAULT_POLICY_PATH, PolicyError, PolicySpec, load_policy
 from gateway.routing.policy_router import PolicyRouter, needs_classifier
 from gateway.routing.scorer import ClassifierUnavailable, describe, load_scorer
 from gateway.settings import Settings, SettingsError
@@ -50,6 +52,21 @@ class ReloadResult(msgspec.Struct):
     component: str
     result: str
     detail: str
+
+    def without_paths(self, known: tuple[str, ...]) -> ReloadResult:
+        """The same result with file names instead of paths (an admin answer never shows server directories)."""
+        return ReloadResult(self.component, self.result, strip_directories(self.detail, known))
+
+
+_ABSOLUTE_DIRS = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[/\\](?:[^\s/\\:'\"`]+[/\\])+")
+
+
+def strip_directories(text: str, known: tuple[str, ...] = ()) -> str:
+    """`text` with each of the `known` paths reduced to its file name, and any other absolute directory dropped."""
+    for path in known:
+        if path and path in text:
+            text = text.replace(path, Path(path).name)
+    return _ABSOLUTE_DIRS.sub("", text)
 
 
 def build_router(
@@ -138,8 +155,18 @@ class ReloadableRouter:
                 for r in results
             ]
 
+    def _known_paths(self) -> tuple[str, ...]:
+        paths = [self.source.policy_path, self.source.classifier_path, str(DEFAULT_POLICY_PATH)]
+        model_path = (getattr(self._current.scorer, "metadata", None) or {}).get("model_path")
+        known = [str(p) for p in (*paths, model_path) if p]
+        known += [str(Path(p).resolve()) for p in known]
+        return tuple(sorted(set(known), key=len, reverse=True))  # longest first: no partial replacement
+
     async def reload(self) -> list[ReloadResult]:
-        """Reload policy and classifier off the event loop, then swap atomically. Never raises for bad files."""
+        """Reload policy and classifier off the event loop, then swap atomically. Never raises for bad files.
+
+        The results name files without their directories (they are answered to `/admin/reload`); the log has
+        the full paths."""
         async with self._lock:
             router, results = await asyncio.to_thread(self._build_next)
             self._current = router
@@ -150,7 +177,8 @@ class ReloadableRouter:
                 log.info("reloaded %s: %s", r.component, r.detail)
             else:
                 log.warning("reload of %s failed, keeping the previous one: %s", r.component, r.detail)
-        return results
+        known = self._known_paths()
+        return [r.without_paths(known) for r in results]
 
     def _on_sighup(self) -> None:
         task = asyncio.ensure_future(self.reload())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gateway.errors import InvalidRequest
+from gateway.routing.capabilities import first_missing, required_features
 from gateway.routing.decision import RouteContext, RouteDecision, Tier
 
 ROUTE_HEADER = "x-gateway-route"
@@ -22,17 +24,29 @@ def pinned_tier(ctx: RouteContext) -> tuple[Tier, str] | None:
 
 
 class StaticRouter:
-    """Routes without a classifier: pins first, then any model name upstream (or local when there is none)."""
+    """Routes without a classifier: pins first (never spilled to the other tier), then any model name upstream
+    (or local when there is none). A request needing a feature its tier lacks goes upstream, or gets a 400."""
 
     def __init__(self, spill_to_upstream: bool = True) -> None:
-        self.spill_to_upstream = spill_to_upstream
+        self.spill_to_upstream = spill_to_upstream  # kept for callers; pinned requests never spill any more
 
     def decide(self, ctx: RouteContext) -> RouteDecision:
+        needs = required_features(ctx.request)
         pinned = pinned_tier(ctx)
         if pinned is not None:
             tier, how = pinned
-            fallback = "upstream" if tier == "local" and self.spill_to_upstream and ctx.has_upstream else None
-            return RouteDecision(tier=tier, reason="pinned", detail=f"pinned by {how}", fallback=fallback)
+            if not ctx.has(tier):
+                raise InvalidRequest(f"The request is pinned to the {tier} tier ({how}), which this gateway does not "
+                                     "have.", param="model", code=f"{tier}_not_configured")
+            if needs - ctx.features_of(tier):
+                _, param = first_missing(ctx.request, needs - ctx.features_of(tier))
+                raise InvalidRequest(f"The request is pinned to the {tier} tier ({how}), which does not support "
+                                     f"'{param}'.", param=param, code=f"unsupported_on_{tier}")
+            return RouteDecision(tier=tier, reason="pinned", detail=f"pinned by {how}")
         if ctx.has_upstream:
             return RouteDecision(tier="upstream", reason="default", detail="model name goes upstream as-is")
+        if needs - ctx.local_features:
+            _, param = first_missing(ctx.request, needs - ctx.local_features)
+            raise InvalidRequest(f"'{param}' is not supported by the local model, and no upstream is configured on "
+                                 "this gateway.", param=param, code="unsupported_on_local")
         return RouteDecision(tier="local", reason="no_upstream", detail="no upstream configured")

@@ -12,6 +12,20 @@ from gateway.openai.wire import Usage, chunk_usage
 
 __all__ = ["Backend", "Completion", "Usage", "chunk_usage"]
 
+TOOLS = "tools"
+"""The request offers `tools` (or legacy `functions`) the model may call."""
+RESPONSE_FORMAT = "response_format"
+"""The request asks for structured output (`response_format` json_object / json_schema)."""
+IMAGES = "images"
+"""A message carries a non-text content part (image, audio, file)."""
+N = "n"
+"""The request asks for more than one choice (`n > 1`)."""
+LOGPROBS = "logprobs"
+"""The request asks for token log-probabilities (`logprobs` / `top_logprobs`)."""
+ALL_FEATURES: frozenset[str] = frozenset({TOOLS, RESPONSE_FORMAT, IMAGES, N, LOGPROBS})
+"""Every optional request feature a tier may honour (the fixed vocabulary of `Backend.features`)."""
+NO_FEATURES: frozenset[str] = frozenset()
+
 
 class Completion(msgspec.Struct):
     """A complete, non-streamed answer: the OpenAI `chat.completion` object as JSON bytes, and its usage."""
@@ -35,6 +49,9 @@ class Backend(Protocol):
     """
 
     name: str
+    features: frozenset[str]
+    """The optional request features (from `ALL_FEATURES`) this tier honours; it never serves a request needing
+    another one (the router sends it elsewhere or refuses it with a 400)."""
 
     async def complete(self, request: ParsedRequest, model: str, request_id: str | None = None) -> Completion: ...
 

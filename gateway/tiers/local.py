@@ -16,7 +16,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from gateway.openai.request import ParsedRequest, message_text
 from gateway.errors import InvalidRequest, RateLimited
 from gateway.openai.wire import chunk_json, completion_body, completion_id, usage_chunk_json
-from gateway.tiers.base import Completion, Usage
+from gateway.tiers.base import NO_FEATURES, Completion, Usage
 from gateway.tiers.llama_generation import GenerationResult, SamplingParams, generate
 
 _DEFAULT_TEMPLATE = (
@@ -70,6 +70,8 @@ class LlamaCppBackend:
     `max_concurrency` model instances share the weights (memory-mapped); requests beyond that wait in a queue
     of at most `max_queue`, and past that are refused with `LocalQueueFull` (429, or spilled upstream).
     """
+
+    features: frozenset[str] = NO_FEATURES  # no tools, response_format, images, n > 1 or logprobs (yet)
 
     def __init__(
         self,

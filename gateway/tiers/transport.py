@@ -37,13 +37,21 @@ class TransportResponse(Protocol):
     """A response whose head has arrived; the body is read (or streamed) once, then `close` releases it."""
 
     status: int
+    content_length: int | None
+    """The declared `content-length`, if any."""
 
     @property
     def headers(self) -> list[tuple[str, str]]:
         """The response headers as received (names as sent, repeats kept)."""
         ...
 
-    async def read(self, limit: int | None = None) -> bytes: ...
+    def header(self, name: str) -> str | None:
+        """One response header (lower-case name)."""
+        ...
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The body, or its first `limit` bytes."""
+        ...
 
     def receive(self) -> AsyncIterator[bytes]:
         """The body as it arrives: each item is whatever one read delivered (never empty)."""
@@ -67,6 +75,10 @@ class _AiohttpResponse:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self.status = response.status
+        self.content_length = response.content_length
+
+    def header(self, name: str) -> str | None:
+        return self._response.headers.get(name)
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -146,6 +158,11 @@ class _HttpxResponse:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self.status = response.status_code
+        declared = response.headers.get("content-length")
+        self.content_length = int(declared) if declared is not None and declared.isdigit() else None
+
+    def header(self, name: str) -> str | None:
+        return self._response.headers.get(name)
 
     @property
     def headers(self) -> list[tuple[str, str]]:
