@@ -137,6 +137,9 @@ def _register_optional(sub: Any) -> None:
     from gateway.routing.explain import register as register_route
 
     register_route(sub)
+    from gateway.cache.cli import register as register_cache
+
+    register_cache(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -152,7 +152,8 @@ class DropIn:
             parsed = parse_chat_request(msgspec.json.encode(translation.chat))
             self._routed(ex, tenant, parsed)
         except GatewayError as exc:  # name the field as the Responses request calls it
-            exc.param = _RESPONSES_PARAMS.get(exc.param or "", exc.param)
+            param = exc.param or ""
+            exc.param = "input" if param.startswith("messages") else _RESPONSES_PARAMS.get(param, exc.param)
             raise
         decision = ex.decision
         assert decision is not None

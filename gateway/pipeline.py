@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 
@@ -15,7 +16,7 @@ from gateway.auth import KeyChecker
 from gateway.cache.flow import CacheLayer
 from gateway.dispatch import Answer, StreamAnswer, Tiers
 from gateway.errors import GatewayError
-from gateway.exchange import Exchange
+from gateway.exchange import CLIENT_CLOSED_REQUEST, Exchange
 from gateway.health import HealthCheck, build_health
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import RouteContext, Router
@@ -98,6 +99,10 @@ class Pipeline:
             answer = await self.cache(ex)
         except GatewayError as exc:
             self.refuse(ex, exc)
+            raise
+        except asyncio.CancelledError:  # the client left before a complete answer was ready
+            ex.status = CLIENT_CLOSED_REQUEST
+            ex.done()
             raise
         if isinstance(answer, Answer):
             ex.done()

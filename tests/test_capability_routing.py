@@ -20,7 +20,6 @@ IMAGE = [{"role": "user", "content": [
     {"type": "text", "text": "What is in this picture?"},
     {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
 ]}]
-SCHEMA = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
 
 
 def post(gw: RunningGateway, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
@@ -66,11 +65,8 @@ def test_n_and_logprobs_go_upstream_instead_of_the_classifiers_local(with_upstre
         200, "local")
 
 
+# tools and response_format are honoured by the local tier (grammar-constrained, tests/test_local_structured.py)
 @pytest.mark.parametrize(("extra", "param"), [
-    ({"tools": TOOLS}, "tools"),
-    ({"tools": TOOLS, "tool_choice": "required"}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"response_format": SCHEMA}, "response_format"),
     ({"messages": IMAGE}, "messages[0].content[1]"),
     ({"n": 3}, "n"),
     ({"logprobs": True, "top_logprobs": 1}, "logprobs"),
@@ -99,9 +95,6 @@ def test_features_that_need_nothing_stay_local(with_upstream: RunningGateway) ->
 
 
 @pytest.mark.parametrize(("extra", "param"), [
-    ({"tools": TOOLS}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"response_format": SCHEMA}, "response_format"),
     ({"messages": IMAGE}, "messages[0].content[1]"),
     ({"n": 2}, "n"),
     ({"logprobs": True}, "logprobs"),
@@ -138,7 +131,7 @@ def test_a_failing_upstream_never_falls_back_to_a_local_tier_lacking_the_feature
     with run_gateway("--upstream-url", failing, "--classifier-model", str(tiny_router_model)) as gw:
         hard = post(gw, {"model": "gpt-4o", "messages": HARD})  # control: no feature needed, falls back local
         assert route(hard)[:2] == (200, "local")
-        for extra in ({"tools": TOOLS}, {"n": 2}, {"response_format": {"type": "json_object"}}, {"messages": IMAGE}):
+        for extra in ({"n": 2}, {"logprobs": True}, {"messages": IMAGE}):
             r = post(gw, {"model": "gpt-4o", "messages": HARD, **extra})
             assert (r.status_code, r.json()["error"]["type"]) == (503, "server_error"), extra  # upstream's error
         pinned = post(gw, {"model": "upstream", "messages": HARD})  # a pin to upstream is not answered locally
@@ -181,9 +174,9 @@ def test_pins_never_spill_unless_the_policy_says_so_and_personal_data_never_leav
         assert route(spilled)[:2] == (200, "upstream")
         httpx.delete(f"{fake_upstream.removesuffix('/v1')}/_fake/requests", timeout=10)
         contact = [{"role": "user", "content": "Write to jane.doe@example.com about the meeting."}]
-        pii = post(gw, {"model": "gpt-4o", "messages": contact, "tools": TOOLS})
-        assert error(pii) == (400, "invalid_request_error", "tools", "unsupported_on_local")
+        pii = post(gw, {"model": "gpt-4o", "messages": contact, "n": 2})
+        assert error(pii) == (400, "invalid_request_error", "n", "unsupported_on_local")
         assert pii.json()["error"]["message"] == (
             "The request contains personal data that this gateway keeps on the local model, "
-            "which does not support 'tools'.")
+            "which does not support 'n'.")
         assert received(fake_upstream) == []

@@ -11,9 +11,11 @@ from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 
+from gateway.api.disconnect import unless_disconnected
 from gateway.api.event_stream import EventStream
 from gateway.auth import authorization_of
 from gateway.dispatch import StreamAnswer
+from gateway.exchange import CLIENT_CLOSED_REQUEST
 from gateway.errors import GatewayError, RequestTooLarge
 from gateway.openai.request import parse_chat_request
 from gateway.pipeline import Pipeline
@@ -58,7 +60,9 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
         except GatewayError as exc:
             gateway.refuse(exchange, exc)
             raise
-        answer = await gateway.chat(exchange)
+        answer = await unless_disconnected(request.receive, gateway.chat(exchange))
+        if answer is None:  # the client left before the answer was ready; its work was cancelled
+            return Response(b"", status_code=CLIENT_CLOSED_REQUEST, media_type=JSON)
         if isinstance(answer, StreamAnswer):
             answer.headers.update(SSE_HEADERS)
             return EventStream(answer.chunks, media_type="text/event-stream", headers=answer.headers)

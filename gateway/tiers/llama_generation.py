@@ -1,4 +1,5 @@
-"""Token-by-token generation with llama.cpp, run in a worker thread: exact token counts, stop strings, cancellation."""
+"""Token-by-token generation with llama.cpp, run in a worker thread: exact token counts, stop strings, cancellation,
+a per-request sampling seed, and grammar-constrained decoding (from the start, or once the model opens a tool call)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,46 @@ from typing import Any
 import llama_cpp
 import msgspec
 
+from gateway.tiers.tool_probe import TOOL_CALL_OPEN, ToolCallProbe
+
+UNSEEDED = llama_cpp.LLAMA_DEFAULT_SEED  # llama.cpp draws a fresh random seed for a sampler given this value
+
 
 class SamplingParams(msgspec.Struct, kw_only=True):
+    """How to sample one request.
+
+    `grammar` (GBNF) constrains the whole output. With `probe_names`, the model first writes freely while a
+    `ToolCallProbe` reads its opening words: if it is calling one of those functions, the output is restarted as
+    `call_prefix` followed by text constrained by `call_grammar`; otherwise it is kept as free text, or, when
+    `text_grammar` is set, restarted under that grammar.
+    """
+
     max_tokens: int
     temperature: float = 0.8
     top_p: float = 0.95
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    grammar: str | None = None
+    probe_names: tuple[str, ...] = ()
+    call_prefix: str = TOOL_CALL_OPEN
+    call_grammar: str | None = None
+    text_grammar: str | None = None
 
 
 class GenerationResult(msgspec.Struct):
     text: str
     completion_tokens: int
     finish_reason: str  # "stop" | "length" | "cancelled"
+
+
+def sampler_seed(seed: int | None) -> int:
+    """The llama.cpp seed for a request: its own `seed` folded into 32 bits, or `UNSEEDED` (fresh randomness).
+
+    The seed is set on every request, so one request's seed never carries over to the next."""
+    if seed is None:
+        return UNSEEDED
+    folded = seed & 0xFFFFFFFF
+    return folded if folded != UNSEEDED else UNSEEDED - 1
 
 
 def is_end_of_generation(llm: llama_cpp.Llama, token: int) -> bool:
@@ -76,6 +104,52 @@ class _StopScanner:
         return out
 
 
+def _sample_args(params: SamplingParams) -> dict[str, Any]:
+    greedy = params.temperature <= 0
+    return {
+        "temp": 0.0 if greedy else params.temperature,
+        "top_p": 1.0 if greedy else params.top_p,
+        "top_k": 1 if greedy else 40,
+        "reset": True,
+    }
+
+
+PROBE_TOKENS = 24  # an opening still undecided after this many tokens is free text
+
+
+class _Output:
+    """The answer being built: its tokens, the stop-string scanner, and where its text goes."""
+
+    def __init__(self, params: SamplingParams, emit: Callable[[str], Any] | None) -> None:
+        self.params = params
+        self.emit = emit
+        self.tokens: list[int] = []
+        self.restart()
+
+    def restart(self, tokens: list[int] | None = None, text: str = "") -> None:
+        """Drop what was written (not yet emitted) and start again from `tokens` / `text`."""
+        self.tokens = list(tokens or [])
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.scanner = _StopScanner(self.params.stop)
+        self.parts: list[str] = []
+        self.held: list[str] | None = None
+        if text:
+            self.write(text)
+
+    def write(self, text: str) -> None:
+        if self.held is not None:
+            self.held.append(text)
+            return
+        self.parts.append(text)
+        if self.emit is not None:
+            self.emit(text)
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for text in held:
+            self.write(text)
+
+
 def generate(
     llm: llama_cpp.Llama,
     prompt_tokens: list[int],
@@ -84,44 +158,64 @@ def generate(
     cancel: threading.Event,
 ) -> GenerationResult:
     """Generate from `prompt_tokens`, calling `emit(text)` for each new piece of text. Blocking: run in a thread."""
-    if params.seed is not None:
-        llm.set_seed(params.seed)
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    scanner = _StopScanner(params.stop)
-    parts: list[str] = []
-    count = 0
+    llm.set_seed(sampler_seed(params.seed))
+    out = _Output(params, emit)
+    probe = ToolCallProbe(params.probe_names) if params.probe_names and params.call_grammar else None
+    grammar = params.grammar if probe is None else None
+    if probe is not None:
+        out.held = []
     finish = "length"
     hit_stop = False
-    greedy = params.temperature <= 0
-    for token in llm.generate(
-        prompt_tokens,
-        temp=0.0 if greedy else params.temperature,
-        top_p=1.0 if greedy else params.top_p,
-        top_k=1 if greedy else 40,
-        reset=True,
-    ):
-        if cancel.is_set():
-            finish = "cancelled"
+    restarted = True
+    while restarted:
+        restarted = False
+        tokens = llm.generate(
+            prompt_tokens + out.tokens,
+            grammar=llama_cpp.LlamaGrammar.from_string(grammar) if grammar else None,
+            **_sample_args(params),
+        )
+        for token in tokens:
+            if cancel.is_set():
+                finish = "cancelled"
+                break
+            if is_end_of_generation(llm, token):
+                finish = "stop"
+                break
+            out.tokens.append(token)
+            text, stopped = out.scanner.feed(out.decoder.decode(llm.detokenize([token])))
+            if text:
+                out.write(text)
+            if probe is not None and (text or len(out.tokens) >= PROBE_TOKENS):
+                calling = probe.feed(text) if len(out.tokens) < PROBE_TOKENS else bool(probe.feed(text))
+                if calling is not None:
+                    probe, restarted, grammar = None, True, _decide(out, llm, params, calling)
+                    if restarted and grammar is None:  # free text kept: carry on in this generation
+                        restarted = False
+            if stopped:
+                finish, hit_stop = "stop", True
+                break
+            if len(out.tokens) >= params.max_tokens or restarted:
+                break
+        tokens.close()
+        if not restarted or len(out.tokens) >= params.max_tokens:
             break
-        if is_end_of_generation(llm, token):
-            finish = "stop"
-            break
-        count += 1
-        piece = decoder.decode(llm.detokenize([token]))
-        out, stopped = scanner.feed(piece)
-        if out:
-            parts.append(out)
-            if emit is not None:
-                emit(out)
-        if stopped:
-            finish, hit_stop = "stop", True
-            break
-        if count >= params.max_tokens:
-            break
-    if not hit_stop and finish != "cancelled":
-        tail = scanner.feed(decoder.decode(b"", final=True))[0] + scanner.flush()
-        if tail:
-            parts.append(tail)
-            if emit is not None:
-                emit(tail)
-    return GenerationResult("".join(parts), count, finish)
+    if finish != "cancelled":
+        out.release()
+        if not hit_stop:
+            tail = out.scanner.feed(out.decoder.decode(b"", final=True))[0] + out.scanner.flush()
+            if tail:
+                out.write(tail)
+    return GenerationResult("".join(out.parts), len(out.tokens), finish)
+
+
+def _decide(out: _Output, llm: llama_cpp.Llama, params: SamplingParams, calling: bool) -> str | None:
+    """Act on the probe's verdict; return the grammar to restart under (None: keep the free text written so far)."""
+    if calling:
+        prefix = llm.tokenize(params.call_prefix.encode("utf-8"), add_bos=False, special=True)
+        out.restart(prefix, params.call_prefix)
+        return params.call_grammar
+    if params.text_grammar is not None:
+        out.restart()
+        return params.text_grammar
+    out.release()
+    return None

@@ -11,18 +11,17 @@ from typing import Any
 
 import llama_cpp
 import msgspec
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from gateway.openai.request import ParsedRequest, message_text
-from gateway.errors import InvalidRequest, RateLimited
+from gateway.errors import RateLimited
+from gateway.openai.request import ParsedRequest
 from gateway.openai.wire import chunk_json, completion_body, completion_id, usage_chunk_json
-from gateway.tiers.base import NO_FEATURES, Completion, Usage
+from gateway.tiers.base import RESPONSE_FORMAT, TOOLS, Completion, Usage
+from gateway.tiers.grammar import grammar_compiles
 from gateway.tiers.llama_generation import GenerationResult, SamplingParams, generate
+from gateway.tiers.prompt import ChatPrompt, control_token_texts
+from gateway.tiers.queue_estimate import ServiceTimes
+from gateway.tiers.structured import LocalCannotServe, OutputPlan, plan_output
 
-_DEFAULT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 _DONE = object()
 
 
@@ -33,10 +32,8 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-class ContextTooLong(InvalidRequest):
-    """The prompt does not fit the local model's context window (a tier with a larger one may answer)."""
-
-    recoverable = True
+class ContextTooLong(LocalCannotServe):
+    """The prompt does not fit the local model's context window."""
 
     def __init__(self, prompt_tokens: int, context_size: int) -> None:
         super().__init__(
@@ -62,6 +59,7 @@ class LocalQueueFull(RateLimited):
 class _Prepared(msgspec.Struct):
     tokens: list[int]
     params: SamplingParams
+    plan: OutputPlan
 
 
 class LlamaCppBackend:
@@ -69,9 +67,10 @@ class LlamaCppBackend:
 
     `max_concurrency` model instances share the weights (memory-mapped); requests beyond that wait in a queue
     of at most `max_queue`, and past that are refused with `LocalQueueFull` (429, or spilled upstream).
+    `response_format` and `tools` are honoured by grammar-constrained decoding (`gateway.tiers.structured`).
     """
 
-    features: frozenset[str] = NO_FEATURES  # no tools, response_format, images, n > 1 or logprobs (yet)
+    features: frozenset[str] = frozenset({TOOLS, RESPONSE_FORMAT})
 
     def __init__(
         self,
@@ -97,9 +96,10 @@ class LlamaCppBackend:
         self._on_queue_change = on_queue_change
         self._pool: asyncio.Queue[llama_cpp.Llama] | None = None
         self._instances: list[llama_cpp.Llama] = []
-        self._formatter: Jinja2ChatFormatter | None = None
+        self._prompt: ChatPrompt | None = None
         self._tokenizer: llama_cpp.Llama | None = None
         self._tokenize_lock = threading.Lock()
+        self.service_times = ServiceTimes()
         self.waiting = 0
         self.inflight = 0
 
@@ -111,7 +111,9 @@ class LlamaCppBackend:
         for instance in self._instances:
             self._pool.put_nowait(instance)
         self._tokenizer = self._instances[0]
-        self._formatter = self._make_formatter(self._instances[0])
+        self._prompt = ChatPrompt(
+            self._tokenizer.metadata.get("tokenizer.chat_template"), control_token_texts(self._tokenizer), self._tokenize
+        )
 
     def _load_all(self) -> list[llama_cpp.Llama]:
         instances = [
@@ -125,11 +127,6 @@ class LlamaCppBackend:
             instance.reset()
         return instances
 
-    @staticmethod
-    def _make_formatter(llm: llama_cpp.Llama) -> Jinja2ChatFormatter:
-        template = llm.metadata.get("tokenizer.chat_template") or _DEFAULT_TEMPLATE
-        return Jinja2ChatFormatter(template=template, eos_token="", bos_token="")
-
     async def close(self) -> None:
         for instance in self._instances:
             instance.close()
@@ -139,17 +136,24 @@ class LlamaCppBackend:
         return bool(self._instances)
 
     # -- request preparation -------------------------------------------------------------------------------
-    def _prompt_tokens(self, request: ParsedRequest) -> list[int]:
-        assert self._formatter is not None and self._tokenizer is not None, "backend not started"
-        messages = [
-            {"role": m.role, "content": message_text(m)} for m in request.chat.messages
-        ]
-        prompt = self._formatter(messages=messages).prompt
+    def count_prompt_tokens(self, request: ParsedRequest) -> int:
+        """Exact prompt tokens of the request under the model's chat template."""
+        return len(self._prompt_tokens(request))
+
+    def _tokenize(self, text: str, special: bool) -> list[int]:
+        assert self._tokenizer is not None, "backend not started"
         with self._tokenize_lock:
-            return self._tokenizer.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+            return self._tokenizer.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+    def _prompt_tokens(self, request: ParsedRequest, plan: OutputPlan | None = None) -> list[int]:
+        assert self._prompt is not None, "backend not started"
+        tools = plan.tools if plan is not None else None
+        return self._prompt.tokens(request.chat.messages, tools)
 
     def _prepare(self, request: ParsedRequest) -> _Prepared:
-        tokens = self._prompt_tokens(request)
+        plan = plan_output(request)
+        self._check_grammars(plan)
+        tokens = self._prompt_tokens(request, plan)
         room = self.context_size - len(tokens)
         if room < 1:
             raise ContextTooLong(len(tokens), self.context_size)
@@ -162,14 +166,28 @@ class LlamaCppBackend:
             top_p=1.0 if chat.top_p is None else chat.top_p,
             seed=chat.seed,
             stop=stop,
+            grammar=plan.grammar,
+            probe_names=plan.probe_names,
+            call_grammar=plan.call_grammar,
+            text_grammar=plan.text_grammar,
         )
-        return _Prepared(tokens, params)
+        return _Prepared(tokens, params, plan)
+
+    def _check_grammars(self, plan: OutputPlan) -> None:
+        assert self._tokenizer is not None, "backend not started"
+        for grammar in (plan.grammar, plan.call_grammar, plan.text_grammar):
+            if grammar is not None and not grammar_compiles(self._tokenizer._model.vocab, grammar):
+                raise LocalCannotServe(
+                    "The local model cannot compile a grammar for this request's schema.",
+                    param="response_format" if plan.tools is None else "tools",
+                    code="unsupported_schema",
+                )
 
     # -- admission -----------------------------------------------------------------------------------------
     async def _acquire(self) -> llama_cpp.Llama:
         assert self._pool is not None, "backend not started"
         if self._pool.empty() and self.waiting >= self.max_queue:
-            raise LocalQueueFull(retry_after=max(1, self.waiting // max(1, self.max_concurrency)))
+            raise LocalQueueFull(retry_after=self.service_times.retry_after(self.waiting, self.max_concurrency))
         self.waiting += 1
         self._changed()
         try:
@@ -190,10 +208,19 @@ class LlamaCppBackend:
         if self._on_queue_change is not None:
             self._on_queue_change(self.waiting, self.inflight)
 
-    def _run(self, instance: llama_cpp.Llama, prepared: _Prepared, emit: Any, cancel: threading.Event) -> asyncio.Future[GenerationResult]:
+    def _run(
+        self, instance: llama_cpp.Llama, prepared: _Prepared, emit: Any, cancel: threading.Event
+    ) -> asyncio.Future[GenerationResult]:
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         future = loop.run_in_executor(None, generate, instance, prepared.tokens, prepared.params, emit, cancel)
-        future.add_done_callback(lambda _f: self._release(instance))
+
+        def done(f: asyncio.Future[GenerationResult]) -> None:
+            self._release(instance)
+            if not f.cancelled() and f.exception() is None and f.result().finish_reason != "cancelled":
+                self.service_times.observe(time.monotonic() - started)  # for retry-after estimates
+
+        future.add_done_callback(done)
         return future
 
     # -- the Backend protocol ------------------------------------------------------------------------------
@@ -204,15 +231,16 @@ class LlamaCppBackend:
         try:
             result = await asyncio.shield(self._run(instance, prepared, None, cancel))
         except asyncio.CancelledError:
-            cancel.set()
+            cancel.set()  # the client left (or the request was cancelled): stop at the next token
             raise
         usage = Usage(len(prepared.tokens), result.completion_tokens)
+        message, finish_reason = prepared.plan.message(result.text, result.finish_reason)
         body = completion_body(
             id=completion_id(),
             created=int(time.time()),
             model=self.served_model_name,
-            message={"role": "assistant", "content": result.text},
-            finish_reason=result.finish_reason,
+            message=message,
+            finish_reason=finish_reason,
             usage=usage,
         )
         return Completion(body=body, model=self.served_model_name, usage=usage)
@@ -232,7 +260,7 @@ class LlamaCppBackend:
         future = self._run(instance, prepared, emit, cancel)
         future.add_done_callback(lambda _f: queue.put_nowait(_DONE))
         chunk_id, created, served = completion_id(), int(time.time()), self.served_model_name
-
+        deltas = prepared.plan.deltas()
         try:
             yield [chunk_json(chunk_id, created, served, {"role": "assistant", "content": ""})]
             finished = False
@@ -243,14 +271,16 @@ class LlamaCppBackend:
                 if texts[-1] is _DONE:
                     texts.pop()
                     finished = True
-                if texts:
-                    yield [chunk_json(chunk_id, created, served, {"content": text}) for text in texts]
+                batch = [chunk_json(chunk_id, created, served, d) for text in texts for d in deltas.feed(text)]
+                if batch:
+                    yield batch
             result = future.result()
+            rest, finish_reason = deltas.finish(result.finish_reason)
             usage = Usage(len(prepared.tokens), result.completion_tokens)
             yield [
-                chunk_json(chunk_id, created, served, {}, result.finish_reason),
+                *(chunk_json(chunk_id, created, served, d) for d in rest),
+                chunk_json(chunk_id, created, served, {}, finish_reason),
                 usage_chunk_json(chunk_id, created, served, usage),
             ]
         finally:
             cancel.set()  # a client that went away stops the generation at the next token
-

@@ -1,0 +1,160 @@
+"""Agentic workloads on the local tier: tool calling and JSON extraction, grammar-constrained vs unconstrained.
+
+Runs the tasks in bench/data/agentic_tasks.json (25 tool calls with the expected function and arguments, 25
+extractions with the expected fields) on the bundled model in-process, twice: constrained (the gateway's local
+tier: tools / json_schema enforced by grammar) and unconstrained (same prompt with the tools rendered, no grammar;
+the first JSON object in the text is taken as the answer). Prints per mode: schema-valid rate (parses and
+validates), task accuracy (the expected call / fields; strings compared case-insensitively, a plural 's'
+ignored), mean latency, and decode tokens/s.
+
+    python bench/agentic.py [--limit N] [--threads T] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import jsonschema  # noqa: E402
+import msgspec  # noqa: E402
+
+from gateway.openai.request import parse_chat_request  # noqa: E402
+from gateway.tiers.bundled_model import ensure_bundled_model  # noqa: E402
+from gateway.tiers.llama_generation import generate  # noqa: E402
+from gateway.tiers.local import LlamaCppBackend  # noqa: E402
+
+TASKS = ROOT / "bench" / "data" / "agentic_tasks.json"
+_DECODER = json.JSONDecoder()
+
+
+def first_json_object(text: str) -> Any:
+    """The first JSON object in free text (None if there is none)."""
+    for match in re.finditer(r"\{", text):
+        try:
+            value, _ = _DECODER.raw_decode(text, match.start())
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def same(got: Any, want: Any) -> bool:
+    if isinstance(want, str) and isinstance(got, str):
+        return got.strip().casefold().rstrip("s") == want.strip().casefold().rstrip("s")
+    if isinstance(want, bool) or isinstance(got, bool):
+        return got is want
+    if isinstance(want, (int, float)) and isinstance(got, (int, float)):
+        return float(got) == float(want)
+    return bool(got == want)
+
+
+def score(task: dict[str, Any], answer: Any, schemas: dict[str, Any], tools: dict[str, Any]) -> tuple[bool, bool]:
+    """(schema-valid, correct) for one answer: a call {"name", "arguments"} or an extracted object."""
+    want = task["expected"]
+    if task["kind"] == "tool":
+        if not isinstance(answer, dict) or answer.get("name") not in tools:
+            return False, False
+        args = answer.get("arguments")
+        try:
+            jsonschema.validate(args, tools[answer["name"]])
+        except jsonschema.ValidationError:
+            return False, False
+        correct = answer["name"] == want["name"] and all(same(args.get(k), v) for k, v in want["arguments"].items())
+        return True, correct
+    try:
+        jsonschema.validate(answer, schemas[task["schema"]])
+    except jsonschema.ValidationError:
+        return False, False
+    return True, all(same(answer.get(k), v) for k, v in want.items())
+
+
+def body(task: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": "local", "temperature": 0, "max_tokens": 64,
+                           "messages": [{"role": "user", "content": task["prompt"]}]}
+    if task["kind"] == "tool":
+        out["tools"] = data["tools"]
+        out["tool_choice"] = "required"
+    else:
+        schema = data["schemas"][task["schema"]]
+        out["response_format"] = {"type": "json_schema", "json_schema": {"name": task["schema"], "schema": schema}}
+    return out
+
+
+async def run_one(backend: LlamaCppBackend, task: dict[str, Any], data: dict[str, Any], constrained: bool) -> dict[str, Any]:
+    request = parse_chat_request(msgspec.json.encode(body(task, data)))
+    prepared = backend._prepare(request)
+    if not constrained:
+        prepared.params = msgspec.structs.replace(prepared.params, grammar=None, probe_names=(), call_grammar=None)
+    instance = await backend._acquire()
+    try:
+        started = time.perf_counter()
+        result = await asyncio.to_thread(generate, instance, prepared.tokens, prepared.params, None, threading.Event())
+        seconds = time.perf_counter() - started
+    finally:
+        backend._release(instance)
+    text = result.text
+    if task["kind"] == "tool":
+        calls = re.findall(r"<tool_call>\s*(.*?)\s*</tool_call>", text, re.DOTALL)
+        answer = first_json_object(calls[0] if calls else text)
+    else:
+        answer = first_json_object(text)
+    tools = {t["function"]["name"]: t["function"]["parameters"] for t in data["tools"]}
+    valid, correct = score(task, answer, data["schemas"], tools)
+    return {"valid": valid, "correct": correct, "seconds": seconds, "tokens": result.completion_tokens}
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    data = json.loads(TASKS.read_text())
+    tasks = data["tasks"]
+    if args.limit:  # an even spread over the task kinds
+        step = max(1, len(tasks) // args.limit)
+        tasks = tasks[::step][: args.limit]
+    backend = LlamaCppBackend(str(ensure_bundled_model()), context_size=2048, threads=args.threads)
+    await backend.start()
+    report: dict[str, Any] = {"tasks": len(tasks), "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+                              "load_avg_1m_at_start": os.getloadavg()[0]}
+    try:
+        for mode in ("constrained", "unconstrained"):
+            rows = [await run_one(backend, t, data, mode == "constrained") for t in tasks]
+            n = len(rows)
+            seconds = sum(r["seconds"] for r in rows)
+            report[mode] = {
+                "schema_valid_rate": sum(r["valid"] for r in rows) / n,
+                "task_accuracy": sum(r["correct"] for r in rows) / n,
+                "mean_latency_s": seconds / n,
+                "tokens_per_s": sum(r["tokens"] for r in rows) / seconds if seconds else 0.0,
+            }
+    finally:
+        await backend.close()
+    return report
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--limit", type=int, default=0, help="run only N tasks (spread over the kinds)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", help="also write the figures here")
+    options = parser.parse_args()
+    figures = asyncio.run(main(options))
+    print(f"{figures['tasks']} tasks on {figures['machine']} (load avg {figures['load_avg_1m_at_start']:.1f})")
+    print(f"{'mode':<14}{'schema-valid':>13}{'accuracy':>10}{'latency s':>11}{'tokens/s':>10}")
+    for mode in ("constrained", "unconstrained"):
+        m = figures[mode]
+        print(f"{mode:<14}{m['schema_valid_rate']:>13.0%}{m['task_accuracy']:>10.0%}"
+              f"{m['mean_latency_s']:>11.2f}{m['tokens_per_s']:>10.1f}")
+    if options.json:
+        Path(options.json).write_text(json.dumps(figures, indent=2))

@@ -1,0 +1,191 @@
+"""`SemanticCache`: the semantic layer that sits after an exact-cache miss.
+
+    found = await semantic.lookup(scope, text)          # SemanticHit | SemanticMiss
+    if isinstance(found, SemanticHit): replay decode_entry(found.value)   # `x-gateway-cache: semantic-hit`
+    ... answer normally, store the entry under its exact key, then:
+    await semantic.store(scope, text, exact_key, ttl_ms, found)          # reuses the miss's embedding
+
+Entries stay in the exact cache store (`CacheStore`), under their exact keys; the vector index holds only the
+vector, the entry key, the entry's expiry and a guard signature. A hit needs, in order: a scope (the request
+has one), few enough turns, a short enough prompt, a stored vector in the scope at or above the calibrated
+threshold, the lexical guard's agreement, and the entry still in the exact store. Every failure of the
+embedder, the index or the store, and every lookup that overruns its deadline, is a miss (`error` /
+`timeout`), never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from gateway.cache.semantic.guard import GuardSignature, LexicalGuard, decode_signature, encode_signature
+from gateway.cache.semantic.index import VectorIndex
+from gateway.cache.semantic.scope import SemanticScope
+from gateway.cache.store import CacheStore
+from gateway.embedding.base import Embedder
+
+
+class SemanticObserver(Protocol):
+    """What the cache reports (`gateway.cache.semantic.metrics.SemanticMetrics` implements it)."""
+
+    def hit(self, similarity: float) -> None: ...
+
+    def miss(self, reason: str) -> None: ...
+
+    def guard_refused(self, check: str) -> None: ...
+
+    def embedded(self, seconds: float) -> None: ...
+
+
+class _Silent:
+    def hit(self, similarity: float) -> None: ...
+
+    def miss(self, reason: str) -> None: ...
+
+    def guard_refused(self, check: str) -> None: ...
+
+    def embedded(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticHit:
+    entry_key: str
+    similarity: float
+    value: bytes
+    """The stored entry's bytes, as the exact store holds them (decode with `gateway.cache.entry.decode_entry`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticMiss:
+    reason: str
+    """One of `gateway.cache.semantic.metrics.REJECT_REASONS`."""
+    best: float | None = None
+    """Similarity of the best candidate, when there was one."""
+    vector: np.ndarray | None = None
+    signature: GuardSignature | None = None
+    """The query's embedding and guard signature, kept so `store` need not compute them again."""
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticSettings:
+    threshold: float
+    """The calibrated similarity threshold of the embedder (see `gateway.cache.semantic.calibrate`)."""
+    max_turns: int = 1
+    """Semantic matches only for conversations of at most this many user turns."""
+    max_chars: int = 2000
+    """Longer prompts are never matched semantically (nor embedded)."""
+    candidates: int = 4
+    """How many nearest rows above the threshold the guard may look at."""
+    deadline_seconds: float = 0.02
+    """A lookup or store that takes longer is abandoned as a miss."""
+
+
+class SemanticCache:
+    """Semantic lookup and store over a `VectorIndex`, with entries in a `CacheStore`."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        index: VectorIndex,
+        store: CacheStore,
+        settings: SemanticSettings,
+        *,
+        guard: LexicalGuard | None = None,
+        observer: SemanticObserver | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.embedder = embedder
+        self.index = index
+        self.entries = store
+        self.settings = settings
+        self.guard = guard or LexicalGuard()
+        self.observer: SemanticObserver = observer or _Silent()
+        self._clock = clock
+
+    async def start(self) -> None:
+        await self.index.start()
+
+    async def close(self) -> None:
+        await self.index.close()
+
+    def _miss(self, reason: str, **extra: object) -> SemanticMiss:
+        self.observer.miss(reason)
+        return SemanticMiss(reason, **extra)  # type: ignore[arg-type]
+
+    def _embed(self, text: str) -> np.ndarray:
+        started = self._clock()
+        vector = self.embedder.embed([text])[0]
+        self.observer.embedded(self._clock() - started)
+        return vector
+
+    async def lookup(self, scope: SemanticScope | None, text: str) -> SemanticHit | SemanticMiss:
+        """A stored answer to a paraphrase of `text` in `scope`, or why there is none."""
+        if scope is None:
+            return self._miss("scope")
+        if scope.turns > self.settings.max_turns:
+            return self._miss("turns")
+        if len(text) > self.settings.max_chars:
+            return self._miss("length")
+        try:
+            async with asyncio.timeout(self.settings.deadline_seconds):
+                return await self._lookup(scope, text)
+        except TimeoutError:
+            return self._miss("timeout")
+        except Exception:  # fail open: the embedder or a store broke; the request goes on as a miss
+            return self._miss("error")
+
+    async def _lookup(self, scope: SemanticScope, text: str) -> SemanticHit | SemanticMiss:
+        vector = self._embed(text)
+        if not vector.any():
+            return self._miss("empty", vector=vector)
+        found = await self.index.search(scope.scope_id, vector, self.settings.candidates)
+        if not found:
+            return self._miss("empty", vector=vector)
+        best = found[0].similarity
+        above = [c for c in found if c.similarity >= self.settings.threshold]
+        if not above:
+            return self._miss("threshold", best=best, vector=vector)
+        signature = self.guard.signature(text)
+        refused = None
+        for candidate in above:
+            stored = decode_signature(candidate.guard)
+            check = "version" if stored is None else self.guard.disagreement(signature, stored)
+            if check is not None:
+                self.observer.guard_refused(check)
+                refused = refused or check
+                continue
+            value = await self.entries.get(candidate.entry_key)
+            if value is None:
+                continue
+            self.observer.hit(candidate.similarity)
+            return SemanticHit(candidate.entry_key, candidate.similarity, value)
+        reason = "guard" if refused is not None else "entry"
+        return self._miss(reason, best=best, vector=vector, signature=signature)
+
+    async def store(
+        self,
+        scope: SemanticScope | None,
+        text: str,
+        entry_key: str,
+        ttl_ms: int,
+        miss: SemanticMiss | None = None,
+    ) -> bool:
+        """Index the entry just stored at `entry_key` (same TTL); False when it was not indexed."""
+        if scope is None or scope.turns > self.settings.max_turns or len(text) > self.settings.max_chars:
+            return False
+        try:
+            async with asyncio.timeout(self.settings.deadline_seconds):
+                vector = miss.vector if miss is not None and miss.vector is not None else self._embed(text)
+                if not vector.any():
+                    return False
+                signature = miss.signature if miss is not None and miss.signature is not None else None
+                signature = signature or self.guard.signature(text)
+                await self.index.add(scope.scope_id, entry_key, vector, encode_signature(signature), ttl_ms)
+        except Exception:  # a failed index write only costs future hits
+            return False
+        return True

@@ -1,0 +1,265 @@
+"""The lexical guard: a semantic candidate is accepted only when the two prompts agree on the words that change
+the answer, whatever their cosine similarity.
+
+Small embedders put "convert 5 miles to km" and "convert 50 miles to km" (or "turn on" / "turn off dark mode",
+"a haiku" / "a limerick about autumn") closer together than two honest paraphrases, so no threshold can separate
+them; the guard does. Each prompt gets a `GuardSignature`; two signatures agree when all of these hold:
+
+1. Exact classes (compared as sets, one hash per class; a difference is reported by the class name):
+   `numbers` (digits with `1,000` = `1000`, number words `five` = `5`, ordinals, `twice`/`double`), `negation`
+   (how many negators: not, no, never, n't, without, except, unless, avoid, ...), `polarity` (which pole of which
+   antonym axis: on/off, enable/disable, increase/decrease, min/max, before/after, import/export, encode/decode,
+   ascending/descending, true/false, public/private, ...; `on` counts only after turn/switch/set/...),
+   `language` (programming, data and human languages and the big frameworks; `Go`/`C`/`R` only when capitalised
+   mid-sentence), `form` (what the answer is: haiku, limerick, sonnet, poem, email, list, table, function, ...),
+   `unit` (miles/km/kg/°/%/$/... when they follow a number), `wh` (why/when/where/who opening a question), `symbols` (operator runs such as `==`, `<=`, `+`),
+   `quoted` (text in double quotes or backticks, whitespace-collapsed), `script` (non-Latin writing systems
+   present); and `tongue`, the human language the prompt is written in, by stop-word counts (en/fr/es/de/it/pt;
+   compared only when both prompts have a clear one).
+2. Marks: every named entity and code token of each prompt occurs as a word of the other (case-insensitive).
+   Entities are capitalised words not at the start of a sentence, all-caps words (`NASA`, `API`) and words
+   mixing letters and digits (`GPT4`, `H2O`); code tokens contain `_`, `.`, `::`, `()` between word characters,
+   or an inner capital (`camelCase`). Reported as `entity`.
+3. No word swap: with stop words and request words (explain, describe, write, compose, give, list, ...)
+   dropped, suffixes stripped and a few everyday synonyms merged (fast = quick, built = constructed), if each prompt has content words the other lacks, and the prompts share at
+   least as many content words as either one changed, they are the same prompt with a word swapped ("sort" /
+   "reverse a list in Python") and do not agree. Reported as `swap`.
+
+Known gaps (the threshold is the only defence there): a sentence-initial capitalised entity is not marked
+(the swap check usually catches it), synonyms outside the small table count as a swap (a lost hit, not a wrong
+one), and meaning carried by word order alone ("A beat B" / "B beat A") passes.
+
+Signatures keep 64-bit hashes of words, never the words, so the vector store holds no readable prompt text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections import Counter
+
+import msgspec
+
+from gateway.cache.semantic.lexicon import (
+    CASED_LANGUAGES,
+    FORMS,
+    LANGUAGES,
+    NEGATIONS,
+    NUMBER_WORDS,
+    ON_VERBS,
+    POLARITY,
+    REQUEST_WORDS,
+    STOPWORDS,
+    SYNONYMS,
+    UNITS,
+    WH_WORDS,
+)
+
+GUARD_VERSION = 1
+"""Bumped when signatures change meaning (a stored signature of another version never agrees)."""
+
+CLASSES: tuple[str, ...] = (
+    "numbers", "negation", "polarity", "language", "form", "unit", "wh", "symbols", "quoted", "script",
+)
+
+_RAW = re.compile(r"\S+")
+_STRIP = "\"'“”‘’`.,!?;:()[]{}<>*"
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_CODE = re.compile(r"\w[\w]*(?:(?:\.|::|->)\w+)+(?:\(\))?|\w+\(\)|\w*_\w+|[a-z]+[A-Z]\w*")
+_QUOTED = re.compile(r"\"([^\"]{1,200})\"|“([^”]{1,200})”|`([^`]{1,200})`")
+_OPERATORS = re.compile(r"[=<>!+*/&|^~\\]+")
+_SENTENCE_END = (".", "!", "?", ":", ";")
+
+_TONGUES: dict[str, frozenset[str]] = {
+    "en": frozenset("the is are and of to what how why in for with this that it you can".split()),
+    "fr": frozenset("le les est et des une pour dans qui comment pourquoi quelle quel avec".split()),
+    "es": frozenset("el los las es del una para que qué cómo por con está estás".split()),
+    "de": frozenset("der die das ist und ein eine für mit wie warum was nicht ich".split()),
+    "it": frozenset("il lo gli di una per che come perché con sono".split()),
+    "pt": frozenset("os um uma para com que como por não está".split()),
+}
+_WH_AFTER = frozenset("me know tell ask explain wonder and or but about".split())
+_SUFFIXES = ("ations", "ation", "ingly", "ings", "ing", "edly", "ed", "ies", "es", "able", "ly", "s", "e")
+
+
+class GuardSignature(msgspec.Struct, array_like=True, frozen=True):
+    """What the guard compares: one hash per exact class, and hashed marks, words and content words."""
+
+    version: int
+    tongue: str
+    classes: tuple[int, ...]
+    marks: frozenset[int]
+    words: frozenset[int]
+    content: frozenset[int]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(GuardSignature)
+
+
+def encode_signature(signature: GuardSignature) -> bytes:
+    return _encoder.encode(signature)
+
+
+def decode_signature(data: bytes) -> GuardSignature | None:
+    """The signature, or None for bytes that are not one (treated as a disagreement)."""
+    try:
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _h(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
+def _number(text: str) -> str:
+    if "," in text and "." not in text and all(len(part) == 3 for part in text.split(",")[1:]):
+        text = text.replace(",", "")
+    text = text.replace(",", ".")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".") or "0"
+    return text.lstrip("0") or "0"
+
+
+def _stem(word: str) -> str:
+    """A crude suffix stripper: announce, announces, announced and announcing all give `announc`."""
+    if word.endswith(("'s", "’s")):
+        word = word[:-2]
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith(("ss", "us", "is")):
+            return word[: -len(suffix)]
+    return word
+
+
+def _scripts(text: str) -> set[str]:
+    out: set[str] = set()
+    for ch in text:
+        if ord(ch) > 0x24F and ch.isalpha():
+            name = unicodedata.name(ch, "")
+            if name:
+                out.add(name.split(" ", 1)[0])
+    return out
+
+
+def _tongue(words: list[str]) -> str:
+    unique = set(words)
+    counts = sorted(((len(unique & vocab), tongue) for tongue, vocab in _TONGUES.items()), reverse=True)
+    (best, tongue), (second, _) = counts[0], counts[1]
+    return tongue if best >= 2 and best >= second + 2 else "?"
+
+
+class LexicalGuard:
+    """Builds `GuardSignature`s and says where two of them disagree (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._polarity_stems = {_stem(word): pole for word, pole in POLARITY.items()}
+
+    def signature(self, text: str) -> GuardSignature:
+        raw = _RAW.findall(text)
+        words: list[str] = []
+        marks: set[str] = set()
+        numbers: set[str] = {_number(n) for n in _NUMBER.findall(text)}
+        polarity: set[str] = set()
+        languages: set[str] = set()
+        forms: set[str] = set()
+        units: set[str] = set()
+        wh: set[str] = set()
+        negation = 0
+        sentence_start = True
+        previous = ""
+        at_start = True
+        for token in raw:
+            stripped = token.strip(_STRIP)
+            if stripped in CASED_LANGUAGES and not sentence_start:
+                languages.add(CASED_LANGUAGES[stripped])
+            elif stripped.lower() in LANGUAGES:  # "c++", "c#" survive as whole tokens
+                languages.add(LANGUAGES[stripped.lower()])
+            for code in _CODE.findall(stripped):
+                marks.add(code.lower())
+            for part in _WORD.findall(token):
+                lower = part.lower().replace("’", "'")
+                words.append(lower)
+                if part.isupper() and len(part) >= 2 and part.isalpha():
+                    marks.add(lower)
+                elif any(c.isdigit() for c in part) and any(c.isalpha() for c in part):
+                    marks.add(lower)
+                elif (
+                    part[0].isupper() and not sentence_start and part != "I" and lower not in STOPWORDS
+                    and lower not in LANGUAGES and lower not in FORMS and lower not in UNITS
+                ):
+                    marks.add(lower)
+                sentence_start = False
+                if lower in NUMBER_WORDS:
+                    numbers.add(NUMBER_WORDS[lower])
+                if lower in NEGATIONS or lower.endswith("n't"):
+                    negation += 1
+                if lower == "on":
+                    if previous in ON_VERBS:
+                        polarity.add("on+")
+                else:
+                    pole = POLARITY.get(lower) or self._polarity_stems.get(_stem(lower))
+                    if pole is not None:
+                        polarity.add(pole)
+                if lower in LANGUAGES:
+                    languages.add(LANGUAGES[lower])
+                if lower in FORMS:
+                    forms.add(FORMS[lower])
+                if lower in UNITS and (previous in UNITS or previous in NUMBER_WORDS or previous[-1:].isdigit()):
+                    units.add(UNITS[lower])  # a unit of a quantity: "5 miles", "40 degrees Fahrenheit"
+                if lower in WH_WORDS and (at_start or previous in _WH_AFTER):
+                    wh.add(lower)  # a question, not a relative pronoun ("a cat who learns")
+                previous = lower
+                at_start = False
+            for ch in token:
+                if ch in UNITS:  # "%", "$", "€", "°"
+                    units.add(UNITS[ch])
+            if token.endswith(_SENTENCE_END) or token in ("-", "*", "•"):
+                sentence_start = True
+            at_start = sentence_start or token.endswith(",")
+        quoted = {" ".join(next(g for g in m if g).lower().split()) for m in _QUOTED.findall(text)}
+        symbols = set(_OPERATORS.findall(text))
+        classes = (
+            numbers, {str(negation)}, polarity, languages, forms, units, wh, symbols, quoted, _scripts(text),
+        )
+        unique = set(words)
+        content = set()
+        for w in unique:
+            if w in STOPWORDS or w in REQUEST_WORDS or w in NEGATIONS or w in NUMBER_WORDS or w.isdigit() or len(w) < 2:
+                continue
+            w = UNITS.get(w, FORMS.get(w, w))
+            w = SYNONYMS.get(w, w)
+            stem = _stem(w)
+            content.add(SYNONYMS.get(stem, stem))
+        hashed = {w: _h(w) for w in unique | marks | content}
+        return GuardSignature(
+            version=GUARD_VERSION,
+            tongue=_tongue(words),
+            classes=tuple(_h("\x1f".join(sorted(values))) for values in classes),
+            marks=frozenset(hashed[m] for m in marks),
+            words=frozenset(hashed[w] for w in unique | marks),
+            content=frozenset(hashed[c] for c in content),
+        )
+
+    def disagreement(self, a: GuardSignature, b: GuardSignature) -> str | None:
+        """None when the two prompts may share an answer, else the first check that failed."""
+        if a.version != b.version or a.version != GUARD_VERSION or len(a.classes) != len(b.classes):
+            return "version"
+        if a.tongue != b.tongue and "?" not in (a.tongue, b.tongue):
+            return "tongue"
+        for name, left, right in zip(CLASSES, a.classes, b.classes):
+            if left != right:
+                return name
+        if not a.marks <= b.words or not b.marks <= a.words:
+            return "entity"
+        a_only = a.content - b.content
+        b_only = b.content - a.content
+        if a_only and b_only and len(a.content & b.content) >= max(len(a_only), len(b_only)):
+            return "swap"
+        return None
+
+    def agree(self, a: str, b: str) -> str | None:
+        """`disagreement` of two texts (for tools and tests)."""
+        return self.disagreement(self.signature(a), self.signature(b))

@@ -1,0 +1,167 @@
+"""Vectors by scope: the in-process index, and the per-scope matrix it (and the Redis mirror) scans.
+
+A lookup is an exact scan of one scope's matrix (one float32 matrix-vector product): no approximation, no
+index to build. Measured on 2 shared cores (bench/semantic_cache.py): fine up to a few tens of thousands of
+vectors per scope; 100,000 in one scope costs ~15-30 ms per lookup, so scopes are bounded (`max_rows_per_scope`,
+oldest evicted first) and the whole index is bounded too (`max_vectors`, least recently used scope first).
+
+TTL: every vector carries the absolute time its entry expires; reads never extend it (no sliding re-arm), and
+expired rows are skipped by the scan; their slots are reused oldest first once the scope is full, and a scope
+nobody uses is dropped when the total bound needs room.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A stored prompt near the query: the exact-cache key of its entry, its similarity and guard signature."""
+
+    entry_key: str
+    similarity: float
+    guard: bytes
+
+
+class VectorIndex(Protocol):
+    """Where the semantic layer keeps vectors. Methods raise only `gateway.cache.store.StoreError`."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def search(self, scope_id: str, vector: np.ndarray, k: int) -> list[Candidate]:
+        """Up to `k` live rows of the scope, most similar first."""
+        ...
+
+    async def add(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes, ttl_ms: int) -> None:
+        """Remember `vector` for the entry at `entry_key` for `ttl_ms` (replacing that key's older row)."""
+        ...
+
+    async def purge_tenant(self, tenant_ns: str) -> int:
+        """Forget every scope of a tenant namespace; the number of scopes dropped."""
+        ...
+
+
+class ScopeMatrix:
+    """One scope's rows: a growing float32 matrix with the expiry, entry key and guard of each row."""
+
+    __slots__ = ("dim", "max_rows", "_vectors", "_expires", "_keys", "_guards", "_rows", "_next")
+
+    def __init__(self, dim: int, max_rows: int) -> None:
+        self.dim = dim
+        self.max_rows = max(1, max_rows)
+        capacity = min(16, self.max_rows)
+        self._vectors = np.zeros((capacity, dim), dtype=np.float32)
+        self._expires = np.zeros(capacity, dtype=np.float64)
+        self._keys: list[str] = []
+        self._guards: list[bytes] = []
+        self._rows: dict[str, int] = {}
+        self._next = 0  # once full, the ring position of the oldest row
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, entry_key: str, vector: np.ndarray, guard: bytes, expires: float) -> None:
+        row = self._rows.get(entry_key)
+        if row is None:
+            if len(self._keys) < self.max_rows:
+                row = len(self._keys)
+                if row == self._vectors.shape[0]:
+                    grown = min(self.max_rows, row * 2)
+                    self._vectors = np.resize(self._vectors, (grown, self.dim))
+                    self._expires = np.resize(self._expires, grown)
+                self._keys.append(entry_key)
+                self._guards.append(guard)
+            else:  # full: overwrite the oldest row
+                row = self._next
+                self._next = (self._next + 1) % self.max_rows
+                del self._rows[self._keys[row]]
+                self._keys[row] = entry_key
+                self._guards[row] = guard
+            self._rows[entry_key] = row
+        else:
+            self._guards[row] = guard
+        self._vectors[row] = vector
+        self._expires[row] = expires
+
+    def search(self, vector: np.ndarray, k: int, now: float) -> list[Candidate]:
+        n = len(self._keys)
+        if n == 0 or k <= 0:
+            return []
+        # einsum runs in the calling thread; `@` goes to a multi-threaded BLAS, which on a busy machine was
+        # 10-20x slower for this size (bench/semantic_cache.py)
+        scores = np.einsum("ij,j->i", self._vectors[:n], vector)
+        scores[self._expires[:n] <= now] = -np.inf
+        if k < n:
+            top = np.argpartition(scores, n - k)[n - k:]
+        else:
+            top = np.arange(n)
+        top = top[np.argsort(scores[top])[::-1]]
+        return [
+            Candidate(self._keys[i], float(scores[i]), self._guards[i]) for i in top if np.isfinite(scores[i])
+        ]
+
+    def live(self, now: float) -> int:
+        return int((self._expires[: len(self._keys)] > now).sum())
+
+
+class MemoryVectorIndex:
+    """The in-process index: a `ScopeMatrix` per scope, bounded per scope and in total."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        max_rows_per_scope: int = 20_000,
+        max_vectors: int = 200_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.dim = dim
+        self.max_rows_per_scope = max_rows_per_scope
+        self.max_vectors = max_vectors
+        self._clock = clock
+        self._scopes: OrderedDict[str, ScopeMatrix] = OrderedDict()
+        self._total = 0
+
+    def __len__(self) -> int:
+        return self._total
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._scopes.clear()
+        self._total = 0
+
+    async def search(self, scope_id: str, vector: np.ndarray, k: int) -> list[Candidate]:
+        matrix = self._scopes.get(scope_id)
+        if matrix is None:
+            return []
+        self._scopes.move_to_end(scope_id)
+        return matrix.search(vector, k, self._clock())
+
+    async def add(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes, ttl_ms: int) -> None:
+        matrix = self._scopes.get(scope_id)
+        if matrix is None:
+            matrix = self._scopes[scope_id] = ScopeMatrix(self.dim, self.max_rows_per_scope)
+        self._scopes.move_to_end(scope_id)
+        before = len(matrix)
+        matrix.add(entry_key, vector, guard, self._clock() + ttl_ms / 1000.0)
+        self._total += len(matrix) - before
+        while self._total > self.max_vectors and len(self._scopes) > 1:
+            _, evicted = self._scopes.popitem(last=False)
+            self._total -= len(evicted)
+
+    async def purge_tenant(self, tenant_ns: str) -> int:
+        doomed = [scope_id for scope_id in self._scopes if scope_id.startswith(tenant_ns + ":")]
+        for scope_id in doomed:
+            self._total -= len(self._scopes.pop(scope_id))
+        return len(doomed)

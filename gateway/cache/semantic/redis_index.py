@@ -1,0 +1,202 @@
+"""The shared vector index: vectors in Redis next to the entries, scanned in a per-replica mirror.
+
+Each scope is one Redis stream, `{prefix}:{tenant namespace}:sem:{scope digest}` (so the tenant purge of
+`gateway.cache.semantic.purge` removes it with the tenant's entries). Every stored vector is one stream entry
+`{k: entry key, v: float32 bytes, g: guard signature, x: expiry in Unix ms}`, appended with `XADD ... MAXLEN ~`
+(the scope bound); the stream's own TTL is pushed out to the newest entry's (`PEXPIRE NX` then `PEXPIRE GT`),
+so an idle scope disappears by itself. Reads never touch a TTL.
+
+A lookup reads what was appended since this replica last looked (`XRANGE key (last-id +`, pipelined with
+`EXISTS`) into an in-process `ScopeMatrix` and scans that, so the steady-state cost is one round trip plus
+the local scan, and every replica sees every other's entries on its next lookup. Catching up a large scope is
+done by a background task the lookup only waits for up to its deadline (a first lookup on a cold replica may
+miss). A stream that vanished (purged, expired) empties the mirror.
+
+Redis Stack's vector search (FT.SEARCH KNN) is not used: this machine's Redis (7.0, no modules) cannot run it,
+and the mirror needs nothing but streams. Scale: a scope costs `dim * 4` bytes per vector in Redis and in every
+replica's memory (256-d: ~1 KiB; 20,000 vectors ~21 MB per replica), and the scan is linear in the scope size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import numpy as np
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.cache.breaker import Breaker
+from gateway.cache.semantic.index import Candidate, ScopeMatrix
+from gateway.cache.semantic.purge import purge_keys
+from gateway.cache.store import StoreError
+
+SYNC_BATCH = 256
+"""Stream entries per catch-up round trip (~270 KB at 256-d): small enough to finish within a socket timeout."""
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a sync's failure as seen (the lookup that awaited it, if any, has already turned it into a miss)."""
+    if not task.cancelled():
+        task.exception()
+
+
+class _Mirror:
+    __slots__ = ("matrix", "last_id", "syncing")
+
+    def __init__(self, dim: int, max_rows: int) -> None:
+        self.matrix = ScopeMatrix(dim, max_rows)
+        self.last_id = "0-0"
+        self.syncing: asyncio.Task[None] | None = None
+
+
+class RedisVectorIndex:
+    """`VectorIndex` on Redis streams with in-process mirrors (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        dim: int,
+        *,
+        prefix: str,
+        max_rows_per_scope: int = 20_000,
+        max_mirrored_vectors: int = 200_000,
+        timeout_seconds: float = 0.05,
+        max_connections: int = 32,
+        breaker: Breaker | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.dim = dim
+        self.prefix = prefix
+        self.max_rows_per_scope = max_rows_per_scope
+        self.max_mirrored_vectors = max_mirrored_vectors
+        self.timeout_seconds = timeout_seconds
+        self.max_connections = max_connections
+        self.breaker = breaker or Breaker()
+        self._clock = clock
+        self._redis: Redis | None = None
+        self._mirrors: OrderedDict[str, _Mirror] = OrderedDict()
+
+    def __repr__(self) -> str:  # the URL may carry a password
+        return "RedisVectorIndex()"
+
+    def key(self, scope_id: str) -> str:
+        return f"{self.prefix}:{scope_id}"
+
+    async def start(self) -> None:
+        if self._redis is None:
+            pool = BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=self.max_connections,
+                timeout=self.timeout_seconds,
+                socket_timeout=self.timeout_seconds,
+                socket_connect_timeout=self.timeout_seconds,
+            )
+            self._redis = Redis(connection_pool=pool)
+
+    async def close(self) -> None:
+        for mirror in self._mirrors.values():
+            if mirror.syncing is not None:
+                mirror.syncing.cancel()
+        self._mirrors.clear()
+        if self._redis is not None:
+            redis, self._redis = self._redis, None
+            try:
+                await redis.aclose(close_connection_pool=True)
+            except (RedisError, OSError):
+                pass
+
+    def _client(self, operation: str) -> Redis:
+        if self._redis is None:
+            raise StoreError(operation, "vector index not started")
+        if not self.breaker.allow():
+            raise StoreError("connect", "redis unavailable (backing off)")
+        return self._redis
+
+    def _failed(self, operation: str, exc: BaseException) -> StoreError:
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
+            self.breaker.failure()
+        return StoreError(operation, f"{type(exc).__name__}: {exc}")
+
+    def _mirror(self, scope_id: str) -> _Mirror:
+        mirror = self._mirrors.get(scope_id)
+        if mirror is not None:
+            self._mirrors.move_to_end(scope_id)
+            return mirror
+        # a new mirror: make room first (least recently used scopes go; counted here only, not per lookup)
+        total = sum(len(m.matrix) for m in self._mirrors.values())
+        while self._mirrors and total >= self.max_mirrored_vectors:
+            _, evicted = self._mirrors.popitem(last=False)
+            total -= len(evicted.matrix)
+            if evicted.syncing is not None:
+                evicted.syncing.cancel()
+        mirror = self._mirrors[scope_id] = _Mirror(self.dim, self.max_rows_per_scope)
+        return mirror
+
+    async def _sync(self, scope_id: str, mirror: _Mirror) -> None:
+        """Append what the stream gained since `mirror.last_id` (in batches), or reset a vanished stream."""
+        redis = self._client("get")
+        key = self.key(scope_id)
+        while True:
+            try:
+                async with redis.pipeline(transaction=False) as pipe:
+                    pipe.exists(key)
+                    pipe.xrange(key, min=f"({mirror.last_id}", max="+", count=SYNC_BATCH)
+                    exists, rows = await pipe.execute()
+            except (RedisError, OSError) as exc:
+                raise self._failed("get", exc) from None
+            self.breaker.success()
+            if not exists:
+                if len(mirror.matrix) or mirror.last_id != "0-0":
+                    mirror.matrix = ScopeMatrix(self.dim, self.max_rows_per_scope)
+                    mirror.last_id = "0-0"
+                return
+            for stream_id, fields in rows:
+                vector = np.frombuffer(fields.get(b"v", b""), dtype=np.float32)
+                if vector.shape == (self.dim,):
+                    expires = int(fields.get(b"x", b"0")) / 1000.0
+                    mirror.matrix.add(fields[b"k"].decode(), vector, fields.get(b"g", b""), expires)
+                mirror.last_id = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+            if len(rows) < SYNC_BATCH:
+                return
+
+    async def search(self, scope_id: str, vector: np.ndarray, k: int) -> list[Candidate]:
+        mirror = self._mirror(scope_id)
+        if mirror.syncing is None or mirror.syncing.done():
+            mirror.syncing = asyncio.create_task(self._sync(scope_id, mirror))
+            mirror.syncing.add_done_callback(_retrieve)
+        await asyncio.shield(mirror.syncing)  # the caller's deadline may give up; the catch-up goes on
+        return mirror.matrix.search(vector, k, self._clock())
+
+    async def add(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes, ttl_ms: int) -> None:
+        redis = self._client("set")
+        key = self.key(scope_id)
+        ttl_ms = max(1, ttl_ms)
+        fields = {
+            "k": entry_key,
+            "v": np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
+            "g": guard,
+            "x": str(int(self._clock() * 1000) + ttl_ms),
+        }
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(key, fields, maxlen=self.max_rows_per_scope, approximate=True)
+                pipe.pexpire(key, ttl_ms, nx=True)
+                pipe.pexpire(key, ttl_ms, gt=True)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._failed("set", exc) from None
+        self.breaker.success()
+
+    async def purge_tenant(self, tenant_ns: str) -> int:
+        """Drop the tenant's mirrors here and its streams in Redis (other replicas reset on their next lookup)."""
+        for scope_id in [s for s in self._mirrors if s.startswith(tenant_ns + ":")]:
+            mirror = self._mirrors.pop(scope_id)
+            if mirror.syncing is not None:
+                mirror.syncing.cancel()
+        return await purge_keys(self._client("set"), f"{self.prefix}:{tenant_ns}:sem:")

@@ -1,0 +1,6 @@
+"""Text embeddings computed in-process: one `Embedder` shared by the semantic cache, /v1/embeddings and the router."""
+
+from gateway.embedding.base import Embedder, EmbedderError
+from gateway.embedding.wordllama import WordLlamaEmbedder
+
+__all__ = ["Embedder", "EmbedderError", "WordLlamaEmbedder"]
