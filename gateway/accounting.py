@@ -63,6 +63,11 @@ class Accounting:
         if savings is not None:
             m.savings.labels(tier).inc(savings)
 
+    def outside_chat(self, tier: str, status: int, reason: str, started: float) -> None:
+        """Record a request that has no chat view (passed through as-is, or an embedding): count and latency."""
+        self.metrics.requests.labels(tier, str(status), reason).inc()
+        self.metrics.request_duration.labels(tier, "false").observe(time.perf_counter() - started)
+
     def _count_failure(self, tier: Tier, exc: GatewayError) -> None:
         m = self.metrics
         if tier == "upstream":

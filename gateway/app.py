@@ -8,8 +8,10 @@ import uuid
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
+from gateway.api.dropin_routes import build_dropin_routes
 from gateway.api.routes import JSON, build_routes
 from gateway.build import build_gateway
+from gateway.dropin_build import build_dropin, cors_config
 from gateway.errors import GatewayError, error_json
 from gateway.pipeline import Pipeline
 from gateway.routing.reloadable import ReloadableRouter
@@ -58,10 +60,12 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Litestar
     pipeline = pipeline or build_gateway(settings)
     router = pipeline.router
     reloadable = isinstance(router, ReloadableRouter)
+    dropin = build_dropin(settings, pipeline)
     return Litestar(
-        route_handlers=build_routes(pipeline),
+        route_handlers=[*build_routes(pipeline), *build_dropin_routes(dropin, settings.passthrough_max_body_bytes)],
+        cors_config=cors_config(settings.cors),
         on_startup=[pipeline.start, *([router.install_sighup] if reloadable else [])],
-        on_shutdown=[pipeline.stop, *([router.remove_sighup] if reloadable else [])],
+        on_shutdown=[pipeline.stop, dropin.close, *([router.remove_sighup] if reloadable else [])],
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,

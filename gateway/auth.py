@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from gateway.errors import AuthenticationFailed, GatewayError
 
 ANONYMOUS_TENANT = "anonymous"
+
+
+def authorization_of(headers: Mapping[str, str]) -> str | None:
+    """The caller's key as an `Authorization` value: `Authorization`, else `x-api-key`, else `api-key` (Azure)."""
+    given = headers.get("authorization")
+    if given:
+        return given
+    key = headers.get("x-api-key") or headers.get("api-key")
+    return f"Bearer {key}" if key else None
 
 
 class AdminDenied(GatewayError):

@@ -56,6 +56,7 @@ def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
             read_timeout=settings.upstream.read_timeout,
             max_connections=settings.upstream.max_connections,
             client=settings.upstream.client,
+            auth_header=settings.upstream.auth_header,
             max_response_bytes=settings.upstream.max_response_bytes,
         )
     return Tiers(

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (env SLM_GATEWAY_HOST; default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (env SLM_GATEWAY_PORT; default 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (env SLM_GATEWAY_WORKERS; default 1)")
-    serve.add_argument("--upstream-url", help="OpenAI-compatible base URL ending in /v1 (env SLM_GATEWAY_UPSTREAM_URL)")
+    serve.add_argument("--upstream-url", help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1 (env SLM_GATEWAY_UPSTREAM_URL)")
     serve.add_argument("--upstream-api-key", help="key for the upstream (env SLM_GATEWAY_UPSTREAM_API_KEY)")
     serve.add_argument("--local-model", help="path to a GGUF (env SLM_GATEWAY_LOCAL_MODEL; default: bundled model)")
     serve.add_argument("--config", help="YAML config file (env SLM_GATEWAY_CONFIG)")

@@ -22,7 +22,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class UpstreamSettings(_Section):
-    """The upstream (LLM) tier: any OpenAI-compatible base URL ending in /v1."""
+    """The upstream (LLM) tier: any OpenAI-compatible base URL (see README, "Upstream base URLs")."""
 
     url: str | None = None
     api_key: str | None = None
@@ -31,6 +31,10 @@ class UpstreamSettings(_Section):
     """A file holding the upstream API key (a mounted secret); read once at start, surrounding whitespace dropped."""
     max_response_bytes: int = 32 * 1024 * 1024
     """Largest upstream (non-streamed) answer accepted; a larger one is a 502 `upstream_response_too_large`."""
+    auth_header: Literal["authorization", "api-key"] = "authorization"
+    """How the key is sent: `Authorization: Bearer KEY` (OpenAI, Gemini, DeepSeek, ...) or `api-key: KEY` (Azure)."""
+    models_ttl_seconds: float = 300.0
+    """How long the upstream's own `/models` list is kept before it is fetched again."""
     default_model: str = "gpt-4o-mini"
     connect_timeout: float = 5.0
     read_timeout: float = 120.0
@@ -69,6 +73,15 @@ class LocalSettings(_Section):
     max_tokens_default: int = 512
     spill_to_upstream: bool = True
     """When the local queue is full or the prompt is too long, send the request upstream (if one exists)."""
+
+
+class CorsSettings(_Section):
+    """CORS for browser apps: off unless origins are given."""
+
+    allow_origins: list[str] = msgspec.field(default_factory=list)
+    """Origins allowed to call the gateway from a browser (`*` for any); empty: CORS off."""
+    allow_credentials: bool = False
+    max_age: int = 600
 
 
 class CacheSettings(_Section):
@@ -163,6 +176,9 @@ class Settings(_Section):
     """Keys for `/admin/*` (tenant keys are refused there). None: admin endpoints are open only while the gateway
     has no `api_keys` either, and refused (403) once it has."""
     max_body_bytes: int = 4 * 1024 * 1024
+    passthrough_max_body_bytes: int = 512 * 1024 * 1024
+    """Body limit of requests passed through to the upstream (file uploads; streamed, never held whole)."""
+    max_embedding_inputs: int = 2048
     log_level: str = "info"
     model_cache_dir: str | None = None
     policy: str | None = None
@@ -171,6 +187,7 @@ class Settings(_Section):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     local: LocalSettings = msgspec.field(default_factory=LocalSettings)
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
+    cors: CorsSettings = msgspec.field(default_factory=CorsSettings)
     costs: CostSettings = msgspec.field(default_factory=CostSettings)
     learning: LearningSettings = msgspec.field(default_factory=LearningSettings)
 
@@ -184,9 +201,9 @@ class Settings(_Section):
             raise SettingsError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if self.upstream.url is not None:
             url = self.upstream.url.rstrip("/")
-            if not url.startswith(("http://", "https://")) or not url.endswith("/v1"):
+            if not url.startswith(("http://", "https://")) or "#" in url:
                 raise SettingsError(
-                    f"upstream.url must be an http(s) OpenAI-compatible base URL ending in /v1, got {url!r}"
+                    f"upstream.url must be an http(s) OpenAI-compatible base URL (such as .../v1), got {url!r}"
                 )
             self.upstream.url = url
         if self.upstream.connect_timeout <= 0 or self.upstream.read_timeout <= 0:
@@ -281,6 +298,8 @@ _ENV_MAP: dict[str, str] = {
     "UPSTREAM_API_KEY_FILE": "upstream.api_key_file",
     "UPSTREAM_DEFAULT_MODEL": "upstream.default_model",
     "UPSTREAM_CLIENT": "upstream.client",
+    "UPSTREAM_AUTH_HEADER": "upstream.auth_header",
+    "CORS_ALLOW_ORIGINS": "cors.allow_origins",
     "LOCAL_MODEL": "local.model_path",
     "LOCAL_CONTEXT_SIZE": "local.context_size",
     "LOCAL_MAX_CONCURRENCY": "local.max_concurrency",
@@ -295,7 +314,7 @@ _ENV_MAP: dict[str, str] = {
 }
 
 
-_LIST_SETTINGS = frozenset({"api_keys", "admin_api_keys"})
+_LIST_SETTINGS = frozenset({"api_keys", "admin_api_keys", "cors.allow_origins"})
 """Settings given in the environment as comma-separated lists."""
 
 

@@ -212,8 +212,10 @@ def test_sdk_raises_bad_request_for_invalid_input(gateway: RunningGateway) -> No
 
 
 def test_unknown_path_and_method_are_openai_shaped(gateway: RunningGateway) -> None:
-    missing = httpx.get(f"{gateway.base_url}/nothing-here")
+    missing = httpx.get(f"{gateway.root}/nothing-here")
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
+    relayed = httpx.get(f"{gateway.base_url}/nothing-here")  # under /v1: passed through, the upstream's own 404
+    assert relayed.status_code == 404 and relayed.json()["error"]["message"] == "Unknown path /v1/nothing-here."
     wrong = httpx.get(f"{gateway.base_url}/chat/completions")
     assert wrong.status_code == 405 and "error" in wrong.json()
 

@@ -1,4 +1,5 @@
-"""The HTTP surface: OpenAI's `/v1/chat/completions` and `/v1/models`, health, readiness and metrics."""
+"""The HTTP surface: OpenAI's `/v1/chat/completions`, health, readiness and metrics (the rest of `/v1`:
+`gateway.api.dropin_routes`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from gateway.api.disconnect import unless_disconnected
 from gateway.api.event_stream import EventStream
+from gateway.auth import authorization_of
 from gateway.dispatch import StreamAnswer
 from gateway.exchange import CLIENT_CLOSED_REQUEST
 from gateway.errors import GatewayError, RequestTooLarge
@@ -54,7 +56,7 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
         request.state.request_id = request_id
         exchange = gateway.exchange(request_id, request.headers, started)
         try:
-            tenant = gateway.keys.check(request.headers.get("authorization"))
+            tenant = gateway.keys.check(authorization_of(request.headers))
             exchange.accept(tenant, parse_chat_request(await read_body(request, gateway.settings.max_body_bytes)))
         except GatewayError as exc:
             gateway.refuse(exchange, exc)
@@ -68,11 +70,6 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
             return EventStream(answer.chunks, media_type="text/event-stream", headers=answer.headers, background=after)
         return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers,
                         background=after)
-
-    @get("/v1/models")
-    async def list_models(request: Request) -> Response:
-        gateway.keys.check(request.headers.get("authorization"))
-        return Response(gateway.models_body(), media_type=JSON)
 
     @get("/healthz")
     async def healthz() -> Response:
@@ -115,7 +112,7 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
                 "recorded": True}
         return Response(msgspec.json.encode(body), media_type=JSON, headers={"x-request-id": request.state.request_id})
 
-    handlers = [chat_completions, list_models, healthz, readyz, metrics, admin_reload]
+    handlers = [chat_completions, healthz, readyz, metrics, admin_reload]
     if gateway.learning is not None and gateway.learning.feedback_on:
         handlers.append(feedback)
     return handlers

@@ -26,7 +26,9 @@ Misbehaviour for gateway tests (command-line flags only, since a gateway does no
 - `--pad-bytes N`: add N bytes (a `padding` field) to every completion body.
 - `--retry-after V`: the `retry-after` header of injected errors (`x-fake-retry-after` overrides it).
 
-Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`, and for tests
+Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/responses`,
+`POST /v1/completions`, `POST /v1/embeddings`, `POST /v1/moderations`, `POST /v1/files`,
+`GET /v1/files/{id}/content` (see gateway/devtools/fake_extras.py), `GET /health`, and for tests
 `GET|DELETE /_fake/requests` (what was received, in arrival order, authorization headers kept verbatim),
 `GET /_fake/stats`, `GET /_fake/config`, `POST /_fake/release?name=NAME` (opens a hold).
 
@@ -50,6 +52,7 @@ from typing import Any
 import msgspec
 
 from gateway.devtools.fake_judge import JudgeScript, hold_for, judge_completion, load_script, verdict_content, verdict_rule
+from gateway.devtools import fake_extras
 from gateway.devtools.httpserver import HTTPServer, Request, Responder
 from gateway.learning.judge import is_judge_request
 
@@ -166,6 +169,7 @@ class FakeUpstream:
     rng: random.Random = field(init=False)
     server: HTTPServer | None = None
     script: JudgeScript = field(init=False)
+    files: fake_extras.FakeFiles = field(default_factory=fake_extras.FakeFiles)
     _next_id: int = 0
 
     def __post_init__(self) -> None:
@@ -199,7 +203,65 @@ class FakeUpstream:
             models = [{"id": m, "object": "model", "created": 0, "owned_by": "fake-upstream"} for m in self.config.models]
             resp.send(200, _encode({"object": "list", "data": models}), JSON_HEADERS)
             return None
-        return self._error(resp, 404, f"Unknown path {path}.")
+        if path.startswith("/v1/models/") and req.method == "GET":
+            model_id = path.removeprefix("/v1/models/")
+            if model_id not in self.config.models:
+                return self._error(resp, 404, f"The model '{model_id}' does not exist", param="model")
+            resp.send(200, _encode({"id": model_id, "object": "model", "created": 0, "owned_by": "fake-upstream"}),
+                      JSON_HEADERS)
+            return None
+        return self._extra(req, resp, path)
+
+    # -- the other endpoints (gateway/devtools/fake_extras.py) -------------
+    def _extra(self, req: Request, resp: Responder, path: str) -> Any:
+        if path == "/v1/files" and req.method == "POST":
+            meta = self.files.upload(req.header("content-type") or "", req.body)
+            if meta is None:
+                return self._error(resp, 400, "Missing 'file' in the multipart body.", param="file")
+            resp.send(200, _encode(meta), JSON_HEADERS)
+            return None
+        if path.startswith("/v1/files/") and path.endswith("/content") and req.method == "GET":
+            content = self.files.content(path.removeprefix("/v1/files/").removesuffix("/content"))
+            if content is None:
+                return self._error(resp, 404, "No such file.")
+            resp.send(200, content, (("content-type", "application/octet-stream"),))
+            return None
+        handlers = {"/v1/responses": self._responses, "/v1/completions": self._legacy,
+                    "/v1/embeddings": fake_extras.embeddings, "/v1/moderations": fake_extras.moderation}
+        handler = handlers.get(path)
+        if handler is None:
+            return self._error(resp, 404, f"Unknown path {path}.")
+        if req.method != "POST":
+            return self._error(resp, 405, f"Method {req.method} not allowed on {path}.")
+        opts = self._options(req)
+        if opts.status is not None:
+            return self._error(resp, opts.status, f"Injected error (status {opts.status}).", retry_after=opts.retry_after)
+        try:
+            body = _decode(req.body) if req.body else None
+        except msgspec.DecodeError:
+            return self._error(resp, 400, "We could not parse the JSON body of your request.")
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return self._error(resp, 400, "you must provide a model parameter", param="model")
+        try:
+            answer = handler(body)
+        except Exception as exc:  # a malformed body the translation refused
+            return self._error(resp, 400, str(exc))
+        if isinstance(answer, bytes):
+            resp.start(200, SSE_HEADERS)
+            resp.write(answer)
+            resp.end()
+        else:
+            resp.send(200, _encode(answer), JSON_HEADERS)
+        return None
+
+    def _responses(self, body: dict[str, Any]) -> Any:
+        if body.get("stream") is True:
+            return fake_extras.responses_events(body, lambda chat: self._completion(chat, chat["model"]))
+        return fake_extras.responses_answer(body, lambda chat: self._completion(chat, chat["model"]))
+
+    def _legacy(self, body: dict[str, Any]) -> Any:
+        whole, events = fake_extras.legacy_completion(body)
+        return b"".join(events) if body.get("stream") is True else whole
 
     # -- chat completions -------------------------------------------------
     def _chat(self, req: Request, resp: Responder) -> Any:
@@ -345,6 +407,7 @@ class FakeUpstream:
                 prompt_tokens += _words(text)
                 if m.get("role") == "user":
                     last_user = text
+        last_user = fake_extras.tool_result_text(body) or last_user
         content = "fake answer to: " + last_user[: self.config.echo_chars]
         finish = "stop"
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -360,7 +423,8 @@ class FakeUpstream:
 
     def _completion(self, body: dict[str, Any], model: str) -> dict[str, Any]:
         content, finish, prompt, completion = self._answer(body)
-        return {
+        call = fake_extras.tool_call_for(body)
+        answer = {
             "id": self._new_id(),
             "object": "chat.completion",
             "created": int(time.time()),
@@ -376,6 +440,7 @@ class FakeUpstream:
             ],
             "usage": self._usage(prompt, completion),
         }
+        return answer if call is None else fake_extras.tool_call_completion(answer, call)
 
     def _usage(self, prompt: int, completion: int) -> Any:
         """The usage object to report, honest or (per `--usage`) not."""
@@ -396,6 +461,10 @@ class FakeUpstream:
         base = {"id": self._new_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
                 "system_fingerprint": "fp_fake"}
         extra = {"usage": None} if usage_wanted else {}
+        call = fake_extras.tool_call_for(body)
+        if call is not None:
+            usage = {"prompt_tokens": prompt, "completion_tokens": 1, "total_tokens": prompt + 1}
+            return fake_extras.tool_call_chunks({**base, **extra}, call, usage if usage_wanted else None)
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}

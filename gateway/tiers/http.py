@@ -11,6 +11,7 @@ from gateway import __version__
 from gateway.errors import GatewayError, TierUnavailable
 from gateway.openai.request import ParsedRequest
 from gateway.openai.wire import token_count, usage_of
+from gateway.passthrough import UpstreamURL, upstream_auth_headers
 from gateway.tiers.base import ALL_FEATURES, Completion, Usage
 from gateway.tiers.sse import SSEDecoder, SSEProtocolError
 from gateway.tiers.transport import Timeouts, Transport, TransportError, TransportResponse, make_transport
@@ -56,6 +57,7 @@ class OpenAIHTTPBackend:
         request_stream_usage: bool = True,
         client: str = "aiohttp",
         transport: Transport | None = None,
+        auth_header: str = "authorization",
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.name = name
@@ -64,16 +66,16 @@ class OpenAIHTTPBackend:
             "content-type": "application/json",
             "accept-encoding": "identity",  # bodies pass through as received: never compressed
             "user-agent": f"slm-gateway/{__version__}",
+            **upstream_auth_headers(api_key, auth_header),
         }
-        if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
         self._scrub = KeyScrubber([api_key])
         self._max_response_bytes = max_response_bytes
         self._request_stream_usage = request_stream_usage
         self._transport = transport or make_transport(client, max_connections)
         self._timeouts = Timeouts(connect=connect_timeout, read=read_timeout)
-        self._completions_url = f"{self.base_url}/chat/completions"
-        self._models_url = f"{self.base_url}/models"
+        url = UpstreamURL.parse(self.base_url)  # a base may carry a query (Azure's api-version)
+        self._completions_url = url.join("chat/completions")
+        self._models_url = url.join("models")
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIHTTPBackend(name={self.name!r}, base_url={self.base_url!r})"

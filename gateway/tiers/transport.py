@@ -40,6 +40,11 @@ class TransportResponse(Protocol):
     content_length: int | None
     """The declared `content-length`, if any."""
 
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The response headers as received (names as sent, repeats kept)."""
+        ...
+
     def header(self, name: str) -> str | None:
         """One response header (lower-case name)."""
         ...
@@ -74,6 +79,10 @@ class _AiohttpResponse:
 
     def header(self, name: str) -> str | None:
         return self._response.headers.get(name)
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return list(self._response.headers.items())
 
     async def read(self, limit: int | None = None) -> bytes:
         try:
@@ -154,6 +163,10 @@ class _HttpxResponse:
 
     def header(self, name: str) -> str | None:
         return self._response.headers.get(name)
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return list(self._response.headers.multi_items())
 
     async def read(self, limit: int | None = None) -> bytes:
         try:
