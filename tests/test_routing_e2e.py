@@ -110,8 +110,8 @@ def test_without_an_upstream_everything_is_local(tiny_router_model: Path) -> Non
             model="gpt-4o", messages=HARD, max_tokens=4, extra_headers={"x-gateway-route": "local"})
         assert (raw.headers["x-gateway-route"], raw.headers["x-gateway-route-reason"]) == (
             "local", "rule 'pin-local-header'")
-        with pytest.raises(openai.BadRequestError) as info:  # tools: the local model cannot honour them
-            client(gw).chat.completions.create(model="gpt-4o", messages=HARD, tools=TOOLS, max_tokens=4)
-        assert (info.value.body["param"], info.value.body["code"]) == ("tools", "unsupported_on_local")
+        with pytest.raises(openai.BadRequestError) as info:  # n > 1: the local model cannot honour it
+            client(gw).chat.completions.create(model="gpt-4o", messages=HARD, n=2, max_tokens=4)
+        assert (info.value.body["param"], info.value.body["code"]) == ("n", "unsupported_on_local")
         auto = client(gw).chat.completions.with_raw_response.create(model="gpt-4o", messages=HARD, max_tokens=4)
         assert auto.headers["x-gateway-route-reason"] == "no upstream configured: local (rule 'auto')"
