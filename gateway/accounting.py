@@ -8,6 +8,7 @@ from gateway.costs import CostModel
 from gateway.errors import GatewayError, RateLimited, TierUnavailable, UpstreamStatusError
 from gateway.exchange import CLIENT_CLOSED_REQUEST, NO_TIER, Exchange
 from gateway.metrics import GatewayMetrics
+from gateway.model_labels import ModelLabels
 from gateway.routing.decision import Tier
 from gateway.routing.policy_router import REJECTED
 
@@ -17,9 +18,10 @@ CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 class Accounting:
     """Counts decisions, requests, latencies, tokens, cost and savings, and tier failures and fallbacks."""
 
-    def __init__(self, metrics: GatewayMetrics, costs: CostModel) -> None:
+    def __init__(self, metrics: GatewayMetrics, costs: CostModel, model_labels: ModelLabels | None = None) -> None:
         self.metrics = metrics
         self.costs = costs
+        self.model_labels = model_labels or ModelLabels(costs.known_models())
 
     def routed(self, ex: Exchange) -> None:
         """Count the routing decision (as soon as it is made)."""
@@ -55,8 +57,9 @@ class Accounting:
         if ex.status >= 400 and ex.status != CLIENT_CLOSED_REQUEST:  # a stream the client left: what it generated
             return
         usage = ex.usage
-        m.prompt_tokens.labels(tier, ex.answered_model).inc(usage.prompt_tokens)
-        m.completion_tokens.labels(tier, ex.answered_model).inc(usage.completion_tokens)
+        model = self.model_labels(ex.answered_model)  # bounded: clients choose model names
+        m.prompt_tokens.labels(tier, model).inc(usage.prompt_tokens)
+        m.completion_tokens.labels(tier, model).inc(usage.completion_tokens)
         assert ex.parsed is not None
         cost, savings = self.costs.charge(tier, ex.parsed.chat.model, ex.answered_model, usage, ex.tier_seconds)
         m.cost.labels(tier).inc(cost)

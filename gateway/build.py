@@ -11,6 +11,7 @@ from gateway.costs import CostModel
 from gateway.dispatch import Dispatcher, Tiers
 from gateway.health import build_health
 from gateway.metrics import GatewayMetrics
+from gateway.model_labels import ModelLabels
 from gateway.pipeline import Pipeline
 from gateway.routing.decision import Router
 from gateway.routing.reloadable import router_from_settings
@@ -79,7 +80,9 @@ def build_gateway(
     metrics = metrics or GatewayMetrics()
     tiers = tiers or build_tiers(settings, metrics)
     router = router or router_from_settings(settings, metrics)
-    accounting = Accounting(metrics, CostModel(settings.costs, settings.upstream.default_model))
+    costs = CostModel(settings.costs, settings.upstream.default_model)
+    model_labels = ModelLabels([settings.local.model_name, tiers.local_model_name, *costs.known_models()])
+    accounting = Accounting(metrics, costs, model_labels)
     cache = build_cache_layer(settings.cache, Dispatcher(tiers), metrics)
     health = build_health(
         tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds
