@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from gateway.access_log import AccessLog
 from gateway.costs import CostModel
 from gateway.errors import GatewayError, RateLimited, TierUnavailable, UpstreamStatusError
 from gateway.exchange import CLIENT_CLOSED_REQUEST, NO_TIER, Exchange
@@ -18,10 +19,17 @@ CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 class Accounting:
     """Counts decisions, requests, latencies, tokens, cost and savings, and tier failures and fallbacks."""
 
-    def __init__(self, metrics: GatewayMetrics, costs: CostModel, model_labels: ModelLabels | None = None) -> None:
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        costs: CostModel,
+        model_labels: ModelLabels | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.metrics = metrics
         self.costs = costs
         self.model_labels = model_labels or ModelLabels(costs.known_models())
+        self.access_log = access_log
 
     def routed(self, ex: Exchange) -> None:
         """Count the routing decision (as soon as it is made)."""
@@ -36,7 +44,13 @@ class Accounting:
         self.metrics.routing_decisions.labels(REJECTED, ex.reason).inc()
 
     def record(self, ex: Exchange) -> None:
-        """Record one finished request: counts, latency, overhead, tokens, cost and savings."""
+        """Record one finished request: counts, latency, overhead, tokens, cost and savings; its access log line."""
+        total = time.perf_counter() - ex.started
+        self._count(ex, total)
+        if self.access_log is not None:
+            self.access_log(ex, total)
+
+    def _count(self, ex: Exchange, total: float) -> None:
         m = self.metrics
         if ex.failures is not None:
             for tier, exc in ex.failures:
@@ -50,7 +64,6 @@ class Accounting:
         tier = ex.tier
         if ex.first_token_at is not None:
             m.time_to_first_token.labels(tier).observe(ex.first_token_at - ex.started)
-        total = time.perf_counter() - ex.started
         m.requests.labels(tier, str(ex.status), ex.reason).inc()
         m.request_duration.labels(tier, "true" if ex.stream else "false").observe(total)
         m.overhead.labels(tier).observe(max(0.0, total - ex.tier_seconds))

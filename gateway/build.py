@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.access_log import build_access_log
 from gateway.accounting import Accounting
 from gateway.auth import KeyChecker
 from gateway.cache import build_cache_layer
@@ -82,7 +83,8 @@ def build_gateway(
     router = router or router_from_settings(settings, metrics)
     costs = CostModel(settings.costs, settings.upstream.default_model)
     model_labels = ModelLabels([settings.local.model_name, tiers.local_model_name, *costs.known_models()])
-    accounting = Accounting(metrics, costs, model_labels)
+    access_log = build_access_log(settings.access_log, settings.access_log_prompts)
+    accounting = Accounting(metrics, costs, model_labels, access_log)
     cache = build_cache_layer(settings.cache, Dispatcher(tiers), metrics)
     health = build_health(
         tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds
