@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 
+from gateway.access_log import AccessLog
 from gateway.costs import CostModel
 from gateway.errors import GatewayError, RateLimited, TierUnavailable, UpstreamStatusError
 from gateway.exchange import CLIENT_CLOSED_REQUEST, NO_TIER, Exchange
 from gateway.metrics import GatewayMetrics
+from gateway.model_labels import ModelLabels
 from gateway.routing.decision import Tier
 from gateway.routing.policy_router import REJECTED
 
@@ -17,9 +19,17 @@ CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 class Accounting:
     """Counts decisions, requests, latencies, tokens, cost and savings, and tier failures and fallbacks."""
 
-    def __init__(self, metrics: GatewayMetrics, costs: CostModel) -> None:
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        costs: CostModel,
+        model_labels: ModelLabels | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.metrics = metrics
         self.costs = costs
+        self.model_labels = model_labels or ModelLabels(costs.known_models())
+        self.access_log = access_log
 
     def routed(self, ex: Exchange) -> None:
         """Count the routing decision (as soon as it is made)."""
@@ -34,7 +44,13 @@ class Accounting:
         self.metrics.routing_decisions.labels(REJECTED, ex.reason).inc()
 
     def record(self, ex: Exchange) -> None:
-        """Record one finished request: counts, latency, overhead, tokens, cost and savings."""
+        """Record one finished request: counts, latency, overhead, tokens, cost and savings; its access log line."""
+        total = time.perf_counter() - ex.started
+        self._count(ex, total)
+        if self.access_log is not None:
+            self.access_log(ex, total)
+
+    def _count(self, ex: Exchange, total: float) -> None:
         m = self.metrics
         if ex.failures is not None:
             for tier, exc in ex.failures:
@@ -48,15 +64,15 @@ class Accounting:
         tier = ex.tier
         if ex.first_token_at is not None:
             m.time_to_first_token.labels(tier).observe(ex.first_token_at - ex.started)
-        total = time.perf_counter() - ex.started
         m.requests.labels(tier, str(ex.status), ex.reason).inc()
         m.request_duration.labels(tier, "true" if ex.stream else "false").observe(total)
         m.overhead.labels(tier).observe(max(0.0, total - ex.tier_seconds))
         if ex.status >= 400 and ex.status != CLIENT_CLOSED_REQUEST:  # a stream the client left: what it generated
             return
         usage = ex.usage
-        m.prompt_tokens.labels(tier, ex.answered_model).inc(usage.prompt_tokens)
-        m.completion_tokens.labels(tier, ex.answered_model).inc(usage.completion_tokens)
+        model = self.model_labels(ex.answered_model)  # bounded: clients choose model names
+        m.prompt_tokens.labels(tier, model).inc(usage.prompt_tokens)
+        m.completion_tokens.labels(tier, model).inc(usage.completion_tokens)
         assert ex.parsed is not None
         cost, savings = self.costs.charge(tier, ex.parsed.chat.model, ex.answered_model, usage, ex.tier_seconds)
         m.cost.labels(tier).inc(cost)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gateway.access_log import build_access_log
 from gateway.accounting import Accounting
 from gateway.auth import KeyChecker
 from gateway.cache import build_cache_layer
@@ -12,6 +13,7 @@ from gateway.dispatch import Dispatcher, Tiers
 from gateway.health import build_health
 from gateway.learning.service import build_learning
 from gateway.metrics import GatewayMetrics
+from gateway.model_labels import ModelLabels
 from gateway.pipeline import Pipeline
 from gateway.routing.decision import Router
 from gateway.routing.reloadable import router_from_settings
@@ -82,7 +84,9 @@ def build_gateway(
     tiers = tiers or build_tiers(settings, metrics)
     router = router or router_from_settings(settings, metrics)
     costs = CostModel(settings.costs, settings.upstream.default_model)
-    accounting = Accounting(metrics, costs)
+    model_labels = ModelLabels([settings.local.model_name, tiers.local_model_name, *costs.known_models()])
+    access_log = build_access_log(settings.access_log, settings.access_log_prompts)
+    accounting = Accounting(metrics, costs, model_labels, access_log)
     cache = build_cache_layer(settings.cache, Dispatcher(tiers), metrics)
     health = build_health(
         tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds

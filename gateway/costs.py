@@ -23,6 +23,10 @@ class CostModel:
         self._local_per_second = costs.local_per_hour / 3600.0
         self.reference_model = reference_model
 
+    def known_models(self) -> list[str]:
+        """The models this table prices, and the reference model."""
+        return [*self._prices, self.reference_model]
+
     def price_of(self, model: str) -> UpstreamPrice | None:
         """The price entry of an upstream model: exact name, else the longest configured prefix (dated names)."""
         price = self._prices.get(model)

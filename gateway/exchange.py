@@ -130,12 +130,11 @@ class Exchange:
 
     def response_headers(self) -> dict[str, str]:
         """The `x-request-id` and `x-gateway-*` headers of the answer (built once, when it is ready)."""
-        decision = self.decision
         headers = {
             REQUEST_ID_HEADER: self.request_id,
             ROUTE_HEADER: self.tier,
             MODEL_HEADER: self.model,
-            ROUTE_REASON_HEADER: decision.detail if decision is not None else "",
+            ROUTE_REASON_HEADER: self.route_reason(),
         }
         if self.cache is not None:
             headers[CACHE_HEADER] = self.cache
@@ -143,8 +142,24 @@ class Exchange:
                 headers[CACHE_TIER_HEADER] = self.cache_tier
         return headers
 
+    def route_reason(self) -> str:
+        """The `x-gateway-route-reason` text: the decision's detail, and after a fallback which tier failed how,
+        e.g. "rule 'pin-local'; local failed (local_queue_full): fell back to upstream"."""
+        decision = self.decision
+        if decision is None:
+            return ""
+        if self.fallback is None or not self.failures:
+            return decision.detail
+        failed, exc = self.failures[0]
+        return f"{decision.detail}; {failed} failed ({failure_label(exc)}): fell back to {self.fallback}"
+
     def done(self) -> None:
         """The request is over (answered, failed, or left): record it, once."""
         on_done, self._on_done = self._on_done, None
         if on_done is not None:
             on_done(self)
+
+
+def failure_label(exc: GatewayError) -> str:
+    """A short machine-readable name of a tier failure: its error code, else its kind, else its status."""
+    return exc.code or getattr(exc, "kind", None) or f"status_{exc.status_code}"

@@ -180,6 +180,10 @@ class Settings(_Section):
     """Body limit of requests passed through to the upstream (file uploads; streamed, never held whole)."""
     max_embedding_inputs: int = 2048
     log_level: str = "info"
+    access_log: bool = True
+    """One JSON line per chat request on stderr (logger "slm_gateway.access"; see gateway/access_log.py)."""
+    access_log_prompts: bool = False
+    """Also log each request's body (its prompt). Off by default: prompts may hold personal data."""
     model_cache_dir: str | None = None
     policy: str | None = None
     classifier_model: str | None = None
@@ -290,6 +294,8 @@ _ENV_MAP: dict[str, str] = {
     "ADMIN_API_KEYS": "admin_api_keys",
     "MAX_BODY_BYTES": "max_body_bytes",
     "LOG_LEVEL": "log_level",
+    "ACCESS_LOG": "access_log",
+    "ACCESS_LOG_PROMPTS": "access_log_prompts",
     "MODEL_CACHE_DIR": "model_cache_dir",
     "POLICY": "policy",
     "CLASSIFIER_MODEL": "classifier_model",

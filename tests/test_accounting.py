@@ -111,3 +111,21 @@ def test_charge_owns_cost_and_savings() -> None:
     assert costs.charge("upstream", "gpt-4o", "gpt-4o-2024-08-06", usage, 2.0) == (dollars(0.0075), None)
     assert costs.charge("cache", "auto", "gpt-4o", usage, 0.0) == (0.0, dollars((1000 * 0.15 + 500 * 0.6) / 1e6))
     assert costs.charge("local", "unpriced", "qwen", Usage(10, 10), 3600.0)[1] == 0.0  # never below zero
+
+
+async def test_model_labels_are_bounded_to_known_and_first_seen_names(app_factory: Any) -> None:
+    """100 client-chosen model names (the upstream echoes each): the first 50 keep a series, the rest are "other";
+    known names (cost table, upstream default, local model) always keep theirs."""
+    gw = await app_factory(upstream=FakeBackend(reply=REPLY, prompt_tokens=12), config=CONFIG)
+    for n in range(100):
+        assert (await gw.client.post(CHAT, json=body(f"m-{n:03d}"))).status_code == 200
+    assert (await gw.client.post(CHAT, json=body("gpt-4o"))).status_code == 200
+    registry = gw.pipeline.metrics.registry
+    prompt = {s.labels["model"]: s.value for m in registry.collect() if m.name == "slm_gateway_prompt_tokens"
+              for s in m.samples if s.name == "slm_gateway_prompt_tokens_total"}
+    assert prompt == {**{f"m-{n:03d}": 12.0 for n in range(50)}, "other": 50 * 12.0, "gpt-4o": 12.0}
+    assert gw.metric("slm_gateway_completion_tokens_total", tier="upstream", model="other") == 50 * 6
+    assert gw.metric("slm_gateway_completion_tokens_total", tier="upstream", model="m-050") == 0
+    # the price is still the answering model's own (the label is bounded, not the cost)
+    assert gw.metric("slm_gateway_cost_dollars_total", tier="upstream") == dollars(
+        100 * (12 * 0.15 + 6 * 0.6) / 1e6 + (12 * 2.5 + 6 * 10.0) / 1e6)

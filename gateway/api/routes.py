@@ -56,7 +56,7 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
         request.state.request_id = request_id
         exchange = gateway.exchange(request_id, request.headers, started)
         try:
-            tenant = gateway.keys.check(authorization_of(request.headers))
+            tenant = exchange.tenant = gateway.keys.check(authorization_of(request.headers))  # logged if the body fails
             exchange.accept(tenant, parse_chat_request(await read_body(request, gateway.settings.max_body_bytes)))
         except GatewayError as exc:
             gateway.refuse(exchange, exc)

@@ -4,6 +4,10 @@ and remembers the answer.
 Response headers (built by the exchange): `x-gateway-cache: hit|miss|bypass` always; a hit also says
 `x-gateway-route: cache`, `x-gateway-cache-tier: <tier that first answered>` and `x-gateway-model: <model that
 answered>`.
+
+An answer the decided tier did not give (a fallback after it failed) is not stored: the key names the decided
+tier, and a fallback's answer (say a local "I'm sorry" during an upstream outage) must not outlive the outage.
+Collapsed followers of such a leader are released without an entry and ask on their own.
 """
 
 from __future__ import annotations
@@ -118,9 +122,13 @@ class CacheLayer:
             if lead is not None and ex.stream:
                 ex.observer = _Recording(self.cache, lead, StreamRecorder(ex.model))
             answer = await self.inner(ex)
-            if lead is not None and isinstance(answer, Answer):
-                entry = entry_from_completion(answer.body, ex.tier, ex.model) if answer.status == 200 else None
-                await self.cache.finish(lead, entry)
+            if lead is not None:
+                if ex.fallback is not None:  # another tier's answer is not this key's: never stored, followers go
+                    ex.observer = None  # nothing to record (the relay reads it when the stream starts)
+                    self.cache.abandon(lead)
+                elif isinstance(answer, Answer):
+                    entry = entry_from_completion(answer.body, ex.tier, ex.model) if answer.status == 200 else None
+                    await self.cache.finish(lead, entry)
         except BaseException:
             if lead is not None:
                 self.cache.abandon(lead)
