@@ -73,6 +73,27 @@ def test_rules_pin_and_route_capabilities(auto_gateway: RunningGateway) -> None:
     assert header.headers["x-gateway-route-reason"] == "rule 'pin-upstream-header'"
 
 
+def test_default_policy_keeps_an_easy_tool_call_local_and_spills_an_unenforceable_schema(
+    auto_gateway: RunningGateway, fake_upstream: str
+) -> None:
+    import httpx
+
+    api = client(auto_gateway)
+    called = api.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=EASY, tools=TOOLS, tool_choice="required", max_tokens=32, temperature=0)
+    assert called.headers["x-gateway-route"] == "local"
+    assert called.headers["x-gateway-route-reason"].startswith("classifier p_strong=")
+    assert [c.function.name for c in called.parse().choices[0].message.tool_calls or []] == ["now"]
+    root = fake_upstream.removesuffix("/v1")
+    httpx.delete(f"{root}/_fake/requests", timeout=10)
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3}}, "required": ["n"]}
+    spilled = api.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=EASY, max_tokens=8,
+        response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema}})
+    assert spilled.headers["x-gateway-route"] == "upstream"  # the local tier refused the schema; fallback: both
+    assert len(httpx.get(f"{root}/_fake/requests", timeout=10).json()["data"]) == 1
+
+
 def test_decisions_and_classifier_time_are_in_the_metrics(auto_gateway: RunningGateway) -> None:
     import httpx
 
@@ -112,8 +133,8 @@ def test_without_an_upstream_everything_is_local(tiny_router_model: Path) -> Non
             model="gpt-4o", messages=HARD, max_tokens=4, extra_headers={"x-gateway-route": "local"})
         assert (raw.headers["x-gateway-route"], raw.headers["x-gateway-route-reason"]) == (
             "local", "rule 'pin-local-header'")
-        with pytest.raises(openai.BadRequestError) as info:  # tools: the local model cannot honour them
-            client(gw).chat.completions.create(model="gpt-4o", messages=HARD, tools=TOOLS, max_tokens=4)
-        assert (info.value.body["param"], info.value.body["code"]) == ("tools", "unsupported_on_local")
+        with pytest.raises(openai.BadRequestError) as info:  # n > 1: the local model cannot honour it
+            client(gw).chat.completions.create(model="gpt-4o", messages=HARD, n=2, max_tokens=4)
+        assert (info.value.body["param"], info.value.body["code"]) == ("n", "unsupported_on_local")
         auto = client(gw).chat.completions.with_raw_response.create(model="gpt-4o", messages=HARD, max_tokens=4)
         assert auto.headers["x-gateway-route-reason"] == "no upstream configured: local (rule 'auto')"
