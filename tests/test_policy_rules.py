@@ -440,3 +440,66 @@ def test_pin_spill_is_validated() -> None:
         parse_policy("rules:\n  - name: p\n    action: local\n    when: {pii: email}\n    pin_spill: true\n", "t.yaml")
     spilling = router("defaults: {pin_spill: true}\nrules:\n  - name: l\n    action: local\n    when: {model: local}\n")
     assert spilling.decide(ctx(model="local")).fallback == "upstream"
+
+
+def test_tool_count_counts_tools_else_legacy_functions() -> None:
+    r = one_rule("{tool_count: {gt: 2}}")
+    three = [{"type": "function", "function": {"name": f"f{i}"}} for i in range(3)]
+    assert hits(r, ctx(tools=three)) and not hits(r, ctx(tools=three[:2])) and not hits(r, ctx())
+    assert hits(r, ctx(functions=[{"name": f"f{i}"} for i in range(3)]))
+    from gateway.routing.policy import PolicyError
+
+    with pytest.raises(PolicyError, match="when.tool_count: empty range"):
+        parse_policy("rules:\n  - name: r\n    action: upstream\n    when: {tool_count: {gt: 5, lt: 3}}\n", "t.yaml")
+
+
+LOCAL_AGENT = frozenset({"tools", "response_format"})  # what LlamaCppBackend honours
+
+
+def agent_ctx(content: str, **extra: Any) -> RouteContext:
+    c = ctx(content, **extra)
+    return RouteContext(request=c.request, headers={}, has_upstream=True, has_local=True, local_features=LOCAL_AGENT)
+
+
+def test_default_policy_keeps_tools_and_structured_output_local_when_the_classifier_allows() -> None:
+    from gateway.routing.policy import load_policy
+
+    r = PolicyRouter(load_policy(None), KeywordScorer())  # calibrated threshold: 0.6 on the scorer's 0..1 scale
+    easy_tool = r.decide(agent_ctx(EASY, tools=TOOL))
+    assert (easy_tool.tier, easy_tool.reason, easy_tool.detail, easy_tool.fallback) == (
+        "local", "classifier", "classifier p_strong=0.1 < threshold 0.6 (rule 'auto')", "upstream")
+    hard_tool = r.decide(agent_ctx(HARD, tools=TOOL))
+    assert (hard_tool.tier, hard_tool.reason, hard_tool.detail) == (
+        "upstream", "classifier", "classifier p_strong=0.9 >= threshold 0.6 (rule 'auto')")
+    six = [{"type": "function", "function": {"name": f"f{i}"}} for i in range(6)]
+    many = r.decide(agent_ctx(EASY, tools=six))
+    assert (many.tier, many.reason, many.detail, many.fallback) == (
+        "upstream", "many-tools-upstream", "rule 'many-tools-upstream'", "local")
+    assert r.decide(agent_ctx(EASY, tools=six[:5])).reason == "classifier"  # five tools: still the classifier's call
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    structured = r.decide(agent_ctx(EASY, response_format=schema))
+    assert (structured.tier, structured.reason, structured.detail, structured.fallback) == (
+        "local", "classifier", "classifier p_strong=0.1 < threshold 0.6 (rule 'auto')", "upstream")
+    # a local tier without the features (a FakeBackend, an older build): the capability check still sends it up
+    plain = r.decide(ctx(EASY, tools=TOOL))
+    assert (plain.tier, plain.reason, plain.fallback) == ("upstream", "needs_upstream", None)
+
+
+def test_shipped_policies_route_tool_requests_by_their_stated_rules() -> None:
+    from gateway.routing.policy import DEFAULT_POLICY_PATH, load_policy
+
+    def decide(name: str, content: str, **extra: Any) -> tuple[str, str]:
+        spec = load_policy(DEFAULT_POLICY_PATH.parent / f"{name}.yaml")
+        d = PolicyRouter(spec, KeywordScorer()).decide(agent_ctx(content, **extra))
+        return d.tier, d.reason
+
+    json_mode = {"type": "json_object"}
+    assert decide("cost-saver", EASY, tools=TOOL) == ("local", "short-prompts-local")
+    assert decide("cost-saver", EASY, response_format=json_mode) == ("local", "short-prompts-local")
+    assert decide("cost-saver", HARD, response_format=json_mode) == ("upstream", "classifier")  # p_strong 0.9: hard
+    assert decide("privacy-first", EASY, tools=TOOL) == ("local", "classifier")
+    assert decide("privacy-first", "mail jane@example.com", tools=TOOL) == ("local", "pii-keep-local")
+    mini = "gpt-4o-mini"  # quality-first sends gpt-4o upstream by name
+    assert decide("quality-first", EASY, model=mini, tools=TOOL) == ("upstream", "capabilities-upstream")
+    assert decide("quality-first", EASY, model=mini, response_format=json_mode) == ("upstream", "structured-output-upstream")
+    assert decide("quality-first", EASY, model=mini) == ("local", "classifier")  # the control

@@ -14,6 +14,8 @@ from tests.conftest import REPO_ROOT, RunningGateway, run_gateway
 EASY = [{"role": "user", "content": "Say hello 3 times."}]
 HARD = [{"role": "user", "content": "Prove that 17 is irrational."}]
 TOOLS = [{"type": "function", "function": {"name": "now", "parameters": {"type": "object", "properties": {}}}}]
+MANY_TOOLS = [{"type": "function", "function": {"name": f"tool_{i}", "parameters": {"type": "object"}}} for i in range(6)]
+"""Six tools: over the default policy's `many-tools-upstream` bound (one to five go to the classifier)."""
 
 
 def client(gw: RunningGateway) -> openai.OpenAI:
@@ -61,14 +63,35 @@ def test_auto_model_name_and_streaming_carry_the_reason(auto_gateway: RunningGat
 
 def test_rules_pin_and_route_capabilities(auto_gateway: RunningGateway) -> None:
     api = client(auto_gateway)
-    tools = api.chat.completions.with_raw_response.create(model="gpt-4o", messages=EASY, tools=TOOLS, max_tokens=8)
+    tools = api.chat.completions.with_raw_response.create(model="gpt-4o", messages=EASY, tools=MANY_TOOLS, max_tokens=8)
     assert (tools.headers["x-gateway-route"], tools.headers["x-gateway-route-reason"]) == (
-        "upstream", "rule 'tools-upstream'")
+        "upstream", "rule 'many-tools-upstream'")
     pinned = api.chat.completions.with_raw_response.create(model="local", messages=HARD, max_tokens=4)
     assert (pinned.headers["x-gateway-route"], pinned.headers["x-gateway-route-reason"]) == ("local", "rule 'pin-local'")
     header = api.chat.completions.with_raw_response.create(
         model="gpt-4o", messages=EASY, max_tokens=4, extra_headers={"x-gateway-route": "upstream"})
     assert header.headers["x-gateway-route-reason"] == "rule 'pin-upstream-header'"
+
+
+def test_default_policy_keeps_an_easy_tool_call_local_and_spills_an_unenforceable_schema(
+    auto_gateway: RunningGateway, fake_upstream: str
+) -> None:
+    import httpx
+
+    api = client(auto_gateway)
+    called = api.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=EASY, tools=TOOLS, tool_choice="required", max_tokens=32, temperature=0)
+    assert called.headers["x-gateway-route"] == "local"
+    assert called.headers["x-gateway-route-reason"].startswith("classifier p_strong=")
+    assert [c.function.name for c in called.parse().choices[0].message.tool_calls or []] == ["now"]
+    root = fake_upstream.removesuffix("/v1")
+    httpx.delete(f"{root}/_fake/requests", timeout=10)
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 3}}, "required": ["n"]}
+    spilled = api.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=EASY, max_tokens=8,
+        response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema}})
+    assert spilled.headers["x-gateway-route"] == "upstream"  # the local tier refused the schema; fallback: both
+    assert len(httpx.get(f"{root}/_fake/requests", timeout=10).json()["data"]) == 1
 
 
 def test_decisions_and_classifier_time_are_in_the_metrics(auto_gateway: RunningGateway) -> None:
@@ -77,10 +100,10 @@ def test_decisions_and_classifier_time_are_in_the_metrics(auto_gateway: RunningG
     api = client(auto_gateway)  # its own traffic, so the test holds when run alone
     api.chat.completions.create(model="gpt-4o", messages=EASY, max_tokens=4, temperature=0)
     api.chat.completions.create(model="gpt-4o", messages=HARD, max_tokens=4)
-    api.chat.completions.create(model="gpt-4o", messages=EASY, tools=TOOLS, max_tokens=4)
+    api.chat.completions.create(model="gpt-4o", messages=EASY, tools=MANY_TOOLS, max_tokens=4)
     text = httpx.get(f"{auto_gateway.root}/metrics", timeout=10).text
     assert 'slm_gateway_routing_decisions_total{reason="classifier",tier="local"}' in text
-    assert 'slm_gateway_routing_decisions_total{reason="tools-upstream",tier="upstream"}' in text
+    assert 'slm_gateway_routing_decisions_total{reason="many-tools-upstream",tier="upstream"}' in text
     count = [line for line in text.splitlines() if line.startswith("slm_gateway_classifier_duration_seconds_count")]
     assert count and float(count[0].split()[-1]) >= 2
 

@@ -142,6 +142,12 @@ def _tools_present(f: RequestFeatures) -> bool:
     return bool(f.ctx.request.chat.tools) or bool(f.ctx.request.raw.get("functions"))
 
 
+def _tool_count(f: RequestFeatures) -> int:
+    """How many tools the request offers: `tools`, else legacy `functions`."""
+    tools = f.ctx.request.chat.tools or f.ctx.request.raw.get("functions")
+    return len(tools) if isinstance(tools, list) else 0
+
+
 def _response_format_type(f: RequestFeatures) -> str | None:
     fmt = f.ctx.request.chat.response_format
     if not fmt:
@@ -175,6 +181,9 @@ class CompiledWhen:
         if when.has_tools is not None:
             want_tools = when.has_tools
             add(lambda f: _tools_present(f) == want_tools)
+        if when.tool_count is not None:
+            count_range = when.tool_count
+            add(lambda f: in_range(_tool_count(f), count_range))
         if when.has_images is not None:
             want_images = when.has_images
             add(lambda f: has_images(f.ctx.request.chat) == want_images)

@@ -70,6 +70,8 @@ class When(_Strict):
     prompt_tokens: Range | None = None
     exceeds_local_context: bool | None = None
     has_tools: bool | None = None
+    tool_count: Range | None = None
+    """How many tools (or legacy `functions`) the request offers, in range."""
     has_images: bool | None = None
     response_format: bool | str | list[str] | None = None
     stream: bool | None = None
@@ -149,7 +151,7 @@ def _check_rule(rule: Rule, defaults: Defaults) -> str | None:
     if rule.name in RESERVED_NAMES:
         return f"name {rule.name!r} is reserved (reserved: {', '.join(sorted(RESERVED_NAMES))})"
     when = rule.when
-    for field in ("prompt_tokens", "score"):
+    for field in ("prompt_tokens", "tool_count", "score"):
         rng: Range | None = getattr(when, field)
         if rng is not None and (problem := rng.check()):
             return f"when.{field}: {problem}"
