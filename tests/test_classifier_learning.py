@@ -301,6 +301,7 @@ def test_promote_without_enough_evidence_installs_nothing(taught: dict) -> None:
 # --------------------------------------------------------------------------- a running gateway picks it up
 
 GATEWAY_KEY = "sk-gw-promote"
+ADMIN_KEY = "sk-test-admin"  # /admin/reload takes the admin key only
 
 
 @needs_data
@@ -324,7 +325,7 @@ def test_promote_and_rollback_reload_a_running_gateway(taught: dict, fake_upstre
     policy = taught["dir"] / "policy.yaml"
     policy.write_text(f"rules:\n  - name: auto\n    action: auto\n    target_local_share: {share}\n")
     args = ("--upstream-url", fake_upstream, "--policy", str(policy), "--classifier-model", str(target),
-            "--api-key", GATEWAY_KEY)
+            "--api-key", GATEWAY_KEY, "--admin-api-key", ADMIN_KEY)
     with run_gateway(*args) as gw:
 
         def route() -> str:
@@ -337,11 +338,11 @@ def test_promote_and_rollback_reload_a_running_gateway(taught: dict, fake_upstre
         assert route() == "local"
         reload_line = f"POST {gw.root}/admin/reload: HTTP 200 reloaded (this process)"
         proc = run_cli("promote", "--labels", str(taught["labels"]), "--candidate", str(cand), "--target",
-                       str(target), "--gateway-url", gw.root, env={"SLM_GATEWAY_ADMIN_KEY": GATEWAY_KEY})
+                       str(target), "--gateway-url", gw.root, env={"SLM_GATEWAY_ADMIN_KEY": ADMIN_KEY})
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.splitlines()[-1] == reload_line
         assert route() == "upstream"
-        proc = run_cli("rollback", "--target", str(target), "--gateway-url", gw.root, "--admin-key", GATEWAY_KEY)
+        proc = run_cli("rollback", "--target", str(target), "--gateway-url", gw.root, "--admin-key", ADMIN_KEY)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.splitlines()[-1] == reload_line
         assert route() == "local"

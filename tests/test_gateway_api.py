@@ -24,8 +24,8 @@ def aclient(gw: RunningGateway, key: str = "sk-anything") -> openai.AsyncOpenAI:
 
 # -- local tier -----------------------------------------------------------------------------------------------
 def test_local_non_streaming_answer_from_the_bundled_model(gateway: RunningGateway) -> None:
-    raw = client(gateway).chat.completions.with_raw_response.create(
-        model="local", messages=HELLO, max_tokens=8, temperature=0
+    raw = client(gateway).chat.completions.with_raw_response.create(  # no-cache: other tests ask the same
+        model="local", messages=HELLO, max_tokens=8, temperature=0, extra_headers={"cache-control": "no-cache"}
     )
     completion = raw.parse()
     assert raw.headers["x-gateway-route"] == "local"

@@ -349,7 +349,10 @@ def test_classifier_duration_and_rejections_are_recorded(tmp_path: Any) -> None:
 
     rejected = Exchange("rid", {}, 0.0)
     rejected.reason = caught.value.reason
-    Accounting(metrics, None).rejected(rejected)  # type: ignore[arg-type]
+    from gateway.costs import CostModel
+    from gateway.settings import CostSettings
+
+    Accounting(metrics, CostModel(CostSettings(), "gpt-4o-mini")).rejected(rejected)
     registry = metrics.registry
     assert registry.get_sample_value("slm_gateway_classifier_duration_seconds_count") == 1
     assert registry.get_sample_value("slm_gateway_routing_decisions_total", {"tier": "rejected", "reason": "nope"}) == 1
