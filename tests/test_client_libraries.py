@@ -191,8 +191,10 @@ def test_openai_agents_sdk_runs_a_function_tool(gateway: RunningGateway, fake_up
         return f"sunny in {city}"
 
     set_tracing_disabled(True)
-    set_default_openai_client(openai.AsyncOpenAI(base_url=gateway.base_url, api_key="sk-anything", max_retries=0),
-                              use_for_tracing=False)
+    # pinned upstream: tool requests now go to the classifier, which may keep them on the local tier
+    pinned = {"x-gateway-route": "upstream"}
+    set_default_openai_client(openai.AsyncOpenAI(base_url=gateway.base_url, api_key="sk-anything", max_retries=0,
+                                                 default_headers=pinned), use_for_tracing=False)
     httpx.delete(fake_upstream.removesuffix("/v1") + "/_fake/requests")
     agent = Agent(name="weather", instructions="Use the tool.", tools=[get_weather])  # default model, Responses
     result = Runner.run_sync(agent, "What is the weather in Paris?")
