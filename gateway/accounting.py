@@ -10,6 +10,7 @@ from gateway.errors import GatewayError, RateLimited, TierUnavailable, UpstreamS
 from gateway.exchange import CLIENT_CLOSED_REQUEST, NO_TIER, Exchange
 from gateway.metrics import GatewayMetrics
 from gateway.model_labels import ModelLabels
+from gateway.openai.wire import Usage
 from gateway.routing.decision import Tier
 from gateway.routing.policy_router import REJECTED
 
@@ -79,10 +80,23 @@ class Accounting:
         if savings is not None:
             m.savings.labels(tier).inc(savings)
 
-    def outside_chat(self, tier: str, status: int, reason: str, started: float) -> None:
-        """Record a request that has no chat view (passed through as-is, or an embedding): count and latency."""
-        self.metrics.requests.labels(tier, str(status), reason).inc()
-        self.metrics.request_duration.labels(tier, "false").observe(time.perf_counter() - started)
+    def outside_chat(
+        self, tier: str, status: int, reason: str, started: float, usage: Usage | None = None, model: str = ""
+    ) -> None:
+        """Record a request that has no chat view (passed through as-is, or an embedding): count and latency;
+        with the `usage` a successful answer reported (by `model`), its tokens and cost too."""
+        m = self.metrics
+        m.requests.labels(tier, str(status), reason).inc()
+        m.request_duration.labels(tier, "false").observe(time.perf_counter() - started)
+        if usage is None or status >= 400:
+            return
+        label = self.model_labels(model)
+        m.prompt_tokens.labels(tier, label).inc(usage.prompt_tokens)
+        m.completion_tokens.labels(tier, label).inc(usage.completion_tokens)
+        cost, savings = self.costs.charge(tier, model, model, usage, 0.0)
+        m.cost.labels(tier).inc(cost)
+        if savings is not None:
+            m.savings.labels(tier).inc(savings)
 
     def _count_failure(self, tier: Tier, exc: GatewayError) -> None:
         m = self.metrics

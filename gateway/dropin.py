@@ -28,6 +28,7 @@ from gateway.routing.capabilities import required_features
 from gateway.routing.decision import RouteContext
 from gateway.routing.static import pinned_tier
 from gateway.tiers.sse import SSEDecoder
+from gateway.upstream_usage import UsageScan
 
 if TYPE_CHECKING:
     from gateway.pipeline import Pipeline
@@ -105,6 +106,23 @@ class DropIn:
         """Count a request that has no chat view (passthrough, embeddings)."""
         self.pipeline.accounting.outside_chat(tier, status, reason, started)
 
+    def when_relayed(self, ex: Exchange, proxied: ProxiedResponse, model: str = "") -> None:
+        """Record `ex` once the upstream's answer has been relayed, with the usage it reported (if any)."""
+
+        def record(answer: ProxiedResponse, scan: UsageScan) -> None:
+            answered = scan.model or model
+            if ex.parsed is not None:  # a request with a chat view (Responses, legacy completions)
+                if scan.usage is not None:
+                    ex.usage = scan.usage
+                if answered:
+                    ex.answered_model = answered
+                ex.done()
+                return
+            self.pipeline.accounting.outside_chat("upstream", answer.status, "passthrough", ex.started, scan.usage,
+                                                  answered)
+
+        proxied.on_end = record
+
     async def forward_json(
         self, path: str, raw: dict[str, Any], headers: Iterable[tuple[str, str]], ex: Exchange
     ) -> Proxied:
@@ -122,10 +140,7 @@ class DropIn:
         ex.tier_seconds = time.perf_counter() - sent
         ex.status = proxied.status
         response_headers = ex.response_headers()
-        if ex.parsed is not None:
-            ex.done()
-        else:
-            self.count("upstream", proxied.status, "passthrough", ex.started)
+        self.when_relayed(ex, proxied, ex.model)
         return proxied, response_headers
 
     async def _chat_path(self, ex: Exchange) -> Answer | StreamAnswer:

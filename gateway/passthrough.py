@@ -10,7 +10,7 @@ string in it is added to every request.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -18,6 +18,7 @@ import msgspec
 
 from gateway.errors import GatewayError
 from gateway.tiers.transport import Timeouts, Transport, TransportError, TransportResponse
+from gateway.upstream_usage import READABLE_ENCODINGS, UsageScan
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what the proxy itself sets.
 _HOP_BY_HOP = frozenset(
@@ -62,13 +63,31 @@ def forwarded_request_headers(headers: Iterable[tuple[str, str]], extra: Mapping
         if lower in _HOP_BY_HOP or lower in _CLIENT_CREDENTIALS or lower.startswith(_GATEWAY_HEADERS):
             continue
         out[lower] = f"{out[lower]}, {value}" if lower in out else value
+    if "accept-encoding" in out:
+        readable = scannable_encodings(out.pop("accept-encoding"))
+        if readable:
+            out["accept-encoding"] = readable
     out.update(extra)
     return out
+
+
+def scannable_encodings(accept_encoding: str) -> str:
+    """The client's `accept-encoding` cut to the codings whose bodies the gateway can read for usage."""
+    kept = []
+    for item in accept_encoding.split(","):
+        coding = item.split(";", 1)[0].strip().lower()
+        if coding in READABLE_ENCODINGS or coding == "identity":
+            kept.append(item.strip())
+    return ", ".join(kept)
 
 
 def relayed_response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """The upstream's response headers minus hop-by-hop ones (content-length and -encoding stay: bytes pass as-is)."""
     return [(n, v) for n, v in headers if n.lower() not in _HOP_BY_HOP]
+
+
+OnEnd = Callable[["ProxiedResponse", UsageScan], None]
+"""Called once the relayed body is over (complete, broken off, or the client left), with what was read of it."""
 
 
 class ProxiedResponse(msgspec.Struct):
@@ -77,15 +96,25 @@ class ProxiedResponse(msgspec.Struct):
     status: int
     headers: list[tuple[str, str]]
     response: Any
+    on_end: OnEnd | None = None
+
+    def header(self, name: str) -> str:
+        return next((v for n, v in self.headers if n.lower() == name), "")
 
     async def body(self) -> AsyncIterator[bytes]:
+        scan = UsageScan(self.header("content-type"), self.header("content-encoding"))
         try:
             async for data in self.response.receive():
+                scan.feed(data)
                 yield data
         except TransportError:
             return  # the upstream broke off mid-body: the client sees a truncated body, as it would direct
         finally:
             await self.response.close()
+            on_end, self.on_end = self.on_end, None
+            if on_end is not None:
+                scan.finish()
+                on_end(self, scan)
 
     async def read(self) -> bytes:
         try:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from litestar import Request, Response, get, post, route
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 from litestar.response import Stream
 
 from gateway.api.event_stream import EventStream
@@ -85,7 +86,7 @@ def build_dropin_routes(dropin: DropIn, passthrough_max_body_bytes: int) -> list
         return Response(await dropin.catalog.listing(), media_type=JSON)
 
     @get("/v1/models/{model_id:path}")
-    async def get_model(request: Request, model_id: str) -> Response:
+    async def get_model(request: Request, model_id: FromPath[str]) -> Response:
         pipeline.keys.check(authorization_of(request.headers))
         model_id = model_id.lstrip("/")
         found = await dropin.catalog.find(model_id)
@@ -100,7 +101,7 @@ def build_dropin_routes(dropin: DropIn, passthrough_max_body_bytes: int) -> list
         return Response(body, status_code=404, media_type=JSON)
 
     @route("/v1/{path:path}", http_method=PASSTHROUGH_METHODS, request_max_body_size=passthrough_max_body_bytes)
-    async def passthrough(request: Request, path: str) -> Response:
+    async def passthrough(request: Request, path: FromPath[str]) -> Response:
         ex, _tenant = begin(request)
         path = path.lstrip("/")
         if dropin.proxy is None:
@@ -116,7 +117,7 @@ def build_dropin_routes(dropin: DropIn, passthrough_max_body_bytes: int) -> list
         proxied = await dropin.proxy.send(
             request.method, path, request.url.query or "", request.headers.items(), body, ex.request_id
         )
-        dropin.count("upstream", proxied.status, "passthrough", ex.started)
+        dropin.when_relayed(ex, proxied)
         return _proxied(proxied, {"x-request-id": ex.request_id, "x-gateway-route": "upstream"})
 
     return [responses, completions, embeddings, list_models, get_model, passthrough]
