@@ -19,6 +19,7 @@ from gateway.routing.decision import Router
 from gateway.routing.reloadable import router_from_settings
 from gateway.settings import Settings
 from gateway.tiers.bundled_model import ensure_bundled_model
+from gateway.tiers.gguf_name import model_id
 from gateway.tiers.http import OpenAIHTTPBackend
 
 
@@ -38,9 +39,11 @@ def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
         metrics.local_queue_depth.set(waiting)
         metrics.local_inflight.set(inflight)
 
+    model_path = local_model_path(settings)
+    model_name = settings.local.model_name or model_id(model_path)  # the GGUF's own name by default
     local = LlamaCppBackend(
-        local_model_path(settings),
-        served_model_name=settings.local.model_name,
+        model_path,
+        served_model_name=model_name,
         context_size=settings.local.context_size,
         max_concurrency=settings.local.max_concurrency,
         max_queue=settings.local.max_queue,
@@ -65,7 +68,7 @@ def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
         local=local,
         upstream=upstream,
         upstream_default_model=settings.upstream.default_model,
-        local_model_name=settings.local.model_name,
+        local_model_name=model_name,
     )
 
 
@@ -84,7 +87,7 @@ def build_gateway(
     tiers = tiers or build_tiers(settings, metrics)
     router = router or router_from_settings(settings, metrics)
     costs = CostModel(settings.costs, settings.upstream.default_model)
-    model_labels = ModelLabels([settings.local.model_name, tiers.local_model_name, *costs.known_models()])
+    model_labels = ModelLabels([tiers.local_model_name, *costs.known_models()])
     access_log = build_access_log(settings.access_log, settings.access_log_prompts)
     accounting = Accounting(metrics, costs, model_labels, access_log)
     cache = build_cache_layer(settings.cache, Dispatcher(tiers), metrics)

@@ -86,6 +86,9 @@ class Pipeline:
         """Ask the router; the decision, and the model of the decided tier, go into the exchange."""
         assert ex.parsed is not None
         tiers = self.tiers
+        chat = ex.parsed.chat
+        if tiers.local is not None and chat.model == tiers.local_model_name:
+            chat.model = "local"  # the local model's own name pins it like its alias
         ctx = RouteContext(
             request=ex.parsed,
             headers=ex.headers,

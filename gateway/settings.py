@@ -64,7 +64,9 @@ class LocalSettings(_Section):
     """The local (SLM) tier: llama.cpp in-process."""
 
     model_path: str | None = None
-    model_name: str = "local"
+    model_name: str = ""
+    """The model id local answers carry (`model`, `x-gateway-model`). Empty: the GGUF's own `general.name`
+    (the bundled model: `Qwen2.5-Coder-0.5B-Instruct`), else the file's name. `local` is always an alias."""
     context_size: int = 4096
     max_concurrency: int = 1
     max_queue: int = 16

@@ -25,6 +25,8 @@ from gateway.settings import load_settings
 from gateway.tiers.base import Backend
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_MODEL_ID = "Qwen2.5-Coder-0.5B-Instruct-AWQ"
+"""The id local answers carry with the bundled model: its GGUF's `general.name`, spaces as dashes."""
 GATEWAY_START_TIMEOUT = 180.0
 
 
@@ -155,7 +157,7 @@ async def app_factory() -> AsyncIterator[Callable[..., Awaitable[InProcessGatewa
                 local=local,
                 upstream=upstream,
                 upstream_default_model=settings.upstream.default_model,
-                local_model_name=settings.local.model_name,
+                local_model_name=settings.local.model_name or "local",
             )
             pipeline = build_gateway(settings, tiers=tiers, router=router or StaticRouter())
             client = await stack.enter_async_context(AsyncTestClient(create_app(settings, pipeline)))

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from gateway.devtools.process import run_fake_upstream
-from tests.conftest import RunningGateway, run_gateway
+from tests.conftest import BUNDLED_MODEL_ID, RunningGateway, run_gateway
 
 REDIS_URL = os.environ.get("SLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 KEY_A, KEY_B = "sk-tenant-a", "sk-tenant-b"
@@ -180,7 +180,7 @@ def test_local_tier_answers_are_cached_with_their_tier(gw: RunningGateway) -> No
     assert headers["x-gateway-cache"] == "miss" and headers["x-gateway-route"] == "local"
     headers, second = ask(client, messages, max_tokens=4)
     assert headers["x-gateway-cache"] == "hit" and headers["x-gateway-cache-tier"] == "local"
-    assert headers["x-gateway-model"] == "local" and first == second
+    assert headers["x-gateway-model"] == BUNDLED_MODEL_ID and first == second
     _, streamed, _ = ask_stream(client, messages, max_tokens=4)
     assert streamed == first
 

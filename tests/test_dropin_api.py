@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import RunningGateway, run_gateway
+from tests.conftest import BUNDLED_MODEL_ID, RunningGateway, run_gateway
 
 HELLO = "Reply with one word: hello."
 UPSTREAM_KEY = "Bearer sk-upstream-secret"
@@ -64,17 +64,43 @@ def test_models_list_every_tier_alias_and_the_upstream_list(gateway: RunningGate
     ids = [m.id for m in client(gateway).models.list()]
     embedder = ["wordllama-l2_supercat-256", "local-embedding"] if importlib.util.find_spec("gateway.embedding") else []
     # the gateway's own ids, then the upstream's list (gpt-4o-mini, gpt-4o, fake-model) without repeats
-    assert ids == ["auto", "local", "upstream", "gpt-4o-mini", *embedder, "gpt-4o", "fake-model"]
+    assert ids == ["auto", "local", BUNDLED_MODEL_ID, "upstream", "gpt-4o-mini", *embedder, "gpt-4o", "fake-model"]
 
 
 def test_models_retrieve(gateway: RunningGateway) -> None:
     api = client(gateway)
     assert api.models.retrieve("local").owned_by == "slm-gateway"
+    assert api.models.retrieve(BUNDLED_MODEL_ID).owned_by == "slm-gateway"
     upstream_only = api.models.retrieve("fake-model")
     assert upstream_only.id == "fake-model" and upstream_only.owned_by == "fake-upstream"
     with pytest.raises(openai.NotFoundError) as err:
         api.models.retrieve("no-such-model")
     assert err.value.body["message"] == "The model 'no-such-model' does not exist"
+
+
+# -- the local model's own name -----------------------------------------------------------------------------
+def test_local_answers_name_the_bundled_model_and_local_stays_an_alias(gateway: RunningGateway) -> None:
+    """Chat, legacy completions and Responses (stream and not) answered locally carry the GGUF's own name; a
+    request may name it or the `local` alias, and either pins the local tier."""
+    api = client(gateway)
+    fresh = {"cache-control": "no-cache"}
+    for model in ("local", BUNDLED_MODEL_ID):
+        chat = api.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": HELLO}], max_tokens=2, extra_headers=fresh)
+        assert (chat.headers["x-gateway-route"], chat.headers["x-gateway-route-reason"]) == ("local", "rule 'pin-local'")
+        assert chat.headers["x-gateway-model"] == chat.parse().model == BUNDLED_MODEL_ID
+    streamed = api.chat.completions.create(model="local", messages=[{"role": "user", "content": HELLO}],
+                                           max_tokens=2, stream=True, extra_headers=fresh)
+    assert {chunk.model for chunk in streamed} == {BUNDLED_MODEL_ID}
+    legacy = api.completions.with_raw_response.create(model=BUNDLED_MODEL_ID, prompt="Zebra", max_tokens=1)
+    assert (legacy.headers["x-gateway-route"], legacy.parse().model) == ("local", BUNDLED_MODEL_ID)
+    pieces = api.completions.create(model="local", prompt="Zebra", max_tokens=1, stream=True)
+    assert {piece.model for piece in pieces} == {BUNDLED_MODEL_ID}
+    response = api.responses.create(model="local", input=HELLO, max_output_tokens=2, extra_headers=fresh)
+    assert response.model == BUNDLED_MODEL_ID
+    events = list(api.responses.create(model="local", input=HELLO, max_output_tokens=2, stream=True,
+                                       extra_headers=fresh))
+    assert (events[0].response.model, events[-1].response.model) == (BUNDLED_MODEL_ID, BUNDLED_MODEL_ID)
 
 
 # -- legacy completions ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import RunningGateway
+from tests.conftest import BUNDLED_MODEL_ID, RunningGateway
 
 HELLO = [{"role": "user", "content": "Reply with one word: hello."}]
 
@@ -29,9 +29,9 @@ def test_local_non_streaming_answer_from_the_bundled_model(gateway: RunningGatew
     )
     completion = raw.parse()
     assert raw.headers["x-gateway-route"] == "local"
-    assert raw.headers["x-gateway-model"] == "local"
+    assert raw.headers["x-gateway-model"] == BUNDLED_MODEL_ID
     assert raw.headers["x-request-id"]
-    assert completion.model == "local"
+    assert completion.model == BUNDLED_MODEL_ID
     assert completion.choices[0].message.content.strip()
     assert completion.choices[0].finish_reason in ("stop", "length")
     usage = completion.usage
@@ -81,7 +81,7 @@ def test_header_pins_the_local_tier_for_any_model_name(gateway: RunningGateway) 
         model="gpt-4o", messages=HELLO, max_tokens=4, extra_headers={"x-gateway-route": "local"}
     )
     assert raw.headers["x-gateway-route"] == "local"
-    assert raw.parse().model == "local"
+    assert raw.parse().model == BUNDLED_MODEL_ID
 
 
 def test_stop_sequences_are_honoured_locally(gateway: RunningGateway) -> None:

@@ -25,7 +25,7 @@ from gateway.auth import tenant_of
 from gateway.devtools.process import run_fake_upstream
 from gateway.learning.judge import JUDGE_SCHEMA_NAME, judge_user_message, quoted_prompt
 from gateway.learning.labels import hash_tenant
-from tests.conftest import REPO_ROOT, RunningGateway, run_gateway
+from tests.conftest import BUNDLED_MODEL_ID, REPO_ROOT, RunningGateway, run_gateway
 
 REDIS_URL = os.environ.get("SLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/6")
 STREAM = "slmgw:labels:v1"
@@ -202,7 +202,7 @@ def test_shadow_judging_writes_the_expected_label_rows(
     rows = stream_rows(redis_db)
     for row in rows:
         assert isinstance(row.pop("ts"), float)
-    common = {"source": "judge", "tenant": tenant, "local_model": "local", "upstream_model": "gpt-4o-mini",
+    common = {"source": "judge", "tenant": tenant, "local_model": BUNDLED_MODEL_ID, "upstream_model": "gpt-4o-mini",
               "judge_model": "gpt-4o"}
     assert rows == [
         {"prompt": "What is the capital of country 3?", "weak_correct": False, "strong_correct": True,
@@ -294,7 +294,7 @@ def test_feedback_records_one_sided_labels_for_the_requesting_tenant(
     common = {"source": "feedback", "tenant": hash_tenant(tenant_of(KEY_A)), "judge_model": None}
     assert rows == [
         {"prompt": "Say hello 2 times.", "weak_correct": False, "strong_correct": None, "request_id": "learn-r2",
-         "served_tier": "local", "local_model": "local", "upstream_model": None, "router_score": None, **common},
+         "served_tier": "local", "local_model": BUNDLED_MODEL_ID, "upstream_model": None, "router_score": None, **common},
         {"prompt": "Prove that 7 is irrational.", "weak_correct": None, "strong_correct": True,
          "request_id": "learn-r3", "served_tier": "upstream", "local_model": None, "upstream_model": "gpt-4o-mini",
          "router_score": rows[1]["router_score"], **common},
