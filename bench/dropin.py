@@ -1,11 +1,13 @@
 """What the drop-in endpoints cost: a passthrough request's added latency, and a local embedding's latency.
 
 Starts the fake upstream and `python -m gateway serve --upstream-url <fake>/v1`, then measures:
-  passthrough   POST /v1/moderations, open loop at --rate req/s, direct to the fake upstream and through the
-                gateway (which passes it on with its key swapped in): p50/p99 and the difference
+  passthrough   POST /v1/moderations (no usage) and POST /v1/embeddings with an upstream model (its usage is
+                read on the way and counted), open loop at --rate req/s, direct to the fake upstream and through
+                the gateway (which passes it on with its key swapped in): p50/p99 and the difference
   embedding     POST /v1/embeddings with model "local" (the bundled in-process embedder), open loop at --rate
-                req/s with one input per request, then one request at a time with 1, 16 and 256 inputs:
-                latency per request and per input
+                req/s with one input per request, beside the embedder called in-process on the same input (the
+                baseline: what is left is the gateway's added latency); then one request at a time with 1, 16
+                and 256 inputs: latency per request and per input, beside the in-process call per input
 
     python bench/dropin.py [--duration 10] [--rate 320] [--json bench/results/dropin.json]
 """
@@ -58,7 +60,7 @@ def _line(name: str, result: RunResult) -> str:
 
 def sequential_embedding(base_url: str, inputs: int, repeats: int) -> dict[str, float]:
     """One request at a time with `inputs` inputs: latency p50/p99 per request, and p50 per input (ms)."""
-    body = {"model": "local", "input": [f"{SENTENCE} ({i})" for i in range(inputs)]}
+    body = {"model": "local", "input": batch(inputs)}
     times: list[float] = []
     with httpx.Client(timeout=30, trust_env=False) as client:
         for i in range(repeats + 3):
@@ -71,6 +73,40 @@ def sequential_embedding(base_url: str, inputs: int, repeats: int) -> dict[str, 
     times.sort()
     p50 = percentile(times, 50)
     return {"inputs": inputs, "p50_ms": p50, "p99_ms": percentile(times, 99), "per_input_p50_ms": p50 / inputs}
+
+
+def batch(inputs: int) -> list[str]:
+    return [f"{SENTENCE} ({i})" for i in range(inputs)]
+
+
+def in_process_embedding(texts: list[str], repeats: int) -> dict[str, float]:
+    """The bundled embedder called directly (no HTTP, no gateway) on `texts`: the baseline."""
+    from gateway.embedding import WordLlamaEmbedder
+
+    embedder = WordLlamaEmbedder()
+    inputs = len(texts)
+    times: list[float] = []
+    for i in range(repeats + 3):
+        t0 = time.perf_counter()
+        embedder.embed(texts)
+        if i >= 3:
+            times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    p50 = percentile(times, 50)
+    return {"inputs": inputs, "p50_ms": p50, "p99_ms": percentile(times, 99), "per_input_p50_ms": p50 / inputs}
+
+
+def passthrough_pair(name: str, direct: PathTarget, through: PathTarget, rate: float, duration: float) -> dict:
+    """Open-loop runs direct and through the gateway, one after the other; the gateway's added p50/p99."""
+    results = {}
+    for label, target in ((f"direct {name}", direct), (f"gateway {name}", through)):
+        run_async(lambda t=target: settle(t))
+        results[label] = run_async(lambda t=target: open_loop(t, rate=rate, duration=duration))
+        print(_line(label, results[label]), flush=True)
+    d, g = results[f"direct {name}"].stats(), results[f"gateway {name}"].stats()
+    added = {"p50": g["p50"] - d["p50"], "p99": g["p99"] - d["p99"]}
+    print(f"passthrough {name} adds p50 {added['p50']:.3f} ms, p99 {added['p99']:.3f} ms at {rate:.0f} req/s")
+    return {"direct": d, "gateway": g, "added": added}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,17 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with spawn_server(argv_gw, f"http://127.0.0.1:{gw_port}/readyz", timeout=300, env=PYTHONPATH_ENV, cwd=ROOT):
             gw_url = f"http://127.0.0.1:{gw_port}/v1"
             moderation = json.dumps({"model": "omni-moderation-latest", "input": SENTENCE}).encode()
-            direct = PathTarget(fake_url, path="moderations", payload=moderation)
-            through = PathTarget(gw_url, path="moderations", payload=moderation)
-            results = {}
-            for name, target in (("direct moderations", direct), ("gateway passthrough", through)):
-                run_async(lambda t=target: settle(t))
-                results[name] = run_async(lambda t=target: open_loop(t, rate=a.rate, duration=duration))
-                print(_line(name, results[name]), flush=True)
-            d, g = results["direct moderations"].stats(), results["gateway passthrough"].stats()
-            added = {"p50": g["p50"] - d["p50"], "p99": g["p99"] - d["p99"]}
-            print(f"passthrough adds p50 {added['p50']:.3f} ms, p99 {added['p99']:.3f} ms at {a.rate:.0f} req/s")
-            figures["passthrough"] = {"direct": d, "gateway": g, "added": added}
+            figures["passthrough"] = passthrough_pair(
+                "moderations", PathTarget(fake_url, path="moderations", payload=moderation),
+                PathTarget(gw_url, path="moderations", payload=moderation), a.rate, duration)
+            upstream_embedding = json.dumps({"model": "text-embedding-3-small", "input": SENTENCE}).encode()
+            figures["passthrough_with_usage"] = passthrough_pair(
+                "upstream embeddings", PathTarget(fake_url, path="embeddings", payload=upstream_embedding),
+                PathTarget(gw_url, path="embeddings", payload=upstream_embedding), a.rate, duration)
             if importlib.util.find_spec("gateway.embedding") is None:
                 print("embedding: skipped (no bundled embedder, gateway/embedding, in this tree)")
             else:
@@ -109,11 +141,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_async(lambda: settle(one))
                 loaded = run_async(lambda: open_loop(one, rate=a.rate, duration=duration))
                 print(_line("local embedding, 1 input", loaded), flush=True)
+                base = in_process_embedding([SENTENCE], max(a.repeats, 200))
+                s = loaded.stats()
+                added = {"p50": s["p50"] - base["p50_ms"], "p99": s["p99"] - base["p99_ms"]}
+                print(f"in-process embed, 1 input: p50 {base['p50_ms']:.3f} ms  p99 {base['p99_ms']:.3f} ms; the gateway "
+                      f"adds p50 {added['p50']:.3f} ms, p99 {added['p99']:.3f} ms at {a.rate:.0f} req/s")
                 batches = [sequential_embedding(gw_url, n, a.repeats) for n in (1, 16, 256)]
-                for b in batches:
+                direct_batches = [in_process_embedding(batch(n), a.repeats) for n in (1, 16, 256)]
+                for b, d in zip(batches, direct_batches, strict=True):
                     print(f"local embedding, {b['inputs']:>3} inputs, one at a time: p50 {b['p50_ms']:.3f} ms  "
-                          f"p99 {b['p99_ms']:.3f} ms  per input {b['per_input_p50_ms']:.4f} ms")
-                figures["embedding"] = {"open_loop_1_input": loaded.stats(), "sequential": batches}
+                          f"p99 {b['p99_ms']:.3f} ms  per input {b['per_input_p50_ms']:.4f} ms "
+                          f"(in-process: p50 {d['p50_ms']:.3f} ms, per input {d['per_input_p50_ms']:.4f} ms)")
+                figures["embedding"] = {"open_loop_1_input": s, "in_process_1_input": base, "added": added,
+                                        "sequential": batches, "in_process": direct_batches}
     if a.json:
         Path(a.json).write_text(json.dumps(figures, indent=2))
     return 0

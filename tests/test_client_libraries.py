@@ -84,10 +84,13 @@ def test_embeddings_float_base64_and_token_ids_agree(gateway: RunningGateway) ->
     floats = httpx.post(url, json={"model": "local", "input": "hello world"}).json()
     packed = httpx.post(url, json={"model": "local", "input": "hello world", "encoding_format": "base64"}).json()
     tokens = httpx.post(url, json={"model": "local", "input": [[15339, 1917]]}).json()  # cl100k "hello world"
+    flat = httpx.post(url, json={"model": "local", "input": [15339, 1917]}).json()  # one input as a flat id list
     vector = np.array(floats["data"][0]["embedding"], dtype=np.float32)
     np.testing.assert_array_equal(vector, np.frombuffer(base64.b64decode(packed["data"][0]["embedding"]), "<f4"))
     np.testing.assert_array_equal(vector, np.array(tokens["data"][0]["embedding"], dtype=np.float32))
-    assert tokens["usage"] == {"prompt_tokens": 2, "total_tokens": 2}
+    np.testing.assert_array_equal(vector, np.array(flat["data"][0]["embedding"], dtype=np.float32))
+    assert tokens["usage"] == flat["usage"] == {"prompt_tokens": 2, "total_tokens": 2}
+    assert len(flat["data"]) == 1
     short = httpx.post(url, json={"model": "local", "input": "hello world", "dimensions": 8}).json()
     cut = vector[:8] / np.linalg.norm(vector[:8])
     np.testing.assert_allclose(np.array(short["data"][0]["embedding"], dtype=np.float32), cut, rtol=1e-6)
@@ -104,6 +107,9 @@ def test_embeddings_float_base64_and_token_ids_agree(gateway: RunningGateway) ->
         ({"model": "local", "input": "x" * 40_000}, "input", "input_too_long"),
         ({"model": "local"}, "input", "missing_required_parameter"),
         ({"model": "local", "input": "x", "encoding_format": "hex"}, "encoding_format", "invalid_type"),
+        ({"model": "local", "input": [[15339, 1_000_000_000]]}, "input[0]", "invalid_value"),  # not a cl100k id
+        ({"model": "local", "input": [[15339], []]}, "input", "invalid_type"),  # an empty id list
+        ({"model": "local", "input": "x", "dimensions": 0}, "dimensions", "invalid_value"),
     ],
 )
 def test_embedding_limits_are_clear_400s(gateway: RunningGateway, body: dict, param: str, code: str) -> None:

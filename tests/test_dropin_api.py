@@ -29,6 +29,27 @@ def last_received(fake_upstream: str) -> dict:
     return received[-1]
 
 
+def test_the_routes_use_no_deprecated_litestar_style() -> None:
+    """Path parameters are declared as litestar documents them now (`FromPath[str]`), so no warning is raised."""
+    import warnings
+
+    from litestar.exceptions import LitestarDeprecationWarning
+
+    from gateway.app import create_app
+    from gateway.build import build_gateway
+    from gateway.devtools.fake_backend import FakeBackend
+    from gateway.dispatch import Tiers
+    from gateway.routing.static import StaticRouter
+    from gateway.settings import load_settings
+
+    settings = load_settings(environ={}, overrides={})
+    pipeline = build_gateway(settings, tiers=Tiers(local=FakeBackend("local")), router=StaticRouter())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        create_app(settings, pipeline)
+    assert [str(w.message) for w in caught if issubclass(w.category, LitestarDeprecationWarning)] == []
+
+
 # -- passthrough -------------------------------------------------------------------------------------------
 def test_moderations_pass_through_with_the_upstream_key(gateway: RunningGateway, fake_upstream: str) -> None:
     raw = client(gateway, key="sk-client").moderations.with_raw_response.create(
