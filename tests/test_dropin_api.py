@@ -268,6 +268,20 @@ def test_responses_function_tool_on_the_local_tier(gateway: RunningGateway) -> N
     assert list(arguments) == ["city"] and isinstance(arguments["city"], str)
 
 
+def test_responses_text_format_json_schema_on_the_local_tier(gateway: RunningGateway) -> None:
+    """`text.format` json_schema is enforced locally (grammar-constrained): the output text is JSON of that shape."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}
+    raw = client(gateway).responses.with_raw_response.create(
+        model="local", input="Name the capital of France.", temperature=0, max_output_tokens=40,
+        text={"format": {"type": "json_schema", "name": "capital", "schema": schema, "strict": True}},
+    )
+    response = raw.parse()
+    assert raw.headers["x-gateway-route"] == "local" and response.status == "completed"
+    answer = json.loads(response.output_text)
+    assert list(answer) == ["city"] and isinstance(answer["city"], str)
+
+
 def test_previous_response_id_goes_upstream(gateway: RunningGateway, fake_upstream: str) -> None:
     client(gateway).responses.create(model="auto", input="more", previous_response_id="resp_123")
     seen = last_received(fake_upstream)
