@@ -64,6 +64,40 @@ def test_moderations_pass_through_with_the_upstream_key(gateway: RunningGateway,
     assert seen["body"] == {"model": "omni-moderation-latest", "input": ["one", "two"]}
 
 
+def metric(gw: RunningGateway, name: str, **labels: str) -> float:
+    """One sample of the running gateway's /metrics (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(httpx.get(f"{gw.root}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+def test_passed_through_responses_count_the_upstream_usage(gateway: RunningGateway) -> None:
+    """A Responses request passed upstream (stream and not) is counted with the tokens and the dollars of the
+    usage the upstream reported (CostModel.charge with the default cost table)."""
+    from gateway.costs import CostModel
+    from gateway.openai.wire import Usage
+    from gateway.settings import load_settings
+
+    tokens = {"tier": "upstream", "model": "gpt-4o-mini"}
+    before = [metric(gateway, f"slm_gateway_{kind}_tokens_total", **tokens) for kind in ("prompt", "completion")]
+    cost_before = metric(gateway, "slm_gateway_cost_dollars_total", tier="upstream")
+    api = client(gateway)
+    whole = api.responses.create(model="upstream", input="Count these four words")
+    streamed = list(api.responses.create(model="upstream", input="Count these four words", stream=True))
+    assert (whole.usage.input_tokens, whole.usage.output_tokens) == (4, 7)
+    assert streamed[-1].response.usage.input_tokens == 4 and streamed[-1].type == "response.completed"
+    after = [metric(gateway, f"slm_gateway_{kind}_tokens_total", **tokens) for kind in ("prompt", "completion")]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [8, 14]
+    settings = load_settings(environ={}, overrides={})
+    price = CostModel(settings.costs, settings.upstream.default_model).upstream_cost("gpt-4o-mini", Usage(4, 7))
+    cost = metric(gateway, "slm_gateway_cost_dollars_total", tier="upstream") - cost_before
+    assert cost == pytest.approx(2 * price, rel=1e-9) and price == pytest.approx((4 * 0.15 + 7 * 0.6) / 1e6)
+
+
 def test_file_upload_and_download_stream_through(gateway: RunningGateway, fake_upstream: str) -> None:
     api = client(gateway)
     content = bytes(range(256)) * 64
