@@ -169,23 +169,24 @@ class _HttpxResponse:
         return list(self._response.headers.multi_items())
 
     async def read(self, limit: int | None = None) -> bytes:
+        """The body as sent (still content-encoded, like aiohttp's with `auto_decompress=False`)."""
         try:
-            if limit is None:
-                return await self._response.aread()
             chunks: list[bytes] = []
             size = 0
-            async for chunk in self._response.aiter_bytes():
+            async for chunk in self._response.aiter_raw():
                 chunks.append(chunk)
                 size += len(chunk)
-                if size >= limit:
+                if limit is not None and size >= limit:
                     break
-            return b"".join(chunks)[:limit]
+            body = b"".join(chunks)
+            return body if limit is None else body[:limit]
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc) from None
 
     async def receive(self) -> AsyncIterator[bytes]:
+        """The body's chunks as sent: a passthrough relays them under the upstream's own `content-encoding`."""
         try:
-            async for data in self._response.aiter_bytes():
+            async for data in self._response.aiter_raw():
                 yield data
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc) from None
