@@ -74,9 +74,10 @@ class JsonFormatter(logging.Formatter):
 
 
 class LineWriter(logging.Handler):
-    """Writes JSON lines to a stream (`sys.stderr` as it is at the time, by default) in batches, off the caller's
-    thread: `write` queues a line (well under a microsecond), a daemon thread writes what gathered every
-    `flush_seconds` in one call, so a slow reader of the stream never blocks the event loop.
+    """Writes JSON lines to a stream in batches, off the caller's thread: `write` queues a line (well under a
+    microsecond), a daemon thread writes what gathered every `flush_seconds` in one call, so a slow reader of the
+    stream never blocks the event loop. Without a `stream`, a line goes to `sys.stderr` as it was when the line
+    was queued (test runners swap it: what is queued before a swap is written before it).
 
     As a `logging.Handler` it also takes records from other handlers' paths (formatted by `JsonFormatter`);
     `flush()` (called by `logging.shutdown` at exit) writes what is queued now.
@@ -87,6 +88,7 @@ class LineWriter(logging.Handler):
         self.setFormatter(JsonFormatter())
         self.stream = stream
         self.flush_seconds = flush_seconds
+        self._target = stream if stream is not None else sys.stderr
         self._pending: deque[bytes] = deque()
         self._signal = threading.Event()
         self._drain_lock = threading.Lock()
@@ -94,6 +96,10 @@ class LineWriter(logging.Handler):
 
     def write(self, line: bytes) -> None:
         """Queue one line (newline included) to be written within `flush_seconds`."""
+        if self.stream is None and sys.stderr is not self._target:
+            with self._drain_lock:  # stderr was swapped: what is queued goes where it was meant to
+                self._drain()
+                self._target = sys.stderr
         self._pending.append(line)
         if not self._signal.is_set():
             if self._thread is None:
@@ -109,16 +115,18 @@ class LineWriter(logging.Handler):
     def flush(self) -> None:
         """Write every queued line now (in order with the background writes)."""
         with self._drain_lock:
-            pending, lines = self._pending, []
-            while pending:
-                lines.append(pending.popleft())
-            if lines:
-                stream = sys.stderr if self.stream is None else self.stream
-                try:
-                    stream.write(b"".join(lines).decode())
-                    stream.flush()
-                except (OSError, ValueError):  # a closed or broken stream: the lines are dropped, never raised
-                    pass
+            self._drain()
+
+    def _drain(self) -> None:
+        pending, lines = self._pending, []
+        while pending:
+            lines.append(pending.popleft())
+        if lines:
+            try:
+                self._target.write(b"".join(lines).decode())
+                self._target.flush()
+            except (OSError, ValueError):  # a closed or broken stream: the lines are dropped, never raised
+                pass
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="slm-gateway-access-log", daemon=True)
