@@ -16,6 +16,7 @@ from gateway.accounting import Accounting
 from gateway.auth import KeyChecker
 from gateway.cache.flow import CacheLayer
 from gateway.dispatch import Answer, StreamAnswer, Tiers
+from gateway.embedding.shared import SharedEmbedder
 from gateway.errors import GatewayError
 from gateway.exchange import CLIENT_CLOSED_REQUEST, Exchange
 from gateway.health import HealthCheck, build_health
@@ -43,8 +44,11 @@ class Pipeline:
         accounting: Accounting,
         health: HealthCheck | None = None,
         learning: Learning | None = None,
+        embedder: SharedEmbedder | None = None,
     ) -> None:
         self.settings = settings
+        self.embedder = embedder or SharedEmbedder()
+        """The one embedder of this gateway (loaded on first use): the semantic cache's and /v1/embeddings'."""
         self.learning = learning
         self.tiers = tiers
         self.router = router
