@@ -15,6 +15,7 @@ other `logging` handler on the logger gets the same records (format them with `J
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -31,6 +32,7 @@ _encoder = msgspec.json.Encoder()
 REJECTED = "rejected"  # the route of a request the router refused
 TENANT_CHARS = 14  # "t-" and 12 hex digits of the tenant id (itself a hash of the key)
 FLUSH_SECONDS = 0.05  # how long a line may wait in `LineWriter` before it is written
+MAX_PENDING = 100_000  # lines `LineWriter` holds for a stream that does not keep up (~40 MB); later ones are dropped
 
 
 class AccessRecord(msgspec.Struct):
@@ -79,16 +81,29 @@ class LineWriter(logging.Handler):
     stream never blocks the event loop. Without a `stream`, a line goes to `sys.stderr` as it was when the line
     was queued (test runners swap it: what is queued before a swap is written before it).
 
+    While `max_pending` lines wait (the stream does not keep up), further lines are dropped and counted; the
+    count is written as a warning line once the stream takes writes again. A forked child starts afresh.
+
     As a `logging.Handler` it also takes records from other handlers' paths (formatted by `JsonFormatter`);
     `flush()` (called by `logging.shutdown` at exit) writes what is queued now.
     """
 
-    def __init__(self, stream: TextIO | None = None, flush_seconds: float = FLUSH_SECONDS) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, flush_seconds: float = FLUSH_SECONDS, max_pending: int = MAX_PENDING
+    ) -> None:
         super().__init__()
         self.setFormatter(JsonFormatter())
         self.stream = stream
         self.flush_seconds = flush_seconds
+        self.max_pending = max_pending
+        self.dropped = 0  # counted by `write` (the only writer of it); `_reported` by the drain
+        self._reported = 0
         self._target = stream if stream is not None else sys.stderr
+        self._forked()
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        """(Re)set the queue and its thread: at start, and in a forked child (the parent writes its own lines)."""
         self._pending: deque[bytes] = deque()
         self._signal = threading.Event()
         self._drain_lock = threading.Lock()
@@ -100,6 +115,9 @@ class LineWriter(logging.Handler):
             with self._drain_lock:  # stderr was swapped: what is queued goes where it was meant to
                 self._drain()
                 self._target = sys.stderr
+        if len(self._pending) >= self.max_pending:
+            self.dropped += 1
+            return
         self._pending.append(line)
         if not self._signal.is_set():
             if self._thread is None:
@@ -121,6 +139,13 @@ class LineWriter(logging.Handler):
         pending, lines = self._pending, []
         while pending:
             lines.append(pending.popleft())
+        dropped = self.dropped - self._reported
+        if dropped:
+            self._reported += dropped
+            lines.append(_encoder.encode({
+                "time": _iso(time.time()), "level": "WARNING", "logger": LOGGER_NAME,
+                "message": f"{dropped} access log lines dropped: the log stream did not keep up",
+            }) + b"\n")
         if lines:
             try:
                 self._target.write(b"".join(lines).decode())

@@ -168,6 +168,24 @@ def test_the_default_writer_queues_encoded_lines_and_writes_them_in_order(own_lo
     assert lines(out)[2] == via_host and via_host["request_id"] == "req-c"
 
 
+def test_a_stream_that_does_not_keep_up_loses_lines_counted_not_memory(own_logger: logging.Logger) -> None:
+    out = io.StringIO()
+    writer = LineWriter(out, flush_seconds=3600.0, max_pending=2)
+    own_logger.addHandler(writer)
+    log = AccessLog(own_logger)
+    for n in range(5):
+        log(finished_exchange(f"req-{n}"), 0.001)
+    writer.flush()
+    first, second, warning = lines(out)
+    assert (first["request_id"], second["request_id"]) == ("req-0", "req-1")
+    assert ISO_UTC.match(warning.pop("time"))
+    assert warning == {"level": "WARNING", "logger": LOGGER_NAME,
+                       "message": "3 access log lines dropped: the log stream did not keep up"}
+    log(finished_exchange("req-5"), 0.001)
+    writer.flush()
+    assert [line.get("request_id") for line in lines(out)] == ["req-0", "req-1", None, "req-5"]  # reported once
+
+
 class _Signalling(io.StringIO):
     """A stream that says when it was written to (from the writer's thread)."""
 
