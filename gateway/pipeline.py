@@ -16,6 +16,7 @@ from gateway.accounting import Accounting
 from gateway.auth import KeyChecker
 from gateway.cache.flow import CacheLayer
 from gateway.dispatch import Answer, StreamAnswer, Tiers
+from gateway.embedding.shared import SharedEmbedder
 from gateway.errors import GatewayError
 from gateway.exchange import CLIENT_CLOSED_REQUEST, Exchange
 from gateway.health import HealthCheck, build_health
@@ -43,8 +44,11 @@ class Pipeline:
         accounting: Accounting,
         health: HealthCheck | None = None,
         learning: Learning | None = None,
+        embedder: SharedEmbedder | None = None,
     ) -> None:
         self.settings = settings
+        self.embedder = embedder or SharedEmbedder()
+        """The one embedder of this gateway (loaded on first use): the semantic cache's and /v1/embeddings'."""
         self.learning = learning
         self.tiers = tiers
         self.router = router
@@ -107,8 +111,27 @@ class Pipeline:
 
     async def chat(self, ex: Exchange) -> Answer | StreamAnswer:
         """Route an accepted exchange and answer it; a complete answer is recorded here, a stream when it ends."""
+        self.decide(ex)
+        return await self.answer(ex)
+
+    def decide(self, ex: Exchange) -> None:
+        """Route an accepted exchange (the first half of `chat`); a refusal is recorded here and raised."""
         try:
             self.route(ex)
+        except GatewayError as exc:
+            self.refuse(ex, exc)
+            raise
+
+    @staticmethod
+    def frees_a_slot(ex: Exchange) -> bool:
+        """Whether cancelling this routed exchange's work frees something: a local generation slot (the local
+        tier, decided or as the fallback). An upstream call is not worth watching its client for."""
+        decision = ex.decision
+        return decision is not None and (decision.tier == "local" or decision.fallback == "local")
+
+    async def answer(self, ex: Exchange) -> Answer | StreamAnswer:
+        """Answer a routed exchange (the second half of `chat`)."""
+        try:
             answer = await self.cache(ex)
         except GatewayError as exc:
             self.refuse(ex, exc)

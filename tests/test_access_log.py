@@ -5,15 +5,20 @@ from __future__ import annotations
 import io
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 import pytest
 
-from gateway.access_log import LOGGER_NAME, JsonFormatter
+from gateway.access_log import LOGGER_NAME, AccessLog, JsonFormatter, LineWriter
 from gateway.auth import tenant_of
 from gateway.devtools.fake_backend import FakeBackend
+from gateway.exchange import Exchange
+from gateway.openai.request import parse_chat_request
+from gateway.openai.wire import Usage
+from gateway.routing.decision import RouteDecision
 from gateway.settings import load_settings
 
 CHAT = "/v1/chat/completions"
@@ -113,3 +118,108 @@ def test_access_log_settings_from_the_environment() -> None:
     settings = load_settings(environ={"SLM_GATEWAY_ACCESS_LOG": "false"})
     assert settings.access_log is False and settings.access_log_prompts is False
     assert load_settings(environ={}).access_log is True
+
+
+
+def finished_exchange(request_id: str) -> Exchange:
+    body = b'{"model":"gpt-4o","messages":[{"role":"user","content":"What is the capital of France?"}]}'
+    ex = Exchange(request_id, {}, 0.0)
+    ex.accept("t-" + "ab" * 12, parse_chat_request(body))
+    ex.routed(RouteDecision(tier="local", reason="classifier", detail="classifier p_strong=0.2 < 0.5"), "qwen-local")
+    ex.tier, ex.answered_model, ex.status, ex.cache, ex.usage = "local", "qwen-local", 200, "miss", Usage(12, 6)
+    return ex
+
+
+@pytest.fixture
+def own_logger() -> Iterator[logging.Logger]:
+    logger = logging.getLogger("tests.access.default")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        yield logger
+    finally:
+        logger.handlers.clear()
+
+
+def test_the_default_writer_queues_encoded_lines_and_writes_them_in_order(own_logger: logging.Logger) -> None:
+    out = io.StringIO()
+    writer = LineWriter(out, flush_seconds=3600.0)  # the background write never comes first: flush() writes
+    own_logger.addHandler(writer)
+    log = AccessLog(own_logger)
+    log(finished_exchange("req-a"), 0.0123)
+    log(finished_exchange("req-b"), 0.5)
+    assert out.getvalue() == ""  # queued, not written on the caller's thread
+    writer.flush()
+    first, second = lines(out)
+    assert checked(first) == {
+        "request_id": "req-a", "tenant": "t-abababababab", "route": "local", "reason": "classifier",
+        "tier": "local", "model": "qwen-local", "status": 200, "error": None, "fallback": None,
+        "prompt_tokens": 12, "completion_tokens": 6, "cache": "miss", "stream": False,
+    }
+    assert second["request_id"] == "req-b" and second["latency_ms"] == 500.0
+    # with a host's handler too, the record goes through logging: both get the same line
+    host = io.StringIO()
+    handler = logging.StreamHandler(host)
+    handler.setFormatter(JsonFormatter())
+    own_logger.addHandler(handler)
+    log(finished_exchange("req-c"), 0.25)
+    writer.flush()
+    (via_host,) = lines(host)
+    assert lines(out)[2] == via_host and via_host["request_id"] == "req-c"
+
+
+def test_a_stream_that_does_not_keep_up_loses_lines_counted_not_memory(own_logger: logging.Logger) -> None:
+    out = io.StringIO()
+    writer = LineWriter(out, flush_seconds=3600.0, max_pending=2)
+    own_logger.addHandler(writer)
+    log = AccessLog(own_logger)
+    for n in range(5):
+        log(finished_exchange(f"req-{n}"), 0.001)
+    writer.flush()
+    first, second, warning = lines(out)
+    assert (first["request_id"], second["request_id"]) == ("req-0", "req-1")
+    assert ISO_UTC.match(warning.pop("time"))
+    assert warning == {"level": "WARNING", "logger": LOGGER_NAME,
+                       "message": "3 access log lines dropped: the log stream did not keep up"}
+    log(finished_exchange("req-5"), 0.001)
+    writer.flush()
+    assert [line.get("request_id") for line in lines(out)] == ["req-0", "req-1", None, "req-5"]  # reported once
+
+
+class _Signalling(io.StringIO):
+    """A stream that says when it was written to (from the writer's thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = threading.Event()
+
+    def write(self, text: str) -> int:
+        size = super().write(text)
+        self.written.set()
+        return size
+
+
+def test_the_writer_thread_writes_a_batch_without_a_flush_call(own_logger: logging.Logger) -> None:
+    out = _Signalling()
+    own_logger.addHandler(LineWriter(out, flush_seconds=0.01))
+    log = AccessLog(own_logger)
+    for n in range(3):
+        log(finished_exchange(f"req-{n}"), 0.001)
+    assert out.written.wait(timeout=30.0)  # a hang guard: the wait ends when the thread writes
+    assert [line["request_id"] for line in lines(out)] == ["req-0", "req-1", "req-2"]  # one write, in order
+
+
+async def test_the_gateway_logs_through_its_writer_alone(app_factory: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    gw = await app_factory(upstream=FakeBackend(reply="one two three", prompt_tokens=5))
+    logger = logging.getLogger(LOGGER_NAME)
+    (writer,) = logger.handlers
+    assert isinstance(writer, LineWriter) and logger.propagate is False
+    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": PROMPT}]}
+    assert (await gw.client.post(CHAT, json=request, headers={"x-request-id": "req-bg"})).status_code == 200
+    writer.flush()
+    (line,) = [msgspec.json.decode(text) for text in capsys.readouterr().err.splitlines() if '"req-bg"' in text]
+    assert checked(line) == {
+        "request_id": "req-bg", "tenant": "anonymous", "route": "upstream", "reason": "default", "tier": "upstream",
+        "model": "gpt-4o", "status": 200, "error": None, "fallback": None, "prompt_tokens": 5,
+        "completion_tokens": 3, "cache": "bypass", "stream": False,
+    }

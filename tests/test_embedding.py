@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.embedding import EmbedderError, WordLlamaEmbedder
+from gateway.embedding import Embedder, EmbedderError, SharedEmbedder, WordLlamaEmbedder
+from gateway.embedding.shared import load_bundled
 from gateway.embedding.wordllama import TOKENIZER_FILE, WEIGHTS_FILE, package_dir
 
 
@@ -61,3 +62,54 @@ def test_max_tokens_bounds_the_work() -> None:
     short = WordLlamaEmbedder(max_tokens=4)
     long_text = "alpha beta gamma delta " * 200
     np.testing.assert_allclose(short.embed([long_text]), short.embed(["alpha beta gamma delta"]), atol=1e-6)
+
+
+class CountingLoader:
+    """`load_bundled`, counting its calls (or failing, for `fail=True`)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls = 0
+        self.fail = fail
+
+    def __call__(self) -> Embedder:
+        self.calls += 1
+        if self.fail:
+            raise EmbedderError("no weights here")
+        return load_bundled()
+
+
+async def test_one_embedder_per_gateway_serves_v1_embeddings() -> None:
+    from litestar.testing import AsyncTestClient
+
+    from gateway.app import create_app
+    from gateway.build import build_gateway
+    from gateway.devtools.fake_backend import FakeBackend
+    from gateway.dispatch import Tiers
+    from gateway.routing.static import StaticRouter
+    from gateway.settings import load_settings
+
+    loader = CountingLoader()
+    shared = SharedEmbedder(loader)
+    settings = load_settings(environ={}, overrides={"access_log": False})
+    tiers = Tiers(local=FakeBackend("local"), upstream=None, upstream_default_model=settings.upstream.default_model,
+                  local_model_name=settings.local.model_name)
+    pipeline = build_gateway(settings, tiers=tiers, router=StaticRouter(), embedder=shared)
+    assert pipeline.embedder is shared and loader.calls == 0  # loaded on first use, not before
+    async with AsyncTestClient(create_app(settings, pipeline)) as client:
+        response = await client.post("/v1/embeddings", json={"model": "local-embedding", "input": "turn off dark mode"})
+        assert response.status_code == 200
+        embedder = shared.get()
+        assert embedder is not None and loader.calls == 1  # the drop-in endpoints' embedder is the shared one
+        (row,) = response.json()["data"]
+        np.testing.assert_allclose(row["embedding"], embedder.embed(["turn off dark mode"])[0], rtol=1e-6)
+    assert shared.get() is embedder and loader.calls == 1
+
+
+def test_an_embedder_that_cannot_load_is_none_and_tried_once(caplog: pytest.LogCaptureFixture) -> None:
+    loader = CountingLoader(fail=True)
+    shared = SharedEmbedder(loader)
+    assert shared.get() is None and shared.get() is None
+    assert loader.calls == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "the bundled embedder could not be loaded: semantic caching and local embeddings are off"
+    ]

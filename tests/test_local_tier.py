@@ -4,20 +4,30 @@ non-streamed requests, special tokens in user text, and retry-after estimates fo
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import openai
 import pytest
+import uvicorn
+from litestar import Litestar
 
+from gateway.app import create_app
+from gateway.build import build_gateway
+from gateway.devtools.process import LOOPBACK, free_port
+from gateway.dispatch import Tiers
+from gateway.http_guard import GuardLimits, protocol_factory
 from gateway.openai.request import parse_chat_request
+from gateway.routing.static import StaticRouter
+from gateway.settings import Settings, load_settings
 from gateway.tiers.bundled_model import ensure_bundled_model
 from gateway.tiers.llama_generation import UNSEEDED, sampler_seed
 from gateway.tiers.local import LlamaCppBackend, LocalQueueFull
 from gateway.tiers.queue_estimate import ServiceTimes
 from tests.conftest import RunningGateway
 
+HANG_GUARD = 300.0  # seconds: a bound against a hang, not a timing assumption (each wait ends on an event)
 RANDOM_WORDS = [{"role": "user", "content": "Write a long fantasy story about a dragon and a baker."}]
 COUNT_FOREVER = [{"role": "user", "content": "Count from 1 to 5000, one number per line, without stopping."}]
 
@@ -26,17 +36,34 @@ def client(gw: RunningGateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.base_url, api_key="sk-test", max_retries=0, timeout=120)
 
 
-def metric_value(gw: RunningGateway, name: str) -> float:
-    for line in httpx.get(f"{gw.root}/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"metric {name} not exposed")
+class SlotWatch:
+    """The local tier's slot count as its `on_queue_change` reports it; `until(n)` waits for that count."""
+
+    def __init__(self) -> None:
+        self.inflight = 0
+        self._changed = asyncio.Event()
+
+    def __call__(self, waiting: int, inflight: int) -> None:
+        self.inflight = inflight
+        self._changed.set()
+
+    async def until(self, inflight: int) -> None:
+        async with asyncio.timeout(HANG_GUARD):  # only against a hang: the wait ends on the change itself
+            while self.inflight != inflight:
+                self._changed.clear()
+                await self._changed.wait()
 
 
 @pytest.fixture(scope="module")
-async def backend() -> AsyncIterator[LlamaCppBackend]:
+def slots() -> SlotWatch:
+    return SlotWatch()
+
+
+@pytest.fixture(scope="module")
+async def backend(slots: SlotWatch) -> AsyncIterator[LlamaCppBackend]:
     """The bundled model in-process: one slot, no queue."""
-    local = LlamaCppBackend(str(ensure_bundled_model()), max_concurrency=1, max_queue=0, context_size=2048)
+    local = LlamaCppBackend(str(ensure_bundled_model()), max_concurrency=1, max_queue=0, context_size=2048,
+                            on_queue_change=slots)
     await local.start()
     yield local
     await local.close()
@@ -77,27 +104,51 @@ def test_a_seed_reproduces_and_does_not_leak_into_later_requests(gateway: Runnin
 
 
 # -- b) a client leaving a non-streamed request --------------------------------------------------------------------
-def test_client_leaving_a_non_streamed_request_frees_the_local_slot(gateway: RunningGateway) -> None:
-    async def scenario() -> None:
-        body = {"model": "local", "messages": COUNT_FOREVER, "max_tokens": 3000, "temperature": 0}
-        async with httpx.AsyncClient(timeout=120) as http:
-            abandoned = asyncio.create_task(http.post(f"{gateway.base_url}/chat/completions", json=body))
-            deadline = time.monotonic() + 60
-            while metric_value(gateway, "slm_gateway_local_inflight") != 1:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+@asynccontextmanager
+async def serving(app: Litestar, settings: Settings) -> AsyncIterator[str]:
+    """`app` served in this event loop on loopback by uvicorn with the gateway's own HTTP protocol; its /v1 URL."""
+    server = settings.server
+    limits = GuardLimits(server.max_header_bytes, server.header_timeout_seconds, server.body_timeout_seconds)
+    port = free_port()
+    uv = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, lifespan="off", log_level="warning",
+                                       http=protocol_factory(limits)))  # type: ignore[arg-type]
+    serve = asyncio.create_task(uv.serve())
+    async with asyncio.timeout(HANG_GUARD):
+        while not uv.started:
+            await asyncio.sleep(0.01)
+    try:
+        yield f"http://{LOOPBACK}:{port}/v1"
+    finally:
+        uv.should_exit = True
+        await serve
+
+
+async def test_client_leaving_a_non_streamed_request_frees_the_local_slot(
+    backend: LlamaCppBackend, slots: SlotWatch
+) -> None:
+    """One slot, no queue: the client of a long generation leaves; the generation is cancelled (not finished),
+    the slot is free, and the next request is served. Waits are on the slot's own changes, not on a clock."""
+    settings = load_settings(environ={}, overrides={"access_log": False})
+    tiers = Tiers(local=backend, upstream=None, upstream_default_model=settings.upstream.default_model,
+                  local_model_name=settings.local.model_name)
+    pipeline = build_gateway(settings, tiers=tiers, router=StaticRouter())
+    finished_before = backend.service_times.samples  # counts generations that ran to their end, not cancelled ones
+    body = {"model": "local", "messages": COUNT_FOREVER, "max_tokens": 1500, "temperature": 0}
+    async with serving(create_app(settings, pipeline), settings) as base_url, httpx.AsyncClient(timeout=120) as http:
+        async with httpx.AsyncClient(timeout=120) as leaving:
+            abandoned = asyncio.create_task(leaving.post(f"{base_url}/chat/completions", json=body))
+            await slots.until(1)  # generating
             abandoned.cancel()  # closes the connection mid-generation
             with pytest.raises(asyncio.CancelledError):
                 await abandoned
-        # 3000 tokens take minutes on this machine; a cancelled generation stops at its next token.
-        deadline = time.monotonic() + 20
-        while metric_value(gateway, "slm_gateway_local_inflight") != 0:
-            assert time.monotonic() < deadline, "the abandoned generation kept the local slot"
-            await asyncio.sleep(0.05)
-
-    asyncio.run(scenario())
-    out = client(gateway).chat.completions.create(model="local", messages=RANDOM_WORDS, max_tokens=3, temperature=0)
-    assert out.usage is not None and out.usage.completion_tokens == 3
+        await slots.until(0)
+        assert backend.service_times.samples == finished_before  # stopped early: cancelled, not run to the end
+        closed = pipeline.metrics.registry.get_sample_value(
+            "slm_gateway_requests_total", {"tier": "local", "status": "499", "reason": "pinned"})
+        assert closed == 1.0
+        answer = await http.post(f"{base_url}/chat/completions",
+                                 json={"model": "local", "messages": RANDOM_WORDS, "max_tokens": 3, "temperature": 0})
+        assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 3
 
 
 # -- c) special tokens in user text --------------------------------------------------------------------------------

@@ -61,7 +61,10 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
         except GatewayError as exc:
             gateway.refuse(exchange, exc)
             raise
-        answer = await unless_disconnected(request.receive, gateway.chat(exchange))
+        gateway.decide(exchange)
+        work = gateway.answer(exchange)
+        # only a local generation is worth a watcher (a task): cancelling it frees the slot for the next request
+        answer = await (unless_disconnected(request.receive, work) if gateway.frees_a_slot(exchange) else work)
         if answer is None:  # the client left before the answer was ready; its work was cancelled
             return Response(b"", status_code=CLIENT_CLOSED_REQUEST, media_type=JSON)
         after = BackgroundTask(answer.after_send) if answer.after_send is not None else None  # once it is sent

@@ -41,11 +41,10 @@ def _tenant(args: argparse.Namespace) -> str:
 
 
 async def _purge(url: str, prefix: str, tenant: str) -> int:
-    import redis.asyncio as aioredis
-
     from gateway.cache.semantic.purge import purge_tenant
+    from gateway.redis_link import redis_client
 
-    client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis_client(url, timeout_seconds=5, max_connections=2)
     try:
         return await purge_tenant(client, prefix, tenant)
     finally:

@@ -25,15 +25,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.cache.breaker import Breaker
 from gateway.cache.semantic.index import Candidate, ScopeMatrix
 from gateway.cache.semantic.purge import purge_keys
 from gateway.cache.store import StoreError
+from gateway.redis_link import RedisLink
 
 SYNC_BATCH = 256
 """Stream entries per catch-up round trip (~270 KB at 256-d): small enough to finish within a socket timeout."""
@@ -70,16 +68,16 @@ class RedisVectorIndex:
         breaker: Breaker | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.url = url
         self.dim = dim
         self.prefix = prefix
         self.max_rows_per_scope = max_rows_per_scope
         self.max_mirrored_vectors = max_mirrored_vectors
-        self.timeout_seconds = timeout_seconds
-        self.max_connections = max_connections
-        self.breaker = breaker or Breaker()
+        self.link: RedisLink[StoreError] = RedisLink(
+            url, timeout_seconds=timeout_seconds, max_connections=max_connections, breaker=breaker or Breaker(),
+            error=StoreError, what="vector index",
+        )
+        self.breaker = self.link.breaker
         self._clock = clock
-        self._redis: Redis | None = None
         self._mirrors: OrderedDict[str, _Mirror] = OrderedDict()
 
     def __repr__(self) -> str:  # the URL may carry a password
@@ -89,39 +87,14 @@ class RedisVectorIndex:
         return f"{self.prefix}:{scope_id}"
 
     async def start(self) -> None:
-        if self._redis is None:
-            pool = BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=self.max_connections,
-                timeout=self.timeout_seconds,
-                socket_timeout=self.timeout_seconds,
-                socket_connect_timeout=self.timeout_seconds,
-            )
-            self._redis = Redis(connection_pool=pool)
+        self.link.open()
 
     async def close(self) -> None:
         for mirror in self._mirrors.values():
             if mirror.syncing is not None:
                 mirror.syncing.cancel()
         self._mirrors.clear()
-        if self._redis is not None:
-            redis, self._redis = self._redis, None
-            try:
-                await redis.aclose(close_connection_pool=True)
-            except (RedisError, OSError):
-                pass
-
-    def _client(self, operation: str) -> Redis:
-        if self._redis is None:
-            raise StoreError(operation, "vector index not started")
-        if not self.breaker.allow():
-            raise StoreError("connect", "redis unavailable (backing off)")
-        return self._redis
-
-    def _failed(self, operation: str, exc: BaseException) -> StoreError:
-        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
-            self.breaker.failure()
-        return StoreError(operation, f"{type(exc).__name__}: {exc}")
+        await self.link.close()
 
     def _mirror(self, scope_id: str) -> _Mirror:
         mirror = self._mirrors.get(scope_id)
@@ -140,7 +113,7 @@ class RedisVectorIndex:
 
     async def _sync(self, scope_id: str, mirror: _Mirror) -> None:
         """Append what the stream gained since `mirror.last_id` (in batches), or reset a vanished stream."""
-        redis = self._client("get")
+        redis = self.link.client("get")
         key = self.key(scope_id)
         while True:
             try:
@@ -149,8 +122,8 @@ class RedisVectorIndex:
                     pipe.xrange(key, min=f"({mirror.last_id}", max="+", count=SYNC_BATCH)
                     exists, rows = await pipe.execute()
             except (RedisError, OSError) as exc:
-                raise self._failed("get", exc) from None
-            self.breaker.success()
+                raise self.link.failed("get", exc) from None
+            self.link.ok()
             if not exists:
                 if len(mirror.matrix) or mirror.last_id != "0-0":
                     mirror.matrix = ScopeMatrix(self.dim, self.max_rows_per_scope)
@@ -174,7 +147,7 @@ class RedisVectorIndex:
         return mirror.matrix.search(vector, k, self._clock())
 
     async def add(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes, ttl_ms: int) -> None:
-        redis = self._client("set")
+        redis = self.link.client("set")
         key = self.key(scope_id)
         ttl_ms = max(1, ttl_ms)
         fields = {
@@ -190,8 +163,8 @@ class RedisVectorIndex:
                 pipe.pexpire(key, ttl_ms, gt=True)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise self._failed("set", exc) from None
-        self.breaker.success()
+            raise self.link.failed("set", exc) from None
+        self.link.ok()
 
     async def purge_tenant(self, tenant_ns: str) -> int:
         """Drop the tenant's mirrors here and its streams in Redis (other replicas reset on their next lookup)."""
@@ -199,4 +172,4 @@ class RedisVectorIndex:
             mirror = self._mirrors.pop(scope_id)
             if mirror.syncing is not None:
                 mirror.syncing.cancel()
-        return await purge_keys(self._client("set"), f"{self.prefix}:{tenant_ns}:sem:")
+        return await purge_keys(self.link.client("set"), f"{self.prefix}:{tenant_ns}:sem:")
