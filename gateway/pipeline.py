@@ -26,6 +26,7 @@ from gateway.tiers.base import NO_FEATURES
 
 if TYPE_CHECKING:
     from gateway.learning.service import Learning
+    from gateway.limits.limiter import Limiter
 
 
 class Pipeline:
@@ -43,9 +44,12 @@ class Pipeline:
         accounting: Accounting,
         health: HealthCheck | None = None,
         learning: Learning | None = None,
+        limits: Limiter | None = None,
     ) -> None:
         self.settings = settings
         self.learning = learning
+        self.limits = limits
+        """Gateway keys, rate limits and budgets (None when `limits.enabled` is off)."""
         self.tiers = tiers
         self.router = router
         self.cache = cache
@@ -56,7 +60,9 @@ class Pipeline:
         self._models_body: bytes | None = None
 
     async def start(self) -> None:
-        """Start the tiers (loads the local model) and the response cache."""
+        """Start the key store and limits, the tiers (loads the local model) and the response cache."""
+        if self.limits is not None:  # keys are loaded before the first request
+            await self.limits.start()
         await self.cache.start()
         for backend in (self.tiers.local, self.tiers.upstream):
             if backend is not None:
@@ -71,6 +77,8 @@ class Pipeline:
             if backend is not None:
                 await backend.close()
         await self.cache.close()
+        if self.limits is not None:
+            await self.limits.close()
 
     # -- the request path -----------------------------------------------------------------------------------
     def exchange(self, request_id: str, headers: Mapping[str, str], started: float) -> Exchange:
