@@ -173,8 +173,8 @@ class LimitSettings(_Section):
     redis_url: str | None = None
     """Where keys and counters live (shared by replicas); default `cache.redis_url`; none: in-process only."""
     key_prefix: str = "slmgw:limits:v1"
-    timeout_seconds: float = 0.05
-    """Redis connect and socket timeout of a limit check."""
+    timeout_seconds: float = 0.5
+    """Redis connect and socket timeout of a limit check (longer than the cache's: a false 429 is not a miss)."""
     fail_open_local: bool = True
     """Redis down: serve local-tier requests unchecked (counted, warned)."""
     fail_open_upstream: bool = False

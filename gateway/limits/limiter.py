@@ -160,8 +160,8 @@ class Limiter:
         serve = self.settings.fail_open_local if ex.tier == "local" else self.settings.fail_open_upstream
         if not self._store_down:
             self._store_down = True
-            what = "serving" if serve else "refusing"
-            log.warning("limits: the limit store is unreachable (%s); %s %s requests unchecked", exc, what, ex.tier)
+            what = "serving them unchecked" if serve else "refusing them (429)"
+            log.warning("limits: the limit store is unreachable (%s); %s requests: %s", exc, ex.tier, what)
         if serve:
             self.metrics.store_errors.labels("reserve", "open").inc()
             return Hold(record, scopes, hold_id, prompt, tokens, nano, False)

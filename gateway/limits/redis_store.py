@@ -38,7 +38,7 @@ _limits = msgspec.json.Decoder(Limits)
 class RedisLimitStore(LimitStore):
     shared = True
 
-    def __init__(self, url: str, *, prefix: str, timeout_seconds: float = 0.05, max_connections: int = 64) -> None:
+    def __init__(self, url: str, *, prefix: str, timeout_seconds: float = 0.5, max_connections: int = 64) -> None:
         self.url = url
         self.prefix = prefix
         self.timeout_seconds = timeout_seconds
