@@ -331,6 +331,9 @@ class Proxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.cut_off:
+                client.close()
+                return
             upstream = socket.create_connection(self.target)
             self.links += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
@@ -349,6 +352,8 @@ class Proxy:
 
     def cut(self) -> None:
         self.cut_off = True
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
         self.listener.close()
         for link in self.links:
             with contextlib.suppress(OSError):

@@ -1,23 +1,21 @@
 """`RedisLimitStore`: keys, teams and counters in Redis, shared by every replica (one Lua script per check).
 
 Keys: hash `<prefix>:keys` (key id -> JSON record, with the key's sha256, never the key), hash `<prefix>:teams`
-(team -> JSON caps), counter `<prefix>:version` (bumped in the same transaction as every change). Counters:
-`store.scope_keys`. Connection failures and timeouts open a breaker (calls are skipped for a short, growing
-pause) and surface as `StoreUnavailable`.
+(team -> JSON caps), counter `<prefix>:version` (bumped by the same script as every change). Counters:
+`store.scope_keys`. Commands go through one pipelined connection (`gateway.limits.resp`); connection failures and
+timeouts open a breaker (calls are skipped for a short, growing pause) and surface as `StoreUnavailable`.
 """
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 import msgspec
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.cache.breaker import Breaker
 from gateway.limits.records import KeyRecord, Limits
+from gateway.limits.resp import PipelinedRedis, ReplyError
 from gateway.limits.scripts import RESERVE, SETTLE, USAGE
 from gateway.limits.store import (
     Denied,
@@ -33,97 +31,77 @@ from gateway.limits.store import (
 
 _record = msgspec.json.Decoder(KeyRecord)
 _limits = msgspec.json.Decoder(Limits)
+_PUT = "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return redis.call('INCR', KEYS[2])"
+SCRIPTS = {"reserve": RESERVE, "settle": SETTLE, "usage": USAGE, "put": _PUT}
 
 
 class RedisLimitStore(LimitStore):
     shared = True
 
-    def __init__(self, url: str, *, prefix: str, timeout_seconds: float = 0.5, max_connections: int = 64) -> None:
+    def __init__(self, url: str, *, prefix: str, timeout_seconds: float = 0.5) -> None:
         self.url = url
         self.prefix = prefix
         self.timeout_seconds = timeout_seconds
-        self.max_connections = max_connections
         self.breaker = Breaker()
-        self._redis: Redis | None = None
+        self._redis: PipelinedRedis | None = None
+        self._sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPTS.items()}
 
     def __repr__(self) -> str:  # the URL may carry a password
         return "RedisLimitStore()"
 
     async def start(self) -> None:
-        if self._redis is not None:
-            return
-        pool = BlockingConnectionPool.from_url(
-            self.url,
-            max_connections=self.max_connections,
-            timeout=self.timeout_seconds,
-            socket_timeout=self.timeout_seconds,
-            socket_connect_timeout=self.timeout_seconds,
-            socket_keepalive=True,
-            health_check_interval=15,
-            retry=Retry(NoBackoff(), 1),
-        )
-        self._redis = Redis(connection_pool=pool)
-        self._reserve = self._redis.register_script(RESERVE)
-        self._settle = self._redis.register_script(SETTLE)
-        self._usage = self._redis.register_script(USAGE)
+        if self._redis is None:
+            self._redis = PipelinedRedis(self.url, timeout=self.timeout_seconds)
 
     async def close(self) -> None:
         if self._redis is not None:
             redis, self._redis = self._redis, None
-            try:
-                await redis.aclose(close_connection_pool=True)
-            except (RedisError, OSError):
-                pass
+            await redis.close()
 
-    def _client(self) -> Redis:
-        if self._redis is None:
+    async def _call(self, *command: Any) -> Any:
+        redis = self._redis
+        if redis is None:
             raise StoreUnavailable("limit store not started")
         if not self.breaker.allow():
             raise StoreUnavailable("redis unavailable (backing off)")
-        return self._redis
-
-    def _failed(self, exc: BaseException) -> StoreUnavailable:
-        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
+        try:
+            reply = await redis.execute(*command)
+        except (ConnectionError, TimeoutError, OSError) as exc:
             self.breaker.failure()
-        return StoreUnavailable(f"{type(exc).__name__}: {exc}")
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
+        except ReplyError as exc:
+            raise StoreUnavailable(f"redis error: {exc}") from None
+        self.breaker.success()
+        return reply
+
+    async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._call("EVALSHA", self._sha[name], len(keys), *keys, *args)
+        except StoreUnavailable as exc:
+            if "NOSCRIPT" not in str(exc):
+                raise
+        await self._call("SCRIPT", "LOAD", SCRIPTS[name])  # a restarted or flushed Redis: load it once more
+        return await self._call("EVALSHA", self._sha[name], len(keys), *keys, *args)
 
     # -- keys and teams -------------------------------------------------------------------------------------
-    async def _change(self, hash_name: str, field: str, value: bytes) -> None:
-        redis = self._client()
-        try:
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.hset(f"{self.prefix}:{hash_name}", field, value)
-                pipe.incr(f"{self.prefix}:version")
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise self._failed(exc) from None
-        self.breaker.success()
-
     async def put_key(self, record: KeyRecord) -> None:
-        await self._change("keys", record.id, msgspec.json.encode(record))
+        await self._script("put", [f"{self.prefix}:keys", f"{self.prefix}:version"],
+                           [record.id, msgspec.json.encode(record)])
 
     async def put_team(self, team: str, limits: Limits) -> None:
-        await self._change("teams", team, msgspec.json.encode(limits))
+        await self._script("put", [f"{self.prefix}:teams", f"{self.prefix}:version"],
+                           [team, msgspec.json.encode(limits)])
 
     async def keys(self) -> list[KeyRecord]:
-        rows = await self._call(lambda r: r.hvals(f"{self.prefix}:keys"))
+        rows = await self._call("HVALS", f"{self.prefix}:keys")
         return sorted((_record.decode(v) for v in rows), key=lambda k: (k.team, k.created, k.id))
 
     async def teams(self) -> dict[str, Limits]:
-        rows = await self._call(lambda r: r.hgetall(f"{self.prefix}:teams"))
-        return {k.decode(): _limits.decode(v) for k, v in rows.items()}
+        flat = await self._call("HGETALL", f"{self.prefix}:teams")
+        return {flat[i].decode(): _limits.decode(flat[i + 1]) for i in range(0, len(flat), 2)}
 
     async def version(self) -> int:
-        return int(await self._call(lambda r: r.get(f"{self.prefix}:version")) or 0)
-
-    async def _call(self, op):  # type: ignore[no-untyped-def]
-        redis = self._client()
-        try:
-            result = await op(redis)
-        except (RedisError, OSError) as exc:
-            raise self._failed(exc) from None
-        self.breaker.success()
-        return result
+        return int(await self._call("GET", f"{self.prefix}:version") or 0)
 
     # -- counters -------------------------------------------------------------------------------------------
     def _keys(self, scopes: list[Scope], now: float) -> list[str]:
@@ -133,23 +111,21 @@ class RedisLimitStore(LimitStore):
     async def reserve(
         self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float, lease: float
     ) -> Granted | Denied:
-        args: list[float | str | int] = [int(now * 1000), request_id, int(lease * 1000), tokens, nano, len(scopes)]
+        args: list[Any] = [int(now * 1000), request_id, int(lease * 1000), tokens, nano, len(scopes)]
         for s in scopes:
             args += caps(s.limits)
-        out = await self._call(lambda r: self._reserve(keys=self._keys(scopes, now), args=args, client=r))
+        out = await self._script("reserve", self._keys(scopes, now), args)
         if out[0] == 0:
-            scope = scopes[int(out[1])].name
-            return Denied(scope, out[2].decode() if isinstance(out[2], bytes) else out[2], float(out[3]), float(out[4]))
+            reason = out[2].decode() if isinstance(out[2], bytes) else out[2]
+            return Denied(scopes[int(out[1])].name, reason, float(out[3]), float(out[4]))
         return Granted(_usage_rows(scopes, out[1:]))
 
     async def settle(self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float) -> list[ScopeUsage]:
-        args = [request_id, tokens, nano, len(scopes)]
-        out = await self._call(lambda r: self._settle(keys=self._keys(scopes, now), args=args, client=r))
+        out = await self._script("settle", self._keys(scopes, now), [request_id, tokens, nano, len(scopes)])
         return _usage_rows(scopes, out)
 
     async def usage(self, scope: str, now: float) -> ScopeUsage:
-        keys = scope_keys(self.prefix, scope, Windows.at(now))
-        out = await self._call(lambda r: self._usage(keys=keys, args=[], client=r))
+        out = await self._script("usage", scope_keys(self.prefix, scope, Windows.at(now)), [])
         return ScopeUsage(scope, int(out[0]), int(out[1]), int(out[2]), int(out[3]))
 
 

@@ -1,0 +1,153 @@
+"""What per key and per team limits add to a request, side by side with limits off, in one run.
+
+    python bench/limits.py                                  # 320 req/s, 10 s per run, 2 rounds
+    python bench/limits.py --rate 320 --duration 5 --rounds 3 --redis-url redis://127.0.0.1:6379/10
+
+Two gateways are started as their own processes (uvicorn with the options `slm-gateway serve` uses, tiers: the
+upstream only, the fake upstream of gateway/devtools), alike except for `limits`:
+
+- `off`: `limits.enabled: false` (the default): no key store, no layer, no work on the request path;
+- `on`: `limits.enabled: true` on the real Redis at `--redis-url`; the request carries a stored gateway key with
+  caps of every kind (rpm, tpm, concurrency, $ per day) and its team a $ per month cap, i.e. two scopes
+  reserved and settled per request (the worst case), all caps far above the offered load.
+
+Each round loads `off` then `on` with the same open loop (bench/loadgen.py: `--rate` req/s, latency from each
+request's scheduled send time). The table gives p50/p99 of every run, and the medians over the rounds of what
+`on` adds to `off`: the added latency of the limit checks (target: at most 0.3 ms at p50).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from loadgen import Target, open_loop, settle  # noqa: E402
+from procstat import load_average, machine_line  # noqa: E402
+
+from gateway.devtools.process import LOOPBACK, free_port, run_fake_upstream, spawn_server  # noqa: E402
+
+ADMIN_KEY = "sk-bench-admin"
+
+
+def serve(config_json: str, port: int) -> None:
+    """Child process: one gateway for `config_json` with the upstream tier only, under uvicorn."""
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.build import build_gateway
+    from gateway.dispatch import Tiers
+    from gateway.metrics import GatewayMetrics
+    from gateway.routing.reloadable import router_from_settings
+    from gateway.server import _uvicorn_options
+    from gateway.settings import load_settings
+    from gateway.tiers.http import OpenAIHTTPBackend
+
+    settings = load_settings(environ={}, overrides={**json.loads(config_json), "port": port, "host": LOOPBACK,
+                                                    "log_level": "warning", "access_log": False})
+    up = settings.upstream
+    assert up.url is not None
+    tiers = Tiers(upstream=OpenAIHTTPBackend("upstream", up.url, up.api_key, max_connections=up.max_connections),
+                  upstream_default_model=up.default_model, local_model_name=settings.local.model_name)
+    metrics = GatewayMetrics()
+    pipeline = build_gateway(settings, tiers=tiers, router=router_from_settings(settings, metrics), metrics=metrics)
+    uvicorn.run(create_app(settings, pipeline), **_uvicorn_options(settings))  # type: ignore[arg-type]
+
+
+def start(stack: ExitStack, config: dict[str, object]) -> str:
+    port = free_port()
+    argv = [sys.executable, str(Path(__file__).resolve()), "--serve", json.dumps(config), "--port", str(port)]
+    stack.enter_context(spawn_server(argv, f"http://{LOOPBACK}:{port}/healthz", timeout=60, cwd=ROOT,
+                                     env={"PYTHONPATH": str(ROOT)}))
+    return f"http://{LOOPBACK}:{port}"
+
+
+def stored_key(root: str) -> str:
+    """A key with every kind of cap, in a team with a monthly cap (all far above the offered load)."""
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=root, headers=admin, timeout=10) as http:
+        r = http.put("/admin/teams/bench/limits", json={"usd_per_month": 1e6})
+        r.raise_for_status()
+        r = http.post("/admin/keys", json={"team": "bench", "name": "bench", "limits": {
+            "rpm": 10_000_000, "tpm": 10_000_000_000, "concurrency": 100_000, "usd_per_day": 1e6}})
+        r.raise_for_status()
+        return str(r.json()["key"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=320.0)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return 0
+
+    prefix = f"slmgw:bench-limits:{uuid.uuid4().hex[:8]}"
+    print(f"machine: {machine_line()}; load average before: {load_average()}")
+    with ExitStack() as stack:
+        upstream = stack.enter_context(run_fake_upstream())
+        common = {"upstream": {"url": upstream, "api_key": "sk-fake"}, "cache": {"enabled": False}}
+        off = start(stack, common)
+        on = start(stack, {**common, "admin_api_keys": [ADMIN_KEY],
+                           "limits": {"enabled": True, "redis_url": args.redis_url, "key_prefix": prefix}})
+        key = stored_key(on)
+        pin = {"x-gateway-route": "upstream"}
+        targets = {"off": Target(f"{off}/v1", headers=pin),
+                   "on": Target(f"{on}/v1", headers={**pin, "authorization": f"Bearer {key}"})}
+        rows: list[tuple[int, str, dict[str, float], int, int]] = []
+
+        async def run() -> None:
+            for rnd in range(1, args.rounds + 1):
+                for name, target in targets.items():
+                    await settle(target)
+                    result = await open_loop(target, rate=args.rate, duration=args.duration)
+                    rows.append((rnd, name, result.stats(), result.ok, result.error_count))
+                    if result.errors:
+                        print(f"round {rnd} {name}: errors {dict(result.errors)}")
+
+        asyncio.run(run())
+        limits_lines = [line for line in httpx.get(f"{on}/metrics").text.splitlines()
+                        if line.startswith(("slm_gateway_limits_", "slm_gateway_limited_requests_total"))
+                        and not line.endswith(" 0.0") and "_created" not in line]
+    _cleanup(args.redis_url, prefix)
+
+    print(f"open loop, {args.rate:.0f} req/s offered, {args.duration:.0f} s per run, non-streaming, upstream pinned")
+    print(f"{'round':>5} {'limits':>6} {'ok':>6} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8}")
+    for rnd, name, stats, ok, errors in rows:
+        print(f"{rnd:>5} {name:>6} {ok:>6} {errors:>6} {stats['p50']:>8.3f} {stats['p99']:>8.3f}")
+    added = {q: statistics.median(
+        on_s[q] - off_s[q] for (_, a, off_s, *_), (_, b, on_s, *_) in zip(rows[0::2], rows[1::2])) for q in ("p50", "p99")}
+    print(f"added by limits (median over {args.rounds} rounds): p50 {added['p50']:+.3f} ms, p99 {added['p99']:+.3f} ms"
+          f"  (target p50 <= 0.300 ms: {'met' if added['p50'] <= 0.3 else 'NOT met'})")
+    print("the `on` gateway's own limit metrics (non-zero):")
+    print("\n".join("  " + line for line in limits_lines))
+    print(f"load average after: {load_average()}")
+    return 0
+
+
+def _cleanup(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    for name in client.scan_iter(match=f"{prefix}:*", count=1000):
+        client.delete(name)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
