@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from loadgen import Target, open_loop, settle  # noqa: E402
-from procstat import load_average, machine_line  # noqa: E402
+from procstat import group_cpu_seconds, load_average, machine_line  # noqa: E402
 
 from gateway.devtools.process import LOOPBACK, free_port, run_fake_upstream, spawn_server  # noqa: E402
 
@@ -65,12 +65,13 @@ def serve(config_json: str, port: int) -> None:
     uvicorn.run(create_app(settings, pipeline), **_uvicorn_options(settings))  # type: ignore[arg-type]
 
 
-def start(stack: ExitStack, config: dict[str, object]) -> str:
+def start(stack: ExitStack, config: dict[str, object]) -> tuple[str, int]:
+    """A gateway process for `config`: its root URL and process id (its own process group)."""
     port = free_port()
     argv = [sys.executable, str(Path(__file__).resolve()), "--serve", json.dumps(config), "--port", str(port)]
-    stack.enter_context(spawn_server(argv, f"http://{LOOPBACK}:{port}/healthz", timeout=60, cwd=ROOT,
-                                     env={"PYTHONPATH": str(ROOT)}))
-    return f"http://{LOOPBACK}:{port}"
+    server = stack.enter_context(spawn_server(argv, f"http://{LOOPBACK}:{port}/healthz", timeout=60, cwd=ROOT,
+                                              env={"PYTHONPATH": str(ROOT)}))
+    return f"http://{LOOPBACK}:{port}", server.pid
 
 
 def stored_key(root: str) -> str:
@@ -103,21 +104,24 @@ def main() -> int:
     with ExitStack() as stack:
         upstream = stack.enter_context(run_fake_upstream())
         common = {"upstream": {"url": upstream, "api_key": "sk-fake"}, "cache": {"enabled": False}}
-        off = start(stack, common)
-        on = start(stack, {**common, "admin_api_keys": [ADMIN_KEY],
+        off, off_pid = start(stack, common)
+        on, on_pid = start(stack, {**common, "admin_api_keys": [ADMIN_KEY],
                            "limits": {"enabled": True, "redis_url": args.redis_url, "key_prefix": prefix}})
         key = stored_key(on)
         pin = {"x-gateway-route": "upstream"}
         targets = {"off": Target(f"{off}/v1", headers=pin),
                    "on": Target(f"{on}/v1", headers={**pin, "authorization": f"Bearer {key}"})}
-        rows: list[tuple[int, str, dict[str, float], int, int]] = []
+        pids = {"off": off_pid, "on": on_pid}
+        rows: list[tuple[int, str, dict[str, float], int, int, float]] = []
 
         async def run() -> None:
             for rnd in range(1, args.rounds + 1):
                 for name, target in targets.items():
                     await settle(target)
+                    cpu = group_cpu_seconds(pids[name])
                     result = await open_loop(target, rate=args.rate, duration=args.duration)
-                    rows.append((rnd, name, result.stats(), result.ok, result.error_count))
+                    cpu_ms = (group_cpu_seconds(pids[name]) - cpu) * 1000 / max(1, result.sent + int(args.rate))
+                    rows.append((rnd, name, result.stats(), result.ok, result.error_count, cpu_ms))
                     if result.errors:
                         print(f"round {rnd} {name}: errors {dict(result.errors)}")
 
@@ -128,13 +132,17 @@ def main() -> int:
     _cleanup(args.redis_url, prefix)
 
     print(f"open loop, {args.rate:.0f} req/s offered, {args.duration:.0f} s per run, non-streaming, upstream pinned")
-    print(f"{'round':>5} {'limits':>6} {'ok':>6} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8}")
-    for rnd, name, stats, ok, errors in rows:
-        print(f"{rnd:>5} {name:>6} {ok:>6} {errors:>6} {stats['p50']:>8.3f} {stats['p99']:>8.3f}")
+    print(f"{'round':>5} {'limits':>6} {'ok':>6} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10}")
+    for rnd, name, stats, ok, errors, cpu_ms in rows:
+        print(f"{rnd:>5} {name:>6} {ok:>6} {errors:>6} {stats['p50']:>8.3f} {stats['p99']:>8.3f} {cpu_ms:>10.3f}")
     added = {q: statistics.median(
         on_s[q] - off_s[q] for (_, a, off_s, *_), (_, b, on_s, *_) in zip(rows[0::2], rows[1::2])) for q in ("p50", "p99")}
-    print(f"added by limits (median over {args.rounds} rounds): p50 {added['p50']:+.3f} ms, p99 {added['p99']:+.3f} ms"
-          f"  (target p50 <= 0.300 ms: {'met' if added['p50'] <= 0.3 else 'NOT met'})")
+    failed = any(row[4] for row in rows)
+    verdict = "no verdict: a run had errors" if failed else ("met" if added["p50"] <= 0.3 else "NOT met")
+    added_cpu = statistics.median(b[5] - a[5] for a, b in zip(rows[0::2], rows[1::2]))
+    print(f"added by limits (median over {args.rounds} rounds): p50 {added['p50']:+.3f} ms, p99 {added['p99']:+.3f} ms, "
+          f"CPU {added_cpu:+.3f} ms per request"
+          f"  (target p50 <= 0.300 ms: {verdict})")
     print("the `on` gateway's own limit metrics (non-zero):")
     print("\n".join("  " + line for line in limits_lines))
     print(f"load average after: {load_average()}")

@@ -58,15 +58,17 @@ class RedisLimitStore(LimitStore):
             redis, self._redis = self._redis, None
             await redis.close()
 
-    async def _call(self, *command: Any) -> Any:
+    async def _call(self, *command: Any, lazy: bool = False) -> Any:
         redis = self._redis
         if redis is None:
             raise StoreUnavailable("limit store not started")
         if not self.breaker.allow():
             raise StoreUnavailable("redis unavailable (backing off)")
         try:
-            reply = await redis.execute(*command)
-        except (ConnectionError, TimeoutError, OSError) as exc:
+            reply = await redis.execute(*command, lazy=lazy)
+        except TimeoutError as exc:  # slow, not gone (a stuck connection is aborted: ConnectionError next time)
+            raise StoreUnavailable(f"TimeoutError: {exc}") from None
+        except (ConnectionError, OSError) as exc:
             self.breaker.failure()
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
         except ReplyError as exc:
@@ -74,9 +76,9 @@ class RedisLimitStore(LimitStore):
         self.breaker.success()
         return reply
 
-    async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+    async def _script(self, name: str, keys: list[str], args: list[Any], lazy: bool = False) -> Any:
         try:
-            return await self._call("EVALSHA", self._sha[name], len(keys), *keys, *args)
+            return await self._call("EVALSHA", self._sha[name], len(keys), *keys, *args, lazy=lazy)
         except StoreUnavailable as exc:
             if "NOSCRIPT" not in str(exc):
                 raise
@@ -121,7 +123,7 @@ class RedisLimitStore(LimitStore):
         return Granted(_usage_rows(scopes, out[1:]))
 
     async def settle(self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float) -> list[ScopeUsage]:
-        out = await self._script("settle", self._keys(scopes, now), [request_id, tokens, nano, len(scopes)])
+        out = await self._script("settle", self._keys(scopes, now), [request_id, tokens, nano, len(scopes)], lazy=True)
         return _usage_rows(scopes, out)
 
     async def usage(self, scope: str, now: float) -> ScopeUsage:

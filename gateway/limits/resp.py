@@ -6,8 +6,14 @@ per command (its layers, a pooled connection per command in flight), more than t
 left here is a FIFO of futures over one asyncio connection, so concurrent checks share one socket (pipelined)
 and cost tens of µs each.
 
-A command not answered within `timeout` seconds aborts the connection: every command waiting on it fails with
-`ConnectionError`, and the next command reconnects.
+Writes are coalesced, because on this machine a loopback `send` costs far more than packing a command: commands
+issued in one event-loop turn leave in one write, and a `lazy` command (a settle, which nobody waits for) waits
+up to `linger` seconds for the next command to ride along with.
+
+A command not answered within `timeout` seconds fails with `TimeoutError`. If nothing at all came back on the
+connection for that long (Redis hung, or the network gone without a reset), the connection is aborted: every
+command waiting on it fails with `ConnectionError`, and the next command reconnects. A reply that arrives after
+its command timed out is read and dropped, so the order of the others is kept.
 """
 
 from __future__ import annotations
@@ -31,11 +37,26 @@ class _Connection(asyncio.Protocol):
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.out: list[bytes] = []
+        self.flush_at: asyncio.Handle | None = None
+        self.soon = False
+        self.last_reply = 0.0
+
+    def flush(self) -> None:
+        if self.flush_at is not None:
+            self.flush_at.cancel()
+            self.flush_at = None
+        self.soon = False
+        if self.out and self.transport is not None and not self.closed:
+            self.transport.write(b"".join(self.out))
+        self.out.clear()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.last_reply = asyncio.get_running_loop().time()
 
     def data_received(self, data: bytes) -> None:
+        self.last_reply = asyncio.get_running_loop().time()
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
             future = self.waiting.popleft()
@@ -62,10 +83,11 @@ class _Connection(asyncio.Protocol):
 class PipelinedRedis:
     """Commands over one connection to `url` (redis://, rediss://, unix://), reconnecting when it is lost."""
 
-    def __init__(self, url: str, *, timeout: float = 0.5) -> None:
+    def __init__(self, url: str, *, timeout: float = 0.5, linger: float = 0.01) -> None:
         self.options = parse_url(url)
         self.tls = url.startswith("rediss://")
         self.timeout = timeout
+        self.linger = linger
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
 
@@ -111,25 +133,33 @@ class PipelinedRedis:
         self._conn = conn
         return conn
 
-    async def _send(self, conn: _Connection, command: tuple[Any, ...]) -> Any:
+    async def _send(self, conn: _Connection, command: tuple[Any, ...], lazy: bool = False) -> Any:
         assert conn.transport is not None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         conn.waiting.append(future)
-        conn.transport.write(hiredis.pack_command(command))
-        timer = loop.call_later(self.timeout, _expire, conn, future)
+        conn.out.append(hiredis.pack_command(command))
+        if not lazy:
+            if not conn.soon:  # everything issued in this loop turn leaves in one write
+                conn.soon = True
+                loop.call_soon(conn.flush)
+        elif conn.flush_at is None and not conn.soon:
+            conn.flush_at = loop.call_later(self.linger, conn.flush)
+        timer = loop.call_later(self.timeout + (self.linger if lazy else 0.0), _expire, conn, future, self.timeout)
         try:
             return await future
         finally:
             timer.cancel()
 
-    async def execute(self, *command: Any) -> Any:
+    async def execute(self, *command: Any, lazy: bool = False) -> Any:
         """Send one command and return its reply (`ReplyError` for an error reply, `ConnectionError` /
-        `TimeoutError` when Redis cannot be reached in time)."""
-        return await self._send(await self._connection(), command)
+        `TimeoutError` when Redis cannot be reached in time). `lazy`: it may wait `linger` s to be sent."""
+        return await self._send(await self._connection(), command, lazy)
 
 
-def _expire(conn: _Connection, future: asyncio.Future[Any]) -> None:
-    if not future.done():  # replies come in order: this connection is stuck, drop it and all it carries
-        future.set_exception(TimeoutError("redis did not answer in time"))
+def _expire(conn: _Connection, future: asyncio.Future[Any], timeout: float) -> None:
+    if future.done():
+        return
+    future.set_exception(TimeoutError("redis did not answer in time"))
+    if asyncio.get_running_loop().time() - conn.last_reply >= timeout:  # nothing came back: the connection is stuck
         conn.abort()
