@@ -12,7 +12,8 @@ from gateway.costs import CostModel
 from gateway.dispatch import Dispatcher, Tiers
 from gateway.health import build_health
 from gateway.learning.service import build_learning
-from gateway.limits import LimitLayer, build_limits
+from gateway.limits.build import build_limits
+from gateway.limits.layer import LimitLayer
 from gateway.metrics import GatewayMetrics
 from gateway.model_labels import ModelLabels
 from gateway.pipeline import Pipeline
@@ -88,7 +89,7 @@ def build_gateway(
     model_labels = ModelLabels([settings.local.model_name, tiers.local_model_name, *costs.known_models()])
     access_log = build_access_log(settings.access_log, settings.access_log_prompts)
     accounting = Accounting(metrics, costs, model_labels, access_log)
-    limiter = build_limits(settings, costs, metrics.registry)  # None when limits are off: no layer at all
+    limiter = build_limits(settings, costs, metrics.limits)  # None when limits are off: no layer at all
     dispatcher = Dispatcher(tiers)
     cache = build_cache_layer(settings.cache, LimitLayer(dispatcher, limiter) if limiter else dispatcher, metrics)
     health = build_health(

@@ -1,40 +1,6 @@
 """Gateway keys, rate limits and budgets per key and per team, shared by replicas through Redis.
 
-`build_limits` turns `LimitSettings` into a `Limiter` (None when limits are off: then nothing of this package
-runs on the request path); `gateway.build.build_gateway` wraps the dispatcher in a `LimitLayer` with it and gives
-its `KeyDirectory` to `gateway.auth.KeyChecker`. See docs/limits.md.
+`gateway.limits.build.build_limits` turns `LimitSettings` into a `Limiter` (None when limits are off: then nothing
+of this package runs on the request path); `gateway.build.build_gateway` wraps the dispatcher in a `LimitLayer`
+with it and gives its `KeyDirectory` to `gateway.auth.KeyChecker`. See docs/limits.md.
 """
-
-from __future__ import annotations
-
-from prometheus_client import CollectorRegistry
-
-from gateway.costs import CostModel
-from gateway.limits.directory import KeyDirectory
-from gateway.limits.layer import LimitLayer
-from gateway.limits.limiter import Limiter
-from gateway.limits.memory_store import MemoryLimitStore
-from gateway.limits.metrics import LimitMetrics
-from gateway.limits.redis_store import RedisLimitStore
-from gateway.limits.store import LimitStore
-from gateway.settings import Settings
-
-__all__ = ["KeyDirectory", "LimitLayer", "Limiter", "build_limit_store", "build_limits"]
-
-
-def build_limit_store(settings: Settings) -> LimitStore:
-    """Redis at `limits.redis_url` (default `cache.redis_url`), else the in-process store."""
-    url = settings.limits.redis_url or settings.cache.redis_url
-    if url:
-        return RedisLimitStore(url, prefix=settings.limits.key_prefix, timeout_seconds=settings.limits.timeout_seconds)
-    return MemoryLimitStore(settings.limits.key_prefix)
-
-
-def build_limits(settings: Settings, costs: CostModel, registry: CollectorRegistry) -> Limiter | None:
-    """The limiter `settings` ask for, or None when `limits.enabled` is off."""
-    if not settings.limits.enabled:
-        return None
-    metrics = LimitMetrics(registry)
-    store = build_limit_store(settings)
-    directory = KeyDirectory(store, metrics, refresh_seconds=settings.limits.key_refresh_seconds)
-    return Limiter(store, directory, costs, metrics, settings.limits, local_max_tokens=settings.local.max_tokens_default)

@@ -1,15 +1,16 @@
-"""Prometheus metrics of keys, rate limits and budgets (registered in the gateway's registry when limits are on).
+"""Prometheus metrics of keys, rate limits and budgets (registered in the gateway's registry by GatewayMetrics).
 
 Request metrics stay `gateway.accounting`'s; these count only what the limiter decides and what teams spend.
+Imports nothing of the gateway (`gateway.metrics` includes it).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from gateway.limits.store import REASONS
-
 PREFIX = "slm_gateway"
+REASONS = ("requests", "tokens", "concurrency", "usd_day", "usd_month")
+"""Why a request is refused: which cap it would break."""
 CHECK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 SCOPE_KINDS = ("key", "team")
 STORE_ACTIONS = (("reserve", "open"), ("reserve", "closed"), ("settle", "lost"), ("refresh", "stale"))

@@ -26,7 +26,6 @@ from gateway.limits.records import NANO, KeyRecord, Limits
 MINUTE_TTL = 120
 DAY_TTL = 2 * 86_400
 MONTH_TTL = 32 * 86_400
-REASONS = ("requests", "tokens", "concurrency", "usd_day", "usd_month")
 COUNTERS = ("inflight", "held", "req", "tok", "usd_day", "usd_month")
 """The six keys of a scope, in the scripts' order."""
 
@@ -50,7 +49,7 @@ class Scope(msgspec.Struct, frozen=True):
 
 
 class Denied(msgspec.Struct, frozen=True):
-    """The first cap a request would break: its scope, kind (one of REASONS), cap and what is already used."""
+    """The first cap a request would break: its scope, kind (one of `metrics.REASONS`), cap and what is already used."""
 
     scope: str
     reason: str
