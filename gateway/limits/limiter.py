@@ -230,8 +230,7 @@ class Limiter:
     async def settle(self, hold: Hold, ex: Exchange, outcome: Outcome) -> None:
         tokens, nano, cost = self.spent(hold, ex, outcome)
         team = hold.record.team
-        if cost:
-            self.metrics.team_spend.labels(team).inc(cost)
+        self.metrics.team_spend.labels(team).inc(cost)  # at zero too: the team's series exists from its first request
         if not hold.scopes:
             return
         try:
