@@ -11,6 +11,10 @@ upstream only, the fake upstream of gateway/devtools), alike except for `limits`
   caps of every kind (rpm, tpm, concurrency, $ per day) and its team a $ per month cap, i.e. two scopes
   reserved and settled per request (the worst case), all caps far above the offered load.
 
+Part 2 (`--inprocess`, also run by default): the same two pipelines in this process, no HTTP: `Pipeline.chat` with
+a `FakeBackend` upstream that answers at once, requests started at `--rate` per second (open loop); what `on`
+adds there is the limit layer itself (key lookup, reserve round trip, headers, the settle).
+
 Each round loads `off` then `on` with the same open loop (bench/loadgen.py: `--rate` req/s, latency from each
 request's scheduled send time). The table gives p50/p99 of every run, and the medians over the rounds of what
 `on` adds to `off`: the added latency of the limit checks (target: at most 0.3 ms at p50).
@@ -86,12 +90,70 @@ def stored_key(root: str) -> str:
         return str(r.json()["key"])
 
 
+async def inprocess(rate: float, duration: float, redis_url: str, prefix: str) -> dict[str, dict[str, float]]:
+    """p50/p99 (ms) of `Pipeline.chat` at `rate` req/s, limits off and on, in this process."""
+    import time
+
+    from gateway.build import build_gateway
+    from gateway.devtools.fake_backend import FakeBackend
+    from gateway.dispatch import Tiers
+    from gateway.limits.admin import KeyAdmin, KeyRequest
+    from gateway.limits.records import Limits
+    from gateway.openai.request import parse_chat_request
+    from gateway.routing.static import StaticRouter
+    from gateway.settings import load_settings
+    from loadgen import percentile
+
+    body = Target("http://127.0.0.1/v1").body()
+    out: dict[str, dict[str, float]] = {}
+    for name in ("off", "on"):
+        config: dict[str, object] = {"upstream": {"url": "http://127.0.0.1:9/v1"}, "access_log": False,
+                                     "cache": {"enabled": False}}
+        if name == "on":
+            config["limits"] = {"enabled": True, "redis_url": redis_url, "key_prefix": prefix}
+        settings = load_settings(environ={}, overrides=config)
+        pipeline = build_gateway(settings, tiers=Tiers(upstream=FakeBackend()), router=StaticRouter())
+        await pipeline.start()
+        headers = {"x-gateway-route": "upstream"}
+        if pipeline.limits is not None:
+            admin = KeyAdmin(pipeline.limits.store)
+            await admin.set_team_limits("bench", Limits(usd_per_month=1e6))
+            key, _ = await admin.create(KeyRequest(team="bench", limits=Limits(
+                rpm=10_000_000, tpm=10_000_000_000, concurrency=100_000, usd_per_day=1e6)))
+            await pipeline.limits.directory.refresh()
+            headers["authorization"] = f"Bearer {key}"
+        latencies: list[float] = []
+
+        async def one(scheduled: float) -> None:
+            ex = pipeline.exchange("bench", headers, time.perf_counter())
+            ex.accept(pipeline.keys.check(headers.get("authorization")), parse_chat_request(body))
+            await pipeline.chat(ex)
+            latencies.append((time.perf_counter() - scheduled) * 1000)
+
+        tasks = []
+        t0 = time.perf_counter() + 0.01
+        for i in range(int(rate * (duration + 1))):
+            scheduled = t0 + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one(scheduled)))
+        await asyncio.gather(*tasks)
+        if pipeline.limits is not None:
+            await pipeline.limits.drain()
+        await pipeline.stop()
+        recorded = sorted(latencies[int(rate):])  # the first second warms up
+        out[name] = {"p50": percentile(recorded, 50), "p99": percentile(recorded, 99)}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=320.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
+    parser.add_argument("--only", choices=["http", "inprocess"], help="run one part only")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -101,6 +163,24 @@ def main() -> int:
 
     prefix = f"slmgw:bench-limits:{uuid.uuid4().hex[:8]}"
     print(f"machine: {machine_line()}; load average before: {load_average()}")
+    if args.only != "inprocess":
+        http_part(args, prefix)
+    if args.only != "http":
+        rounds = [asyncio.run(inprocess(args.rate, args.duration, args.redis_url, prefix)) for _ in range(args.rounds)]
+        _cleanup(args.redis_url, prefix)
+        print(f"in process (Pipeline.chat, FakeBackend upstream, no HTTP), {args.rate:.0f} req/s, {args.duration:.0f} s:")
+        for i, r in enumerate(rounds, 1):
+            print(f"  round {i}: off p50 {r['off']['p50']:.3f} p99 {r['off']['p99']:.3f} ms; "
+                  f"on p50 {r['on']['p50']:.3f} p99 {r['on']['p99']:.3f} ms")
+        added = {q: statistics.median(r["on"][q] - r["off"][q] for r in rounds) for q in ("p50", "p99")}
+        print(f"  added by the limit layer (median over {args.rounds} rounds): p50 {added['p50']:+.3f} ms, "
+              f"p99 {added['p99']:+.3f} ms (target p50 <= 0.300 ms: {'met' if added['p50'] <= 0.3 else 'NOT met'})")
+    print(f"load average after: {load_average()}")
+    return 0
+
+
+def http_part(args: argparse.Namespace, prefix: str) -> None:
+    """Part 1: two gateway processes over HTTP."""
     with ExitStack() as stack:
         upstream = stack.enter_context(run_fake_upstream())
         common = {"upstream": {"url": upstream, "api_key": "sk-fake"}, "cache": {"enabled": False}}
@@ -145,8 +225,6 @@ def main() -> int:
           f"  (target p50 <= 0.300 ms: {verdict})")
     print("the `on` gateway's own limit metrics (non-zero):")
     print("\n".join("  " + line for line in limits_lines))
-    print(f"load average after: {load_average()}")
-    return 0
 
 
 def _cleanup(url: str, prefix: str) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 from gateway.limits.metrics import LimitMetrics
 from gateway.limits.records import KeyRecord, Limits, hash_key
-from gateway.limits.store import LimitStore, StoreUnavailable
+from gateway.limits.store import LimitStore, Scope, StoreUnavailable
 
 log = logging.getLogger("slm_gateway.limits")
 
@@ -45,6 +45,7 @@ class KeyDirectory:
         self.clock = clock
         self._by_hash: dict[str, KeyRecord] = {}
         self._teams: dict[str, Limits] = {}
+        self._scopes: dict[str, list[Scope]] = {}
         self._version: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._stale = False
@@ -69,6 +70,7 @@ class KeyDirectory:
                 keys, teams = await self.store.keys(), await self.store.teams()
                 self._by_hash = {k.sha256: k for k in keys}
                 self._teams = teams
+                self._scopes = {k.id: scopes_of(k, teams.get(k.team)) for k in keys}
                 self._version = version
         except StoreUnavailable as exc:
             if not self._stale:
@@ -100,3 +102,18 @@ class KeyDirectory:
 
     def team_limits(self, team: str) -> Limits | None:
         return self._teams.get(team)
+
+    def scopes(self, record: KeyRecord) -> list[Scope]:
+        """The caps a request of `record` counts against (computed when the keys were loaded)."""
+        found = self._scopes.get(record.id)
+        return found if found is not None else scopes_of(record, self._teams.get(record.team))
+
+
+def scopes_of(record: KeyRecord, team: Limits | None) -> list[Scope]:
+    """The key's caps and its team's, each only when it has any."""
+    out = []
+    if record.limits.any():
+        out.append(Scope(f"k:{record.id}", record.limits))
+    if team is not None and team.any():
+        out.append(Scope(f"t:{record.team}", team))
+    return out

@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -83,6 +83,7 @@ class Limiter:
         self.clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._store_down = False
+        self._team_series: dict[str, Any] = {}  # team -> its metric children (labels() costs µs each)
 
     async def start(self) -> None:
         await self.store.start()
@@ -101,13 +102,7 @@ class Limiter:
     # -- before -----------------------------------------------------------------------------------------------
     def scopes(self, record: KeyRecord) -> list[Scope]:
         """The key's caps and its team's, each only when it has any."""
-        out = []
-        if record.limits.any():
-            out.append(Scope(f"k:{record.id}", record.limits))
-        team = self.directory.team_limits(record.team)
-        if team is not None and team.any():
-            out.append(Scope(f"t:{record.team}", team))
-        return out
+        return self.directory.scopes(record)
 
     @staticmethod
     def check_allowed(record: KeyRecord, ex: Exchange) -> None:
@@ -230,7 +225,8 @@ class Limiter:
     async def settle(self, hold: Hold, ex: Exchange, outcome: Outcome) -> None:
         tokens, nano, cost = self.spent(hold, ex, outcome)
         team = hold.record.team
-        self.metrics.team_spend.labels(team).inc(cost)  # at zero too: the team's series exists from its first request
+        series = self._series(team)
+        series["spend"].inc(cost)  # at zero too: the team's series exists from its first request
         if not hold.scopes:
             return
         try:
@@ -241,12 +237,25 @@ class Limiter:
             return
         for scope, used in zip(hold.scopes, usage):
             if scope.name.startswith("t:"):
-                self._budget_gauges(team, scope, used)
+                self._budget_gauges(series, scope, used)
 
-    def _budget_gauges(self, team: str, scope: Scope, used: ScopeUsage) -> None:
+    def _series(self, team: str) -> dict[str, Any]:
+        series = self._team_series.get(team)
+        if series is None:
+            m = self.metrics
+            series = self._team_series[team] = {"team": team, "spend": m.team_spend.labels(team)}
+        return series
+
+    def _budget_gauges(self, series: dict[str, Any], scope: Scope, used: ScopeUsage) -> None:
+        """Budget left and used of the periods the team has a cap for (a gauge appears with its cap)."""
         for period, cap, spent in (("day", scope.limits.usd_per_day, used.day_nano),
                                    ("month", scope.limits.usd_per_month, used.month_nano)):
             if cap is None:
                 continue
-            self.metrics.budget_remaining.labels(team, period).set(max(0.0, cap - spent / NANO))
-            self.metrics.budget_used.labels(team, period).set(spent / NANO / cap if cap > 0 else 1.0)
+            gauges = series.get(period)
+            if gauges is None:
+                team = series["team"]
+                gauges = series[period] = (self.metrics.budget_remaining.labels(team, period),
+                                           self.metrics.budget_used.labels(team, period))
+            gauges[0].set(max(0.0, cap - spent / NANO))
+            gauges[1].set(spent / NANO / cap if cap > 0 else 1.0)

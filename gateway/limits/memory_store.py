@@ -5,6 +5,8 @@ The same rules as the Lua scripts in `gateway.limits.scripts`; atomic because no
 
 from __future__ import annotations
 
+import heapq
+
 from gateway.limits.records import KeyRecord, Limits
 from gateway.limits.store import (
     DAY_TTL,
@@ -15,8 +17,7 @@ from gateway.limits.store import (
     LimitStore,
     Scope,
     ScopeUsage,
-    Windows,
-    caps,
+    WindowClock,
     scope_keys,
 )
 
@@ -24,13 +25,21 @@ from gateway.limits.store import (
 class _Holds:
     """One scope's requests in flight: lease expiry and what each holds, and the sums."""
 
-    __slots__ = ("expiry", "held", "tokens", "nano")
+    __slots__ = ("expiry", "held", "tokens", "nano", "by_expiry")
 
     def __init__(self) -> None:
         self.expiry: dict[str, float] = {}
         self.held: dict[str, tuple[int, int]] = {}
+        self.by_expiry: list[tuple[float, str]] = []  # a heap; entries of dropped holds are skipped
         self.tokens = 0
         self.nano = 0
+
+    def add(self, request_id: str, expiry: float, tokens: int, nano: int) -> None:
+        self.expiry[request_id] = expiry
+        self.held[request_id] = (tokens, nano)
+        heapq.heappush(self.by_expiry, (expiry, request_id))
+        self.tokens += tokens
+        self.nano += nano
 
     def drop(self, request_id: str) -> None:
         self.expiry.pop(request_id, None)
@@ -40,8 +49,14 @@ class _Holds:
             self.nano -= held[1]
 
     def purge(self, now: float) -> None:
-        for rid in [r for r, t in self.expiry.items() if t <= now]:
-            self.drop(rid)
+        heap = self.by_expiry
+        while heap and heap[0][0] <= now:
+            expiry, rid = heapq.heappop(heap)
+            if self.expiry.get(rid) == expiry:
+                self.drop(rid)
+        if len(heap) > 4 * len(self.expiry) + 64:  # settled holds' entries: rebuild now and then
+            self.by_expiry = [(t, r) for r, t in self.expiry.items()]
+            heapq.heapify(self.by_expiry)
 
 
 class MemoryLimitStore(LimitStore):
@@ -54,6 +69,7 @@ class MemoryLimitStore(LimitStore):
         self._version = 0
         self._holds: dict[str, _Holds] = {}
         self._counters: dict[str, tuple[float, int]] = {}  # key -> (expires at, value)
+        self._windows = WindowClock()
 
     async def put_key(self, record: KeyRecord) -> None:
         self._keys[record.id] = record
@@ -94,13 +110,13 @@ class MemoryLimitStore(LimitStore):
     async def reserve(
         self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float, lease: float
     ) -> Granted | Denied:
-        w = Windows.at(now)
+        w = self._windows.at(now)
         seen: list[tuple[list[str], _Holds, int, int, int]] = []
         for s in scopes:
             keys = scope_keys(self.prefix, s.name, w)
             holds = self._holds_of(s.name)
             holds.purge(now)
-            rpm, tpm, conc, uday, umon = caps(s.limits)
+            rpm, tpm, conc, uday, umon = s.caps
             reqs = self._get(keys[2], now)
             toks = self._get(keys[3], now) + holds.tokens
             day, mon = self._get(keys[4], now), self._get(keys[5], now)
@@ -117,16 +133,13 @@ class MemoryLimitStore(LimitStore):
             seen.append((keys, holds, toks, day, mon))
         usage = []
         for s, (keys, holds, toks, day, mon) in zip(scopes, seen):
-            holds.expiry[request_id] = now + lease
-            holds.held[request_id] = (tokens, nano)
-            holds.tokens += tokens
-            holds.nano += nano
+            holds.add(request_id, now + lease, tokens, nano)
             reqs = self._add(keys[2], 1, now, MINUTE_TTL)
             usage.append(ScopeUsage(s.name, reqs, toks + tokens, day, mon))
         return Granted(usage)
 
     async def settle(self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float) -> list[ScopeUsage]:
-        w = Windows.at(now)
+        w = self._windows.at(now)
         usage = []
         for s in scopes:
             keys = scope_keys(self.prefix, s.name, w)
@@ -139,7 +152,7 @@ class MemoryLimitStore(LimitStore):
         return usage
 
     async def usage(self, scope: str, now: float) -> ScopeUsage:
-        keys = scope_keys(self.prefix, scope, Windows.at(now))
+        keys = scope_keys(self.prefix, scope, self._windows.at(now))
         holds = self._holds.get(scope) or _Holds()
         return ScopeUsage(scope, self._get(keys[2], now), self._get(keys[3], now) + holds.tokens,
                           self._get(keys[4], now), self._get(keys[5], now))

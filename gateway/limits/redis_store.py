@@ -24,8 +24,7 @@ from gateway.limits.store import (
     Scope,
     ScopeUsage,
     StoreUnavailable,
-    Windows,
-    caps,
+    WindowClock,
     scope_keys,
 )
 
@@ -44,6 +43,7 @@ class RedisLimitStore(LimitStore):
         self.timeout_seconds = timeout_seconds
         self.breaker = Breaker()
         self._redis: PipelinedRedis | None = None
+        self._windows = WindowClock()
         self._sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPTS.items()}
 
     def __repr__(self) -> str:  # the URL may carry a password
@@ -107,7 +107,7 @@ class RedisLimitStore(LimitStore):
 
     # -- counters -------------------------------------------------------------------------------------------
     def _keys(self, scopes: list[Scope], now: float) -> list[str]:
-        w = Windows.at(now)
+        w = self._windows.at(now)
         return [k for s in scopes for k in scope_keys(self.prefix, s.name, w)]
 
     async def reserve(
@@ -115,7 +115,7 @@ class RedisLimitStore(LimitStore):
     ) -> Granted | Denied:
         args: list[Any] = [int(now * 1000), request_id, int(lease * 1000), tokens, nano, len(scopes)]
         for s in scopes:
-            args += caps(s.limits)
+            args += s.caps
         out = await self._script("reserve", self._keys(scopes, now), args)
         if out[0] == 0:
             reason = out[2].decode() if isinstance(out[2], bytes) else out[2]
@@ -127,7 +127,7 @@ class RedisLimitStore(LimitStore):
         return _usage_rows(scopes, out)
 
     async def usage(self, scope: str, now: float) -> ScopeUsage:
-        out = await self._script("usage", scope_keys(self.prefix, scope, Windows.at(now)), [])
+        out = await self._script("usage", scope_keys(self.prefix, scope, self._windows.at(now)), [])
         return ScopeUsage(scope, int(out[0]), int(out[1]), int(out[2]), int(out[3]))
 
 

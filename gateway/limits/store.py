@@ -41,11 +41,15 @@ class StoreUnavailable(Exception):
     """The store could not be reached in time (Redis down, slow, refusing)."""
 
 
-class Scope(msgspec.Struct, frozen=True):
-    """One set of caps a request counts against: `k:<key id>` or `t:<team>`."""
+class Scope:
+    """One set of caps a request counts against: `k:<key id>` or `t:<team>`, and its caps in the scripts' order."""
 
-    name: str
-    limits: Limits
+    __slots__ = ("name", "limits", "caps")
+
+    def __init__(self, name: str, limits: Limits) -> None:
+        self.name = name
+        self.limits = limits
+        self.caps = caps(limits)
 
 
 class Denied(msgspec.Struct, frozen=True):
@@ -82,6 +86,23 @@ class Windows(msgspec.Struct, frozen=True):
     def at(cls, now: float) -> Windows:
         t = time.gmtime(now)
         return cls(int(now // 60), time.strftime("%Y%m%d", t), time.strftime("%Y%m", t))
+
+
+class WindowClock:
+    """`Windows.at`, computed once a minute (a store asks for every check)."""
+
+    __slots__ = ("_minute", "_windows")
+
+    def __init__(self) -> None:
+        self._minute = -1
+        self._windows = Windows(0, "", "")
+
+    def at(self, now: float) -> Windows:
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._windows = Windows.at(now)
+            self._minute = minute
+        return self._windows
 
 
 def seconds_to_reset(reason: str, now: float) -> float:
