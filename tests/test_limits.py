@@ -414,3 +414,28 @@ def test_cli_creates_lists_limits_and_revokes_keys(prefix: str, capsys: pytest.C
                      f"{kid}  ops   nightly  yes      rpm=5 tpm=1000 usd_per_day=2.5"]
     assert cli_main(["keys", "revoke", "key-000000000000", *common]) == 2
     assert "No key with id 'key-000000000000'." in capsys.readouterr().err
+
+
+def test_the_estimate_covers_the_dearer_of_the_tier_and_its_fallback() -> None:
+    from gateway.costs import CostModel
+    from gateway.exchange import Exchange
+    from gateway.limits.build import build_limits
+    from gateway.metrics import GatewayMetrics
+    from gateway.routing.decision import RouteDecision
+
+    settings = load_settings(environ={}, overrides={"limits": {"enabled": True}})
+    limiter = build_limits(settings, CostModel(settings.costs, "gpt-4o-mini"), GatewayMetrics().limits)
+    assert limiter is not None
+    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Prove it."}], "max_tokens": 100, "n": 2}
+    prompt = len(msgspec.json.encode(request)) // 3
+
+    def estimate(tier: str, fallback: str | None) -> tuple[int, int, int]:
+        ex = Exchange("rid", {}, 0.0)
+        ex.accept("t", parse_chat_request(msgspec.json.encode(request)))
+        ex.routed(RouteDecision(tier=tier, reason="r", detail="", fallback=fallback), "local" if tier == "local" else "gpt-4o")  # type: ignore[arg-type]
+        return limiter.estimate(ex)
+
+    upstream_nano = math.ceil((prompt * 2.5 + 200 * 10.0) / 1e6 * 1e9)  # gpt-4o, 2 choices of 100 tokens
+    assert estimate("upstream", None) == (prompt, prompt + 200, upstream_nano)
+    assert estimate("local", None) == (prompt, prompt + 200, 0)  # the local tier costs nothing by default
+    assert estimate("local", "upstream") == (prompt, prompt + 200, upstream_nano)  # it may spill upstream

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import msgspec
 
 from gateway.costs import CostModel
+from gateway.dispatch import PIN_MODEL_NAMES
 from gateway.exchange import CLIENT_CLOSED_REQUEST, Exchange
 from gateway.limits.directory import KeyDirectory
 from gateway.limits.errors import LimitExceeded, NotPermitted
@@ -126,7 +127,10 @@ class Limiter:
         cost = self.costs.charge(ex.tier, chat.model, ex.model, usage, 0.0)[0]
         fallback = ex.decision.fallback
         if fallback is not None and fallback != ex.tier:
-            model = self.costs.reference_model if fallback == "upstream" else ex.model
+            if fallback == "upstream":  # the model the dispatcher would send there
+                model = self.costs.reference_model if chat.model in PIN_MODEL_NAMES else chat.model
+            else:
+                model = ex.model
             cost = max(cost, self.costs.charge(fallback, chat.model, model, usage, 0.0)[0])
         return prompt, prompt + completion, math.ceil(cost * NANO)
 
@@ -152,7 +156,9 @@ class Limiter:
         self, ex: Exchange, record: KeyRecord, scopes: list[Scope], hold_id: str, prompt: int, tokens: int, nano: int,
         exc: StoreUnavailable,
     ) -> Hold:
-        serve = self.settings.fail_open_local if ex.tier == "local" else self.settings.fail_open_upstream
+        assert ex.decision is not None
+        local_only = ex.tier == "local" and ex.decision.fallback != "upstream"  # no upstream spend possible
+        serve = self.settings.fail_open_local if local_only else self.settings.fail_open_upstream
         if not self._store_down:
             self._store_down = True
             what = "serving them unchecked" if serve else "refusing them (429)"
@@ -161,7 +167,7 @@ class Limiter:
             self.metrics.store_errors.labels("reserve", "open").inc()
             return Hold(record, scopes, hold_id, prompt, tokens, nano, False)
         self.metrics.store_errors.labels("reserve", "closed").inc()
-        self.metrics.limited.labels(scopes[0].name[0] == "k" and "key" or "team", "unavailable").inc()
+        self.metrics.limited.labels("key" if scopes[0].name.startswith("k:") else "team", "unavailable").inc()
         raise LimitExceeded(
             "Rate limits cannot be checked right now; please retry shortly.",
             code="limits_unavailable", headers={RETRY_AFTER: "1"},
