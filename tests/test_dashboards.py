@@ -439,8 +439,9 @@ def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator
               # learning on (feedback; its metrics start at zero). Not shadow judging: its upstream calls would
               # take draws from the fake upstream's seeded error injection, in an order that depends on timing.
               "learning": {"feedback": True, "labels_path": str(tmp / "labels.jsonl")},
-              # limits on (keys in Redis): the traffic carries a stored key whose team has budgets
-              "admin_api_keys": [DASHBOARD_ADMIN_KEY], "limits": {"enabled": True}}
+              # limits on (keys in Redis): the traffic carries a stored key whose team has budgets; fail-open, so
+              # that the requests sent once Redis is stopped are still answered (spilled, failed upstream)
+              "admin_api_keys": [DASHBOARD_ADMIN_KEY], "limits": {"enabled": True, "fail_open_upstream": True}}
     with run_fake_upstream(error_rate=0.4, error_status=400, seed=7) as upstream_url, run_gateway(
         "--upstream-url", upstream_url, "--upstream-api-key", "sk-test",
         "--redis-url", f"redis://127.0.0.1:{redis_port}/0", config=config, tmp_dir=tmp,
