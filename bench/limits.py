@@ -11,9 +11,10 @@ upstream only, the fake upstream of gateway/devtools), alike except for `limits`
   caps of every kind (rpm, tpm, concurrency, $ per day) and its team a $ per month cap, i.e. two scopes
   reserved and settled per request (the worst case), all caps far above the offered load.
 
-Part 2 (`--inprocess`, also run by default): the same two pipelines in this process, no HTTP: `Pipeline.chat` with
-a `FakeBackend` upstream that answers at once, requests started at `--rate` per second (open loop); what `on`
-adds there is the limit layer itself (key lookup, reserve round trip, headers, the settle).
+Part 2 (`--only inprocess`; both parts run by default): the same two pipelines in this process, no HTTP:
+`Pipeline.chat` with a `FakeBackend` upstream that answers at once, requests started at `--rate` per second (open
+loop), then one at a time; what `on` adds there is the limit layer itself (key lookup, reserve round trip,
+headers, the settle).
 
 Each round loads `off` then `on` with the same open loop (bench/loadgen.py: `--rate` req/s, latency from each
 request's scheduled send time). The table gives p50/p99 of every run, and the medians over the rounds of what
@@ -91,7 +92,8 @@ def stored_key(root: str) -> str:
 
 
 async def inprocess(rate: float, duration: float, redis_url: str, prefix: str) -> dict[str, dict[str, float]]:
-    """p50/p99 (ms) of `Pipeline.chat` at `rate` req/s, limits off and on, in this process."""
+    """p50/p99 (ms) of `Pipeline.chat` at `rate` req/s (0: one request at a time), limits off and on, in this
+    process."""
     import time
 
     from gateway.build import build_gateway
@@ -132,7 +134,11 @@ async def inprocess(rate: float, duration: float, redis_url: str, prefix: str) -
 
         tasks = []
         t0 = time.perf_counter() + 0.01
-        for i in range(int(rate * (duration + 1))):
+        count = int(rate * (duration + 1)) if rate > 0 else 2200
+        for i in range(count):
+            if rate <= 0:  # back to back: what one request pays, without queueing behind others
+                await one(time.perf_counter())
+                continue
             scheduled = t0 + i / rate
             delay = scheduled - time.perf_counter()
             if delay > 0:
@@ -142,7 +148,7 @@ async def inprocess(rate: float, duration: float, redis_url: str, prefix: str) -
         if pipeline.limits is not None:
             await pipeline.limits.drain()
         await pipeline.stop()
-        recorded = sorted(latencies[int(rate):])  # the first second warms up
+        recorded = sorted(latencies[int(rate) if rate > 0 else 200:])  # the first second (200 requests) warms up
         out[name] = {"p50": percentile(recorded, 50), "p99": percentile(recorded, 99)}
     return out
 
@@ -166,15 +172,17 @@ def main() -> int:
     if args.only != "inprocess":
         http_part(args, prefix)
     if args.only != "http":
-        rounds = [asyncio.run(inprocess(args.rate, args.duration, args.redis_url, prefix)) for _ in range(args.rounds)]
-        _cleanup(args.redis_url, prefix)
-        print(f"in process (Pipeline.chat, FakeBackend upstream, no HTTP), {args.rate:.0f} req/s, {args.duration:.0f} s:")
-        for i, r in enumerate(rounds, 1):
-            print(f"  round {i}: off p50 {r['off']['p50']:.3f} p99 {r['off']['p99']:.3f} ms; "
-                  f"on p50 {r['on']['p50']:.3f} p99 {r['on']['p99']:.3f} ms")
-        added = {q: statistics.median(r["on"][q] - r["off"][q] for r in rounds) for q in ("p50", "p99")}
-        print(f"  added by the limit layer (median over {args.rounds} rounds): p50 {added['p50']:+.3f} ms, "
-              f"p99 {added['p99']:+.3f} ms (target p50 <= 0.300 ms: {'met' if added['p50'] <= 0.3 else 'NOT met'})")
+        for rate, what in ((args.rate, f"{args.rate:.0f} req/s open loop, {args.duration:.0f} s"),
+                           (0.0, "one request at a time, 2000 requests")):
+            rounds = [asyncio.run(inprocess(rate, args.duration, args.redis_url, prefix)) for _ in range(args.rounds)]
+            _cleanup(args.redis_url, prefix)
+            print(f"in process (Pipeline.chat, FakeBackend upstream, no HTTP), {what}:")
+            for i, r in enumerate(rounds, 1):
+                print(f"  round {i}: off p50 {r['off']['p50']:.3f} p99 {r['off']['p99']:.3f} ms; "
+                      f"on p50 {r['on']['p50']:.3f} p99 {r['on']['p99']:.3f} ms")
+            added = {q: statistics.median(r["on"][q] - r["off"][q] for r in rounds) for q in ("p50", "p99")}
+            print(f"  added by the limit layer (median over {args.rounds} rounds): p50 {added['p50']:+.3f} ms, "
+                  f"p99 {added['p99']:+.3f} ms (target p50 <= 0.300 ms: {'met' if added['p50'] <= 0.3 else 'NOT met'})")
     print(f"load average after: {load_average()}")
     return 0
 
