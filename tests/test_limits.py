@@ -110,7 +110,7 @@ async def test_limits_off_no_layer_and_the_gateway_stays_open(app_factory: Any) 
 
 
 # -- keys --------------------------------------------------------------------------------------------------------
-async def test_keys_are_stored_hashed_and_unknown_keys_are_refused(app_factory: Any, prefix: str) -> None:
+async def test_keys_are_stored_hashed_and_unknown_keys_are_refused(prefix: str, app_factory: Any) -> None:
     gw = await start(app_factory, prefix)
     key, kid = await new_key(gw, name="ci bot")
     client = redis.Redis.from_url(REDIS_URL)
@@ -131,7 +131,7 @@ async def test_keys_are_stored_hashed_and_unknown_keys_are_refused(app_factory: 
     assert none.status_code == 401 and none.json()["error"]["code"] == "missing_api_key"
 
 
-async def test_admin_endpoints_need_the_admin_key(app_factory: Any, prefix: str) -> None:
+async def test_admin_endpoints_need_the_admin_key(prefix: str, app_factory: Any) -> None:
     gw = await start(app_factory, prefix)
     key, _ = await new_key(gw)
     as_key = await gw.client.get("/admin/keys", headers={"authorization": f"Bearer {key}"})
@@ -144,7 +144,7 @@ async def test_admin_endpoints_need_the_admin_key(app_factory: Any, prefix: str)
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "key_not_found")
 
 
-async def test_a_revoked_or_expired_key_is_refused(app_factory: Any, prefix: str) -> None:
+async def test_a_revoked_or_expired_key_is_refused(prefix: str, app_factory: Any) -> None:
     gw = await start(app_factory, prefix)
     key, kid = await new_key(gw)
     short, _ = await new_key(gw, expires_in_seconds=60)
@@ -157,7 +157,7 @@ async def test_a_revoked_or_expired_key_is_refused(app_factory: Any, prefix: str
     assert (await ask(gw, short)).status_code == 401
 
 
-async def test_a_key_is_held_to_its_tiers_and_models(app_factory: Any, prefix: str) -> None:
+async def test_a_key_is_held_to_its_tiers_and_models(prefix: str, app_factory: Any) -> None:
     gw = await start(app_factory, prefix)
     key, _ = await new_key(gw, allowed_tiers=["local"], allowed_models=["gpt-4o-mini"])
     assert (await ask(gw, key, "local")).status_code == 200
@@ -171,7 +171,7 @@ async def test_a_key_is_held_to_its_tiers_and_models(app_factory: Any, prefix: s
 
 
 # -- rate limits ---------------------------------------------------------------------------------------------
-async def test_requests_per_minute_429_in_openais_shape(app_factory: Any, prefix: str) -> None:
+async def test_requests_per_minute_429_in_openais_shape(prefix: str, app_factory: Any) -> None:
     gw = await start(app_factory, prefix)
     key, kid = await new_key(gw, limits={"rpm": 2})
     minute = math.floor(time.time() / 60) * 60 + 60
@@ -194,7 +194,7 @@ async def test_requests_per_minute_429_in_openais_shape(app_factory: Any, prefix
     assert (again.status_code, again.headers["x-ratelimit-remaining-requests"]) == (200, "1")
 
 
-async def test_tokens_per_minute_reserve_the_estimate_and_settle_the_use(app_factory: Any, prefix: str) -> None:
+async def test_tokens_per_minute_reserve_the_estimate_and_settle_the_use(prefix: str, app_factory: Any) -> None:
     gw = await start(app_factory, prefix)
     request = body(max_tokens=10)
     held = estimate_tokens(request, 10)
@@ -220,7 +220,7 @@ async def test_tokens_per_minute_reserve_the_estimate_and_settle_the_use(app_fac
 
 
 # -- budgets -------------------------------------------------------------------------------------------------
-async def test_a_daily_team_budget_refuses_then_resets_at_midnight_utc(app_factory: Any, prefix: str) -> None:
+async def test_a_daily_team_budget_refuses_then_resets_at_midnight_utc(prefix: str, app_factory: Any) -> None:
     gw = await start(app_factory, prefix)
     request = body(max_tokens=6)
     prompt_held = estimate_tokens(request, 0)
@@ -287,7 +287,7 @@ async def test_an_abandoned_stream_is_settled_with_what_it_generated(prefix: str
         await pipeline.stop()
 
 
-async def test_a_finished_stream_settles_its_usage_chunk(app_factory: Any, prefix: str) -> None:
+async def test_a_finished_stream_settles_its_usage_chunk(prefix: str, app_factory: Any) -> None:
     gw = await start(app_factory, prefix)
     key, kid = await new_key(gw, limits={"usd_per_month": 1.0})
     r = await ask(gw, key, stream=True)
@@ -298,7 +298,7 @@ async def test_a_finished_stream_settles_its_usage_chunk(app_factory: Any, prefi
     assert usage["usd_this_month"] == round(mini_cost(12, 6) * 1e9) / 1e9
 
 
-async def test_a_failed_request_is_refunded(app_factory: Any, prefix: str) -> None:
+async def test_a_failed_request_is_refunded(prefix: str, app_factory: Any) -> None:
     from gateway.errors import TierUnavailable
 
     gw = await start(app_factory, prefix, upstream=FakeBackend(error=TierUnavailable("down")))
@@ -361,7 +361,7 @@ class Proxy:
             link.close()
 
 
-async def test_redis_down_fails_open_locally_and_closed_upstream(app_factory: Any, prefix: str) -> None:
+async def test_redis_down_fails_open_locally_and_closed_upstream(prefix: str, app_factory: Any) -> None:
     proxy = Proxy()
     port = proxy.port
     db = REDIS_URL.rsplit("/", 1)[1]
