@@ -9,6 +9,7 @@ from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
 from gateway.api.dropin_routes import build_dropin_routes
+from gateway.api.key_routes import build_key_routes
 from gateway.api.routes import JSON, build_routes
 from gateway.build import build_gateway
 from gateway.dropin_build import build_dropin, cors_config
@@ -62,7 +63,10 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Litestar
     reloadable = isinstance(router, ReloadableRouter)
     dropin = build_dropin(settings, pipeline)
     return Litestar(
-        route_handlers=[*build_routes(pipeline), *build_dropin_routes(dropin, settings.passthrough_max_body_bytes)],
+        route_handlers=[
+            *build_routes(pipeline), *build_dropin_routes(dropin, settings.passthrough_max_body_bytes),
+            *build_key_routes(pipeline),
+        ],
         cors_config=cors_config(settings.cors),
         on_startup=[pipeline.start, *([router.install_sighup] if reloadable else [])],
         on_shutdown=[pipeline.stop, dropin.close, *([router.remove_sighup] if reloadable else [])],

@@ -13,6 +13,8 @@ from gateway.dispatch import Dispatcher, Tiers
 from gateway.embedding.shared import SharedEmbedder
 from gateway.health import build_health
 from gateway.learning.service import build_learning
+from gateway.limits.build import build_limits
+from gateway.limits.layer import LimitLayer
 from gateway.metrics import GatewayMetrics
 from gateway.model_labels import ModelLabels
 from gateway.pipeline import Pipeline
@@ -94,11 +96,13 @@ def build_gateway(
     model_labels = ModelLabels([tiers.local_model_name, *costs.known_models()])
     access_log = build_access_log(settings.access_log, settings.access_log_prompts)
     accounting = Accounting(metrics, costs, model_labels, access_log)
-    cache = build_cache_layer(settings.cache, Dispatcher(tiers), metrics)
+    limiter = build_limits(settings, costs, metrics.limits)  # None when limits are off: no layer at all
+    dispatcher = Dispatcher(tiers)
+    cache = build_cache_layer(settings.cache, LimitLayer(dispatcher, limiter) if limiter else dispatcher, metrics)
     health = build_health(
         tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds
     )
     learning = build_learning(settings, tiers, costs, metrics, router)
-    keys = KeyChecker(settings.api_keys, settings.admin_api_keys)
+    keys = KeyChecker(settings.api_keys, settings.admin_api_keys, limiter.directory if limiter else None)
     return Pipeline(settings, tiers, router, cache, keys, metrics, accounting, health, learning=learning,
-                    embedder=embedder)
+                    embedder=embedder, limits=limiter)

@@ -143,6 +143,9 @@ def _register_optional(sub: Any) -> None:
     from gateway.cache.cli import register as register_cache
 
     register_cache(sub)
+    from gateway.limits.cli import register as register_keys
+
+    register_keys(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

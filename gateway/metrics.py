@@ -20,6 +20,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess
 
 from gateway.learning.metrics import LearningMetrics
+from gateway.limits.metrics import LimitMetrics
 
 PREFIX = "slm_gateway"
 
@@ -155,6 +156,7 @@ class GatewayMetrics:
             registry=r,
         )
         self.learning = LearningMetrics(r)
+        self.limits = LimitMetrics(r)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text (all workers in multiprocess mode) and its content type."""

@@ -27,6 +27,7 @@ from gateway.tiers.base import NO_FEATURES
 
 if TYPE_CHECKING:
     from gateway.learning.service import Learning
+    from gateway.limits.limiter import Limiter
 
 
 class Pipeline:
@@ -45,11 +46,14 @@ class Pipeline:
         health: HealthCheck | None = None,
         learning: Learning | None = None,
         embedder: SharedEmbedder | None = None,
+        limits: Limiter | None = None,
     ) -> None:
         self.settings = settings
         self.embedder = embedder or SharedEmbedder()
         """The one embedder of this gateway (loaded on first use): the semantic cache's and /v1/embeddings'."""
         self.learning = learning
+        self.limits = limits
+        """Gateway keys, rate limits and budgets (None when `limits.enabled` is off)."""
         self.tiers = tiers
         self.router = router
         self.cache = cache
@@ -60,7 +64,9 @@ class Pipeline:
         self._models_body: bytes | None = None
 
     async def start(self) -> None:
-        """Start the tiers (loads the local model) and the response cache."""
+        """Start the key store and limits, the tiers (loads the local model) and the response cache."""
+        if self.limits is not None:  # keys are loaded before the first request
+            await self.limits.start()
         await self.cache.start()
         for backend in (self.tiers.local, self.tiers.upstream):
             if backend is not None:
@@ -75,6 +81,8 @@ class Pipeline:
             if backend is not None:
                 await backend.close()
         await self.cache.close()
+        if self.limits is not None:
+            await self.limits.close()
 
     # -- the request path -----------------------------------------------------------------------------------
     def exchange(self, request_id: str, headers: Mapping[str, str], started: float) -> Exchange:

@@ -167,6 +167,28 @@ class LearningSettings(_Section):
     """Salt of the tenant hash written in label rows."""
 
 
+class LimitSettings(_Section):
+    """Gateway keys stored in Redis, and per key / per team rate limits and budgets (see gateway/limits)."""
+
+    enabled: bool = False
+    """Off: no key store, no limit check, no work on the request path."""
+    redis_url: str | None = None
+    """Where keys and counters live (shared by replicas); default `cache.redis_url`; none: in-process only."""
+    key_prefix: str = "slmgw:limits:v1"
+    timeout_seconds: float = 0.5
+    """Redis connect and socket timeout of a limit check (longer than the cache's: a false 429 is not a miss)."""
+    fail_open_local: bool = True
+    """Redis down: serve local-tier requests unchecked (counted, warned)."""
+    fail_open_upstream: bool = False
+    """Redis down: serve upstream requests unchecked too (default: refuse them with a 429)."""
+    reserve_completion_tokens: int = 1024
+    """Completion tokens reserved for a request that sends no `max_tokens`."""
+    lease_seconds: float = 600.0
+    """A reservation not settled by then (its replica died) is released."""
+    key_refresh_seconds: float = 0.25
+    """How often each replica looks for new, changed or revoked keys."""
+
+
 class Settings(_Section):
     """Everything the gateway needs to start."""
 
@@ -196,6 +218,7 @@ class Settings(_Section):
     cors: CorsSettings = msgspec.field(default_factory=CorsSettings)
     costs: CostSettings = msgspec.field(default_factory=CostSettings)
     learning: LearningSettings = msgspec.field(default_factory=LearningSettings)
+    limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
 
     def validate(self) -> Settings:
         """Check values a type cannot express; raise SettingsError naming the setting."""
@@ -251,6 +274,7 @@ class Settings(_Section):
         if not self.cache.key_prefix or any(c.isspace() for c in self.cache.key_prefix):
             raise SettingsError(f"cache.key_prefix must be non-empty without spaces, got {self.cache.key_prefix!r}")
         _validate_learning(self.learning)
+        _validate_limits(self.limits)
         for field in ("api_keys", "admin_api_keys"):
             for key in getattr(self, field):
                 if not key or any(c.isspace() for c in key):
@@ -272,6 +296,17 @@ def _validate_learning(learning: LearningSettings) -> None:
     if not learning.redis_stream or any(c.isspace() for c in learning.redis_stream):
         raise SettingsError(f"learning.redis_stream must be non-empty without spaces, got {learning.redis_stream!r}")
     learning.opt_out_header = learning.opt_out_header.lower()
+
+
+def _validate_limits(limits: LimitSettings) -> None:
+    if limits.redis_url is not None and not limits.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"limits.redis_url must start with redis://, rediss:// or unix://, got {limits.redis_url!r}")
+    if min(limits.timeout_seconds, limits.lease_seconds, limits.key_refresh_seconds) <= 0:
+        raise SettingsError("limits.timeout_seconds, lease_seconds and key_refresh_seconds must be positive")
+    if limits.reserve_completion_tokens < 1:
+        raise SettingsError(f"limits.reserve_completion_tokens must be at least 1, got {limits.reserve_completion_tokens}")
+    if not limits.key_prefix or any(c.isspace() for c in limits.key_prefix):
+        raise SettingsError(f"limits.key_prefix must be non-empty without spaces, got {limits.key_prefix!r}")
 
 
 def _read_key_file(path: str, given: str | None) -> str:
@@ -319,6 +354,8 @@ _ENV_MAP: dict[str, str] = {
     "JUDGE_MODEL": "learning.judge_model",
     "LABELS_PATH": "learning.labels_path",
     "CACHE_MAX_MEMORY_BYTES": "cache.max_memory_bytes",
+    "LIMITS": "limits.enabled",
+    "LIMITS_REDIS_URL": "limits.redis_url",
 }
 
 

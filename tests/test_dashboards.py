@@ -337,6 +337,12 @@ def _exercise_standin(metrics: Any, rng: random.Random) -> None:
     learning.skipped.labels("private").inc(rng.randint(0, 1))
     learning.judge_errors.labels("malformed").inc(rng.randint(0, 1))
     learning.set_model("router-v1.skops", 0.61)
+    limits = metrics.limits
+    limits.limited.labels(rng.choice(("key", "team")), rng.choice(("requests", "tokens", "usd_day"))).inc()
+    limits.team_spend.labels("eng").inc(rng.uniform(0, 1e-4))
+    limits.budget_remaining.labels("eng", "month").set(rng.uniform(0, 100))
+    limits.budget_used.labels("eng", "month").set(rng.random())
+    limits.check_seconds.observe(rng.uniform(0.0001, 0.002))
 
 
 @pytest.fixture(scope="module")
@@ -381,6 +387,7 @@ def _chat(client: httpx.Client, base_url: str, model: str, content: str, *, stre
     return client.post(f"{base_url}/chat/completions", json=body, headers=headers).status_code
 
 
+DASHBOARD_ADMIN_KEY = "sk-dashboard-admin"
 SPILL_RULE = """rules:
   - name: spill-local
     description: tagged requests go local and may spill upstream (a pinned request never spills)
@@ -392,7 +399,8 @@ SPILL_RULE = """rules:
 
 @pytest.fixture(scope="module")
 def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapeTarget]:
-    """A real `slm-gateway serve` (bundled local model, fake upstream, response cache on); `drive` sends traffic.
+    """A real `slm-gateway serve` (bundled local model, fake upstream, response cache on, limits on: the traffic
+    carries a stored key of a team with day and month budgets); `drive` sends traffic.
 
     Traffic, each request sent twice so that the repeat is a cache hit: local (plain and streamed) and upstream
     (plain and streamed) requests, where the fake upstream answers 400 to 40% of requests (seeded: upstream
@@ -430,11 +438,19 @@ def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     config = {"local": {"context_size": 512}, "cache": {"enabled": True}, "policy": str(policy),
               # learning on (feedback; its metrics start at zero). Not shadow judging: its upstream calls would
               # take draws from the fake upstream's seeded error injection, in an order that depends on timing.
-              "learning": {"feedback": True, "labels_path": str(tmp / "labels.jsonl")}}
+              "learning": {"feedback": True, "labels_path": str(tmp / "labels.jsonl")},
+              # limits on (keys in Redis): the traffic carries a stored key whose team has budgets; fail-open, so
+              # that the requests sent once Redis is stopped are still answered (spilled, failed upstream)
+              "admin_api_keys": [DASHBOARD_ADMIN_KEY], "limits": {"enabled": True, "fail_open_upstream": True}}
     with run_fake_upstream(error_rate=0.4, error_status=400, seed=7) as upstream_url, run_gateway(
         "--upstream-url", upstream_url, "--upstream-api-key", "sk-test",
         "--redis-url", f"redis://127.0.0.1:{redis_port}/0", config=config, tmp_dir=tmp,
     ) as gw, httpx.Client(timeout=180.0, trust_env=False) as client:
+        admin = {"authorization": f"Bearer {DASHBOARD_ADMIN_KEY}"}
+        client.put(f"{gw.root}/admin/teams/dash/limits", json={"usd_per_day": 100.0, "usd_per_month": 1000.0},
+                   headers=admin).raise_for_status()
+        created = client.post(f"{gw.root}/admin/keys", json={"team": "dash", "limits": {"rpm": 10_000}}, headers=admin)
+        client.headers["authorization"] = f"Bearer {created.raise_for_status().json()['key']}"
 
         def drive() -> None:
             statuses = []

@@ -1,0 +1,58 @@
+"""Prometheus metrics of keys, rate limits and budgets (registered in the gateway's registry by GatewayMetrics).
+
+Request metrics stay `gateway.accounting`'s; these count only what the limiter decides and what teams spend.
+Imports nothing of the gateway (`gateway.metrics` includes it).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "slm_gateway"
+REASONS = ("requests", "tokens", "concurrency", "usd_day", "usd_month")
+"""Why a request is refused: which cap it would break."""
+CHECK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+SCOPE_KINDS = ("key", "team")
+STORE_ACTIONS = (("reserve", "open"), ("reserve", "closed"), ("settle", "lost"), ("refresh", "stale"))
+
+
+class LimitMetrics:
+    """Limited requests by scope and reason, team spend and budget left, limit-store errors, check latency."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p, r = PREFIX, registry
+        self.limited = Counter(
+            f"{p}_limited_requests_total",
+            "Requests refused with a 429 by a key or team cap, by scope kind (key|team) and reason "
+            "(requests|tokens|concurrency|usd_day|usd_month|unavailable).",
+            ["scope", "reason"], registry=r,
+        )
+        self.team_spend = Counter(
+            f"{p}_team_spend_dollars_total", "What requests of gateway keys cost, in US dollars, by team.",
+            ["team"], registry=r,
+        )
+        self.budget_remaining = Gauge(
+            f"{p}_team_budget_remaining_dollars",
+            "Dollars a team may still spend in the current UTC day / month (teams with that cap only).",
+            ["team", "period"], registry=r, multiprocess_mode="livemin",
+        )
+        self.budget_used = Gauge(
+            f"{p}_team_budget_used_ratio",
+            "Share of a team's day / month budget spent (settled), 0..1 and above.",
+            ["team", "period"], registry=r, multiprocess_mode="livemax",
+        )
+        self.store_errors = Counter(
+            f"{p}_limits_store_errors_total",
+            "Limit store (Redis) failures by operation and what was done: reserve served unchecked (open) or "
+            "refused (closed), settle not counted (lost), key refresh kept the last keys (stale).",
+            ["operation", "action"], registry=r,
+        )
+        self.check_seconds = Histogram(
+            f"{p}_limits_check_seconds", "Time of one limit check (the reserve round trip).",
+            buckets=CHECK_BUCKETS, registry=r,
+        )
+        for scope in SCOPE_KINDS:
+            for reason in (*REASONS, "unavailable"):
+                self.limited.labels(scope, reason)
+        for operation, action in STORE_ACTIONS:
+            self.store_errors.labels(operation, action)

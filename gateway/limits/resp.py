@@ -1,0 +1,165 @@
+"""`PipelinedRedis`: one Redis connection on which every caller's command is written at once and answered in order.
+
+Why not redis-py's asyncio client here: measured on this project's 2-core machine, it spends about 250 µs of CPU
+per command (its layers, a pooled connection per command in flight), more than the whole budget of a limit check
+(0.3 ms). The protocol itself is hiredis' (C): `pack_command` writes a command, `Reader` parses replies. What is
+left here is a FIFO of futures over one asyncio connection, so concurrent checks share one socket (pipelined)
+and cost tens of µs each.
+
+Writes are coalesced, because on this machine a loopback `send` costs far more than packing a command: commands
+issued in one event-loop turn leave in one write, and a `lazy` command (a settle, which nobody waits for) waits
+up to `linger` seconds for the next command to ride along with.
+
+A command not answered within `timeout` seconds fails with `TimeoutError`. If nothing at all came back on the
+connection for that long (Redis hung, or the network gone without a reset), the connection is aborted: every
+command waiting on it fails with `ConnectionError`, and the next command reconnects. A reply that arrives after
+its command timed out is read and dropped, so the order of the others is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Any
+
+import hiredis
+from redis.connection import parse_url
+
+
+class ReplyError(Exception):
+    """Redis answered the command with an error (`-ERR ...`, `-NOSCRIPT ...`)."""
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader(replyError=ReplyError)
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.out: list[bytes] = []
+        self.flush_at: asyncio.Handle | None = None
+        self.soon = False
+        self.last_reply = 0.0
+
+    def flush(self) -> None:
+        if self.flush_at is not None:
+            self.flush_at.cancel()
+            self.flush_at = None
+        self.soon = False
+        if self.out and self.transport is not None and not self.closed:
+            self.transport.write(b"".join(self.out))
+        self.out.clear()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.last_reply = asyncio.get_running_loop().time()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_reply = asyncio.get_running_loop().time()
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            future = self.waiting.popleft()
+            if future.done():
+                continue
+            if isinstance(reply, ReplyError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        error = ConnectionError(f"redis connection lost: {exc}" if exc else "redis connection closed")
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class PipelinedRedis:
+    """Commands over one connection to `url` (redis://, rediss://, unix://), reconnecting when it is lost."""
+
+    def __init__(self, url: str, *, timeout: float = 0.5, linger: float = 0.01) -> None:
+        self.options = parse_url(url)
+        self.tls = url.startswith("rediss://")
+        self.timeout = timeout
+        self.linger = linger
+        self._conn: _Connection | None = None
+        self._connecting: asyncio.Future[_Connection] | None = None
+
+    async def close(self) -> None:
+        if self._conn is not None and self._conn.transport is not None:
+            self._conn.transport.close()
+        self._conn = None
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        opts = self.options
+        if "path" in opts:
+            connect = loop.create_unix_connection(_Connection, opts["path"])
+        else:
+            context = ssl.create_default_context() if self.tls else None
+            connect = loop.create_connection(_Connection, opts.get("host", "127.0.0.1"), opts.get("port", 6379),
+                                             ssl=context)
+        _, conn = await asyncio.wait_for(connect, self.timeout)
+        setup: list[tuple[Any, ...]] = []
+        if opts.get("password"):
+            setup.append(("AUTH", opts["username"], opts["password"]) if opts.get("username")
+                         else ("AUTH", opts["password"]))
+        if opts.get("db"):
+            setup.append(("SELECT", opts["db"]))
+        for command in setup:
+            await self._send(conn, command)
+        return conn
+
+    async def _connection(self) -> _Connection:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        if self._connecting is None:  # one connect at a time; the others wait for it
+            self._connecting = asyncio.ensure_future(self._open())
+        connecting = self._connecting
+        try:
+            conn = await asyncio.shield(connecting)
+        except BaseException:
+            if self._connecting is connecting:
+                self._connecting = None
+            raise
+        self._connecting = None
+        self._conn = conn
+        return conn
+
+    async def _send(self, conn: _Connection, command: tuple[Any, ...], lazy: bool = False) -> Any:
+        assert conn.transport is not None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        conn.waiting.append(future)
+        conn.out.append(hiredis.pack_command(command))
+        if not lazy:
+            if not conn.soon:  # everything issued in this loop turn leaves in one write
+                conn.soon = True
+                loop.call_soon(conn.flush)
+        elif conn.flush_at is None and not conn.soon:
+            conn.flush_at = loop.call_later(self.linger, conn.flush)
+        timer = loop.call_later(self.timeout + (self.linger if lazy else 0.0), _expire, conn, future, self.timeout)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    async def execute(self, *command: Any, lazy: bool = False) -> Any:
+        """Send one command and return its reply (`ReplyError` for an error reply, `ConnectionError` /
+        `TimeoutError` when Redis cannot be reached in time). `lazy`: it may wait `linger` s to be sent."""
+        return await self._send(await self._connection(), command, lazy)
+
+
+def _expire(conn: _Connection, future: asyncio.Future[Any], timeout: float) -> None:
+    if future.done():
+        return
+    future.set_exception(TimeoutError("redis did not answer in time"))
+    if asyncio.get_running_loop().time() - conn.last_reply >= timeout:  # nothing came back: the connection is stuck
+        conn.abort()
