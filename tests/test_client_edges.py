@@ -54,6 +54,9 @@ def reference() -> Iterator[llama_cpp.Llama]:
      "Invalid 'logit_bias': keys must be token ids and values between -100 and 100 (got 'hello': 5.0)."),
     ({"logit_bias": {"50256": -101}}, "logit_bias", "invalid_value",
      "Invalid 'logit_bias': keys must be token ids and values between -100 and 100 (got '50256': -101.0)."),
+    ({"max_tokens": 5, "max_completion_tokens": 0}, "max_completion_tokens", "invalid_value",
+     "'max_completion_tokens' must be at least 1."),
+    ({"max_tokens": -1, "max_completion_tokens": 5}, "max_tokens", "invalid_value", "'max_tokens' must be at least 1."),
     ({"stream_options": {"include_usage": True}}, "stream_options", None,
      "The 'stream_options' parameter is only allowed when 'stream' is enabled."),
     ({"messages": [{"role": "user", "content": None}]}, "messages[0].content", "invalid_value",
@@ -152,6 +155,33 @@ def test_a_legacy_function_result_reaches_the_local_model(gateway: RunningGatewa
     as_tool = [messages[0], {"role": "tool", "tool_call_id": "c1", "content": "RESULT1"}]
     expected = reference.create_chat_completion(messages=as_tool, max_tokens=1, temperature=0)  # type: ignore[arg-type]
     assert response.json()["usage"]["prompt_tokens"] == expected["usage"]["prompt_tokens"] == 46  # type: ignore[index]
+
+
+def test_an_earlier_refusal_part_is_text_to_the_local_model(gateway: RunningGateway) -> None:
+    """OpenAI's assistant content parts are `text` or `refusal`; a refusal part was taken for an image (a 400 when
+    pinned local, upstream when routed)."""
+    def prompt_tokens(said: object) -> int:
+        messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": said},
+                    {"role": "user", "content": "ok"}]
+        response = post(gateway, {"model": "local", "messages": messages, "max_tokens": 1, "temperature": 0})
+        assert response.status_code == 200
+        assert response.headers["x-gateway-route"] == "local"
+        return response.json()["usage"]["prompt_tokens"]
+
+    assert prompt_tokens([{"type": "refusal", "refusal": "I cannot help."}]) == prompt_tokens("I cannot help.") == 45
+
+
+def test_the_stored_completions_list_reaches_the_upstream(gateway: RunningGateway, fake_upstream: str) -> None:
+    """`GET /v1/chat/completions` (stored completions, `store: true`) was a 405 from the gateway's POST route."""
+    response = httpx.get(f"{gateway.base_url}/chat/completions?limit=2", headers={"x-request-id": "edge-list"},
+                         timeout=30)
+    assert response.headers["x-gateway-route"] == "upstream"
+    assert response.status_code == 405  # the fake upstream's own answer, relayed: it keeps no stored completions
+    assert response.json()["error"]["message"] == "Method GET not allowed on /v1/chat/completions."
+    received = httpx.get(f"{fake_upstream.removesuffix('/v1')}/_fake/requests", timeout=10).json()["data"]
+    sent = [(r["method"], r["path"], r["headers"]["authorization"]) for r in received
+            if r["headers"].get("x-request-id") == "edge-list"]
+    assert sent == [("GET", "/v1/chat/completions?limit=2", "Bearer sk-upstream-secret")]
 
 
 # -- local answers: exactly what llama.cpp generates and counts ------------------------------------------------

@@ -122,9 +122,10 @@ def parse_chat_request(body: bytes) -> ParsedRequest:
         )
     if chat.n is not None and chat.n < 1:
         raise InvalidRequest("'n' must be at least 1.", param="n", code="invalid_value")
-    limit = chat.max_completion_tokens or chat.max_tokens
-    if limit is not None and limit < 1:
-        raise InvalidRequest("'max_tokens' must be at least 1.", param="max_tokens", code="invalid_value")
+    for limit_name in ("max_tokens", "max_completion_tokens"):  # each: a 0 beside a valid other is still a 0
+        limit = getattr(chat, limit_name)
+        if limit is not None and limit < 1:
+            raise InvalidRequest(f"'{limit_name}' must be at least 1.", param=limit_name, code="invalid_value")
     _check_ranges(chat)
     _check_messages(chat.messages)
     if chat.stream_options is not None and not chat.stream:
@@ -230,14 +231,23 @@ def _param_of(message: str) -> str | None:
     return message[start + len(marker) :].rstrip("`")
 
 
+TEXT_PARTS = frozenset({"text", "refusal"})
+"""Content part types that are text: `text`, and the `refusal` part of an earlier assistant answer."""
+
+
+def part_text(part: dict[str, Any]) -> str:
+    """The text of a text-like content part (a refusal part keeps it in `refusal`)."""
+    return str(part.get("text", "") if part.get("type") == "text" else part.get("refusal", ""))
+
+
 def message_text(message: Message) -> str:
-    """The plain text of a message (text parts joined; images and other parts skipped)."""
+    """The plain text of a message (text and refusal parts joined; images and other parts skipped)."""
     content = message.content
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    return "\n".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+    return "\n".join(part_text(p) for p in content if p.get("type") in TEXT_PARTS)
 
 
 def has_images(chat: ChatRequest) -> bool:
@@ -245,6 +255,6 @@ def has_images(chat: ChatRequest) -> bool:
     for message in chat.messages:
         if isinstance(message.content, list):
             for part in message.content:
-                if part.get("type") not in (None, "text"):
+                if part.get("type") not in TEXT_PARTS:
                     return True
     return False

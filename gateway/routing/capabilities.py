@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from gateway.openai.request import ParsedRequest
+from gateway.openai.request import TEXT_PARTS, ParsedRequest
 from gateway.tiers.base import (
     AUDIO, IMAGES, LOGIT_BIAS, LOGPROBS, N, NO_FEATURES, RESPONSE_FORMAT, STORE, TOOLS, WEB_SEARCH,
 )
@@ -41,7 +41,7 @@ def required_features(parsed: ParsedRequest) -> frozenset[str]:
         content = message.content
         if content is None or type(content) is str:
             continue
-        if any(part.get("type") != "text" for part in content):
+        if any(part.get("type") not in TEXT_PARTS for part in content):
             found = (found or set()) | {IMAGES}
             break
     return NO_FEATURES if found is None else frozenset(found)
@@ -64,7 +64,7 @@ def feature_param(parsed: ParsedRequest, feature: str) -> str:
         for i, message in enumerate(parsed.chat.messages):
             if isinstance(message.content, list):
                 for j, part in enumerate(message.content):
-                    if part.get("type") != "text":
+                    if part.get("type") not in TEXT_PARTS:
                         return f"messages[{i}].content[{j}]"
         return "messages"
     return feature  # "response_format", "n", "logit_bias", "store", ...: the field has the feature's name
