@@ -190,6 +190,8 @@ def test_the_stored_completions_list_reaches_the_upstream(gateway: RunningGatewa
     (CATS, {}),  # cut by max_tokens: length
     (CATS, {"frequency_penalty": 2.0}),  # the penalty changes the answer as llama.cpp's own sampler does
     (CATS, {"presence_penalty": 2.0}),
+    (SAY_HI, {"stop": ["!"]}),  # cut by a stop string: the stop string is not in the text
+    (SAY_HI, {"stop": "How can"}),  # a stop string of two tokens
 ])
 def test_local_answers_and_usage_equal_llama_cpp(
     gateway: RunningGateway, reference: llama_cpp.Llama, messages: list[dict[str, Any]], extra: dict[str, Any]
