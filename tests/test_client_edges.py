@@ -122,6 +122,25 @@ def test_a_field_the_local_model_cannot_honour_goes_upstream_or_is_refused_when_
         "type": "invalid_request_error", "param": param, "code": "unsupported_on_local"}}
 
 
+def test_a_store_request_is_never_answered_from_the_cache(gateway: RunningGateway, fake_upstream: str) -> None:
+    """`store` is not part of the cache key: a `store: true` request was replayed from the cached answer of an
+    identical unstored one, so the provider never kept it and its id could not be read back."""
+    messages = [{"role": "user", "content": "Store me, please."}]
+
+    def send(store: bool, attempt: int) -> tuple[str, str]:
+        request_id = f"edge-store-{store}-{attempt}"
+        response = httpx.post(f"{gateway.base_url}/chat/completions", headers={"x-request-id": request_id},
+                              json={"model": "upstream", "messages": messages, "temperature": 0, "store": store},
+                              timeout=60)
+        assert response.status_code == 200
+        received = httpx.get(f"{fake_upstream.removesuffix('/v1')}/_fake/requests", timeout=10).json()["data"]
+        reached = sum(r["headers"].get("x-request-id") == request_id for r in received)
+        return response.headers["x-gateway-cache"], f"upstream saw it {reached} time(s)"
+
+    assert [send(False, 0), send(False, 1)] == [("miss", "upstream saw it 1 time(s)"), ("hit", "upstream saw it 0 time(s)")]
+    assert [send(True, 0), send(True, 1)] == [("bypass", "upstream saw it 1 time(s)")] * 2
+
+
 @pytest.mark.parametrize("extra", [{"store": False}, {"modalities": ["text"]}, {"logit_bias": {}},
                                    {"audio": None}, {"user": "u-1", "metadata": {"team": "a"}, "seed": 7}])
 def test_fields_that_ask_for_nothing_the_local_model_lacks_stay_local(
