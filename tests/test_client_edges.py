@@ -256,3 +256,20 @@ def test_the_sdk_stream_helper_accumulates_a_local_answer(gateway: RunningGatewa
     assert final.choices[0].message.content == expected["choices"][0]["message"]["content"]
     assert final.choices[0].finish_reason == "stop"
     assert final.usage is not None and final.usage.model_dump(exclude_none=True) == expected["usage"]
+
+
+def test_a_legacy_completion_honours_the_penalties_like_llama_cpp(
+    gateway: RunningGateway, reference: llama_cpp.Llama
+) -> None:
+    """`/v1/completions` on the local tier ignored presence/frequency penalties."""
+    prompt = "cat cat cat cat"
+    expected: Any = reference.create_completion(prompt, max_tokens=8, temperature=0, frequency_penalty=2.0)
+    plain: Any = reference.create_completion(prompt, max_tokens=8, temperature=0)
+    assert expected["choices"][0]["text"] != plain["choices"][0]["text"]  # the control: the penalty matters here
+    response = httpx.post(f"{gateway.base_url}/completions", headers=FRESH, timeout=300, json={
+        "model": "local", "prompt": prompt, "max_tokens": 8, "temperature": 0, "frequency_penalty": 2.0})
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["choices"][0]["text"] == expected["choices"][0]["text"]
+    assert answer["choices"][0]["finish_reason"] == expected["choices"][0]["finish_reason"]
+    assert answer["usage"] == expected["usage"]
