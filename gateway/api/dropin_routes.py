@@ -102,6 +102,15 @@ def build_dropin_routes(dropin: DropIn, passthrough_max_body_bytes: int) -> list
 
     @route("/v1/{path:path}", http_method=PASSTHROUGH_METHODS, request_max_body_size=passthrough_max_body_bytes)
     async def passthrough(request: Request, path: FromPath[str]) -> Response:
+        return await relay(request, path)
+
+    @get("/v1/chat/completions")
+    async def stored_completions(request: Request) -> Response:
+        """OpenAI's list of stored chat completions (`store: true` requests, answered upstream): the POST handler
+        owns the path, so without this a GET was a 405 instead of reaching the upstream."""
+        return await relay(request, "chat/completions")
+
+    async def relay(request: Request, path: str) -> Response:
         ex, _tenant = begin(request)
         path = path.lstrip("/")
         if dropin.proxy is None:
@@ -120,4 +129,4 @@ def build_dropin_routes(dropin: DropIn, passthrough_max_body_bytes: int) -> list
         dropin.when_relayed(ex, proxied)
         return _proxied(proxied, {"x-request-id": ex.request_id, "x-gateway-route": "upstream"})
 
-    return [responses, completions, embeddings, list_models, get_model, passthrough]
+    return [responses, completions, embeddings, list_models, get_model, passthrough, stored_completions]

@@ -55,6 +55,8 @@ def never_cacheable(parsed: ParsedRequest) -> bool:
     raw = parsed.raw
     if raw.get("logprobs") or raw.get("top_logprobs"):
         return True
+    if raw.get("store") is True:  # the provider must keep this very completion, to be read back by its id
+        return True
     modalities = raw.get("modalities")
     return bool(raw.get("audio")) or (isinstance(modalities, list) and "audio" in modalities)
 

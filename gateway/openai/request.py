@@ -47,6 +47,11 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
 
 _decoder = msgspec.json.Decoder()
@@ -117,10 +122,85 @@ def parse_chat_request(body: bytes) -> ParsedRequest:
         )
     if chat.n is not None and chat.n < 1:
         raise InvalidRequest("'n' must be at least 1.", param="n", code="invalid_value")
-    limit = chat.max_completion_tokens or chat.max_tokens
-    if limit is not None and limit < 1:
-        raise InvalidRequest("'max_tokens' must be at least 1.", param="max_tokens", code="invalid_value")
+    for limit_name in ("max_tokens", "max_completion_tokens"):  # each: a 0 beside a valid other is still a 0
+        limit = getattr(chat, limit_name)
+        if limit is not None and limit < 1:
+            raise InvalidRequest(f"'{limit_name}' must be at least 1.", param=limit_name, code="invalid_value")
+    _check_ranges(chat)
+    _check_messages(chat.messages)
+    if chat.stream_options is not None and not chat.stream:
+        raise InvalidRequest(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
+        )
     return ParsedRequest(raw=raw, chat=chat)
+
+
+RANGES: tuple[tuple[str, float, float], ...] = (
+    ("temperature", 0, 2),
+    ("top_p", 0, 1),
+    ("presence_penalty", -2, 2),
+    ("frequency_penalty", -2, 2),
+    ("top_logprobs", 0, 20),
+    ("n", 1, 128),
+)
+"""Numeric fields and OpenAI's bounds for them (a value outside is a 400 there, so here on every tier)."""
+LOGIT_BIAS_BOUND = 100
+
+
+def _check_ranges(chat: ChatRequest) -> None:
+    """OpenAI's bounds on the sampling fields, checked on every tier (an out-of-range value is a 400)."""
+    for name, low, high in RANGES:
+        value = getattr(chat, name)
+        if value is not None and not low <= value <= high:
+            side = "below minimum" if value < low else "above maximum"
+            bound = f">= {low}" if value < low else f"<= {high}"
+            raise InvalidRequest(
+                f"Invalid '{name}': value {side} value. Expected a value {bound}, but got {value} instead.",
+                param=name, code="invalid_value",
+            )
+    for token, bias in (chat.logit_bias or {}).items():
+        if not token.isdigit() or not -LOGIT_BIAS_BOUND <= bias <= LOGIT_BIAS_BOUND:
+            raise InvalidRequest(
+                f"Invalid 'logit_bias': keys must be token ids and values between -{LOGIT_BIAS_BOUND} and "
+                f"{LOGIT_BIAS_BOUND} (got {token!r}: {bias}).",
+                param="logit_bias", code="invalid_value",
+            )
+
+
+def _check_messages(messages: list[Message]) -> None:
+    """What OpenAI requires of each message: content (null only for an assistant), a non-empty parts array of
+    typed parts (text parts with a string `text`), and a `tool_call_id` on tool messages."""
+    for i, message in enumerate(messages):
+        content = message.content
+        if content is None:
+            if message.role != "assistant":
+                raise InvalidRequest(
+                    f"Invalid value for 'messages[{i}].content': a {message.role} message needs content, got null.",
+                    param=f"messages[{i}].content", code="invalid_value",
+                )
+        elif type(content) is list:
+            if not content:
+                raise InvalidRequest(
+                    f"Invalid 'messages[{i}].content': empty array. Expected an array with minimum length 1.",
+                    param=f"messages[{i}].content", code="empty_array",
+                )
+            for j, part in enumerate(content):
+                kind = part.get("type")
+                if type(kind) is not str:
+                    raise InvalidRequest(
+                        f"Missing required parameter: 'messages[{i}].content[{j}].type'.",
+                        param=f"messages[{i}].content[{j}].type", code="missing_required_parameter",
+                    )
+                if kind == "text" and type(part.get("text")) is not str:
+                    raise InvalidRequest(
+                        f"Invalid 'messages[{i}].content[{j}].text': expected a string.",
+                        param=f"messages[{i}].content[{j}].text", code="invalid_type",
+                    )
+        if message.role == "tool" and message.tool_call_id is None:
+            raise InvalidRequest(
+                f"Missing required parameter: 'messages[{i}].tool_call_id'.",
+                param=f"messages[{i}].tool_call_id", code="missing_required_parameter",
+            )
 
 
 def _too_deep() -> InvalidRequest:
@@ -151,14 +231,23 @@ def _param_of(message: str) -> str | None:
     return message[start + len(marker) :].rstrip("`")
 
 
+TEXT_PARTS = frozenset({"text", "refusal"})
+"""Content part types that are text: `text`, and the `refusal` part of an earlier assistant answer."""
+
+
+def part_text(part: dict[str, Any]) -> str:
+    """The text of a text-like content part (a refusal part keeps it in `refusal`)."""
+    return str(part.get("text", "") if part.get("type") == "text" else part.get("refusal", ""))
+
+
 def message_text(message: Message) -> str:
-    """The plain text of a message (text parts joined; images and other parts skipped)."""
+    """The plain text of a message (text and refusal parts joined; images and other parts skipped)."""
     content = message.content
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    return "\n".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+    return "\n".join(part_text(p) for p in content if p.get("type") in TEXT_PARTS)
 
 
 def has_images(chat: ChatRequest) -> bool:
@@ -166,6 +255,6 @@ def has_images(chat: ChatRequest) -> bool:
     for message in chat.messages:
         if isinstance(message.content, list):
             for part in message.content:
-                if part.get("type") not in (None, "text"):
+                if part.get("type") not in TEXT_PARTS:
                     return True
     return False

@@ -22,7 +22,17 @@ N = "n"
 """The request asks for more than one choice (`n > 1`)."""
 LOGPROBS = "logprobs"
 """The request asks for token log-probabilities (`logprobs` / `top_logprobs`)."""
-ALL_FEATURES: frozenset[str] = frozenset({TOOLS, RESPONSE_FORMAT, IMAGES, N, LOGPROBS})
+LOGIT_BIAS = "logit_bias"
+"""The request biases token ids (`logit_bias`: ids of the upstream's tokenizer, meaningless to another model)."""
+AUDIO = "audio"
+"""The request asks for audio output (`modalities` with "audio", or `audio`)."""
+STORE = "store"
+"""The request asks the provider to keep the completion (`store: true`), to be read back by its id later."""
+WEB_SEARCH = "web_search_options"
+"""The request asks the model to search the web (`web_search_options`)."""
+ALL_FEATURES: frozenset[str] = frozenset(
+    {TOOLS, RESPONSE_FORMAT, IMAGES, N, LOGPROBS, LOGIT_BIAS, AUDIO, STORE, WEB_SEARCH}
+)
 """Every optional request feature a tier may honour (the fixed vocabulary of `Backend.features`)."""
 NO_FEATURES: frozenset[str] = frozenset()
 

@@ -30,6 +30,8 @@ class SamplingParams(msgspec.Struct, kw_only=True):
     top_p: float = 0.95
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     grammar: str | None = None
     probe_names: tuple[str, ...] = ()
     call_prefix: str = TOOL_CALL_OPEN
@@ -110,6 +112,8 @@ def _sample_args(params: SamplingParams) -> dict[str, Any]:
         "temp": 0.0 if greedy else params.temperature,
         "top_p": 1.0 if greedy else params.top_p,
         "top_k": 1 if greedy else 40,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
         "reset": True,
     }
 

@@ -166,6 +166,8 @@ class LlamaCppBackend:
             top_p=1.0 if chat.top_p is None else chat.top_p,
             seed=chat.seed,
             stop=stop,
+            presence_penalty=chat.presence_penalty or 0.0,
+            frequency_penalty=chat.frequency_penalty or 0.0,
             grammar=plan.grammar,
             probe_names=plan.probe_names,
             call_grammar=plan.call_grammar,

@@ -45,6 +45,8 @@ def _prepare(backend: LlamaCppBackend, prompt: str, request: CompletionRequest, 
         top_p=1.0 if request.top_p is None else request.top_p,
         seed=request.seed,
         stop=stop,
+        presence_penalty=request.presence_penalty or 0.0,
+        frequency_penalty=request.frequency_penalty or 0.0,
     )
     return tokens, params
 

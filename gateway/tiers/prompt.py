@@ -28,6 +28,9 @@ _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use code points: never produced by
 _MARKER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
 
 Tokenize = Callable[[str, bool], list[int]]  # (text, parse_special) -> token ids
+TEMPLATE_ROLES = {"developer": "system", "function": "tool"}
+"""OpenAI roles chat templates do not know, as the role they mean: `developer` is the newer name of `system`, the
+legacy `function` result is a tool result (a template skips a role it does not know, silently dropping it)."""
 
 
 def control_token_texts(llm: llama_cpp.Llama) -> tuple[str, ...]:
@@ -76,7 +79,8 @@ class ChatPrompt:
         return ids
 
     def _message(self, message: Message) -> dict[str, Any]:
-        out: dict[str, Any] = {"role": message.role, "content": self._escape(message_text(message))}
+        role = TEMPLATE_ROLES.get(message.role, message.role)
+        out: dict[str, Any] = {"role": role, "content": self._escape(message_text(message))}
         if message.tool_calls:
             out["tool_calls"] = [self._tool_call(c) for c in message.tool_calls]
             if message.content is None:
