@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.access_log import build_access_log
 from gateway.accounting import Accounting
@@ -21,6 +22,9 @@ from gateway.settings import Settings
 from gateway.tiers.bundled_model import ensure_bundled_model
 from gateway.tiers.http import OpenAIHTTPBackend
 
+if TYPE_CHECKING:
+    from gateway.embedding.base import Embedder
+
 
 def local_model_path(settings: Settings) -> str:
     """The GGUF to load: the configured one, else the bundled model (assembled and verified on first use)."""
@@ -28,6 +32,15 @@ def local_model_path(settings: Settings) -> str:
         return settings.local.model_path
     cache_dir = Path(settings.model_cache_dir) if settings.model_cache_dir else None
     return str(ensure_bundled_model(cache_dir))
+
+
+def semantic_embedder(settings: Settings) -> Embedder | None:
+    """The bundled embedder when the semantic cache is on (its load errors stop the start: it was asked for)."""
+    if not (settings.cache.enabled and settings.cache.semantic.enabled):
+        return None
+    from gateway.embedding import WordLlamaEmbedder
+
+    return WordLlamaEmbedder()
 
 
 def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
@@ -87,7 +100,8 @@ def build_gateway(
     model_labels = ModelLabels([settings.local.model_name, tiers.local_model_name, *costs.known_models()])
     access_log = build_access_log(settings.access_log, settings.access_log_prompts)
     accounting = Accounting(metrics, costs, model_labels, access_log)
-    cache = build_cache_layer(settings.cache, Dispatcher(tiers), metrics)
+    embedder = semantic_embedder(settings)
+    cache = build_cache_layer(settings.cache, Dispatcher(tiers), metrics, embedder)
     health = build_health(
         tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds
     )

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.cache.breaker import Breaker
+from gateway.cache.semantic.purge import purge_keys
 from gateway.cache.store import StoreError
 
 log = logging.getLogger("slm_gateway.cache")
@@ -174,3 +175,7 @@ class RedisStore:
             raise self._failed("get", exc) from None
         self._ok()
         return value, holder is not None
+
+    async def purge_prefix(self, prefix: str) -> int:
+        """UNLINK every key starting with `prefix` (SCAN in batches); how many were removed."""
+        return await purge_keys(self._client("purge"), prefix)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -98,6 +99,7 @@ class SemanticCache:
         guard: LexicalGuard | None = None,
         observer: SemanticObserver | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        executor: Executor | None = None,
     ) -> None:
         self.embedder = embedder
         self.index = index
@@ -106,21 +108,34 @@ class SemanticCache:
         self.guard = guard or LexicalGuard()
         self.observer: SemanticObserver = observer or _Silent()
         self._clock = clock
+        self.executor = executor
+        """Where prompts are embedded: a thread off the event loop, so the deadline holds for a slow embedder
+        (None: in the calling thread)."""
 
     async def start(self) -> None:
         await self.index.start()
 
     async def close(self) -> None:
         await self.index.close()
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
 
     def _miss(self, reason: str, **extra: object) -> SemanticMiss:
         self.observer.miss(reason)
         return SemanticMiss(reason, **extra)  # type: ignore[arg-type]
 
-    def _embed(self, text: str) -> np.ndarray:
+    def _embed_timed(self, text: str) -> tuple[np.ndarray, float]:
         started = self._clock()
         vector = self.embedder.embed([text])[0]
-        self.observer.embedded(self._clock() - started)
+        return vector, self._clock() - started
+
+    async def _embed(self, text: str) -> np.ndarray:
+        if self.executor is None:
+            vector, seconds = self._embed_timed(text)
+        else:
+            loop = asyncio.get_running_loop()
+            vector, seconds = await loop.run_in_executor(self.executor, self._embed_timed, text)
+        self.observer.embedded(seconds)
         return vector
 
     async def lookup(self, scope: SemanticScope | None, text: str) -> SemanticHit | SemanticMiss:
@@ -140,7 +155,7 @@ class SemanticCache:
             return self._miss("error")
 
     async def _lookup(self, scope: SemanticScope, text: str) -> SemanticHit | SemanticMiss:
-        vector = self._embed(text)
+        vector = await self._embed(text)
         if not vector.any():
             return self._miss("empty", vector=vector)
         found = await self.index.search(scope.scope_id, vector, self.settings.candidates)
@@ -180,7 +195,7 @@ class SemanticCache:
             return False
         try:
             async with asyncio.timeout(self.settings.deadline_seconds):
-                vector = miss.vector if miss is not None and miss.vector is not None else self._embed(text)
+                vector = miss.vector if miss is not None and miss.vector is not None else await self._embed(text)
                 if not vector.any():
                     return False
                 signature = miss.signature if miss is not None and miss.signature is not None else None
