@@ -49,13 +49,14 @@ class _Recording:
     async def completed(self, tier: Tier) -> None:
         await _stored(self.ex, self.lead, await self.cache.finish(self.lead, self.recorder.entry(tier)))
 
-
-async def _stored(ex: Exchange, lead: Lead, stored: bool) -> None:
-    if stored and ex.on_stored is not None:
-        await ex.on_stored(lead.key)
-
     def abandoned(self) -> None:
         self.cache.abandon(self.lead)
+
+
+async def _stored(ex: Exchange, lead: Lead, stored: bool) -> None:
+    """Tell the layer inside (`Exchange.on_stored`) that the answer is now stored under the lead's key."""
+    if stored and ex.on_stored is not None:
+        await ex.on_stored(lead.key)
 
 
 class InnerCache(Protocol):
