@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import openai
 import pytest
 import redis
 
 from gateway.auth import tenant_of
 from gateway.cache.keys import tenant_namespace
+from gateway.cache.semantic.index import ScopeMatrix
 from gateway.devtools.process import LOOPBACK, free_port, run_fake_upstream
 from gateway.embedding import WordLlamaEmbedder
 from tests.conftest import RunningGateway, run_gateway
@@ -67,10 +67,14 @@ def metric(gw: RunningGateway, name: str, **labels: str) -> float:
     return total
 
 
-def similarity(embedder: WordLlamaEmbedder, a: str, b: str) -> str:
-    """The `x-gateway-cache-similarity` value the gateway must send for prompts `a` and `b`."""
-    va, vb = embedder.embed([a, b])
-    return f"{float(np.einsum('i,i->', va, vb)):.4f}"
+def similarity(embedder: WordLlamaEmbedder, asked: str, stored: str) -> str:
+    """The `x-gateway-cache-similarity` value the gateway must send for prompt `asked` after `stored`, computed
+    the way its index scores a stored row (`ScopeMatrix`)."""
+    va, vb = embedder.embed([asked, stored])
+    matrix = ScopeMatrix(embedder.dim, 1)
+    matrix.add("stored", vb, b"", expires=float("inf"))
+    [candidate] = matrix.search(va, 1, now=0.0)
+    return f"{candidate.similarity:.4f}"
 
 
 def purge(gw: RunningGateway, body: dict[str, Any], key: str | None = ADMIN) -> httpx.Response:
@@ -294,13 +298,18 @@ def own_redis() -> Iterator[OwnRedis]:
 def test_redis_outage_turns_semantic_lookups_into_misses(own_redis: OwnRedis, upstream: str, tmp_path: Path) -> None:
     config = {
         "api_keys": [KEY_A], "admin_api_keys": [ADMIN], "upstream": {"url": upstream},
-        "cache": {"key_prefix": "outage", "semantic": {"enabled": True, "default": True}},
+        "cache": {"key_prefix": "outage", "timeout_seconds": 0.25,
+                  "semantic": {"enabled": True, "default": True, "deadline_seconds": 0.25}},
     }
     first, paraphrase, seed = "What is the capital city of Italy?", "what's the capital of Italy?", new_scope()
     with run_gateway("--redis-url", f"redis://{LOOPBACK}:{own_redis.port}/0", config=config, tmp_dir=tmp_path) as gw:
         client = sdk(gw)
         ask(client, first, seed)
         assert ask(client, paraphrase, seed)[0]["x-gateway-cache"] == "semantic-hit"
+        def failed() -> float:
+            return sum(metric(gw, "slm_gateway_semantic_cache_rejected_total", reason=why) for why in ("error", "timeout"))
+
+        before = failed()
         own_redis.kill()
         headers, text, _ = ask(client, paraphrase, seed)
         assert (headers["x-gateway-cache"], text) == ("miss", f"fake answer to: {paraphrase}")
@@ -308,7 +317,6 @@ def test_redis_outage_turns_semantic_lookups_into_misses(own_redis: OwnRedis, up
         assert (headers["x-gateway-cache"], text) == ("miss", f"fake answer to: {paraphrase}")
         headers, text, _ = ask(client, first, seed)
         assert (headers["x-gateway-cache"], text) == ("miss", f"fake answer to: {first}")
-        failed = sum(metric(gw, "slm_gateway_semantic_cache_rejected_total", reason=why) for why in ("error", "timeout"))
-        assert failed == 3
+        assert failed() == before + 3  # each of the three lookups failed open
         down = purge(gw, {"api_key": KEY_A})
         assert down.status_code == 503 and down.json()["error"]["code"] == "cache_unavailable"

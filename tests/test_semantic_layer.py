@@ -170,3 +170,35 @@ async def test_asking_for_a_cache_kind_consents_to_a_cached_answer(app_factory: 
     assert [await warm(), await warm()] == ["bypass", "bypass"]  # temperature 0.7: not cached by default
     assert [await warm(**{"x-gateway-cache": "exact"}), await warm(**{"x-gateway-cache": "exact"})] == ["miss", "hit"]
     assert len(upstream.calls) == 3
+
+
+async def test_a_slow_index_is_a_timeout_miss_that_keeps_its_embedding() -> None:
+    """A cold Redis mirror catches up in the background; the lookup that gave up still indexes its prompt."""
+    from gateway.cache.memory import MemoryStore
+    from gateway.cache.semantic.cache import SemanticCache, SemanticHit, SemanticSettings
+    from gateway.cache.semantic.index import MemoryVectorIndex
+    from gateway.cache.semantic.scope import scope_of_request
+
+    class SlowIndex(MemoryVectorIndex):
+        slow = True
+
+        async def search(self, scope_id: str, vector: np.ndarray, k: int):  # type: ignore[no-untyped-def]
+            if self.slow:
+                await asyncio.sleep(1)
+            return await super().search(scope_id, vector, k)
+
+    embedder = WordLlamaEmbedder()
+    index, store = SlowIndex(embedder.dim), MemoryStore(100)
+    cache = SemanticCache(embedder, index, store, SemanticSettings(threshold=0.6206, deadline_seconds=0.05))
+    raw = {"model": "m", "messages": [{"role": "user", "content": FIRST}]}
+    scoped = scope_of_request("t", "upstream", "m", raw)
+    assert not isinstance(scoped, str)
+    scope, text = scoped
+    miss = await cache.lookup(scope, text)
+    assert miss.reason == "timeout" and miss.vector is not None
+    await store.set("entry-1", b"answer", 60_000)
+    assert await cache.store(scope, text, "entry-1", 60_000, miss) is True
+    index.slow = False
+    found = await cache.lookup(*scope_of_request("t", "upstream", "m", {  # type: ignore[misc]
+        "model": "m", "messages": [{"role": "user", "content": PARAPHRASE}]}))
+    assert isinstance(found, SemanticHit) and (found.entry_key, found.value) == ("entry-1", b"answer")

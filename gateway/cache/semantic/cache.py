@@ -146,16 +146,23 @@ class SemanticCache:
             return self._miss("turns")
         if len(text) > self.settings.max_chars:
             return self._miss("length")
+        deadline = asyncio.get_running_loop().time() + self.settings.deadline_seconds
         try:
-            async with asyncio.timeout(self.settings.deadline_seconds):
-                return await self._lookup(scope, text)
+            async with asyncio.timeout_at(deadline):
+                vector = await self._embed(text)
         except TimeoutError:
             return self._miss("timeout")
-        except Exception:  # fail open: the embedder or a store broke; the request goes on as a miss
+        except Exception:  # fail open: the embedder broke; the request goes on as a miss
             return self._miss("error")
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._lookup(scope, text, vector)
+        except TimeoutError:  # the embedding is kept: `store` can index the prompt once its answer is stored
+            return self._miss("timeout", vector=vector)
+        except Exception:  # fail open: the index or the store broke
+            return self._miss("error", vector=vector)
 
-    async def _lookup(self, scope: SemanticScope, text: str) -> SemanticHit | SemanticMiss:
-        vector = await self._embed(text)
+    async def _lookup(self, scope: SemanticScope, text: str, vector: np.ndarray) -> SemanticHit | SemanticMiss:
         if not vector.any():
             return self._miss("empty", vector=vector)
         found = await self.index.search(scope.scope_id, vector, self.settings.candidates)
