@@ -14,8 +14,9 @@ processes than cores the wall clock mostly measures waiting for a core, the CPU 
     python bench/semantic_cache.py [--lookups 400] [--sizes 10000x1,100000x1,10000x100,100000x100]
                                    [--redis-url redis://127.0.0.1:6379/5] [--json FILE]
 
-Lookups embed in a worker thread, as the gateway does; for 10,000 vectors in one scope the same lookups are also
-measured with the embedding in the event loop's thread (the baseline).
+Lookups embed as the gateway does (short prompts in the event loop, longer ones in a worker thread); for 10,000
+vectors in one scope the same lookups are also measured embedding always in the worker thread and always in the
+event loop.
 
 With --redis-url the Redis index is measured with 10,000 vectors in one scope (the DB is flushed first and after).
 """
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.cache.keys import cache_key  # noqa: E402
 from gateway.cache.memory import MemoryStore  # noqa: E402
-from gateway.cache.semantic.cache import SemanticCache, SemanticHit, SemanticSettings  # noqa: E402
+from gateway.cache.semantic.cache import INLINE_CHARS, SemanticCache, SemanticHit, SemanticSettings  # noqa: E402
 from gateway.cache.semantic.calibrate import DEFAULT_PAIRS, load_pairs, shipped_threshold  # noqa: E402
 from gateway.cache.semantic.guard import LexicalGuard, encode_signature  # noqa: E402
 from gateway.cache.semantic.index import MemoryVectorIndex  # noqa: E402
@@ -98,15 +99,19 @@ def scope_for(tenant: str, text: str):
     return found
 
 
+EMBED_WHERE = {"gateway": "as the gateway does (<= %d chars in the event loop, longer in the worker thread)" % INLINE_CHARS,
+               "thread": "always in the worker thread", "loop": "always in the event loop"}
+
+
 async def bench_lookup(embedder, pairs, total: int, scopes: int, lookups: int, index=None,
-                       thread: bool = True) -> dict[str, dict]:
-    """`thread`: embed in the worker thread, as the gateway does (else in the event loop's thread)."""
+                       embed: str = "gateway") -> dict[str, dict]:
+    """`embed`: where prompts are embedded (EMBED_WHERE)."""
     rng = np.random.default_rng(7)
     index = index if index is not None else MemoryVectorIndex(embedder.dim, max_rows_per_scope=total, max_vectors=total)
     store = MemoryStore(total + 1000)
-    executor = ThreadPoolExecutor(max_workers=1) if thread else None
+    executor = ThreadPoolExecutor(max_workers=1) if embed != "loop" else None
     cache = SemanticCache(embedder, index, store, SemanticSettings(shipped_threshold(embedder.name), deadline_seconds=5),
-                          executor=executor)
+                          executor=executor, inline_chars=0 if embed == "thread" else INLINE_CHARS)
     await cache.start()
     guard = LexicalGuard()
     tenants = [f"tenant-{i}" for i in range(scopes)]
@@ -139,7 +144,7 @@ async def bench_lookup(embedder, pairs, total: int, scopes: int, lookups: int, i
         reasons["hit" if isinstance(found, SemanticHit) else found.reason] += 1
     await cache.close()
     label = (f"{total:,} vectors in {scopes} scope{'s' if scopes > 1 else ''} ({per_scope:,}/scope), "
-             f"embedding {'in the worker thread' if thread else 'in the event loop'}")
+             f"embedding {EMBED_WHERE[embed]}")
     print(label, "  outcomes:", dict(reasons.most_common()))
     return {"outcomes": dict(reasons), "hit": line("hit", hits), "miss": line("miss (embed + scan + guard if above threshold)", misses)}
 
@@ -186,9 +191,10 @@ async def main() -> None:
     results["added"] = await bench_added(embedder, pairs, args.lookups)
     for total, scopes in sizes:
         results[f"lookup_{total}_{scopes}"] = await bench_lookup(embedder, pairs, total, scopes, args.lookups)
-        if (total, scopes) == (10_000, 1):  # the baseline, side by side: embedding in the event loop's thread
-            results[f"lookup_{total}_{scopes}_inloop"] = await bench_lookup(
-                embedder, pairs, total, scopes, args.lookups, thread=False)
+        if (total, scopes) == (10_000, 1):  # side by side: always in the worker thread, always in the event loop
+            for embed in ("thread", "loop"):
+                results[f"lookup_{total}_{scopes}_{embed}"] = await bench_lookup(
+                    embedder, pairs, total, scopes, args.lookups, embed=embed)
     if args.redis_url:
         import redis.asyncio as aioredis
 

@@ -5,6 +5,7 @@ the request header), the admin purge of the in-process cache, and a slow embedde
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from gateway.auth import tenant_of
 from gateway.cache import build_cache_layer
+from gateway.cache.semantic.cache import INLINE_CHARS
 from gateway.devtools.fake_backend import FakeBackend
 from gateway.dispatch import Dispatcher, Tiers
 from gateway.embedding import WordLlamaEmbedder
@@ -117,6 +119,7 @@ class SlowEmbedder:
 
 
 async def test_a_stuck_embedder_is_a_miss_and_the_event_loop_runs_on() -> None:
+    """A prompt longer than `INLINE_CHARS` is embedded in the worker thread: a stuck embedding costs the deadline."""
     settings = load_settings(environ={}, overrides={"cache": {"semantic": {"enabled": True, "default": True,
                                                                           "deadline_seconds": 0.05}}})
     upstream = FakeBackend("upstream", reply="Paris.")
@@ -136,8 +139,10 @@ async def test_a_stuck_embedder_is_a_miss_and_the_event_loop_runs_on() -> None:
     beat = asyncio.create_task(ticker())
     try:
         ex = Exchange("r1", {}, 0.0)
-        ex.accept("anonymous", parse_chat_request(
-            b'{"model":"gpt-4o-mini","temperature":0,"messages":[{"role":"user","content":"capital of France?"}]}'))
+        long_prompt = "Summarise the history of France, " + "century by century, " * 20  # > INLINE_CHARS
+        assert len(long_prompt) > INLINE_CHARS
+        body = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": long_prompt}]}
+        ex.accept("anonymous", parse_chat_request(json.dumps(body).encode()))
         ex.routed(RouteDecision(tier="upstream", reason="pinned", detail="pinned"), "gpt-4o-mini")
         answer = await layer(ex)
         assert (answer.status, ex.cache, ex.tier) == (200, "miss", "upstream")
