@@ -104,6 +104,9 @@ class SemanticCacheSettings(_Section):
     max_rows_per_scope: int = 20_000
     max_vectors: int = 200_000
     """Vectors held in-process in total (the in-process index, or the Redis index's mirrors)."""
+    sync_interval_seconds: float = 0.1
+    """Redis index: a replica's mirror of a scope caught up this recently is scanned without a round trip (other
+    replicas' new entries reach it within this interval); 0: a round trip on every lookup."""
 
 
 class CacheSettings(_Section):
@@ -288,6 +291,8 @@ def _validate_semantic(semantic: SemanticCacheSettings) -> None:
     for name in ("max_turns", "max_chars", "candidates", "max_rows_per_scope", "max_vectors"):
         if getattr(semantic, name) < 1:
             raise SettingsError(f"cache.semantic.{name} must be at least 1, got {getattr(semantic, name)}")
+    if semantic.sync_interval_seconds < 0:
+        raise SettingsError(f"cache.semantic.sync_interval_seconds must be 0 or more, got {semantic.sync_interval_seconds}")
     if semantic.deadline_seconds <= 0:
         raise SettingsError(f"cache.semantic.deadline_seconds must be positive, got {semantic.deadline_seconds}")
 

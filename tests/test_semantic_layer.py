@@ -207,3 +207,38 @@ async def test_a_slow_index_is_a_timeout_miss_that_keeps_its_embedding() -> None
     found = await cache.lookup(*scope_of_request("t", "upstream", "m", {  # type: ignore[misc]
         "model": "m", "messages": [{"role": "user", "content": PARAPHRASE}]}))
     assert isinstance(found, SemanticHit) and (found.entry_key, found.value) == ("entry-1", b"answer")
+
+
+async def test_redis_mirror_sync_interval() -> None:
+    """Within `sync_interval_seconds` a replica scans its mirror without a round trip: its own adds are there at
+    once, another replica's only after the next catch-up (here: never, within a 60 s interval)."""
+    import os
+
+    import redis.asyncio as aioredis
+
+    from gateway.cache.semantic.redis_index import RedisVectorIndex
+
+    url = os.environ.get("SLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    prefix = "t:semcache-sync"
+    client = aioredis.Redis.from_url(url)
+    for key in [k async for k in client.scan_iter(match=f"{prefix}:*")]:
+        await client.unlink(key)
+    embedder = WordLlamaEmbedder()
+    lazy = RedisVectorIndex(url, embedder.dim, prefix=prefix, timeout_seconds=1, sync_interval_seconds=60)
+    eager = RedisVectorIndex(url, embedder.dim, prefix=prefix, timeout_seconds=1)
+    await lazy.start()
+    await eager.start()
+    first, second = embedder.embed([FIRST, PARAPHRASE])
+    try:
+        assert await lazy.search("tns:sem:a", first, 4) == []  # caught up (nothing there)
+        await eager.add("tns:sem:a", "by-eager", second, b"g", 60_000)
+        assert await lazy.search("tns:sem:a", first, 4) == []  # fresh mirror: no round trip, not seen yet
+        await lazy.add("tns:sem:a", "by-lazy", first, b"g", 60_000)
+        assert [c.entry_key for c in await lazy.search("tns:sem:a", first, 4)] == ["by-lazy"]  # its own: at once
+        assert [c.entry_key for c in await eager.search("tns:sem:a", first, 4)] == ["by-lazy", "by-eager"]
+    finally:
+        for key in [k async for k in client.scan_iter(match=f"{prefix}:*")]:
+            await client.unlink(key)
+        await client.aclose()
+        await lazy.close()
+        await eager.close()

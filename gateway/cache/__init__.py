@@ -50,6 +50,7 @@ def build_semantic_layer(
         index = RedisVectorIndex(
             settings.redis_url, embedder.dim, prefix=settings.key_prefix, timeout_seconds=settings.timeout_seconds,
             max_rows_per_scope=semantic.max_rows_per_scope, max_mirrored_vectors=semantic.max_vectors,
+            sync_interval_seconds=semantic.sync_interval_seconds,
         )
     else:
         index = MemoryVectorIndex(
