@@ -49,7 +49,7 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 
 
 class _Mirror:
-    __slots__ = ("matrix", "last_id", "syncing", "synced_at")
+    __slots__ = ("matrix", "last_id", "syncing", "synced_at", "added_at")
 
     def __init__(self, dim: int, max_rows: int) -> None:
         self.matrix = ScopeMatrix(dim, max_rows)
@@ -57,6 +57,8 @@ class _Mirror:
         self.syncing: asyncio.Task[None] | None = None
         self.synced_at = -math.inf
         """`time.monotonic()` when the last successful catch-up started."""
+        self.added_at = -math.inf
+        """`time.monotonic()` of this replica's last add to the scope."""
 
 
 class RedisVectorIndex:
@@ -162,6 +164,8 @@ class RedisVectorIndex:
                 raise self._failed("get", exc) from None
             self.breaker.success()
             if not exists:
+                if mirror.added_at >= started:  # added here meanwhile: the stream exists now; look again next time
+                    return
                 if len(mirror.matrix) or mirror.last_id != "0-0":
                     mirror.matrix = ScopeMatrix(self.dim, self.max_rows_per_scope)
                     mirror.last_id = "0-0"
@@ -211,6 +215,7 @@ class RedisVectorIndex:
         self.breaker.success()
         mirror = self._mirrors.get(scope_id)
         if mirror is not None:  # visible here at once (the next catch-up reads the same row again: same key)
+            mirror.added_at = time.monotonic()
             mirror.matrix.add(entry_key, np.asarray(vector, dtype=np.float32), guard, expires_ms / 1000.0)
 
     async def purge_tenant(self, tenant_ns: str) -> int:
