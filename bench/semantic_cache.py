@@ -11,7 +11,12 @@ Prints, on this machine:
 Each figure is given as wall-clock time and as the thread's CPU time: on a machine with more runnable
 processes than cores the wall clock mostly measures waiting for a core, the CPU time does not.
 
-    python bench/semantic_cache.py [--lookups 400] [--redis-url redis://127.0.0.1:6379/5] [--json FILE]
+    python bench/semantic_cache.py [--lookups 400] [--sizes 10000x1,100000x1,10000x100,100000x100]
+                                   [--redis-url redis://127.0.0.1:6379/5] [--json FILE]
+
+Lookups embed as the gateway does (short prompts in the event loop, longer ones in a worker thread); for 10,000
+vectors in one scope the same lookups are also measured embedding always in the worker thread and always in the
+event loop.
 
 With --redis-url the Redis index is measured with 10,000 vectors in one scope (the DB is flushed first and after).
 """
@@ -25,6 +30,7 @@ import os
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.cache.keys import cache_key  # noqa: E402
 from gateway.cache.memory import MemoryStore  # noqa: E402
-from gateway.cache.semantic.cache import SemanticCache, SemanticHit, SemanticSettings  # noqa: E402
+from gateway.cache.semantic.cache import INLINE_CHARS, SemanticCache, SemanticHit, SemanticSettings  # noqa: E402
 from gateway.cache.semantic.calibrate import DEFAULT_PAIRS, load_pairs, shipped_threshold  # noqa: E402
 from gateway.cache.semantic.guard import LexicalGuard, encode_signature  # noqa: E402
 from gateway.cache.semantic.index import MemoryVectorIndex  # noqa: E402
@@ -66,11 +72,11 @@ class Timer:
     """Wall-clock and thread CPU time of a block."""
 
     def __enter__(self) -> "Timer":
-        self._wall, self._cpu = time.perf_counter(), time.thread_time()
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.sample = (time.perf_counter() - self._wall, time.thread_time() - self._cpu)
+        self.sample = (time.perf_counter() - self._wall, time.process_time() - self._cpu)
 
 
 def bench_embed(embedder: WordLlamaEmbedder, short: list[str], arena: list[str]) -> dict[str, dict[str, float]]:
@@ -93,11 +99,19 @@ def scope_for(tenant: str, text: str):
     return found
 
 
-async def bench_lookup(embedder, pairs, total: int, scopes: int, lookups: int, index=None) -> dict[str, dict]:
+EMBED_WHERE = {"gateway": "as the gateway does (<= %d chars in the event loop, longer in the worker thread)" % INLINE_CHARS,
+               "thread": "always in the worker thread", "loop": "always in the event loop"}
+
+
+async def bench_lookup(embedder, pairs, total: int, scopes: int, lookups: int, index=None,
+                       embed: str = "gateway") -> dict[str, dict]:
+    """`embed`: where prompts are embedded (EMBED_WHERE)."""
     rng = np.random.default_rng(7)
     index = index if index is not None else MemoryVectorIndex(embedder.dim, max_rows_per_scope=total, max_vectors=total)
     store = MemoryStore(total + 1000)
-    cache = SemanticCache(embedder, index, store, SemanticSettings(shipped_threshold(embedder.name), deadline_seconds=5))
+    executor = ThreadPoolExecutor(max_workers=1) if embed != "loop" else None
+    cache = SemanticCache(embedder, index, store, SemanticSettings(shipped_threshold(embedder.name), deadline_seconds=5),
+                          executor=executor, inline_chars=0 if embed == "thread" else INLINE_CHARS)
     await cache.start()
     guard = LexicalGuard()
     tenants = [f"tenant-{i}" for i in range(scopes)]
@@ -129,7 +143,8 @@ async def bench_lookup(embedder, pairs, total: int, scopes: int, lookups: int, i
         (hits if isinstance(found, SemanticHit) else misses).append(timer.sample)
         reasons["hit" if isinstance(found, SemanticHit) else found.reason] += 1
     await cache.close()
-    label = f"{total:,} vectors in {scopes} scope{'s' if scopes > 1 else ''} ({per_scope:,}/scope)"
+    label = (f"{total:,} vectors in {scopes} scope{'s' if scopes > 1 else ''} ({per_scope:,}/scope), "
+             f"embedding {EMBED_WHERE[embed]}")
     print(label, "  outcomes:", dict(reasons.most_common()))
     return {"outcomes": dict(reasons), "hit": line("hit", hits), "miss": line("miss (embed + scan + guard if above threshold)", misses)}
 
@@ -137,7 +152,8 @@ async def bench_lookup(embedder, pairs, total: int, scopes: int, lookups: int, i
 async def bench_added(embedder, pairs, lookups: int) -> dict[str, dict]:
     store = MemoryStore(10_000)
     index = MemoryVectorIndex(embedder.dim)
-    cache = SemanticCache(embedder, index, store, SemanticSettings(shipped_threshold(embedder.name), deadline_seconds=5))
+    cache = SemanticCache(embedder, index, store, SemanticSettings(shipped_threshold(embedder.name), deadline_seconds=5),
+                          executor=ThreadPoolExecutor(max_workers=1))
     texts = [p.a for p in pairs][:lookups]
     exact: list[tuple[float, float]] = []
     semantic: list[tuple[float, float]] = []
@@ -161,7 +177,10 @@ async def main() -> None:
     parser.add_argument("--lookups", type=int, default=400)
     parser.add_argument("--redis-url")
     parser.add_argument("--json")
+    parser.add_argument("--sizes", default="10000x1,100000x1,10000x100,100000x100",
+                        help="vectors x scopes to measure (comma-separated)")
     args = parser.parse_args()
+    sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} (shared with other work)")
     embedder = WordLlamaEmbedder()
     pairs, _ = load_pairs(DEFAULT_PAIRS)
@@ -170,8 +189,12 @@ async def main() -> None:
         arena = [json.loads(l)["prompt"][:2000] for l in ARENA.read_text().splitlines()[:400]]
     results: dict[str, object] = {"embed": bench_embed(embedder, [p.a for p in pairs][:400], arena or ["x"])}
     results["added"] = await bench_added(embedder, pairs, args.lookups)
-    for total, scopes in ((10_000, 1), (100_000, 1), (10_000, 100), (100_000, 100)):
+    for total, scopes in sizes:
         results[f"lookup_{total}_{scopes}"] = await bench_lookup(embedder, pairs, total, scopes, args.lookups)
+        if (total, scopes) == (10_000, 1):  # side by side: always in the worker thread, always in the event loop
+            for embed in ("thread", "loop"):
+                results[f"lookup_{total}_{scopes}_{embed}"] = await bench_lookup(
+                    embedder, pairs, total, scopes, args.lookups, embed=embed)
     if args.redis_url:
         import redis.asyncio as aioredis
 
@@ -179,11 +202,12 @@ async def main() -> None:
 
         client = aioredis.Redis.from_url(args.redis_url)
         await client.flushdb()
-        index = RedisVectorIndex(args.redis_url, embedder.dim, prefix="bench", max_rows_per_scope=20_000,
-                                 timeout_seconds=1)
-        print("Redis index:", end=" ")
-        results["redis_10000_1"] = await bench_lookup(embedder, pairs, 10_000, 1, args.lookups, index)
-        await client.flushdb()
+        for interval in (0.0, 0.1):  # a round trip on every lookup, and the gateway's default
+            index = RedisVectorIndex(args.redis_url, embedder.dim, prefix="bench", max_rows_per_scope=20_000,
+                                     timeout_seconds=1, sync_interval_seconds=interval)
+            print(f"Redis index, sync interval {interval} s:", end=" ")
+            results[f"redis_10000_1_sync_{interval}"] = await bench_lookup(embedder, pairs, 10_000, 1, args.lookups, index)
+            await client.flushdb()
         await client.aclose()
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if args.json:

@@ -7,7 +7,7 @@ import time
 from gateway.access_log import AccessLog
 from gateway.costs import CostModel
 from gateway.errors import GatewayError, RateLimited, TierUnavailable, UpstreamStatusError
-from gateway.exchange import CLIENT_CLOSED_REQUEST, NO_TIER, Exchange
+from gateway.exchange import CLIENT_CLOSED_REQUEST, NO_TIER, SEMANTIC_HIT, Exchange
 from gateway.metrics import GatewayMetrics
 from gateway.model_labels import ModelLabels
 from gateway.openai.wire import Usage
@@ -79,6 +79,8 @@ class Accounting:
         m.cost.labels(tier).inc(cost)
         if savings is not None:
             m.savings.labels(tier).inc(savings)
+            if ex.cache == SEMANTIC_HIT:
+                m.semantic_savings.inc(savings)
 
     def outside_chat(
         self, tier: str, status: int, reason: str, started: float, usage: Usage | None = None, model: str = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.access_log import build_access_log
 from gateway.accounting import Accounting
@@ -25,6 +26,9 @@ from gateway.tiers.bundled_model import ensure_bundled_model
 from gateway.tiers.gguf_name import model_id
 from gateway.tiers.http import OpenAIHTTPBackend
 
+if TYPE_CHECKING:
+    from gateway.embedding.base import Embedder
+
 
 def local_model_path(settings: Settings) -> str:
     """The GGUF to load: the configured one, else the bundled model (assembled and verified on first use)."""
@@ -32,6 +36,16 @@ def local_model_path(settings: Settings) -> str:
         return settings.local.model_path
     cache_dir = Path(settings.model_cache_dir) if settings.model_cache_dir else None
     return str(ensure_bundled_model(cache_dir))
+
+
+def semantic_embedder(settings: Settings, shared: SharedEmbedder) -> Embedder | None:
+    """The gateway's one embedder when the semantic cache is on (a load failure stops the start: it was asked for)."""
+    if not (settings.cache.enabled and settings.cache.semantic.enabled):
+        return None
+    embedder = shared.get()
+    if embedder is None:
+        raise RuntimeError("cache.semantic.enabled, but the bundled embedder could not be loaded (see the log)")
+    return embedder
 
 
 def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
@@ -98,7 +112,8 @@ def build_gateway(
     accounting = Accounting(metrics, costs, model_labels, access_log)
     limiter = build_limits(settings, costs, metrics.limits)  # None when limits are off: no layer at all
     dispatcher = Dispatcher(tiers)
-    cache = build_cache_layer(settings.cache, LimitLayer(dispatcher, limiter) if limiter else dispatcher, metrics)
+    inner = LimitLayer(dispatcher, limiter) if limiter else dispatcher
+    cache = build_cache_layer(settings.cache, inner, metrics, semantic_embedder(settings, embedder))
     health = build_health(
         tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.openai.wire import (
     CACHE_HEADER,
+    CACHE_SIMILARITY_HEADER,
     CACHE_TIER_HEADER,
     MODEL_HEADER,
     REQUEST_ID_HEADER,
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 NO_TIER = "none"  # the tier label of a request refused before a tier was chosen
 CLIENT_CLOSED_REQUEST = 499  # the status recorded for a stream the client left (nginx's convention)
+SEMANTIC_HIT = "semantic-hit"  # the cache outcome of a paraphrase answered by the semantic cache
 
 
 class StreamObserver(Protocol):
@@ -49,7 +51,7 @@ class Exchange:
     __slots__ = (
         "request_id", "headers", "started", "tenant", "parsed", "decision", "reason", "tier", "served_by",
         "model", "answered_model", "usage", "status", "error", "refused", "tier_seconds", "first_token_at",
-        "cache", "cache_tier", "observer", "failures", "fallback", "stream", "_on_done",
+        "cache", "cache_tier", "cache_similarity", "on_stored", "observer", "failures", "fallback", "stream", "_on_done",
     )
 
     def __init__(
@@ -84,8 +86,13 @@ class Exchange:
         self.tier_seconds = 0.0
         self.first_token_at: float | None = None
         self.cache: str | None = None
-        """The cache's outcome: "hit", "miss" or "bypass"."""
+        """The cache's outcome: "hit", "semantic-hit", "miss" or "bypass"."""
         self.cache_tier: str | None = None
+        self.cache_similarity: float | None = None
+        """For a semantic hit: the cosine similarity of the request's prompt and the cached one."""
+        self.on_stored: Callable[[str], Awaitable[None]] | None = None
+        """Awaited with the entry's key once the exact cache stored this request's answer (the semantic layer
+        indexes the prompt then)."""
         self.observer: StreamObserver | None = None
         self.failures: list[tuple[Tier, GatewayError]] | None = None
         """Tier failures on the way (each is counted), in order."""
@@ -140,6 +147,8 @@ class Exchange:
             headers[CACHE_HEADER] = self.cache
             if self.cache_tier is not None:
                 headers[CACHE_TIER_HEADER] = self.cache_tier
+            if self.cache_similarity is not None:
+                headers[CACHE_SIMILARITY_HEADER] = f"{self.cache_similarity:.4f}"
         return headers
 
     def route_reason(self) -> str:

@@ -155,6 +155,11 @@ class GatewayMetrics:
             ["tier"],
             registry=r,
         )
+        self.semantic_savings = Counter(
+            f"{p}_semantic_cache_savings_dollars_total",
+            "The part of the cache tier's savings that semantic hits (paraphrases of a cached prompt) made, in US dollars.",
+            registry=r,
+        )
         self.learning = LearningMetrics(r)
         self.limits = LimitMetrics(r)
 

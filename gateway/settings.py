@@ -86,6 +86,31 @@ class CorsSettings(_Section):
     max_age: int = 600
 
 
+class SemanticCacheSettings(_Section):
+    """The semantic cache (docs/semantic-cache.md): a paraphrase of a cached prompt, in the same scope, gets its answer."""
+
+    enabled: bool = False
+    """Build the semantic layer (loads the bundled embedder); requests still opt in (see `default`)."""
+    default: bool = False
+    """Semantic lookups for every cacheable request; otherwise only for `tenants`, policy rules with
+    `cache: semantic` and requests with `x-gateway-cache: semantic`."""
+    tenants: list[str] = msgspec.field(default_factory=list)
+    """Tenants (as logged: `t-...`) whose cacheable requests get semantic lookups by default."""
+    threshold: float | None = None
+    """Cosine similarity a candidate needs; None: the embedder's calibrated one (`slm-gateway cache calibrate`)."""
+    max_turns: int = 1
+    max_chars: int = 2000
+    candidates: int = 4
+    deadline_seconds: float = 0.02
+    """A lookup (embed, search, entry read) or an index write that takes longer is a miss, never waited on."""
+    max_rows_per_scope: int = 20_000
+    max_vectors: int = 200_000
+    """Vectors held in-process in total (the in-process index, or the Redis index's mirrors)."""
+    sync_interval_seconds: float = 0.1
+    """Redis index: a replica's mirror of a scope caught up this recently is scanned without a round trip (other
+    replicas' new entries reach it within this interval); 0: a round trip on every lookup."""
+
+
 class CacheSettings(_Section):
     """Response cache: Redis when a URL is given, else an in-process LRU."""
 
@@ -106,6 +131,7 @@ class CacheSettings(_Section):
     """How long identical concurrent misses wait for the first one before asking the tier themselves."""
     key_prefix: str = "slmgw:cache:v1"
     """Prefix of every cache key (gateways that share a prefix and a Redis share entries)."""
+    semantic: SemanticCacheSettings = msgspec.field(default_factory=SemanticCacheSettings)
 
 
 class UpstreamPrice(_Section):
@@ -273,6 +299,7 @@ class Settings(_Section):
             raise SettingsError("cache.timeout_seconds and cache.lock_timeout_seconds must be positive")
         if not self.cache.key_prefix or any(c.isspace() for c in self.cache.key_prefix):
             raise SettingsError(f"cache.key_prefix must be non-empty without spaces, got {self.cache.key_prefix!r}")
+        _validate_semantic(self.cache.semantic)
         _validate_learning(self.learning)
         _validate_limits(self.limits)
         for field in ("api_keys", "admin_api_keys"):
@@ -282,6 +309,18 @@ class Settings(_Section):
         if set(self.api_keys) & set(self.admin_api_keys):
             raise SettingsError("admin_api_keys must differ from api_keys")
         return self
+
+
+def _validate_semantic(semantic: SemanticCacheSettings) -> None:
+    if semantic.threshold is not None and not 0.0 < semantic.threshold <= 1.0:
+        raise SettingsError(f"cache.semantic.threshold must be in (0, 1], got {semantic.threshold}")
+    for name in ("max_turns", "max_chars", "candidates", "max_rows_per_scope", "max_vectors"):
+        if getattr(semantic, name) < 1:
+            raise SettingsError(f"cache.semantic.{name} must be at least 1, got {getattr(semantic, name)}")
+    if semantic.sync_interval_seconds < 0:
+        raise SettingsError(f"cache.semantic.sync_interval_seconds must be 0 or more, got {semantic.sync_interval_seconds}")
+    if semantic.deadline_seconds <= 0:
+        raise SettingsError(f"cache.semantic.deadline_seconds must be positive, got {semantic.deadline_seconds}")
 
 
 def _validate_learning(learning: LearningSettings) -> None:
@@ -356,6 +395,7 @@ _ENV_MAP: dict[str, str] = {
     "CACHE_MAX_MEMORY_BYTES": "cache.max_memory_bytes",
     "LIMITS": "limits.enabled",
     "LIMITS_REDIS_URL": "limits.redis_url",
+    "SEMANTIC_CACHE": "cache.semantic.enabled",
 }
 
 

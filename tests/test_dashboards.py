@@ -313,6 +313,7 @@ def _exercise_standin(metrics: Any, rng: random.Random) -> None:
         if tier != "upstream":
             metrics.savings.labels(tier).inc(rng.uniform(0, 1e-4))
         metrics.routing_decisions.labels(tier, rng.choice(("classifier", "pinned", "long_prompt"))).inc()
+    metrics.semantic_savings.inc(rng.uniform(0, 1e-5))
     metrics.local_queue_depth.set(rng.randint(0, 4))
     metrics.local_inflight.set(rng.randint(0, 1))
     for reason in ("queue_full", "context_too_long"):

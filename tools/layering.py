@@ -12,7 +12,7 @@ PACKAGE = ROOT / "gateway"
 ENTRY_POINTS = frozenset({"gateway", "gateway.__main__", "gateway.app", "gateway.cli", "gateway.server"})
 REQUEST_METRICS = (
     "requests", "request_duration", "overhead", "prompt_tokens", "completion_tokens", "cost", "savings",
-    "routing_decisions", "classifier_score", "time_to_first_token", "fallbacks", "upstream_errors", "local_rejected",
+    "semantic_savings", "routing_decisions", "classifier_score", "time_to_first_token", "fallbacks", "upstream_errors", "local_rejected",
 )
 _WRITES = re.compile(r"\.(?:%s)\.(?:labels|inc|observe)\(" % "|".join(REQUEST_METRICS))
 _ACCOUNTS = re.compile(r"\b(?:account|account_error|count_invalid|_account_hit)\(")

@@ -12,6 +12,7 @@ from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 
+from gateway.api.cache_admin import build_cache_admin_routes
 from gateway.api.disconnect import unless_disconnected
 from gateway.api.event_stream import EventStream
 from gateway.auth import authorization_of
@@ -115,7 +116,7 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
                 "recorded": True}
         return Response(msgspec.json.encode(body), media_type=JSON, headers={"x-request-id": request.state.request_id})
 
-    handlers = [chat_completions, healthz, readyz, metrics, admin_reload]
+    handlers = [chat_completions, healthz, readyz, metrics, admin_reload, *build_cache_admin_routes(gateway)]
     if gateway.learning is not None and gateway.learning.feedback_on:
         handlers.append(feedback)
     return handlers

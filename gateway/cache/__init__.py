@@ -6,6 +6,9 @@ of the dispatcher.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
 from gateway.cache.flow import CacheLayer
 from gateway.cache.memory import MemoryStore
 from gateway.cache.redis_store import RedisStore
@@ -15,7 +18,11 @@ from gateway.dispatch import Handler
 from gateway.metrics import GatewayMetrics
 from gateway.settings import CacheSettings
 
-__all__ = ["CacheLayer", "ResponseCache", "build_cache_layer", "build_store"]
+if TYPE_CHECKING:
+    from gateway.cache.semantic.layer import SemanticLayer
+    from gateway.embedding.base import Embedder
+
+__all__ = ["CacheLayer", "ResponseCache", "build_cache_layer", "build_semantic_layer", "build_store"]
 
 
 def build_store(settings: CacheSettings) -> CacheStore:
@@ -25,15 +32,66 @@ def build_store(settings: CacheSettings) -> CacheStore:
     return MemoryStore(settings.max_memory_entries, max_bytes=settings.max_memory_bytes)
 
 
-def build_cache_layer(settings: CacheSettings, inner: Handler, metrics: GatewayMetrics) -> CacheLayer:
-    """The cache layer for `settings` (it answers `x-gateway-cache: bypass` to everything when disabled)."""
+def build_semantic_layer(
+    settings: CacheSettings, inner: Handler, store: CacheStore, metrics: GatewayMetrics, embedder: Embedder
+) -> SemanticLayer:
+    """The semantic layer over `inner`: its index next to the exact store (Redis, else in-process), the
+    embedder's calibrated threshold (or `cache.semantic.threshold`), its metrics on the gateway's registry."""
+    from gateway.cache.semantic.cache import SemanticCache, SemanticSettings
+    from gateway.cache.semantic.calibrate import shipped_threshold
+    from gateway.cache.semantic.index import MemoryVectorIndex, VectorIndex
+    from gateway.cache.semantic.layer import SemanticLayer
+    from gateway.cache.semantic.metrics import SemanticMetrics
+    from gateway.cache.semantic.redis_index import RedisVectorIndex
+
+    semantic = settings.semantic
+    index: VectorIndex
+    if settings.redis_url:
+        index = RedisVectorIndex(
+            settings.redis_url, embedder.dim, prefix=settings.key_prefix, timeout_seconds=settings.timeout_seconds,
+            max_rows_per_scope=semantic.max_rows_per_scope, max_mirrored_vectors=semantic.max_vectors,
+            sync_interval_seconds=semantic.sync_interval_seconds,
+        )
+    else:
+        index = MemoryVectorIndex(
+            embedder.dim, max_rows_per_scope=semantic.max_rows_per_scope, max_vectors=semantic.max_vectors
+        )
+    threshold = semantic.threshold if semantic.threshold is not None else shipped_threshold(embedder.name)
+    cache = SemanticCache(
+        embedder,
+        index,
+        store,
+        SemanticSettings(
+            threshold=threshold, max_turns=semantic.max_turns, max_chars=semantic.max_chars,
+            candidates=semantic.candidates, deadline_seconds=semantic.deadline_seconds,
+        ),
+        observer=SemanticMetrics(metrics.registry),
+        executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="slmgw-embed"),
+    )
+    return SemanticLayer(
+        inner, cache, ttl_ms=max(1, settings.ttl_seconds * 1000), tenant_header=settings.tenant_header,
+        default=semantic.default, tenants=semantic.tenants,
+    )
+
+
+def build_cache_layer(
+    settings: CacheSettings, inner: Handler, metrics: GatewayMetrics, embedder: Embedder | None = None
+) -> CacheLayer:
+    """The cache layer for `settings` (it answers `x-gateway-cache: bypass` to everything when disabled): the
+    exact cache, and inside it the semantic layer when `cache.semantic.enabled` (then `embedder` is required)."""
+    store = build_store(settings)
     cache = ResponseCache(
-        build_store(settings),
+        store,
         metrics,
         ttl_seconds=settings.ttl_seconds,
         max_entry_bytes=settings.max_entry_bytes,
         lock_timeout_seconds=settings.lock_timeout_seconds,
     )
+    semantic = None
+    if settings.semantic.enabled and settings.enabled:
+        if embedder is None:
+            raise ValueError("cache.semantic.enabled needs an embedder")
+        semantic = inner = build_semantic_layer(settings, inner, store, metrics, embedder)
     return CacheLayer(
         inner,
         cache,
@@ -41,4 +99,5 @@ def build_cache_layer(settings: CacheSettings, inner: Handler, metrics: GatewayM
         enabled=settings.enabled,
         tenant_header=settings.tenant_header,
         cache_nondeterministic=settings.cache_nondeterministic,
+        semantic=semantic,
     )

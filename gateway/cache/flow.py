@@ -1,23 +1,30 @@
 """`CacheLayer`: a layer over any `Handler` that answers a routed exchange from the cache, or through the handler
 and remembers the answer.
 
-Response headers (built by the exchange): `x-gateway-cache: hit|miss|bypass` always; a hit also says
-`x-gateway-route: cache`, `x-gateway-cache-tier: <tier that first answered>` and `x-gateway-model: <model that
-answered>`.
+Response headers (built by the exchange): `x-gateway-cache: hit|miss|bypass` always (`semantic-hit` when the
+semantic layer inside answered); a hit also says `x-gateway-route: cache`, `x-gateway-cache-tier: <tier that
+first answered>` and `x-gateway-model: <model that answered>`. A request may say `x-gateway-cache: off` (no
+lookup, no store), `exact` or `semantic` (it consents to a cached answer; see `gateway.cache.rules`).
+
+Once an answer is stored under its key, `Exchange.on_stored` (set by the semantic layer) is awaited with it.
 
 An answer the decided tier did not give (a fallback after it failed) is not stored: the key names the decided
 tier, and a fallback's answer (say a local "I'm sorry" during an upstream outage) must not outlive the outage.
-Collapsed followers of such a leader are released without an entry and ask on their own.
+Nor is a semantic hit's (a copy under a new key would outlive the original's TTL). Collapsed followers of such
+a leader are released without an entry and ask on their own.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Protocol
+
+import msgspec
 
 from gateway.cache.entry import CacheEntry, completion_body, entry_from_completion, stream_events
-from gateway.cache.keys import cache_key
+from gateway.cache.keys import cache_key, tenant_namespace
 from gateway.cache.recorder import StreamRecorder
-from gateway.cache.rules import client_directives, is_cacheable, tenant_of_request
+from gateway.cache.rules import client_directives, is_cacheable, requested_cache, tenant_of_request
 from gateway.cache.service import Lead, ResponseCache
 from gateway.dispatch import Answer, Handler, StreamAnswer
 from gateway.exchange import Exchange
@@ -28,21 +35,46 @@ from gateway.routing.decision import Tier
 class _Recording:
     """The relay's stream observer for a leader: records the stream and hands the entry to the cache."""
 
-    __slots__ = ("cache", "lead", "recorder")
+    __slots__ = ("cache", "lead", "recorder", "ex")
 
-    def __init__(self, cache: ResponseCache, lead: Lead, recorder: StreamRecorder) -> None:
+    def __init__(self, cache: ResponseCache, lead: Lead, recorder: StreamRecorder, ex: Exchange) -> None:
         self.cache = cache
         self.lead = lead
         self.recorder = recorder
+        self.ex = ex
 
     def feed(self, payload: bytes) -> None:
         self.recorder.feed(payload)
 
     async def completed(self, tier: Tier) -> None:
-        await self.cache.finish(self.lead, self.recorder.entry(tier))
+        await _stored(self.ex, self.lead, await self.cache.finish(self.lead, self.recorder.entry(tier)))
 
     def abandoned(self) -> None:
         self.cache.abandon(self.lead)
+
+
+async def _stored(ex: Exchange, lead: Lead, stored: bool) -> None:
+    """Tell the layer inside (`Exchange.on_stored`) that the answer is now stored under the lead's key."""
+    if stored and ex.on_stored is not None:
+        await ex.on_stored(lead.key)
+
+
+class InnerCache(Protocol):
+    """A cache layer inside this one (the semantic layer): started, closed and purged with it."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def purge_tenant(self, tenant_ns: str) -> int: ...
+
+
+class Purged(msgspec.Struct, frozen=True):
+    """What a tenant purge removed: keys of the exact store (entries, and on Redis their locks), and semantic
+    scopes (each a set of indexed prompts)."""
+
+    keys: int
+    semantic_scopes: int
 
 
 class CacheLayer:
@@ -57,6 +89,7 @@ class CacheLayer:
         enabled: bool = True,
         tenant_header: str | None = None,
         cache_nondeterministic: bool = False,
+        semantic: InnerCache | None = None,
     ) -> None:
         self.inner = inner
         self.cache = cache
@@ -64,12 +97,25 @@ class CacheLayer:
         self.enabled = enabled
         self.tenant_header = tenant_header.lower() if tenant_header else None
         self.cache_nondeterministic = cache_nondeterministic
+        self.semantic = semantic
 
     async def start(self) -> None:
         await self.cache.start()
+        if self.semantic is not None:
+            await self.semantic.start()
 
     async def close(self) -> None:
+        if self.semantic is not None:
+            await self.semantic.close()
         await self.cache.close()
+
+    async def purge_tenant(self, tenant: str) -> Purged:
+        """Forget every answer of `tenant` (the cache tenant, `key/sub` for a subdivided one): its semantic
+        scopes first, then every key of its namespace. Raises `StoreError` when the store fails."""
+        namespace = tenant_namespace(tenant)
+        scopes = await self.semantic.purge_tenant(namespace) if self.semantic is not None else 0
+        keys = await self.cache.store.purge_prefix(f"{self.key_prefix}:{namespace}:")
+        return Purged(keys=keys, semantic_scopes=scopes)
 
     def key_for(self, ex: Exchange) -> str:
         """The cache key of a routed request (its tenant, decided tier and that tier's model, and its body)."""
@@ -81,7 +127,8 @@ class CacheLayer:
         """Serve a hit, or answer through `inner` (collapsing identical misses) and store the complete answer."""
         assert ex.parsed is not None and ex.decision is not None
         directives = client_directives(ex.headers)
-        if not self.enabled or not is_cacheable(ex.parsed, ex.decision, self.cache_nondeterministic):
+        requested = requested_cache(ex.headers)
+        if not self.enabled or not is_cacheable(ex.parsed, ex.decision, self.cache_nondeterministic, requested):
             return await self._through(ex, None, "bypass")
         key = self.key_for(ex)
         store = not directives.no_store
@@ -97,21 +144,7 @@ class CacheLayer:
         if entry is None:
             return await self._through(ex, None, "miss")
         self.cache.count_lookup("hit")
-        return self._replay(entry, ex)
-
-    # -- hits -----------------------------------------------------------------------------------------------
-    def _replay(self, entry: CacheEntry, ex: Exchange) -> Answer | StreamAnswer:
-        ex.cache = "hit"
-        ex.tier = "cache"
-        ex.served_by = entry.tier
-        ex.cache_tier = entry.tier
-        ex.model = ex.answered_model = entry.model
-        ex.usage = Usage(entry.prompt_tokens, entry.completion_tokens)
-        ex.tier_seconds = 0.0
-        headers = ex.response_headers()
-        if ex.stream:
-            return StreamAnswer(_replay_stream(entry, ex), headers)
-        return Answer(200, completion_body(entry), headers)
+        return replay(entry, ex, "hit")
 
     # -- misses and bypasses --------------------------------------------------------------------------------
     async def _through(self, ex: Exchange, lead: Lead | None, result: str) -> Answer | StreamAnswer:
@@ -120,20 +153,35 @@ class CacheLayer:
         ex.cache = result
         try:
             if lead is not None and ex.stream:
-                ex.observer = _Recording(self.cache, lead, StreamRecorder(ex.model))
+                ex.observer = _Recording(self.cache, lead, StreamRecorder(ex.model), ex)
             answer = await self.inner(ex)
             if lead is not None:
-                if ex.fallback is not None:  # another tier's answer is not this key's: never stored, followers go
+                if ex.fallback is not None or ex.tier == "cache":  # not this key's tier's answer: never stored
                     ex.observer = None  # nothing to record (the relay reads it when the stream starts)
                     self.cache.abandon(lead)
                 elif isinstance(answer, Answer):
                     entry = entry_from_completion(answer.body, ex.tier, ex.model) if answer.status == 200 else None
-                    await self.cache.finish(lead, entry)
+                    await _stored(ex, lead, await self.cache.finish(lead, entry))
         except BaseException:
             if lead is not None:
                 self.cache.abandon(lead)
             raise
         return answer
+
+
+def replay(entry: CacheEntry, ex: Exchange, outcome: str) -> Answer | StreamAnswer:
+    """Answer `ex` with a cached entry (`outcome`: "hit", or "semantic-hit"), as a stream when it streams."""
+    ex.cache = outcome
+    ex.tier = "cache"
+    ex.served_by = entry.tier
+    ex.cache_tier = entry.tier
+    ex.model = ex.answered_model = entry.model
+    ex.usage = Usage(entry.prompt_tokens, entry.completion_tokens)
+    ex.tier_seconds = 0.0
+    headers = ex.response_headers()
+    if ex.stream:
+        return StreamAnswer(_replay_stream(entry, ex), headers)
+    return Answer(200, completion_body(entry), headers)
 
 
 async def _replay_stream(entry: CacheEntry, ex: Exchange) -> AsyncIterator[bytes]:

@@ -89,3 +89,12 @@ class MemoryStore:
     async def peek(self, key: str, lock: str) -> tuple[bytes | None, bool]:
         held = self._locks.get(lock)
         return await self.get(key), held is not None and held[0] > self._clock()
+
+    async def purge_prefix(self, prefix: str) -> int:
+        """Drop every entry and lock whose key starts with `prefix`; how many entries went."""
+        doomed = [key for key in self._entries if key.startswith(prefix)]
+        for key in doomed:
+            self._drop(key)
+        for key in [k for k in self._locks if k.startswith(prefix)]:
+            del self._locks[key]
+        return len(doomed)

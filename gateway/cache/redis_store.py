@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.cache.breaker import Breaker
+from gateway.cache.semantic.purge import purge_keys
 from gateway.cache.store import StoreError
 from gateway.redis_link import RedisLink
 
@@ -150,3 +151,7 @@ class RedisStore:
             raise self.link.failed("get", exc) from None
         self._ok()
         return value, holder is not None
+
+    async def purge_prefix(self, prefix: str) -> int:
+        """UNLINK every key starting with `prefix` (SCAN in batches); how many were removed."""
+        return await purge_keys(self.link.client("purge"), prefix)

@@ -3,7 +3,9 @@
 The rules, in order:
 
 1. Never cached: `n > 1`, `logprobs` / `top_logprobs` (entries keep no log probabilities), audio output.
-2. The router's `RouteDecision.cacheable`, when it is not None, decides.
+2. The router's `RouteDecision.cacheable`, when it is not None, decides (a policy rule's `cache:`).
+2b. A request that asks for a cache kind (`x-gateway-cache: exact|semantic`) consents to a cached answer: it is
+   cacheable (`x-gateway-cache: off` is neither looked up nor stored).
 3. A request whose last message is a tool (or function) result is cached only when it is deterministic
    (`temperature: 0` or a `seed`): tool results are often live data, so `cache_nondeterministic` does not
    extend to them.
@@ -15,10 +17,13 @@ Independently of the request, answers that contain tool calls are never stored (
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import msgspec
 
+from gateway.errors import InvalidRequest
 from gateway.openai.request import ParsedRequest
+from gateway.openai.wire import CACHE_HEADER
 from gateway.routing.decision import RouteDecision
 
 
@@ -41,6 +46,24 @@ def client_directives(headers: Mapping[str, str]) -> ClientDirectives:
     return ClientDirectives(no_cache="no-cache" in tokens, no_store="no-store" in tokens)
 
 
+CacheRequest = Literal["off", "exact", "semantic"]
+CACHE_REQUESTS: tuple[CacheRequest, ...] = ("off", "exact", "semantic")
+
+
+def requested_cache(headers: Mapping[str, str]) -> CacheRequest | None:
+    """The cache kind the request asks for in `x-gateway-cache` (None: not said); a 400 for another value."""
+    value = headers.get(CACHE_HEADER)
+    if value is None:
+        return None
+    kind = value.strip().lower()
+    if kind not in CACHE_REQUESTS:
+        raise InvalidRequest(
+            f"Header '{CACHE_HEADER}' must be one of off, exact, semantic; got {value[:40]!r}.",
+            param=CACHE_HEADER, code="invalid_cache_header",
+        )
+    return kind  # type: ignore[return-value]
+
+
 def is_deterministic(parsed: ParsedRequest) -> bool:
     """temperature 0, or a seed given."""
     chat = parsed.chat
@@ -61,12 +84,16 @@ def never_cacheable(parsed: ParsedRequest) -> bool:
     return bool(raw.get("audio")) or (isinstance(modalities, list) and "audio" in modalities)
 
 
-def is_cacheable(parsed: ParsedRequest, decision: RouteDecision, cache_nondeterministic: bool) -> bool:
+def is_cacheable(
+    parsed: ParsedRequest, decision: RouteDecision, cache_nondeterministic: bool, requested: CacheRequest | None = None
+) -> bool:
     """Whether the cache may answer and store this request (see the module docstring)."""
-    if never_cacheable(parsed):
+    if requested == "off" or never_cacheable(parsed):
         return False
     if decision.cacheable is not None:
         return decision.cacheable
+    if requested is not None:
+        return True
     if is_deterministic(parsed):
         return True
     if parsed.chat.messages[-1].role in ("tool", "function"):

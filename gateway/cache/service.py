@@ -147,14 +147,17 @@ class ResponseCache:
                 return None
         return None
 
-    async def finish(self, lead: Lead, entry: CacheEntry | None) -> None:
-        """Store the leader's entry (when there is one and storing is allowed), wake followers, drop the lock."""
+    async def finish(self, lead: Lead, entry: CacheEntry | None) -> bool:
+        """Store the leader's entry (when there is one and storing is allowed), wake followers, drop the lock;
+        whether the entry was stored."""
         if lead.done:
-            return
+            return False
         lead.done = True
+        stored = False
         try:
             if entry is not None and lead.store:
-                await self.put(lead.key, entry)
+                stored = await self.put(lead.key, entry)
+            return stored
         finally:
             # Followers asked the identical question: they get the answer even when it was too large to store.
             self._flights.land(lead.key, lead.future, entry)

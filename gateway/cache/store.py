@@ -38,3 +38,7 @@ class CacheStore(Protocol):
     async def peek(self, key: str, lock: str) -> tuple[bytes | None, bool]:
         """The entry at `key` and whether the lock `lock` is held, in one round trip."""
         ...
+
+    async def purge_prefix(self, prefix: str) -> int:
+        """Remove every key starting with `prefix` (a tenant's namespace); how many were removed."""
+        ...

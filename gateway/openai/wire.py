@@ -14,6 +14,7 @@ MODEL_HEADER = "x-gateway-model"
 ROUTE_REASON_HEADER = "x-gateway-route-reason"
 CACHE_HEADER = "x-gateway-cache"
 CACHE_TIER_HEADER = "x-gateway-cache-tier"
+CACHE_SIMILARITY_HEADER = "x-gateway-cache-similarity"
 
 # -- SSE framing ---------------------------------------------------------------------------------------------
 SSE_DATA = b"data: "

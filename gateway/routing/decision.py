@@ -28,6 +28,9 @@ class RouteDecision(msgspec.Struct, frozen=True):
     threshold: float | None = None
     cacheable: bool | None = None
     """Policy override of the default cacheability (None: the cache decides)."""
+    cache_kind: Literal["exact", "semantic"] | None = None
+    """Policy choice of the cache kinds that may answer: exact repeats only, or paraphrases too (None: the
+    cache's settings decide)."""
 
 
 class RouteContext(msgspec.Struct):

@@ -92,7 +92,9 @@ class Rule(_Strict):
     message: str | None = None
     status: Literal[400, 403] | None = None
     code: str | None = None
-    cache: bool | None = None
+    cache: bool | Literal["exact", "semantic"] | None = None
+    """false: never cached; true / exact: cached (exact repeats only, for `exact`); semantic: cached, and
+    paraphrases answered by the semantic cache (when the gateway has one)."""
     pin_spill: bool | None = None
     """Overrides `defaults.pin_spill` for requests this rule sends to the tier they pinned."""
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from gateway.errors import GatewayError
 from gateway.routing.calibration import CalibrationError, calibrate
@@ -53,6 +53,7 @@ class CompiledRule:
     status: int = 403
     code: str | None = None
     cacheable: bool | None = None
+    cache_kind: Literal["exact", "semantic"] | None = None
     pin_spill: bool = False
 
 
@@ -139,7 +140,8 @@ class PolicyRouter:
             message=rule.message,
             status=rule.status or 403,
             code=rule.code or ("pii_blocked" if pii_rule else "policy_rejected"),
-            cacheable=rule.cache,
+            cacheable=None if rule.cache is None else rule.cache is not False,
+            cache_kind=rule.cache if isinstance(rule.cache, str) else None,
             pin_spill=rule.pin_spill if rule.pin_spill is not None else self.spec.defaults.pin_spill,
         )
 
@@ -217,6 +219,7 @@ class PolicyRouter:
             score=f.score_if_computed,
             threshold=threshold,
             cacheable=rule.cacheable,
+            cache_kind=rule.cache_kind,
         )
 
     def _capable(

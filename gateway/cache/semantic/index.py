@@ -50,6 +50,14 @@ class VectorIndex(Protocol):
         ...
 
 
+def _dot_rows_einsum(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,j->i", matrix, vector)
+
+
+_dot_rows = getattr(np, "vecdot", _dot_rows_einsum)
+"""Each row of a float32 matrix dotted with a vector, in the calling thread (a constant, chosen at import)."""
+
+
 class ScopeMatrix:
     """One scope's rows: a growing float32 matrix with the expiry, entry key and guard of each row."""
 
@@ -96,9 +104,10 @@ class ScopeMatrix:
         n = len(self._keys)
         if n == 0 or k <= 0:
             return []
-        # einsum runs in the calling thread; `@` goes to a multi-threaded BLAS, which on a busy machine was
-        # 10-20x slower for this size (bench/semantic_cache.py)
-        scores = np.einsum("ij,j->i", self._vectors[:n], vector)
+        # vecdot (numpy >= 2.0) and einsum run in the calling thread; `@` goes to a multi-threaded BLAS, which on
+        # a busy machine was 10-20x slower for this size. vecdot's SIMD loop scans 10,000 x 256 in ~0.23 ms CPU
+        # here, einsum in ~0.47 ms (bench/semantic_cache.py)
+        scores = _dot_rows(self._vectors[:n], vector)
         scores[self._expires[:n] <= now] = -np.inf
         if k < n:
             top = np.argpartition(scores, n - k)[n - k:]

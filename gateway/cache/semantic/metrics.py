@@ -17,7 +17,8 @@ exact store, deadline passed, embedder or store failure."""
 
 
 class SemanticMetrics:
-    """Hits, misses by reason, guard refusals by check, embed latency, hit similarity and dollars saved."""
+    """Hits, misses by reason, guard refusals by check, embed latency and hit similarity (the dollars semantic hits
+    saved are a request metric: `GatewayMetrics.semantic_savings`, written by `gateway.accounting`)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.hits = Counter(f"{PREFIX}_hits_total", "Semantic cache hits.", registry=registry)
@@ -37,11 +38,6 @@ class SemanticMetrics:
             f"{PREFIX}_hit_similarity", "Cosine similarity of semantic hits.", buckets=SIMILARITY_BUCKETS,
             registry=registry,
         )
-        self.saved_dollars = Counter(
-            f"{PREFIX}_saved_dollars_total",
-            "Estimated upstream spend avoided by semantic hits (the cost of the answer that was replayed).",
-            registry=registry,
-        )
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
 
@@ -58,8 +54,3 @@ class SemanticMetrics:
 
     def embedded(self, seconds: float) -> None:
         self.embed_seconds.observe(seconds)
-
-    def saved(self, dollars: float) -> None:
-        """Called by the integrating layer once it knows the cost of the replayed answer."""
-        if dollars > 0:
-            self.saved_dollars.inc(dollars)

@@ -8,7 +8,9 @@ so an idle scope disappears by itself. Reads never touch a TTL.
 
 A lookup reads what was appended since this replica last looked (`XRANGE key (last-id +`, pipelined with
 `EXISTS`) into an in-process `ScopeMatrix` and scans that, so the steady-state cost is one round trip plus
-the local scan, and every replica sees every other's entries on its next lookup. Catching up a large scope is
+the local scan, and every replica sees every other's entries on its next lookup. With `sync_interval_seconds`
+(the gateway: `cache.semantic.sync_interval_seconds`, 0.1) a mirror caught up that recently is scanned without
+the round trip: other replicas' entries (and purges) then reach it within the interval, its own adds at once. Catching up a large scope is
 done by a background task the lookup only waits for up to its deadline (a first lookup on a cold replica may
 miss). A stream that vanished (purged, expired) empties the mirror.
 
@@ -20,6 +22,7 @@ replica's memory (256-d: ~1 KiB; 20,000 vectors ~21 MB per replica), and the sca
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -44,12 +47,16 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 
 
 class _Mirror:
-    __slots__ = ("matrix", "last_id", "syncing")
+    __slots__ = ("matrix", "last_id", "syncing", "synced_at", "added_at")
 
     def __init__(self, dim: int, max_rows: int) -> None:
         self.matrix = ScopeMatrix(dim, max_rows)
         self.last_id = "0-0"
         self.syncing: asyncio.Task[None] | None = None
+        self.synced_at = -math.inf
+        """`time.monotonic()` when the last successful catch-up started."""
+        self.added_at = -math.inf
+        """`time.monotonic()` of this replica's last add to the scope."""
 
 
 class RedisVectorIndex:
@@ -67,6 +74,7 @@ class RedisVectorIndex:
         max_connections: int = 32,
         breaker: Breaker | None = None,
         clock: Callable[[], float] = time.time,
+        sync_interval_seconds: float = 0.0,
     ) -> None:
         self.dim = dim
         self.prefix = prefix
@@ -78,6 +86,9 @@ class RedisVectorIndex:
         )
         self.breaker = self.link.breaker
         self._clock = clock
+        self.sync_interval = sync_interval_seconds
+        """A mirror caught up less than this long ago is scanned without a round trip (this replica's own adds
+        are in it at once; other replicas' reach it within the interval)."""
         self._mirrors: OrderedDict[str, _Mirror] = OrderedDict()
 
     def __repr__(self) -> str:  # the URL may carry a password
@@ -115,6 +126,7 @@ class RedisVectorIndex:
         """Append what the stream gained since `mirror.last_id` (in batches), or reset a vanished stream."""
         redis = self.link.client("get")
         key = self.key(scope_id)
+        started = time.monotonic()
         while True:
             try:
                 async with redis.pipeline(transaction=False) as pipe:
@@ -125,9 +137,12 @@ class RedisVectorIndex:
                 raise self.link.failed("get", exc) from None
             self.link.ok()
             if not exists:
+                if mirror.added_at >= started:  # added here meanwhile: the stream exists now; look again next time
+                    return
                 if len(mirror.matrix) or mirror.last_id != "0-0":
                     mirror.matrix = ScopeMatrix(self.dim, self.max_rows_per_scope)
                     mirror.last_id = "0-0"
+                mirror.synced_at = started
                 return
             for stream_id, fields in rows:
                 vector = np.frombuffer(fields.get(b"v", b""), dtype=np.float32)
@@ -136,25 +151,31 @@ class RedisVectorIndex:
                     mirror.matrix.add(fields[b"k"].decode(), vector, fields.get(b"g", b""), expires)
                 mirror.last_id = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
             if len(rows) < SYNC_BATCH:
+                mirror.synced_at = started
                 return
 
     async def search(self, scope_id: str, vector: np.ndarray, k: int) -> list[Candidate]:
         mirror = self._mirror(scope_id)
-        if mirror.syncing is None or mirror.syncing.done():
+        idle = mirror.syncing is None or mirror.syncing.done()
+        if idle and time.monotonic() - mirror.synced_at >= self.sync_interval:
             mirror.syncing = asyncio.create_task(self._sync(scope_id, mirror))
             mirror.syncing.add_done_callback(_retrieve)
-        await asyncio.shield(mirror.syncing)  # the caller's deadline may give up; the catch-up goes on
+            idle = False
+        if not idle:
+            assert mirror.syncing is not None
+            await asyncio.shield(mirror.syncing)  # the caller's deadline may give up; the catch-up goes on
         return mirror.matrix.search(vector, k, self._clock())
 
     async def add(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes, ttl_ms: int) -> None:
         redis = self.link.client("set")
         key = self.key(scope_id)
         ttl_ms = max(1, ttl_ms)
+        expires_ms = int(self._clock() * 1000) + ttl_ms
         fields = {
             "k": entry_key,
             "v": np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
             "g": guard,
-            "x": str(int(self._clock() * 1000) + ttl_ms),
+            "x": str(expires_ms),
         }
         try:
             async with redis.pipeline(transaction=False) as pipe:
@@ -165,6 +186,10 @@ class RedisVectorIndex:
         except (RedisError, OSError) as exc:
             raise self.link.failed("set", exc) from None
         self.link.ok()
+        mirror = self._mirrors.get(scope_id)
+        if mirror is not None:  # visible here at once (the next catch-up reads the same row again: same key)
+            mirror.added_at = time.monotonic()
+            mirror.matrix.add(entry_key, np.asarray(vector, dtype=np.float32), guard, expires_ms / 1000.0)
 
     async def purge_tenant(self, tenant_ns: str) -> int:
         """Drop the tenant's mirrors here and its streams in Redis (other replicas reset on their next lookup)."""
