@@ -28,6 +28,8 @@ class RouteDecision(msgspec.Struct, frozen=True):
     threshold: float | None = None
     cacheable: bool | None = None
     """Policy override of the default cacheability (None: the cache decides)."""
+    familiarity: float | None = None
+    """How familiar the prompt was to the classifier's training prompts, when a rule asked (see `When.familiarity`)."""
 
 
 class RouteContext(msgspec.Struct):
