@@ -88,7 +88,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     from classifier.data import load_dataset
     from classifier.install import install
     from classifier.model import load_model
-    from classifier.promote import PromoteConfig, compare, format_report
+    from classifier.promote import PromoteConfig, compare, format_report, promotion_metadata
 
     target = args.target or _default_target()
     labels = load_dataset(args.labels)
@@ -108,7 +108,10 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"would install ({result.reason}); --dry-run: nothing changed")
         return 0
-    saved = install(args.candidate, target)
+    metadata = promotion_metadata(result, candidate, args.candidate, args.labels, len(labels), current)
+    saved = install(args.candidate, target, metadata)
+    apgr = "n/a" if metadata["apgr"] is None else f"{metadata['apgr']:.3f}"
+    print(f"version {metadata['version']}, held-out APGR {apgr} (written to the installed metrics.json)")
     print(f"installed {args.candidate} at {target} ({result.reason}); previous model kept at {saved} "
           "(`slm-gateway classifier rollback` restores it)")
     return _reload(args)
