@@ -148,16 +148,17 @@ def shifted(args: argparse.Namespace) -> None:
           f"MMLU rows ({args.held_out} held out); judge noise {args.judge_noise}; {args.bootstrap} bootstrap resamples")
 
     def apgr(scores: np.ndarray, b: np.ndarray) -> float:
-        return M.summarize(scores[b], held.weak_correct[b], held.strong_correct[b])["apgr"]
+        w, st = held.weak_correct[b], held.strong_correct[b]
+        return M.summarize(scores[b], w, st)["apgr"] if M.pgr_defined(w, st) else float("nan")  # skipped
 
     def line(label: str, scores: np.ndarray, base: np.ndarray | None) -> str:
         whole = M.summarize(scores, held.weak_correct, held.strong_correct)
-        lo, hi = np.quantile([apgr(scores, b) for b in boot], [0.05, 0.95])
+        lo, hi = np.nanquantile([apgr(scores, b) for b in boot], [0.05, 0.95])
         text = f"{label:<24} APGR {whole['apgr']:.3f} [{lo:.3f}, {hi:.3f}]  CPT(50%) {whole['cpt50']:.3f}"
         if base is not None:
             diffs = [apgr(scores, b) - apgr(base, b) for b in boot]
-            dlo, dhi = np.quantile(diffs, [0.05, 0.95])
-            text += f"  vs prior {float(np.mean(diffs)):+.3f} [{dlo:+.3f}, {dhi:+.3f}]"
+            dlo, dhi = np.nanquantile(diffs, [0.05, 0.95])
+            text += f"  vs prior {float(np.nanmean(diffs)):+.3f} [{dlo:+.3f}, {dhi:+.3f}]"
         return text
 
     started = time.perf_counter()
