@@ -98,11 +98,13 @@ def test_default_traffic_weighting() -> None:
         return RoutingDataset(["p"] * n, np.array(["mmlu"] * n_bench + ["traffic"] * n_traffic, dtype=object),
                               np.zeros(n, bool), np.ones(n, bool))
 
-    assert traffic_weight(ds(10_588, 320)) == pytest.approx(16.54375)  # 0.5 * 10588 / 320
+    assert traffic_weight(ds(10_588, 320)) == 4.0  # 0.5 * 10588 / 320 = 16.54, capped at MAX_TRAFFIC_WEIGHT
+    assert traffic_weight(ds(10_588, 320), cap=100.0) == pytest.approx(16.54375)
+    assert traffic_weight(ds(3_000, 500)) == pytest.approx(3.0)  # 0.5 * 3000 / 500: under the cap
     assert traffic_weight(ds(10_588, 30_000)) == 1.0  # plentiful traffic is not down-weighted
     assert traffic_weight(ds(0, 50)) == 1.0 and traffic_weight(ds(50, 0)) == 1.0
     weighted, w = weight_traffic(ds(100, 10))
-    assert w == 5.0 and weighted.weight.tolist() == [1.0] * 100 + [5.0] * 10
+    assert w == 4.0 and weighted.weight.tolist() == [1.0] * 100 + [4.0] * 10  # 0.5 * 100 / 10 = 5, capped
     assert weight_traffic(ds(100, 10), 2.5)[0].weight[-1] == 2.5
     with pytest.raises(ValueError, match="traffic weight must be > 0"):
         weight_traffic(ds(100, 10), 0.0)
