@@ -2,6 +2,9 @@
 
     python bench/routing_latency.py [--classifier-model FILE] [--policy FILE ...] [--requests 3000]
 
+With a classifier that reports familiarity (the `familiarity` policy condition), its cost is printed next to
+the score's, on the same requests.
+
 Requests are synthetic but realistic in shape: short questions, multi-turn chats, code, long pasted
 documents (2-12k characters), some with personal data, some with tools. Without --classifier-model the
 shipped model is used; if it is not built yet, a small model is trained on synthetic prompts (noted).
@@ -137,7 +140,28 @@ def main() -> int:
             print(f"{Path(path).stem + label:<28} {pct(total, 0.5) * us:>7.0f}us {pct(total, 0.99) * us:>7.0f}us "
                   f"{max(total) * us:>7.0f}us | {cls}")
     print("(wall-clock per decision on this machine; other processes sharing the CPUs inflate p99)")
+    if getattr(model, "familiarity_head", None) is not None:
+        familiarity_vs_score(model, bodies)
     return 0
+
+
+def familiarity_vs_score(model: Any, bodies: list[dict[str, Any]]) -> None:
+    """The classifier's familiarity (policy condition `familiarity`) next to its score, interleaved per request."""
+    fam, score = [], []
+    clock = time.perf_counter
+    for body in bodies:
+        messages = body["messages"]
+        t0 = clock()
+        model.familiarity_messages(messages)
+        t1 = clock()
+        model.score_messages(messages)
+        t2 = clock()
+        fam.append(t1 - t0)
+        score.append(t2 - t1)
+    us = 1e6
+    for name, values in (("familiarity", fam), ("score", score)):
+        print(f"classifier {name:<12} p50 {pct(values, 0.5) * us:>6.0f}us  p99 {pct(values, 0.99) * us:>6.0f}us  "
+              f"(same {len(values)} requests, interleaved)")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     from classifier.data import load_dataset
     from classifier.install import install
     from classifier.model import load_model
-    from classifier.promote import PromoteConfig, compare, format_report
+    from classifier.promote import PromoteConfig, compare, format_report, promotion_metadata
 
     target = args.target or _default_target()
     labels = load_dataset(args.labels)
@@ -108,7 +108,10 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"would install ({result.reason}); --dry-run: nothing changed")
         return 0
-    saved = install(args.candidate, target)
+    metadata = promotion_metadata(result, candidate, args.candidate, args.labels, len(labels), current)
+    saved = install(args.candidate, target, metadata)
+    apgr = "n/a" if metadata["apgr"] is None else f"{metadata['apgr']:.3f}"
+    print(f"version {metadata['version']}, held-out APGR {apgr} (written to the installed metrics.json)")
     print(f"installed {args.candidate} at {target} ({result.reason}); previous model kept at {saved} "
           "(`slm-gateway classifier rollback` restores it)")
     return _reload(args)
@@ -204,7 +207,7 @@ def _add_hparams(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add the ``classifier`` command (train / eval / score / promote / rollback) to argparse subparsers."""
-    from classifier.data import DEFAULT_HOLD_OUT, DEFAULT_TRAFFIC_SHARE
+    from classifier.data import DEFAULT_HOLD_OUT, DEFAULT_TRAFFIC_SHARE, MAX_TRAFFIC_WEIGHT
     from classifier.model import DEFAULT_MODEL_PATH
     from classifier.promote import PromoteConfig
 
@@ -220,7 +223,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cv", type=int, default=0, help="also run k-fold CV and store it in metrics.json")
     p.add_argument("--traffic-weight", type=float, default=None,
                    help="weight of each traffic label row (rows without 'benchmark'); default: together they "
-                        f"weigh {DEFAULT_TRAFFIC_SHARE:g} x the benchmark rows, at least 1 each")
+                        f"weigh {DEFAULT_TRAFFIC_SHARE:g} x the benchmark rows, at least 1 and at most "
+                        f"{MAX_TRAFFIC_WEIGHT:g} each")
     p.add_argument("--hold-out", type=float, default=DEFAULT_HOLD_OUT,
                    help="leave out this share of the most recent rows with 'ts' (for `promote`); 0: use all")
     _add_hparams(p)

@@ -9,7 +9,8 @@ present.  A one-sided row trains only the model of the side it knows (see
 
 Weights: every row has a training weight.  Rows without ``benchmark`` are *traffic* rows; when a
 training set mixes them with benchmark rows, :func:`traffic_weight` up-weights them (by default so
-that all traffic rows together weigh half as much as all benchmark rows, and never less than 1 each).
+that all traffic rows together weigh half as much as all benchmark rows, never less than 1 each and never more
+than :data:`MAX_TRAFFIC_WEIGHT` each).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "LABELS",
     "TRAFFIC",
     "DEFAULT_TRAFFIC_SHARE",
+    "MAX_TRAFFIC_WEIGHT",
     "DEFAULT_HOLD_OUT",
     "hold_out_recent",
     "RoutingDataset",
@@ -39,6 +41,10 @@ __all__ = [
 LABELS = ("benefit", "gain", "weak_wrong")
 TRAFFIC = "traffic"  # the ``benchmark`` of rows that have none (traffic labels)
 DEFAULT_TRAFFIC_SHARE = 0.5  # total weight of traffic rows / total weight of benchmark rows (default weighting)
+MAX_TRAFFIC_WEIGHT = 4.0
+"""The default per-row weight of traffic rows is capped here: a few noisy labels weighted like thousands of rows
+overfit (`bench/learning.py --shift`: 100 STEM labels next to 8,750 prior rows gained +0.075 APGR at weight 1 and
++0.077 at weight 4, but +0.002 at the uncapped 43.75, whose fit was 5x slower)."""
 DEFAULT_HOLD_OUT = 0.2  # share of the most recent timestamped rows `classifier train` leaves out for `promote`
 
 
@@ -186,17 +192,19 @@ def concat(parts: list[RoutingDataset]) -> RoutingDataset:
     )
 
 
-def traffic_weight(data: RoutingDataset, share: float = DEFAULT_TRAFFIC_SHARE) -> float:
+def traffic_weight(
+    data: RoutingDataset, share: float = DEFAULT_TRAFFIC_SHARE, cap: float = MAX_TRAFFIC_WEIGHT
+) -> float:
     """Per-row weight of traffic rows so that together they weigh ``share`` x the benchmark rows.
 
-    Never below 1 (plentiful traffic is not down-weighted); 1 when there are no benchmark rows
-    or no traffic rows.
+    Never below 1 (plentiful traffic is not down-weighted) nor above ``cap`` (a few labels are not
+    weighted like thousands of rows); 1 when there are no benchmark rows or no traffic rows.
     """
     n_traffic = int(data.is_traffic.sum())
     n_bench = len(data) - n_traffic
     if not n_traffic or not n_bench:
         return 1.0
-    return max(1.0, share * n_bench / n_traffic)
+    return min(cap, max(1.0, share * n_bench / n_traffic))
 
 
 def weight_traffic(data: RoutingDataset, row_weight: float | None = None) -> tuple[RoutingDataset, float]:

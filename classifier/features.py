@@ -483,6 +483,19 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
 
         return featurize
 
+    def compile_words(self) -> Callable[[str], np.ndarray]:
+        """Fast one-text function returning the distinct hashed word 1-2-gram columns of a prompt (the
+        non-zero columns of :meth:`transform`'s word block), for :class:`classifier.familiarity.Familiarity`."""
+        n_features = int(self.word_features)
+        if not n_features:
+            raise ValueError("featurizer has no word features")
+        max_chars = int(self.max_chars)
+
+        def columns(text: str) -> np.ndarray:
+            return np.unique(_hash_columns(_word_unigrams_and_bigrams(truncate(text, max_chars)), n_features))
+
+        return columns
+
     def compile_single(
         self, word_problem: bool = True, unigram_features: int = 0
     ) -> Callable[[str], tuple[np.ndarray, ...]]:

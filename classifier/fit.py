@@ -12,10 +12,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import MultinomialNB
 
 from classifier.data import RoutingDataset, make_targets
+from classifier.familiarity import Familiarity
 from classifier.features import HAND_FEATURE_NAMES, SEGMENTS, PromptFeaturizer, segment, truncate, unigram_vectorizer
 from classifier.model import RouterModel, SubjectPrior, TreeHead
 
-__all__ = ["RouterConfig", "build_featurizer", "fit_router"]
+__all__ = ["RouterConfig", "build_featurizer", "fit_familiarity", "fit_router"]
 
 
 @dataclass(frozen=True)
@@ -169,13 +170,21 @@ def fit_router(data: RoutingDataset, config: RouterConfig) -> RouterModel:
                     priors[name] = prior
     if priors:
         router = RouterModel(featurizer, models, priors=priors)
+    familiarity = fit_familiarity(X, featurizer)
     trees: dict[str, TreeHead] = {}
     if config.tree_weight > 0:
         for name in config.tree_families:
             rows = np.flatnonzero((segs == name) & data.both_known)
             if name in router.families and len(rows) >= config.min_segment_rows:
                 trees[name] = _fit_tree_head(data, rows, X, router, featurizer, config)
-    return RouterModel(featurizer, models, priors=priors, trees=trees) if trees else router
+    return RouterModel(featurizer, models, priors=priors, trees=trees, familiarity=familiarity)
+
+
+def fit_familiarity(X: sp.csr_matrix, featurizer: PromptFeaturizer) -> Familiarity | None:
+    """Familiarity to the training prompts from their feature rows ``X`` (None without word features)."""
+    if not featurizer.word_features:
+        return None
+    return Familiarity.fit(X[:, : int(featurizer.word_features)])
 
 
 def _fit_tree_head(

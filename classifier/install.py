@@ -9,10 +9,13 @@ name in its folder and renamed into place, so a reader never sees a half-written
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from classifier.model import metrics_path_for
 
@@ -49,8 +52,21 @@ def _pair(model: Path) -> tuple[Path, Path | None]:
     return model, (metrics if metrics.is_file() else None)
 
 
-def install(candidate: str | Path, target: str | Path) -> Path | None:
-    """Install ``candidate`` (and its metrics.json) at ``target``; returns the rollback copy (None if new)."""
+def _put_json(data: Mapping[str, Any], dst: Path) -> None:
+    """Write ``data`` as ``dst`` (indented JSON), atomically."""
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def install(candidate: str | Path, target: str | Path, metadata: Mapping[str, Any] | None = None) -> Path | None:
+    """Install ``candidate`` (and its metrics.json) at ``target``; returns the rollback copy (None if new).
+
+    ``metadata`` (e.g. the promotion's ``version`` and ``apgr``) is merged into the installed metrics.json
+    (the candidate's own file is left as it is)."""
     candidate, target = Path(candidate), Path(target)
     if not candidate.is_file():
         raise InstallError(f"candidate model not found: {candidate}")
@@ -67,7 +83,14 @@ def install(candidate: str | Path, target: str | Path) -> Path | None:
         _put(old_metrics, metrics_path_for(saved))
     target.parent.mkdir(parents=True, exist_ok=True)
     _put(cand_model, target)
-    _put(cand_metrics, metrics_path_for(target))
+    if metadata:
+        try:
+            merged = json.loads(cand_metrics.read_text(encoding="utf-8")) if cand_metrics is not None else {}
+        except ValueError:
+            raise InstallError(f"candidate metrics {cand_metrics} is not valid JSON") from None
+        _put_json({**merged, **metadata}, metrics_path_for(target))
+    else:
+        _put(cand_metrics, metrics_path_for(target))
     return saved
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from classifier.familiarity import Familiarity
 from classifier.features import (
     HAND_FEATURE_NAMES,
     WORD_PROBLEM_VERSION,
@@ -55,6 +56,7 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
         "numpy.float32",
         "numpy.float64",
         "numpy.int64",
+        "numpy.uint16",
         "numpy.dtype",
         "numpy.ndarray",
     }
@@ -317,6 +319,9 @@ class RouterModel:
     of the expected accuracy gain of routing the prompt upstream.  A family
     may also have a :class:`SubjectPrior` head and then a :class:`TreeHead`
     blended into its score.
+
+    ``familiarity`` (optional, :class:`classifier.familiarity.Familiarity`) tells how familiar a prompt is to
+    the training prompts; :meth:`familiarity` is None for a model without it.
     """
 
     def __init__(
@@ -326,6 +331,7 @@ class RouterModel:
         metadata: Mapping[str, Any] | None = None,
         priors: Mapping[str, SubjectPrior] | None = None,
         trees: Mapping[str, TreeHead] | None = None,
+        familiarity: Familiarity | None = None,
     ) -> None:
         if not models:
             raise ValueError("RouterModel needs at least one fitted model")
@@ -334,6 +340,12 @@ class RouterModel:
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.priors: dict[str, SubjectPrior] = dict(priors or {})
         self.trees: dict[str, TreeHead] = dict(trees or {})
+        self.familiarity_head = familiarity
+        self._word_columns = None
+        if familiarity is not None:
+            if familiarity.n_features != int(featurizer.word_features):
+                raise ValueError("familiarity covers a different number of word columns than the featurizer")
+            self._word_columns = featurizer.compile_words()
         self._max_chars = int(featurizer.max_chars)
         n_wp = featurizer.n_hand_ - len(HAND_FEATURE_NAMES)
         # Fast path: sparse dot products instead of sklearn's per-call overhead.
@@ -451,6 +463,17 @@ class RouterModel:
         """``p_strong`` for an OpenAI chat message list (user turns, last one first)."""
         return self.score(messages_text(messages, self._max_chars))
 
+    def familiarity(self, text: str) -> float | None:
+        """How familiar ``text`` is to the training prompts, in [0, 1] (a percentile of theirs; see
+        :mod:`classifier.familiarity`); None when this model has no familiarity data."""
+        if self.familiarity_head is None or self._word_columns is None:
+            return None
+        return self.familiarity_head.of_columns(self._word_columns(text))
+
+    def familiarity_messages(self, messages: Sequence[Mapping[str, Any]]) -> float | None:
+        """:meth:`familiarity` of the text :meth:`score_messages` scores."""
+        return self.familiarity(messages_text(messages, self._max_chars))
+
 
 def save_model(router: RouterModel, path: str | Path, info: Mapping[str, Any] | None = None) -> Path:
     """Write ``router`` with skops, wrapped in a small format header."""
@@ -467,6 +490,8 @@ def save_model(router: RouterModel, path: str | Path, info: Mapping[str, Any] | 
         "priors": {fam: prior.to_params() for fam, prior in router.priors.items()},
         "trees": {fam: head.to_params() for fam, head in router.trees.items()},
     }
+    if router.familiarity_head is not None:
+        payload["familiarity"] = router.familiarity_head.to_params()
     sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED)
     return path
 
@@ -520,6 +545,15 @@ def load_model(path: str | Path | None = None) -> RouterModel:
         trees = {str(fam): TreeHead(params) for fam, params in raw_trees.items()}
     except (ValueError, TypeError) as exc:
         raise ModelLoadError(f"router model {path} has a bad tree head: {exc}") from None
+    raw_familiarity = payload.get("familiarity")
+    familiarity = None
+    if raw_familiarity is not None:
+        if not isinstance(raw_familiarity, dict):
+            raise ModelLoadError(f"router model {path} has malformed familiarity data")
+        try:
+            familiarity = Familiarity(raw_familiarity)
+        except (ValueError, TypeError) as exc:
+            raise ModelLoadError(f"router model {path} has bad familiarity data: {exc}") from None
     metadata: dict[str, Any] = {}
     try:
         metadata.update(json.loads(payload.get("info") or "{}"))
@@ -533,6 +567,6 @@ def load_model(path: str | Path | None = None) -> RouterModel:
             raise ModelLoadError(f"router metrics file {mpath} is not valid JSON") from None
     metadata.setdefault("model_path", str(path))
     try:
-        return RouterModel(featurizer, models, metadata, priors, trees)
+        return RouterModel(featurizer, models, metadata, priors, trees, familiarity)
     except (ValueError, AttributeError, IndexError) as exc:
         raise ModelLoadError(f"router model {path} is inconsistent: {exc}") from None

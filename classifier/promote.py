@@ -13,7 +13,10 @@ candidate that is worse by more than the tolerance on the typical resample fails
 
 from __future__ import annotations
 
+import hashlib
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,10 @@ from classifier import metrics as M
 from classifier.data import DEFAULT_HOLD_OUT, RoutingDataset, hold_out_recent
 from classifier.model import RouterModel
 
-__all__ = ["PromoteConfig", "Comparison", "held_out_rows", "threshold_for", "compare", "format_report"]
+__all__ = [
+    "PromoteConfig", "Comparison", "held_out_rows", "threshold_for", "compare", "format_report", "model_version",
+    "promotion_metadata",
+]
 
 _KEYS = ("apgr", "cpt50", "local_share")
 
@@ -173,3 +179,40 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"APGR candidate - current: {report['apgr_difference']:+.3f} "
                  f"[{'n/a' if lo is None else f'{lo:+.3f}'}, {'n/a' if hi is None else f'{hi:+.3f}'}]")
     return "\n".join(lines)
+
+
+def model_version(path: str | Path) -> str:
+    """A router file's version: ``router-`` and the first 12 hex digits of its SHA-256 (content-addressed, so the
+    same file has the same version on every replica)."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return f"router-{digest[:12]}"
+
+
+def promotion_metadata(
+    comparison: Comparison, candidate: RouterModel, candidate_path: str | Path, labels_path: str | Path,
+    labels_rows: int, current: RouterModel, now: float | None = None,
+) -> dict[str, Any]:
+    """What an installed model's metrics.json gains on promotion: ``version`` and ``apgr`` (the candidate's APGR on
+    the held-out labels; the gateway shows both as ``slm_gateway_router_model_apgr{version}``), and a
+    ``promotion`` section: when, on which labels, the candidate's held-out figures with their CIs, the model it
+    replaced, and the data sets it was trained on (names and row counts)."""
+    report = comparison.report
+    cand = report["candidate"]
+    trained_on = candidate.metadata.get("trained_on") or {}
+    previous = current.metadata.get("version")
+    return {
+        "version": model_version(candidate_path),
+        "apgr": cand["apgr"],
+        "promotion": {
+            "promoted_at": round(time.time() if now is None else now, 3),
+            "reason": comparison.reason,
+            "labels": {"path_name": Path(labels_path).name, "rows": labels_rows,
+                       "held_out_rows": report["held_out"]["rows"]},
+            "apgr": cand["apgr"], "apgr_ci": cand["apgr_ci"],
+            "cpt50": cand["cpt50"], "cpt50_ci": cand["cpt50_ci"],
+            "local_share": cand["local_share"], "threshold": cand["threshold"],
+            "apgr_difference": report["apgr_difference"], "apgr_difference_ci": report["apgr_difference_ci"],
+            "previous": {"version": str(previous) if previous else None, "apgr": report["current"]["apgr"]},
+            "data": [dict(f) for f in trained_on.get("files", [])] if isinstance(trained_on, dict) else [],
+        },
+    }

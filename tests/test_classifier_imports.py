@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "metrics": 0,
     "features": 0,
     "data": 0,
+    "familiarity": 0,
     "model": 1,
     "fit": 2,
     "install": 2,

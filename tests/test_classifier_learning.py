@@ -7,6 +7,7 @@ locally, everything else is answered well by both" -- enough to check the mechan
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -97,11 +98,13 @@ def test_default_traffic_weighting() -> None:
         return RoutingDataset(["p"] * n, np.array(["mmlu"] * n_bench + ["traffic"] * n_traffic, dtype=object),
                               np.zeros(n, bool), np.ones(n, bool))
 
-    assert traffic_weight(ds(10_588, 320)) == pytest.approx(16.54375)  # 0.5 * 10588 / 320
+    assert traffic_weight(ds(10_588, 320)) == 4.0  # 0.5 * 10588 / 320 = 16.54, capped at MAX_TRAFFIC_WEIGHT
+    assert traffic_weight(ds(10_588, 320), cap=100.0) == pytest.approx(16.54375)
+    assert traffic_weight(ds(3_000, 500)) == pytest.approx(3.0)  # 0.5 * 3000 / 500: under the cap
     assert traffic_weight(ds(10_588, 30_000)) == 1.0  # plentiful traffic is not down-weighted
     assert traffic_weight(ds(0, 50)) == 1.0 and traffic_weight(ds(50, 0)) == 1.0
     weighted, w = weight_traffic(ds(100, 10))
-    assert w == 5.0 and weighted.weight.tolist() == [1.0] * 100 + [5.0] * 10
+    assert w == 4.0 and weighted.weight.tolist() == [1.0] * 100 + [4.0] * 10  # 0.5 * 100 / 10 = 5, capped
     assert weight_traffic(ds(100, 10), 2.5)[0].weight[-1] == 2.5
     with pytest.raises(ValueError, match="traffic weight must be > 0"):
         weight_traffic(ds(100, 10), 0.0)
@@ -245,9 +248,10 @@ def test_a_few_hundred_labels_move_the_model(taught: dict) -> None:
 def test_promote_installs_when_not_worse_refuses_when_worse_and_rollback_restores(taught: dict) -> None:
     labels, target, cand = str(taught["labels"]), taught["target"], taught["cand"]
     shipped = DEFAULT_MODEL_PATH.read_bytes()
-    proc = run_cli("promote", "--labels", labels, "--candidate", str(cand), "--target", str(target))
+    proc = run_cli("promote", "--labels", labels, "--candidate", str(cand), "--target", str(target), "--json")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.splitlines()
+    report = json.loads("\n".join(out[out.index("{") : out.index("}") + 1]))
     assert out[:2] == [f"current: {target}", f"candidate: {cand}"]
     assert out[2] == f"held-out labels: 80 rows labelled on both sides (candidate's hold-out cut, ts >= {T0 + 60 * 320:.0f})"
     print(proc.stdout)
@@ -260,7 +264,28 @@ def test_promote_installs_when_not_worse_refuses_when_worse_and_rollback_restore
     assert out[-1] == ("reload needed: POST /admin/reload to the gateway or send it SIGHUP "
                        "(or pass --gateway-url / --pid next time)")
     assert target.read_bytes() == cand.read_bytes()
-    assert metrics_path_for(target).read_bytes() == metrics_path_for(cand).read_bytes()
+    # The installed metrics.json is the candidate's plus the promotion: version (content hash) and held-out APGR,
+    # which the gateway shows as slm_gateway_router_model_apgr{version}, and where they came from.
+    version = "router-" + hashlib.sha256(cand.read_bytes()).hexdigest()[:12]
+    apgr = report["candidate"]["apgr"]
+    assert out[-3] == f"version {version}, held-out APGR {apgr:.3f} (written to the installed metrics.json)"
+    installed_meta = json.loads(metrics_path_for(target).read_text())
+    promotion = installed_meta.pop("promotion")
+    assert installed_meta == dict(json.loads(metrics_path_for(cand).read_text()), version=version, apgr=apgr)
+    assert isinstance(promotion.pop("promoted_at"), float)
+    cand_report = report["candidate"]
+    assert promotion == {
+        "reason": report["reason"],
+        "labels": {"path_name": "labels.jsonl", "rows": 400, "held_out_rows": 80},
+        "apgr": apgr, "apgr_ci": cand_report["apgr_ci"], "cpt50": cand_report["cpt50"],
+        "cpt50_ci": cand_report["cpt50_ci"], "local_share": cand_report["local_share"],
+        "threshold": cand_report["threshold"], "apgr_difference": report["apgr_difference"],
+        "apgr_difference_ci": report["apgr_difference_ci"],
+        "previous": {"version": None, "apgr": report["current"]["apgr"]},
+        "data": [{"path_name": "dev-subset.jsonl", "rows": 1059, "traffic_rows": 0},
+                 {"path_name": "labels.jsonl", "rows": 400, "traffic_rows": 400}],
+    }
+    assert load_model(target).metadata["version"] == version
     assert rollback_path(target).read_bytes() == shipped
     # The shipped model is now the worse one: promoting it back is refused and changes nothing.
     proc = run_cli("promote", "--labels", labels, "--candidate", str(DEFAULT_MODEL_PATH), "--target", str(target))

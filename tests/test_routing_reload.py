@@ -80,6 +80,30 @@ async def test_reload_of_a_broken_classifier_keeps_the_old_one(tmp_path: Path, t
     assert holder.decide(ctx("Prove that 7 is irrational.")).tier == "upstream"
 
 
+async def test_the_model_in_use_is_shown_by_version_and_apgr_across_reloads(
+    tmp_path: Path, tiny_router_model: Path
+) -> None:
+    """`classifier promote` writes `version` and `apgr` into the installed metrics.json; every reload (SIGHUP or
+    /admin/reload, learning on or off) shows the model in use as slm_gateway_router_model_apgr{version}."""
+    import json
+
+    model = tmp_path / "router.skops"
+    model.write_bytes(tiny_router_model.read_bytes())
+    meta = json.loads(tiny_router_model.with_name("metrics.json").read_text())
+    (tmp_path / "metrics.json").write_text(json.dumps(meta))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - name: auto\n    action: auto\n    threshold: 0.5\n")
+    metrics = GatewayMetrics()
+    holder = ReloadableRouter(RouterSource(policy_path=str(policy), classifier_path=str(model)), metrics)
+    get = metrics.registry.get_sample_value
+    assert get("slm_gateway_router_model_apgr", {"version": "router.skops"}) != get(  # NaN: no APGR known yet
+        "slm_gateway_router_model_apgr", {"version": "router.skops"})
+    (tmp_path / "metrics.json").write_text(json.dumps(dict(meta, version="router-0123456789ab", apgr=0.8125)))
+    assert [r.result for r in await holder.reload()] == ["success", "success"]
+    assert get("slm_gateway_router_model_apgr", {"version": "router-0123456789ab"}) == 0.8125
+    assert get("slm_gateway_router_model_apgr", {"version": "router.skops"}) is None  # one series: the model in use
+
+
 async def test_concurrent_decisions_during_reloads_never_fail(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(V1)

@@ -9,7 +9,6 @@ only then is the finished request offered to the shadow queue.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -26,31 +25,12 @@ from gateway.learning.recent import RecentRequests, Remembered
 from gateway.learning.redis_client import learning_redis
 from gateway.learning.shadow import ShadowJudge
 from gateway.openai.wire import FinalChunk, Usage
+from gateway.routing.scorer import model_facts
 from gateway.settings import Settings
 
 log = logging.getLogger("slm_gateway.learning")
 
 AfterSend = Callable[[], Awaitable[None]]
-
-
-def model_facts(scorer: Any) -> tuple[str, float | None] | None:
-    """(version, evaluated APGR) of a router model from its metadata; None without a model."""
-    if scorer is None:
-        return None
-    meta = getattr(scorer, "metadata", None) or {}
-    version = meta.get("version") or meta.get("model_version")
-    if not version:
-        path = str(meta.get("model_path") or type(scorer).__name__)
-        version = path.rsplit("/", 1)[-1]
-    apgr: Any = meta.get("apgr")
-    for section in ("evaluation", "eval", "promotion"):
-        if apgr is None and isinstance(meta.get(section), dict):
-            apgr = meta[section].get("apgr")
-    try:
-        value = float(apgr) if apgr is not None else None
-    except (TypeError, ValueError):
-        value = None
-    return str(version), value if value is None or math.isfinite(value) else None
 
 
 class Learning:

@@ -29,12 +29,14 @@ class Scorer:
 
     def score_messages(self, messages: Sequence[Mapping[str, Any]]) -> float: ...  # pragma: no cover
 
+    # optional: `familiarity_messages(messages) -> float | None` (how familiar the prompt is to its training data)
+
 
 class RequestFeatures:
     """What the rules look at for one request; the costly parts are computed on first use and cached."""
 
     __slots__ = ("ctx", "_scorer", "_pii_max_chars", "_pii_beyond_cap", "_observe", "_text", "_tokens",
-                 "_pii_checked", "_pii_found", "_score", "score_seconds")
+                 "_pii_checked", "_pii_found", "_score", "score_seconds", "_familiarity", "_familiarity_done")
 
     def __init__(
         self,
@@ -56,6 +58,8 @@ class RequestFeatures:
         self._pii_found: set[str] = set()
         self._score: float | None = None
         self.score_seconds: float | None = None
+        self._familiarity: float | None = None
+        self._familiarity_done = False
 
     @property
     def model(self) -> str:
@@ -122,6 +126,24 @@ class RequestFeatures:
     @property
     def score_if_computed(self) -> float | None:
         return self._score
+
+    def familiarity(self) -> float | None:
+        """How familiar the prompt is to the classifier's training prompts, in [0, 1]; None when the classifier
+        does not say (none loaded, a model without familiarity data, or it failed)."""
+        if not self._familiarity_done:
+            self._familiarity_done = True
+            measure = getattr(self._scorer, "familiarity_messages", None)
+            if measure is not None:
+                try:
+                    value = measure(self.ctx.request.raw.get("messages") or [])
+                except Exception:  # a familiarity bug must not fail the request: the condition just does not hold
+                    value = None
+                self._familiarity = None if value is None else float(value)
+        return self._familiarity
+
+    @property
+    def familiarity_if_computed(self) -> float | None:
+        return self._familiarity
 
 
 def compile_globs(patterns: list[str]) -> re.Pattern[str]:
@@ -207,6 +229,9 @@ class CompiledWhen:
         if when.score is not None:
             score_range = when.score
             add(lambda f: f.has_scorer and in_range(f.score(), score_range))
+        if when.familiarity is not None:
+            familiarity_range = when.familiarity
+            add(lambda f: (v := f.familiarity()) is not None and in_range(v, familiarity_range))
 
     def matches(self, features: RequestFeatures) -> bool:
         return all(p(features) for p in self.predicates)

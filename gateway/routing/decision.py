@@ -31,6 +31,8 @@ class RouteDecision(msgspec.Struct, frozen=True):
     cache_kind: Literal["exact", "semantic"] | None = None
     """Policy choice of the cache kinds that may answer: exact repeats only, or paraphrases too (None: the
     cache's settings decide)."""
+    familiarity: float | None = None
+    """How familiar the prompt was to the classifier's training prompts, when a rule asked (see `When.familiarity`)."""
 
 
 class RouteContext(msgspec.Struct):

@@ -90,6 +90,9 @@ def cmd_route(args: argparse.Namespace) -> int:
         if decision.threshold is not None:
             result["threshold"] = decision.threshold
             result["threshold_source"] = rule.threshold_source
+    familiarity = features.familiarity()
+    if familiarity is not None:
+        result["familiarity"] = round(familiarity, 4)
     result["estimated_prompt_tokens"] = features.prompt_tokens
     if args.json:
         print(json.dumps(result, indent=2))

@@ -77,6 +77,9 @@ class When(_Strict):
     stream: bool | None = None
     pii: str | list[str] | None = None
     score: Range | None = None
+    familiarity: Range | None = None
+    """How familiar the prompt is to the classifier's training prompts, in range (a percentile in [0, 1]: 0.05 is
+    less familiar than 95% of them); never holds without a classifier that reports familiarity."""
 
 
 class Rule(_Strict):
@@ -153,14 +156,15 @@ def _check_rule(rule: Rule, defaults: Defaults) -> str | None:
     if rule.name in RESERVED_NAMES:
         return f"name {rule.name!r} is reserved (reserved: {', '.join(sorted(RESERVED_NAMES))})"
     when = rule.when
-    for field in ("prompt_tokens", "tool_count", "score"):
+    for field in ("prompt_tokens", "tool_count", "score", "familiarity"):
         rng: Range | None = getattr(when, field)
         if rng is not None and (problem := rng.check()):
             return f"when.{field}: {problem}"
-    if when.score is not None:
-        for bound in (when.score.gt, when.score.gte, when.score.lt, when.score.lte):
+    for field in ("score", "familiarity"):
+        unit: Range | None = getattr(when, field)
+        for bound in (unit.gt, unit.gte, unit.lt, unit.lte) if unit is not None else ():
             if bound is not None and not 0.0 <= bound <= 1.0:
-                return f"when.score: bounds must be within [0, 1], got {bound}"
+                return f"when.{field}: bounds must be within [0, 1], got {bound}"
     for name in (when.headers or {}):
         if not HEADER_NAME.match(name):
             return f"when.headers: header names must be lower-case tokens, got {name!r}"

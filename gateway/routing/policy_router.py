@@ -58,8 +58,10 @@ class CompiledRule:
 
 
 def needs_classifier(spec: PolicySpec) -> bool:
-    """Whether any rule (or the default action) consults the classifier."""
-    return spec.defaults.action == "auto" or any(r.action == "auto" or r.when.score is not None for r in spec.rules)
+    """Whether any rule (or the default action) consults the classifier (its score or its familiarity)."""
+    return spec.defaults.action == "auto" or any(
+        r.action == "auto" or r.when.score is not None or r.when.familiarity is not None for r in spec.rules
+    )
 
 
 def _fmt(value: float) -> str:
@@ -211,6 +213,9 @@ class PolicyRouter:
         if fallback == "upstream" and self.guard_kinds and f.pii(self.guard_kinds):
             fallback = None
             detail += "; no upstream fallback: personal data stays local"
+        familiarity = f.familiarity_if_computed
+        if familiarity is not None:  # computed for a rule that asked: say it (a percentile of the training prompts')
+            detail += f"; familiarity {_fmt(familiarity)} (training-prompt percentile)"
         return RouteDecision(
             tier=tier,
             reason=reason,
@@ -220,6 +225,7 @@ class PolicyRouter:
             threshold=threshold,
             cacheable=rule.cacheable,
             cache_kind=rule.cache_kind,
+            familiarity=familiarity,
         )
 
     def _capable(

@@ -21,7 +21,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import RouteContext, RouteDecision
 from gateway.routing.policy import DEFAULT_POLICY_PATH, PolicyError, PolicySpec, load_policy
 from gateway.routing.policy_router import PolicyRouter, needs_classifier
-from gateway.routing.scorer import ClassifierUnavailable, describe, load_scorer
+from gateway.routing.scorer import ClassifierUnavailable, describe, load_scorer, model_facts
 from gateway.settings import Settings, SettingsError
 
 log = logging.getLogger("slm_gateway.routing")
@@ -115,6 +115,13 @@ class ReloadableRouter:
         self._current = initial if initial is not None else load_router(source, metrics)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._show_model()
+
+    def _show_model(self) -> None:
+        """Show the classifier in use (its version and evaluated APGR) as `slm_gateway_router_model_apgr`."""
+        facts = model_facts(self._current.scorer)
+        if self.metrics is not None and facts is not None:
+            self.metrics.learning.set_model(*facts)
 
     @property
     def current(self) -> PolicyRouter:
@@ -170,6 +177,7 @@ class ReloadableRouter:
         async with self._lock:
             router, results = await asyncio.to_thread(self._build_next)
             self._current = router
+            self._show_model()
         for r in results:
             if self.metrics is not None:
                 self.metrics.reloads.labels(r.component, r.result).inc()
