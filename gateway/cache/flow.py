@@ -121,9 +121,12 @@ class CacheLayer:
         try:
             if lead is not None and ex.stream:
                 ex.observer = _Recording(self.cache, lead, StreamRecorder(ex.model))
+            assert ex.decision is not None
+            decided = ex.decision.tier
             answer = await self.inner(ex)
             if lead is not None:
-                if ex.fallback is not None:  # another tier's answer is not this key's: never stored, followers go
+                if ex.fallback is not None or ex.decision.tier != decided:  # another tier's answer is not this key's
+                    # (a fallback, or re-routed by the limits): never stored, followers go
                     ex.observer = None  # nothing to record (the relay reads it when the stream starts)
                     self.cache.abandon(lead)
                 elif isinstance(answer, Answer):

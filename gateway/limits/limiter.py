@@ -33,6 +33,7 @@ from gateway.limits.headers import RETRY_AFTER, duration, rate_headers
 from gateway.limits.headers import LIMIT_REQUESTS, LIMIT_TOKENS, REMAINING_REQUESTS, REMAINING_TOKENS
 from gateway.limits.headers import RESET_REQUESTS, RESET_TOKENS
 from gateway.limits.metrics import LimitMetrics
+from gateway.limits.over_budget import OverBudgetLocal
 from gateway.limits.records import NANO, KeyRecord
 from gateway.limits.store import Denied, LimitStore, Scope, ScopeUsage, StoreUnavailable, seconds_to_reset
 from gateway.openai.wire import Usage
@@ -73,6 +74,7 @@ class Limiter:
         settings: LimitSettings,
         *,
         local_max_tokens: int = 512,
+        over_budget: OverBudgetLocal | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -81,6 +83,8 @@ class Limiter:
         self.metrics = metrics
         self.settings = settings
         self.local_max_tokens = local_max_tokens
+        self.over_budget = over_budget
+        """Set (`limits.over_budget_local`): an over-budget request is served locally when it can be."""
         self.clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._store_down = False
@@ -149,7 +153,30 @@ class Limiter:
             self._store_down = False
             log.info("limits: the limit store answers again")
         if isinstance(result, Denied):
+            if self.over_budget is not None and result.reason in ("usd_day", "usd_month"):
+                local = await self._reserve_locally(ex, record, scopes, hold_id, now)
+                if local is not None:
+                    return local
             raise self._refusal(result, record, now)
+        return Hold(record, scopes, hold_id, prompt, tokens, nano, True, result.usage)
+
+    async def _reserve_locally(
+        self, ex: Exchange, record: KeyRecord, scopes: list[Scope], hold_id: str, now: float
+    ) -> Hold | None:
+        """Over budget: re-route to the local tier and hold its estimate there; None (decision restored) when it
+        cannot be re-routed or does not fit either."""
+        assert self.over_budget is not None
+        previous = self.over_budget.reroute(ex, record)
+        if previous is None:
+            return None
+        prompt, tokens, nano = self.estimate(ex)
+        try:
+            result = await self.store.reserve(scopes, hold_id, tokens, nano, now, self.settings.lease_seconds)
+        except StoreUnavailable as exc:  # local only now: `fail_open_local` decides
+            return self._store_failed(ex, record, scopes, hold_id, prompt, tokens, nano, exc)
+        if isinstance(result, Denied):
+            self.over_budget.restore(ex, previous)
+            return None
         return Hold(record, scopes, hold_id, prompt, tokens, nano, True, result.usage)
 
     def _store_failed(
