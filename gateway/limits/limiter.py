@@ -185,11 +185,18 @@ class Limiter:
     ) -> Hold:
         assert ex.decision is not None
         local_only = ex.tier == "local" and ex.decision.fallback != "upstream"  # no upstream spend possible
+        return self._unchecked(ex.tier, local_only, record, scopes, hold_id, prompt, tokens, nano, exc)
+
+    def _unchecked(
+        self, tier: str, local_only: bool, record: KeyRecord, scopes: list[Scope], hold_id: str, prompt: int,
+        tokens: int, nano: int, exc: StoreUnavailable,
+    ) -> Hold:
+        """The store is down: serve unchecked (fail open) or raise the 429 `limits_unavailable`."""
         serve = self.settings.fail_open_local if local_only else self.settings.fail_open_upstream
         if not self._store_down:
             self._store_down = True
             what = "serving them unchecked" if serve else "refusing them (429)"
-            log.warning("limits: the limit store is unreachable (%s); %s requests: %s", exc, ex.tier, what)
+            log.warning("limits: the limit store is unreachable (%s); %s requests: %s", exc, tier, what)
         if serve:
             self.metrics.store_errors.labels("reserve", "open").inc()
             return Hold(record, scopes, hold_id, prompt, tokens, nano, False)
@@ -227,6 +234,45 @@ class Limiter:
         message = f"Rate limit reached for {what} on {who}: Limit {limit}, Used {used}. Please try again in {duration(reset)}."
         return LimitExceeded(message, code="rate_limit_exceeded", headers=headers)
 
+    async def reserve_relayed(
+        self, ex: Exchange, tier: str, model: str, prompt: int, completion: int | None, requested: str | None = None
+    ) -> Hold | None:
+        """A request relayed as it is (passthrough, JSON forwarded upstream, embeddings: no chat layers): the
+        key's tier and model permissions, and one reserve of `prompt` + `completion` tokens (None: the
+        `reserve_completion_tokens`) and their cost on `tier` with `model` (`requested`: the model name the
+        client asked for, default `model`). None without a stored key."""
+        record = self.directory.of_headers(ex.headers)
+        if record is None:
+            return None
+        if record.allowed_tiers is not None and tier not in record.allowed_tiers:
+            raise NotPermitted(f"This key may not use the {tier} tier.", param="model", code="tier_not_allowed")
+        asked = model if requested is None else requested
+        if asked and record.allowed_models is not None and asked not in record.allowed_models:
+            raise NotPermitted(f"This key may not use the model {asked!r}.", param="model", code="model_not_allowed")
+        scopes = self.scopes(record)
+        tokens = prompt + (self.settings.reserve_completion_tokens if completion is None else completion)
+        nano = math.ceil(self.costs.charge(tier, model, model, Usage(prompt, tokens - prompt), 0.0)[0] * NANO)
+        hold_id = os.urandom(9).hex()
+        if not scopes:
+            return Hold(record, scopes, "", prompt, tokens, nano, False)
+        now = self.clock()
+        try:
+            result = await self.store.reserve(scopes, hold_id, tokens, nano, now, self.settings.lease_seconds)
+        except StoreUnavailable as exc:
+            return self._unchecked(tier, tier == "local", record, scopes, hold_id, prompt, tokens, nano, exc)
+        if isinstance(result, Denied):
+            raise self._refusal(result, record, now)
+        return Hold(record, scopes, hold_id, prompt, tokens, nano, True, result.usage)
+
+    def settle_relayed_later(self, hold: Hold, tier: str, model: str, status: int, usage: Usage | None) -> None:
+        """Settle a relayed request: the tokens and cost of the usage its answer reported (none: nothing)."""
+        if usage is None or status >= 400:
+            spent = (0, 0, 0.0)
+        else:
+            cost = self.costs.charge(tier, model, model, usage, 0.0)[0]
+            spent = (usage.total_tokens, round(cost * NANO), cost)
+        self._spawn(self._write(hold, *spent))
+
     def headers(self, hold: Hold) -> dict[str, str]:
         """The `x-ratelimit-*` headers of an admitted request."""
         if hold.usage is None:
@@ -236,7 +282,10 @@ class Limiter:
     # -- after ------------------------------------------------------------------------------------------------
     def settle_later(self, hold: Hold, ex: Exchange, outcome: Outcome) -> None:
         """Settle in the background (the answer does not wait for it); `drain` waits for it."""
-        task = asyncio.get_running_loop().create_task(self.settle(hold, ex, outcome))
+        self._spawn(self.settle(hold, ex, outcome))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -256,7 +305,10 @@ class Limiter:
         return usage.total_tokens, round(cost * NANO), cost
 
     async def settle(self, hold: Hold, ex: Exchange, outcome: Outcome) -> None:
-        tokens, nano, cost = self.spent(hold, ex, outcome)
+        await self._write(hold, *self.spent(hold, ex, outcome))
+
+    async def _write(self, hold: Hold, tokens: int, nano: int, cost: float) -> None:
+        """Drop the hold and add what was used (and count the team's spend)."""
         team = hold.record.team
         series = self._series(team)
         series["spend"].inc(cost)  # at zero too: the team's series exists from its first request
