@@ -164,9 +164,11 @@ class DropIn:
             raw = {**raw, "model": self._upstream_model(model)}
         body = msgspec.json.encode(raw)
         sent_model = str(raw.get("model", ""))
-        completion = 0 if path == "embeddings" else _max_output(raw)
-        hold = await self.limit_relayed(ex, "upstream", sent_model, len(body) // 3, completion,
-                                        model if isinstance(model, str) else "")
+        hold = None
+        if self.pipeline.limits is not None:  # limits off: no work
+            completion = 0 if path == "embeddings" else _max_output(raw)
+            hold = await self.limit_relayed(ex, "upstream", sent_model, len(body) // 3, completion,
+                                            model if isinstance(model, str) else "")
         forwarded = [(k, v) for k, v in headers if k.lower() not in ("content-length", "content-encoding")]
         sent = time.perf_counter()
         try:
@@ -349,8 +351,10 @@ class DropIn:
             raise InvalidRequest("This gateway has no local embedding model.", param="model",
                                  code="model_not_found")
         texts = texts_of(request, self._decode_tokens)
-        hold = await self.limit_relayed(ex, "local", embedder.name, sum(len(t) for t in texts) // 3, 0, request.model,
-                                        "embeddings")
+        hold = None
+        if self.pipeline.limits is not None:
+            hold = await self.limit_relayed(ex, "local", embedder.name, sum(len(t) for t in texts) // 3, 0,
+                                            request.model, "embeddings")
         try:
             vectors = await asyncio.to_thread(embedder.embed, texts)
         except BaseException:
