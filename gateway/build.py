@@ -110,7 +110,7 @@ def build_gateway(
     model_labels = ModelLabels([tiers.local_model_name, *costs.known_models()])
     access_log = build_access_log(settings.access_log, settings.access_log_prompts)
     accounting = Accounting(metrics, costs, model_labels, access_log)
-    limiter = build_limits(settings, costs, metrics.limits)  # None when limits are off: no layer at all
+    limiter = build_limits(settings, costs, metrics.limits, tiers)  # None when limits are off: no layer at all
     dispatcher = Dispatcher(tiers)
     inner = LimitLayer(dispatcher, limiter) if limiter else dispatcher
     cache = build_cache_layer(settings.cache, inner, metrics, semantic_embedder(settings, embedder))

@@ -17,6 +17,7 @@ import msgspec
 from gateway.dispatch import PIN_MODEL_NAMES, Answer, StreamAnswer
 from gateway.errors import GatewayError, InvalidRequest, error_json
 from gateway.exchange import Exchange
+from gateway.limits.limiter import Hold
 from gateway.openai import completions as legacy
 from gateway.openai.embeddings import Embedder, embedding_body, parse_embedding_request, texts_of
 from gateway.openai.models import ModelCatalog
@@ -48,6 +49,16 @@ def decode_json(body: bytes) -> Any:
         return _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def _max_output(raw: dict[str, Any]) -> int | None:
+    """The completion tokens a forwarded request asks for at most (None: it does not say)."""
+    for name in ("max_output_tokens", "max_completion_tokens", "max_tokens"):
+        value = raw.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            n = raw.get("n")
+            return value * (n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1)
+    return None
 
 
 def needs_upstream(field: str, what: str) -> InvalidRequest:
@@ -106,11 +117,31 @@ class DropIn:
         """Count a request that has no chat view (passthrough, embeddings)."""
         self.pipeline.accounting.outside_chat(tier, status, reason, started)
 
-    def when_relayed(self, ex: Exchange, proxied: ProxiedResponse, model: str = "") -> None:
-        """Record `ex` once the upstream's answer has been relayed, with the usage it reported (if any)."""
+    async def limit_relayed(
+        self, ex: Exchange, tier: str, model: str, prompt: int, completion: int | None, requested: str | None = None,
+        reason: str = "passthrough",
+    ) -> Hold | None:
+        """With limits on and a stored key: its permissions and caps checked for a request relayed as it is
+        (`LimitExceeded` / `NotPermitted` raised, counted under `reason` without a chat view); the hold to
+        settle, else None."""
+        limits = self.pipeline.limits
+        if limits is None:
+            return None
+        if ex.parsed is None:
+            ex.reason = reason
+        return await limits.reserve_relayed(ex, tier, model, prompt, completion, requested)
+
+    def settle_relayed(self, hold: Hold | None, tier: str, model: str, status: int, usage: Usage | None) -> None:
+        if hold is not None and self.pipeline.limits is not None:
+            self.pipeline.limits.settle_relayed_later(hold, tier, model, status, usage)
+
+    def when_relayed(self, ex: Exchange, proxied: ProxiedResponse, model: str = "", hold: Hold | None = None) -> None:
+        """Record `ex` once the upstream's answer has been relayed, with the usage it reported (if any); settle
+        the limits' `hold` with it."""
 
         def record(answer: ProxiedResponse, scan: UsageScan) -> None:
             answered = scan.model or model
+            self.settle_relayed(hold, "upstream", answered, answer.status, scan.usage)
             if ex.parsed is not None:  # a request with a chat view (Responses, legacy completions)
                 if scan.usage is not None:
                     ex.usage = scan.usage
@@ -132,15 +163,25 @@ class DropIn:
         if isinstance(model, str) and model in PIN_MODEL_NAMES:
             raw = {**raw, "model": self._upstream_model(model)}
         body = msgspec.json.encode(raw)
+        sent_model = str(raw.get("model", ""))
+        hold = None
+        if self.pipeline.limits is not None:  # limits off: no work
+            completion = 0 if path == "embeddings" else _max_output(raw)
+            hold = await self.limit_relayed(ex, "upstream", sent_model, len(body) // 3, completion,
+                                            model if isinstance(model, str) else "")
         forwarded = [(k, v) for k, v in headers if k.lower() not in ("content-length", "content-encoding")]
         sent = time.perf_counter()
-        proxied = await self.proxy.send("POST", path, "", forwarded, body, ex.request_id)
+        try:
+            proxied = await self.proxy.send("POST", path, "", forwarded, body, ex.request_id)
+        except BaseException:
+            self.settle_relayed(hold, "upstream", sent_model, 502, None)
+            raise
         ex.tier = ex.served_by = "upstream"
         ex.model = ex.answered_model = str(raw.get("model", ""))
         ex.tier_seconds = time.perf_counter() - sent
         ex.status = proxied.status
         response_headers = ex.response_headers()
-        self.when_relayed(ex, proxied, ex.model)
+        self.when_relayed(ex, proxied, ex.model, hold)
         return proxied, response_headers
 
     async def _chat_path(self, ex: Exchange) -> Answer | StreamAnswer:
@@ -310,8 +351,17 @@ class DropIn:
             raise InvalidRequest("This gateway has no local embedding model.", param="model",
                                  code="model_not_found")
         texts = texts_of(request, self._decode_tokens)
-        vectors = await asyncio.to_thread(embedder.embed, texts)
+        hold = None
+        if self.pipeline.limits is not None:
+            hold = await self.limit_relayed(ex, "local", embedder.name, sum(len(t) for t in texts) // 3, 0,
+                                            request.model, "embeddings")
+        try:
+            vectors = await asyncio.to_thread(embedder.embed, texts)
+        except BaseException:
+            self.settle_relayed(hold, "local", embedder.name, 500, None)
+            raise
         tokens = self._count_tokens(texts) if self._count_tokens is not None else sum(len(t.split()) for t in texts)
+        self.settle_relayed(hold, "local", embedder.name, 200, Usage(tokens, 0))
         self.count("local", 200, "embeddings", ex.started)
         body = embedding_body(vectors, embedder.name, tokens, request.encoding_format, request.dimensions)
         ex.tier = ex.served_by = "local"

@@ -213,6 +213,9 @@ class LimitSettings(_Section):
     """A reservation not settled by then (its replica died) is released."""
     key_refresh_seconds: float = 0.25
     """How often each replica looks for new, changed or revoked keys."""
+    over_budget_local: bool = False
+    """A request over a dollar cap that would spend upstream is served by the local tier instead of a 429 (when
+    the local tier can serve it and its cost fits); route reason `budget_exhausted`."""
 
 
 class Settings(_Section):

@@ -24,6 +24,7 @@ from gateway.devtools.fake_backend import FakeBackend
 from gateway.dispatch import Dispatcher, StreamAnswer, Tiers
 from gateway.limits.admin import KeyAdmin, KeyRequest
 from gateway.limits.memory_store import MemoryLimitStore
+from gateway.limits.over_budget import BUDGET_DETAIL
 from gateway.limits.records import Limits, hash_key
 from gateway.openai.request import parse_chat_request
 from gateway.routing.static import StaticRouter
@@ -254,6 +255,77 @@ async def test_a_daily_team_budget_refuses_then_resets_at_midnight_utc(prefix: s
     assert gw.metric("slm_gateway_limited_requests_total", scope="team", reason="usd_day") == 2
     now[0] = midnight + 1.0  # a new UTC day
     assert (await ask(gw, key, max_tokens=6)).status_code == 200
+
+
+LOCAL_PER_MILLION = 0.05  # the local tier's price in the over-budget tests ($ per million tokens)
+
+
+async def test_over_budget_upstream_requests_are_served_locally_while_the_local_cost_fits(
+        prefix: str, app_factory: Any) -> None:
+    cfg = config(prefix, over_budget_local=True)
+    cfg["costs"] = {"local_per_million_tokens": LOCAL_PER_MILLION}
+    local, upstream = FakeBackend("local", reply=REPLY), FakeBackend(reply=REPLY)
+    gw = await app_factory(local=local, upstream=upstream, config=cfg)
+    request = body(max_tokens=6)
+    prompt_held = estimate_tokens(request, 0)
+    up_reserve, up_actual = mini_cost(prompt_held, 6), mini_cost(12, 6)
+    local_reserve, local_actual = (prompt_held + 6) * LOCAL_PER_MILLION / 1e6, 18 * LOCAL_PER_MILLION / 1e6
+    cap = up_reserve + 2e-9  # one upstream answer; what it leaves is room for two local ones, not three
+    assert up_actual + local_actual + local_reserve <= cap < up_actual + 2 * local_actual + local_reserve
+    await gw.client.put("/admin/teams/eng/limits", json={"usd_per_day": cap}, headers=ADMIN)
+    key, _ = await new_key(gw, "eng")
+    limiter = gw.pipeline.limits
+    assert limiter is not None
+    answers = []
+    for _ in range(4):
+        answers.append(await ask(gw, key, max_tokens=6))
+        await limiter.drain()
+    assert [(a.status_code, a.headers.get("x-gateway-route"), a.headers.get("x-gateway-route-reason"))
+            for a in answers] == [
+        (200, "upstream", "pinned by header x-gateway-route: upstream"),
+        (200, "local", "budget exhausted: served locally"),
+        (200, "local", "budget exhausted: served locally"),
+        (429, None, None),
+    ]
+    assert answers[1].json()["choices"][0]["message"]["content"] == REPLY
+    assert answers[3].json()["error"]["code"] == "budget_exceeded"
+    assert (len(upstream.calls), len(local.calls)) == (1, 2)
+    usage = (await gw.client.get("/admin/teams/eng/usage", headers=ADMIN)).json()
+    assert usage["usd_today"] == pytest.approx((round(up_actual * 1e9) + 2 * round(local_actual * 1e9)) / 1e9,
+                                               abs=1e-12)
+    assert gw.metric("slm_gateway_requests_total", tier="local", status="200", reason="budget_exhausted") == 2
+    assert gw.metric("slm_gateway_requests_total", tier="upstream", status="429", reason="pinned") == 1
+    assert gw.metric("slm_gateway_fallbacks_total", from_tier="upstream", to_tier="local") == 0
+    assert gw.metric("slm_gateway_limited_requests_total", scope="team", reason="usd_day") == 1  # only the 429
+    assert gw.metric("slm_gateway_cost_dollars_total", tier="local") == pytest.approx(2 * local_actual, rel=1e-9)
+
+
+async def test_over_budget_a_request_the_local_tier_cannot_honour_gets_the_429(prefix: str, app_factory: Any) -> None:
+    gw = await start(app_factory, prefix, over_budget_local=True)
+    await gw.client.put("/admin/teams/eng/limits", json={"usd_per_day": 1e-9}, headers=ADMIN)
+    key, _ = await new_key(gw, "eng")
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    refused = await ask(gw, key, max_tokens=6, tools=tools)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (429, "budget_exceeded")
+    local_only, _ = await new_key(gw, "eng", allowed_tiers=["upstream"])  # may not be served locally
+    refused = await ask(gw, local_only, max_tokens=6)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (429, "budget_exceeded")
+    served = await ask(gw, key, max_tokens=6)  # the local tier costs nothing by default: it always fits
+    assert (served.status_code, served.headers["x-gateway-route-reason"]) == (200, BUDGET_DETAIL)
+    assert gw.metric("slm_gateway_requests_total", tier="upstream", status="429", reason="pinned") == 2
+    assert gw.metric("slm_gateway_requests_total", tier="local", status="200", reason="budget_exhausted") == 1
+
+
+async def test_an_answer_served_locally_over_budget_is_not_cached_as_the_upstream_answer(
+        prefix: str, app_factory: Any) -> None:
+    local = FakeBackend("local", reply=REPLY)
+    gw = await start(app_factory, prefix, local=local, over_budget_local=True)
+    await gw.client.put("/admin/teams/eng/limits", json={"usd_per_day": 1e-9}, headers=ADMIN)
+    key, _ = await new_key(gw, "eng")
+    answers = [await ask(gw, key, max_tokens=6, temperature=0) for _ in range(2)]  # cacheable
+    assert [(a.status_code, a.headers["x-gateway-route"], a.headers["x-gateway-cache"]) for a in answers] == [
+        (200, "local", "miss"), (200, "local", "miss")]
+    assert len(local.calls) == 2
 
 
 async def test_an_abandoned_stream_is_settled_with_what_it_generated(prefix: str) -> None:

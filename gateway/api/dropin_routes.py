@@ -123,10 +123,22 @@ def build_dropin_routes(dropin: DropIn, passthrough_max_body_bytes: int) -> list
                             media_type=JSON, headers={"x-request-id": ex.request_id})
         has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
         body = request.stream() if has_body else None
-        proxied = await dropin.proxy.send(
-            request.method, path, request.url.query or "", request.headers.items(), body, ex.request_id
-        )
-        dropin.when_relayed(ex, proxied)
+        hold = None
+        if pipeline.limits is not None:  # limits off: no work
+            length = request.headers.get("content-length", "0")
+            try:
+                hold = await dropin.limit_relayed(ex, "upstream", "", int(length) // 3 if length.isdigit() else 0, 0)
+            except GatewayError as exc:
+                pipeline.refuse(ex, exc)
+                raise
+        try:
+            proxied = await dropin.proxy.send(
+                request.method, path, request.url.query or "", request.headers.items(), body, ex.request_id
+            )
+        except BaseException:
+            dropin.settle_relayed(hold, "upstream", "", 502, None)
+            raise
+        dropin.when_relayed(ex, proxied, hold=hold)
         return _proxied(proxied, {"x-request-id": ex.request_id, "x-gateway-route": "upstream"})
 
     return [responses, completions, embeddings, list_models, get_model, passthrough, stored_completions]

@@ -154,9 +154,12 @@ class CacheLayer:
         try:
             if lead is not None and ex.stream:
                 ex.observer = _Recording(self.cache, lead, StreamRecorder(ex.model), ex)
+            assert ex.decision is not None
+            decided = ex.decision.tier
             answer = await self.inner(ex)
             if lead is not None:
-                if ex.fallback is not None or ex.tier == "cache":  # not this key's tier's answer: never stored
+                # not this key's tier's answer (a fallback, a semantic hit, re-routed by the limits): never stored
+                if ex.fallback is not None or ex.tier == "cache" or ex.decision.tier != decided:
                     ex.observer = None  # nothing to record (the relay reads it when the stream starts)
                     self.cache.abandon(lead)
                 elif isinstance(answer, Answer):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from gateway.costs import CostModel
+from gateway.dispatch import Tiers
 from gateway.limits.directory import KeyDirectory
 from gateway.limits.limiter import Limiter
 from gateway.limits.memory_store import MemoryLimitStore
 from gateway.limits.metrics import LimitMetrics
+from gateway.limits.over_budget import OverBudgetLocal
 from gateway.limits.redis_store import RedisLimitStore
 from gateway.limits.store import LimitStore
 from gateway.settings import Settings
@@ -20,10 +22,14 @@ def build_limit_store(settings: Settings) -> LimitStore:
     return MemoryLimitStore(settings.limits.key_prefix)
 
 
-def build_limits(settings: Settings, costs: CostModel, metrics: LimitMetrics) -> Limiter | None:
-    """The limiter `settings` ask for, or None when `limits.enabled` is off."""
+def build_limits(
+    settings: Settings, costs: CostModel, metrics: LimitMetrics, tiers: Tiers | None = None
+) -> Limiter | None:
+    """The limiter `settings` ask for, or None when `limits.enabled` is off (`tiers`: for `over_budget_local`)."""
     if not settings.limits.enabled:
         return None
     store = build_limit_store(settings)
     directory = KeyDirectory(store, metrics, refresh_seconds=settings.limits.key_refresh_seconds)
-    return Limiter(store, directory, costs, metrics, settings.limits, local_max_tokens=settings.local.max_tokens_default)
+    over_budget = OverBudgetLocal(tiers) if settings.limits.over_budget_local and tiers is not None else None
+    return Limiter(store, directory, costs, metrics, settings.limits, local_max_tokens=settings.local.max_tokens_default,
+                   over_budget=over_budget)

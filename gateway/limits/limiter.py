@@ -33,6 +33,7 @@ from gateway.limits.headers import RETRY_AFTER, duration, rate_headers
 from gateway.limits.headers import LIMIT_REQUESTS, LIMIT_TOKENS, REMAINING_REQUESTS, REMAINING_TOKENS
 from gateway.limits.headers import RESET_REQUESTS, RESET_TOKENS
 from gateway.limits.metrics import LimitMetrics
+from gateway.limits.over_budget import OverBudgetLocal
 from gateway.limits.records import NANO, KeyRecord
 from gateway.limits.store import Denied, LimitStore, Scope, ScopeUsage, StoreUnavailable, seconds_to_reset
 from gateway.openai.wire import Usage
@@ -73,6 +74,7 @@ class Limiter:
         settings: LimitSettings,
         *,
         local_max_tokens: int = 512,
+        over_budget: OverBudgetLocal | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -81,6 +83,8 @@ class Limiter:
         self.metrics = metrics
         self.settings = settings
         self.local_max_tokens = local_max_tokens
+        self.over_budget = over_budget
+        """Set (`limits.over_budget_local`): an over-budget request is served locally when it can be."""
         self.clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._store_down = False
@@ -149,7 +153,30 @@ class Limiter:
             self._store_down = False
             log.info("limits: the limit store answers again")
         if isinstance(result, Denied):
+            if self.over_budget is not None and result.reason in ("usd_day", "usd_month"):
+                local = await self._reserve_locally(ex, record, scopes, hold_id, now)
+                if local is not None:
+                    return local
             raise self._refusal(result, record, now)
+        return Hold(record, scopes, hold_id, prompt, tokens, nano, True, result.usage)
+
+    async def _reserve_locally(
+        self, ex: Exchange, record: KeyRecord, scopes: list[Scope], hold_id: str, now: float
+    ) -> Hold | None:
+        """Over budget: re-route to the local tier and hold its estimate there; None (decision restored) when it
+        cannot be re-routed or does not fit either."""
+        assert self.over_budget is not None
+        previous = self.over_budget.reroute(ex, record)
+        if previous is None:
+            return None
+        prompt, tokens, nano = self.estimate(ex)
+        try:
+            result = await self.store.reserve(scopes, hold_id, tokens, nano, now, self.settings.lease_seconds)
+        except StoreUnavailable as exc:  # local only now: `fail_open_local` decides
+            return self._store_failed(ex, record, scopes, hold_id, prompt, tokens, nano, exc)
+        if isinstance(result, Denied):
+            self.over_budget.restore(ex, previous)
+            return None
         return Hold(record, scopes, hold_id, prompt, tokens, nano, True, result.usage)
 
     def _store_failed(
@@ -158,11 +185,18 @@ class Limiter:
     ) -> Hold:
         assert ex.decision is not None
         local_only = ex.tier == "local" and ex.decision.fallback != "upstream"  # no upstream spend possible
+        return self._unchecked(ex.tier, local_only, record, scopes, hold_id, prompt, tokens, nano, exc)
+
+    def _unchecked(
+        self, tier: str, local_only: bool, record: KeyRecord, scopes: list[Scope], hold_id: str, prompt: int,
+        tokens: int, nano: int, exc: StoreUnavailable,
+    ) -> Hold:
+        """The store is down: serve unchecked (fail open) or raise the 429 `limits_unavailable`."""
         serve = self.settings.fail_open_local if local_only else self.settings.fail_open_upstream
         if not self._store_down:
             self._store_down = True
             what = "serving them unchecked" if serve else "refusing them (429)"
-            log.warning("limits: the limit store is unreachable (%s); %s requests: %s", exc, ex.tier, what)
+            log.warning("limits: the limit store is unreachable (%s); %s requests: %s", exc, tier, what)
         if serve:
             self.metrics.store_errors.labels("reserve", "open").inc()
             return Hold(record, scopes, hold_id, prompt, tokens, nano, False)
@@ -200,6 +234,45 @@ class Limiter:
         message = f"Rate limit reached for {what} on {who}: Limit {limit}, Used {used}. Please try again in {duration(reset)}."
         return LimitExceeded(message, code="rate_limit_exceeded", headers=headers)
 
+    async def reserve_relayed(
+        self, ex: Exchange, tier: str, model: str, prompt: int, completion: int | None, requested: str | None = None
+    ) -> Hold | None:
+        """A request relayed as it is (passthrough, JSON forwarded upstream, embeddings: no chat layers): the
+        key's tier and model permissions, and one reserve of `prompt` + `completion` tokens (None: the
+        `reserve_completion_tokens`) and their cost on `tier` with `model` (`requested`: the model name the
+        client asked for, default `model`). None without a stored key."""
+        record = self.directory.of_headers(ex.headers)
+        if record is None:
+            return None
+        if record.allowed_tiers is not None and tier not in record.allowed_tiers:
+            raise NotPermitted(f"This key may not use the {tier} tier.", param="model", code="tier_not_allowed")
+        asked = model if requested is None else requested
+        if asked and record.allowed_models is not None and asked not in record.allowed_models:
+            raise NotPermitted(f"This key may not use the model {asked!r}.", param="model", code="model_not_allowed")
+        scopes = self.scopes(record)
+        tokens = prompt + (self.settings.reserve_completion_tokens if completion is None else completion)
+        nano = math.ceil(self.costs.charge(tier, model, model, Usage(prompt, tokens - prompt), 0.0)[0] * NANO)
+        hold_id = os.urandom(9).hex()
+        if not scopes:
+            return Hold(record, scopes, "", prompt, tokens, nano, False)
+        now = self.clock()
+        try:
+            result = await self.store.reserve(scopes, hold_id, tokens, nano, now, self.settings.lease_seconds)
+        except StoreUnavailable as exc:
+            return self._unchecked(tier, tier == "local", record, scopes, hold_id, prompt, tokens, nano, exc)
+        if isinstance(result, Denied):
+            raise self._refusal(result, record, now)
+        return Hold(record, scopes, hold_id, prompt, tokens, nano, True, result.usage)
+
+    def settle_relayed_later(self, hold: Hold, tier: str, model: str, status: int, usage: Usage | None) -> None:
+        """Settle a relayed request: the tokens and cost of the usage its answer reported (none: nothing)."""
+        if usage is None or status >= 400:
+            spent = (0, 0, 0.0)
+        else:
+            cost = self.costs.charge(tier, model, model, usage, 0.0)[0]
+            spent = (usage.total_tokens, round(cost * NANO), cost)
+        self._spawn(self._write(hold, *spent))
+
     def headers(self, hold: Hold) -> dict[str, str]:
         """The `x-ratelimit-*` headers of an admitted request."""
         if hold.usage is None:
@@ -209,7 +282,10 @@ class Limiter:
     # -- after ------------------------------------------------------------------------------------------------
     def settle_later(self, hold: Hold, ex: Exchange, outcome: Outcome) -> None:
         """Settle in the background (the answer does not wait for it); `drain` waits for it."""
-        task = asyncio.get_running_loop().create_task(self.settle(hold, ex, outcome))
+        self._spawn(self.settle(hold, ex, outcome))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -229,7 +305,10 @@ class Limiter:
         return usage.total_tokens, round(cost * NANO), cost
 
     async def settle(self, hold: Hold, ex: Exchange, outcome: Outcome) -> None:
-        tokens, nano, cost = self.spent(hold, ex, outcome)
+        await self._write(hold, *self.spent(hold, ex, outcome))
+
+    async def _write(self, hold: Hold, tokens: int, nano: int, cost: float) -> None:
+        """Drop the hold and add what was used (and count the team's spend)."""
         team = hold.record.team
         series = self._series(team)
         series["spend"].inc(cost)  # at zero too: the team's series exists from its first request
