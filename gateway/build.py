@@ -21,7 +21,8 @@ from gateway.model_labels import ModelLabels
 from gateway.pipeline import Pipeline
 from gateway.routing.decision import Router
 from gateway.routing.reloadable import router_from_settings
-from gateway.settings import Settings
+from gateway.settings import Settings, SlmTierSettings
+from gateway.tiers.base import Backend
 from gateway.tiers.bundled_model import ensure_bundled_model
 from gateway.tiers.gguf_name import model_id
 from gateway.tiers.http import OpenAIHTTPBackend
@@ -81,12 +82,43 @@ def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
             auth_header=settings.upstream.auth_header,
             max_response_bytes=settings.upstream.max_response_bytes,
         )
+    slm = {name: build_slm_tier(name, tier) for name, tier in settings.slm_tiers.items()}
     return Tiers(
         local=local,
         upstream=upstream,
         upstream_default_model=settings.upstream.default_model,
         local_model_name=model_name,
+        slm=slm,
+        slm_models={name: tier.model_name or name for name, tier in settings.slm_tiers.items()},
     )
+
+
+def build_slm_tier(name: str, tier: SlmTierSettings) -> Backend:
+    """A named SLM tier: a GGUF in-process, or a remote OpenAI-compatible server honouring `tier.features`."""
+    if tier.model_path is not None:
+        from gateway.tiers.local import LlamaCppBackend
+
+        return LlamaCppBackend(
+            tier.model_path,
+            name=name,
+            served_model_name=tier.model_name or name,
+            context_size=tier.context_size,
+            max_concurrency=tier.max_concurrency,
+            max_queue=tier.max_queue,
+            threads=tier.threads,
+            max_tokens_default=tier.max_tokens_default,
+        )
+    assert tier.url is not None
+    remote = OpenAIHTTPBackend(
+        name,
+        tier.url,
+        tier.api_key,
+        connect_timeout=tier.connect_timeout,
+        read_timeout=tier.read_timeout,
+        max_connections=tier.max_connections,
+    )
+    remote.features = frozenset(tier.features or ())  # a remote SLM server is sent only what it can honour
+    return remote
 
 
 def build_gateway(
@@ -107,7 +139,7 @@ def build_gateway(
     router = router or router_from_settings(settings, metrics)
     embedder = embedder or SharedEmbedder()
     costs = CostModel(settings.costs, settings.upstream.default_model)
-    model_labels = ModelLabels([tiers.local_model_name, *costs.known_models()])
+    model_labels = ModelLabels([tiers.local_model_name, *tiers.slm_models.values(), *costs.known_models()])
     access_log = build_access_log(settings.access_log, settings.access_log_prompts)
     accounting = Accounting(metrics, costs, model_labels, access_log)
     limiter = build_limits(settings, costs, metrics.limits, tiers)  # None when limits are off: no layer at all

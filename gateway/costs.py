@@ -53,14 +53,13 @@ class CostModel:
     def charge(
         self, tier: str, requested_model: str, answered_model: str, usage: Usage, busy_seconds: float
     ) -> tuple[float, float | None]:
-        """(cost, savings) of an answer by `tier` ("local", "upstream" or "cache"); savings is None upstream."""
+        """(cost, savings) of an answer by `tier` ("upstream", "cache", or "local" / a named SLM tier, which cost
+        what the local tier does); savings is None upstream."""
         if tier == "cache":
             cost = 0.0
-        elif tier == "local":
-            cost = self.local_cost(usage, busy_seconds)
+        elif tier == "upstream":
+            return self.upstream_cost(answered_model, usage), None
         else:
-            cost = self.upstream_cost(answered_model, usage)
-        if tier == "upstream":
-            return cost, None
+            cost = self.local_cost(usage, busy_seconds)
         upstream_price = self.upstream_cost(self.reference_for(requested_model), usage)
         return cost, max(0.0, upstream_price - cost)

@@ -49,21 +49,33 @@ class Handler(Protocol):
 
 
 class Tiers(msgspec.Struct):
-    """The backends the gateway has; either may be absent (no upstream configured, or a remote-only setup)."""
+    """The backends the gateway has; either may be absent (no upstream configured, or a remote-only setup),
+    and any number of named SLM tiers (`slm_tiers` in the settings) besides `local`."""
 
     local: Backend | None = None
     upstream: Backend | None = None
     upstream_default_model: str = "gpt-4o-mini"
     local_model_name: str = "local"
+    slm: dict[str, Backend] = msgspec.field(default_factory=dict)
+    slm_models: dict[str, str] = msgspec.field(default_factory=dict)
+    """The model each named SLM tier serves."""
 
     def get(self, tier: Tier) -> Backend | None:
-        return self.local if tier == "local" else self.upstream
+        if tier == "local":
+            return self.local
+        return self.upstream if tier == "upstream" else self.slm.get(tier)
 
     def model_for(self, tier: Tier, requested: str) -> str:
-        """The model name sent to a tier: the local model's name, or the requested one / the upstream default."""
+        """The model name sent to a tier: an SLM tier's model name, or the requested one / the upstream default."""
         if tier == "local":
             return self.local_model_name
+        if tier in self.slm:
+            return self.slm_models.get(tier, tier)
         return self.upstream_default_model if requested in PIN_MODEL_NAMES else requested
+
+    def backends(self) -> list[Backend]:
+        """Every configured backend (to start and close them)."""
+        return [b for b in (self.local, self.upstream, *self.slm.values()) if b is not None]
 
 
 class Dispatcher:
@@ -86,22 +98,28 @@ class Dispatcher:
         return backend
 
     async def _with_fallback(self, ex: Exchange, attempt: Callable[[Exchange, Backend], Awaitable[T]]) -> T:
-        """Run `attempt` on the exchange's tier; after a recoverable error, once more on the decision's fallback."""
+        """Run `attempt` on the exchange's tier; after a recoverable error, on the decision's fallback, then on
+        each tier of its `then` chain in turn while the errors stay recoverable."""
         assert ex.decision is not None and ex.parsed is not None
         tier: Tier = ex.decision.tier
         try:
             return await attempt(ex, self._backend(tier))
         except GatewayError as exc:
             ex.tier_failed(tier, exc)
-            fallback = ex.decision.fallback
-            if not (exc.recoverable and fallback is not None and self.tiers.get(fallback) is not None):
-                raise
-        ex.fell_back(fallback, self.tiers.model_for(fallback, ex.parsed.chat.model))
-        try:
-            return await attempt(ex, self._backend(fallback))
-        except GatewayError as second:
-            ex.tier_failed(fallback, second)
-            raise
+            failure = exc
+        chain = [] if ex.decision.fallback is None else [ex.decision.fallback, *ex.decision.then]
+        for fallback in chain:
+            if not failure.recoverable:
+                break
+            if self.tiers.get(fallback) is None:
+                continue
+            ex.fell_back(fallback, self.tiers.model_for(fallback, ex.parsed.chat.model))
+            try:
+                return await attempt(ex, self._backend(fallback))
+            except GatewayError as exc:
+                ex.tier_failed(fallback, exc)
+                failure = exc
+        raise failure
 
     # -- non-streaming -------------------------------------------------------------------------------------
     async def complete(self, ex: Exchange) -> Answer:

@@ -159,8 +159,8 @@ class Exchange:
             return ""
         if self.fallback is None or not self.failures:
             return decision.detail
-        failed, exc = self.failures[0]
-        return f"{decision.detail}; {failed} failed ({failure_label(exc)}): fell back to {self.fallback}"
+        failed = ", ".join(f"{tier} failed ({failure_label(exc)})" for tier, exc in self.failures)
+        return f"{decision.detail}; {failed}: fell back to {self.fallback}"
 
     def done(self) -> None:
         """The request is over (answered, failed, or left): record it, once."""

@@ -62,24 +62,24 @@ class Pipeline:
         self.accounting = accounting
         self.health = health or build_health(tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up)
         self._models_body: bytes | None = None
+        self._slm_features = {name: backend.features for name, backend in tiers.slm.items()}
+        self._slm_aliases = {alias: name for name in tiers.slm for alias in (tiers.model_for(name, name), name)}
 
     async def start(self) -> None:
         """Start the key store and limits, the tiers (loads the local model) and the response cache."""
         if self.limits is not None:  # keys are loaded before the first request
             await self.limits.start()
         await self.cache.start()
-        for backend in (self.tiers.local, self.tiers.upstream):
-            if backend is not None:
-                await backend.start()
+        for backend in self.tiers.backends():
+            await backend.start()
         if self.learning is not None:
             await self.learning.start()
 
     async def stop(self) -> None:
         if self.learning is not None:
             await self.learning.stop()
-        for backend in (self.tiers.local, self.tiers.upstream):
-            if backend is not None:
-                await backend.close()
+        for backend in self.tiers.backends():
+            await backend.close()
         await self.cache.close()
         if self.limits is not None:
             await self.limits.close()
@@ -107,6 +107,8 @@ class Pipeline:
             has_upstream=tiers.upstream is not None,
             has_local=tiers.local is not None,
             local_features=getattr(tiers.local, "features", NO_FEATURES),
+            slm_tiers=self._slm_features,
+            slm_aliases=self._slm_aliases,
         )
         try:
             decision = self.router.decide(ctx)
@@ -161,6 +163,8 @@ class Pipeline:
             ids.append("local")
             if self.tiers.local_model_name != "local":
                 ids.append(self.tiers.local_model_name)
+        for name in self.tiers.slm:
+            ids += [name] if self.tiers.model_for(name, name) == name else [name, self.tiers.model_for(name, name)]
         if self.tiers.upstream is not None:
             ids += ["upstream", self.tiers.upstream_default_model]
         return ids

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +76,36 @@ class LocalSettings(_Section):
     max_tokens_default: int = 512
     spill_to_upstream: bool = True
     """When the local queue is full or the prompt is too long, send the request upstream (if one exists)."""
+
+
+TIER_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
+"""What an SLM tier may be called (its name is a routing target, a route header value and a metrics label)."""
+RESERVED_TIER_NAMES = frozenset({"local", "upstream", "auto", "reject", "cache", "none", "rejected"})
+SLM_TIER_FEATURES = frozenset({"tools", "response_format", "images", "n", "logprobs"})  # gateway.tiers.base
+
+
+class SlmTierSettings(_Section):
+    """One more small-model tier, named by its key in `slm_tiers`: a GGUF run in-process (`model_path`; its
+    weights are memory-mapped, so tiers of one file share them) or a remote OpenAI-compatible SLM server (`url`:
+    llama.cpp server, vLLM, Ollama). Costed like the `local` tier; policies route to it by name."""
+
+    model_path: str | None = None
+    url: str | None = None
+    """Base URL of a remote server, such as http://slm:8080/v1."""
+    model_name: str | None = None
+    """The model it serves (sent to a remote server and reported in answers); default the tier's name."""
+    api_key: str | None = None
+    features: list[str] | None = None
+    """A remote tier: the optional request features (tools, response_format, images, n, logprobs) it honours;
+    default none, so such requests never reach it. An in-process tier honours tools and response_format."""
+    context_size: int = 4096
+    max_concurrency: int = 1
+    max_queue: int = 16
+    threads: int | None = None
+    max_tokens_default: int = 512
+    connect_timeout: float = 5.0
+    read_timeout: float = 120.0
+    max_connections: int = 64
 
 
 class CorsSettings(_Section):
@@ -243,6 +274,8 @@ class Settings(_Section):
     upstream: UpstreamSettings = msgspec.field(default_factory=UpstreamSettings)
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     local: LocalSettings = msgspec.field(default_factory=LocalSettings)
+    slm_tiers: dict[str, SlmTierSettings] = msgspec.field(default_factory=dict)
+    """More small-model tiers by name, besides `local` (see SlmTierSettings)."""
     cache: CacheSettings = msgspec.field(default_factory=CacheSettings)
     cors: CorsSettings = msgspec.field(default_factory=CorsSettings)
     costs: CostSettings = msgspec.field(default_factory=CostSettings)
@@ -305,6 +338,8 @@ class Settings(_Section):
         _validate_semantic(self.cache.semantic)
         _validate_learning(self.learning)
         _validate_limits(self.limits)
+        for name, tier in self.slm_tiers.items():
+            _validate_slm_tier(name, tier)
         for field in ("api_keys", "admin_api_keys"):
             for key in getattr(self, field):
                 if not key or any(c.isspace() for c in key):
@@ -324,6 +359,34 @@ def _validate_semantic(semantic: SemanticCacheSettings) -> None:
         raise SettingsError(f"cache.semantic.sync_interval_seconds must be 0 or more, got {semantic.sync_interval_seconds}")
     if semantic.deadline_seconds <= 0:
         raise SettingsError(f"cache.semantic.deadline_seconds must be positive, got {semantic.deadline_seconds}")
+
+
+def _validate_slm_tier(name: str, tier: SlmTierSettings) -> None:
+    where = f"slm_tiers.{name}"
+    if not re.match(TIER_NAME, name) or name in RESERVED_TIER_NAMES:
+        raise SettingsError(f"{where}: a tier name is lowercase letters, digits, '-' or '_' (at most 32), and not "
+                            f"one of {', '.join(sorted(RESERVED_TIER_NAMES))}")
+    if (tier.model_path is None) == (tier.url is None):
+        raise SettingsError(f"{where}: give model_path (in-process GGUF) or url (remote server), not both")
+    if tier.model_path is not None and not Path(tier.model_path).is_file():
+        raise SettingsError(f"{where}.model_path: no such file {tier.model_path!r}")
+    if tier.url is not None:
+        url = tier.url.rstrip("/")
+        if not url.startswith(("http://", "https://")) or "#" in url:
+            raise SettingsError(f"{where}.url must be an http(s) OpenAI-compatible base URL (such as .../v1), got {url!r}")
+        tier.url = url
+    if tier.model_path is not None and tier.features is not None:
+        raise SettingsError(f"{where}.features: only for a remote tier (an in-process one honours tools and "
+                            "response_format)")
+    unknown = set(tier.features or ()) - SLM_TIER_FEATURES
+    if unknown:
+        raise SettingsError(f"{where}.features: unknown {sorted(unknown)}; choose from {sorted(SLM_TIER_FEATURES)}")
+    if tier.max_concurrency < 1 or tier.max_queue < 0 or tier.context_size < 256:
+        raise SettingsError(f"{where}: max_concurrency must be at least 1, max_queue 0 or more, context_size at "
+                            "least 256")
+    if tier.connect_timeout <= 0 or tier.read_timeout <= 0:
+        raise SettingsError(f"{where}: timeouts must be positive")
+    tier.model_name = tier.model_name or name
 
 
 def _validate_learning(learning: LearningSettings) -> None:

@@ -80,7 +80,8 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = by_kind(docs, kind)
+    """The gateway's own object of `kind` (the optional remote SLM server has its own Deployment and Service)."""
+    found = [d for d in by_kind(docs, kind) if d["metadata"]["labels"].get("app.kubernetes.io/component") != "slm-server"]
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
     return found[0]
 
@@ -298,6 +299,11 @@ def test_config_yaml_is_accepted_by_the_gateway(helm: str, tmp_path: Path) -> No
     all_on = load_settings(tmp_path / "all-on.yaml", environ={})
     assert all_on.upstream.url == "https://llm.example.com/v1"
     assert all_on.local.max_concurrency == 2 and all_on.workers == 2
+    remote = all_on.slm_tiers["remote"]
+    assert list(all_on.slm_tiers) == ["remote"]
+    assert (remote.url, remote.model_name, remote.features) == (
+        f"http://{RELEASE}-slm-gateway-slm:8080/v1", "qwen2.5-1.5b-instruct", ["tools", "response_format"]
+    )
 
 
 def test_checksum_annotations_roll_pods_on_config_change(helm: str) -> None:
@@ -453,3 +459,26 @@ def test_schema_file_is_draft07_and_closed() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     jsonschema.Draft7Validator(schema).validate(values)
     jsonschema.Draft7Validator(schema).validate({**values, **yaml.safe_load(ALL_ON.read_text())})
+
+
+def test_remote_slm_server_runs_next_to_the_gateway(helm: str) -> None:
+    """slmServer.enabled: a llama.cpp server Deployment and Service the gateway's selectors do not match."""
+    docs = render(helm, "-f", str(ALL_ON))
+    slm = [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "slm-server"]
+    assert sorted(d["kind"] for d in slm) == ["Deployment", "Service"]
+    deployment = next(d for d in slm if d["kind"] == "Deployment")
+    service = next(d for d in slm if d["kind"] == "Service")
+    name = f"{RELEASE}-slm-gateway-slm"
+    assert deployment["metadata"]["name"] == service["metadata"]["name"] == name
+    selector = {"app.kubernetes.io/name": "slm-gateway-slm", "app.kubernetes.io/instance": RELEASE}
+    assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"] == selector
+    gateway_service = next(d for d in by_kind(docs, "Service") if d["metadata"]["name"] == f"{RELEASE}-slm-gateway")
+    gateway_selector = gateway_service["spec"]["selector"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert not all(pod_labels.get(k) == v for k, v in gateway_selector.items())  # never behind the gateway Service
+    server = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert server["image"] == "ghcr.io/ggml-org/llama.cpp:server"
+    assert server["args"][-6:] == ["--alias", "qwen2.5-1.5b-instruct", "--host", "0.0.0.0", "--port", "8080"]
+    assert server["securityContext"]["readOnlyRootFilesystem"] is True
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    assert not [d for d in render(helm) if d["metadata"]["labels"].get("app.kubernetes.io/component") == "slm-server"]

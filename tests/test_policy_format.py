@@ -71,7 +71,11 @@ def test_unknown_condition_names_file_rule_index_and_name() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("rules:\n  - name: a\n    action: nowhere\n", "rules[0] 'a'"),
+        ("rules:\n  - name: a\n    action: No-Where\n", "rules[0] 'a': action must be local, upstream, auto, reject or the name of an SLM tier, got 'No-Where'"),
+        ("rules:\n  - name: a\n    action: coder\n    fallback: both\n    fallback_tiers: [local]\n", "rules[0] 'a': give fallback or fallback_tiers, not both"),
+        ("rules:\n  - name: a\n    action: coder\n    fallback_tiers: [local, coder]\n", "fallback_tiers: each tier once, and not the rule's own action"),
+        ("rules:\n  - name: a\n    action: coder\n    when: {pii: email}\n    fallback_tiers: [upstream]\n", "a rule that keeps personal data local cannot fall back upstream"),
+        ("rules:\n  - name: a\n    action: local\n    slm_tier: coder\n", "slm_tier only applies to action 'auto'"),
         ("rules:\n  - name: a\n    action: local\n    colour: red\n", "colour"),
         ("rules:\n  - action: local\n", "name"),
         ("rulez: []\n", "rulez"),

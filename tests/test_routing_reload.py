@@ -211,7 +211,8 @@ def test_admin_reload_needs_the_admin_key_and_reports_each_component_without_pat
     assert failed.json()["status"] == "failed"
     assert failed.json()["components"] == [{
         "component": "policy", "result": "failure",
-        "detail": "policy policy.yaml: rules[0] 'alpha': Invalid enum value 'teleport' (at rules[0].action)",
+        "detail": "policy policy.yaml: rules[0] 'alpha': tier 'teleport' is not configured (slm_tiers; this gateway "
+                  "has: local, upstream)",
     }]
     policy.write_bytes(b"rules:\n  - name: caf\xe9\n    action: local\n")  # Latin-1, not UTF-8
     latin1 = httpx.post(url, headers=auth, timeout=30)

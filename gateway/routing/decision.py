@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, Protocol
+from typing import Protocol
 
 import msgspec
 
 from gateway.openai.request import ParsedRequest
 from gateway.tiers.base import ALL_FEATURES, NO_FEATURES
 
-Tier = Literal["local", "upstream"]
+Tier = str
+"""A tier's name: "local" (the in-process model of `local`), "upstream", or a name from `slm_tiers`."""
+UPSTREAM = "upstream"
 
 
 class RouteDecision(msgspec.Struct, frozen=True):
@@ -24,6 +26,8 @@ class RouteDecision(msgspec.Struct, frozen=True):
     reason: str
     detail: str
     fallback: Tier | None = None
+    then: tuple[Tier, ...] = ()
+    """Tiers tried after `fallback`, in order, while each fails recoverably (a rule's `fallback_tiers`)."""
     score: float | None = None
     threshold: float | None = None
     cacheable: bool | None = None
@@ -45,13 +49,21 @@ class RouteContext(msgspec.Struct):
     has_local: bool
     local_features: frozenset[str] = NO_FEATURES
     upstream_features: frozenset[str] = ALL_FEATURES
+    slm_tiers: Mapping[str, frozenset[str]] = msgspec.field(default_factory=dict)
+    """The named SLM tiers (`slm_tiers`) and the features each honours."""
+    slm_aliases: Mapping[str, str] = msgspec.field(default_factory=dict)
+    """Model names that pin a named SLM tier (its name and the model it serves) -> the tier."""
 
     def has(self, tier: Tier) -> bool:
         """Whether `tier` is configured."""
-        return self.has_local if tier == "local" else self.has_upstream
+        if tier == "local":
+            return self.has_local
+        return self.has_upstream if tier == UPSTREAM else tier in self.slm_tiers
 
     def features_of(self, tier: Tier) -> frozenset[str]:
-        return self.local_features if tier == "local" else self.upstream_features
+        if tier == "local":
+            return self.local_features
+        return self.upstream_features if tier == UPSTREAM else self.slm_tiers.get(tier, NO_FEATURES)
 
 
 class Router(Protocol):

@@ -15,12 +15,15 @@ import msgspec
 import yaml
 
 from gateway.routing.pii import expand_kinds
-from gateway.settings import SettingsError
+from gateway.settings import TIER_NAME, SettingsError
 
 DEFAULT_POLICY_PATH: Path = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
 """The shipped default policy (the `policies` directory sits beside `gateway` in the repo and in the wheel)."""
 
-Action = Literal["local", "upstream", "auto", "reject"]
+Action = str
+""""local", "upstream", "auto", "reject", or the name of an SLM tier (`slm_tiers` in the settings)."""
+BUILTIN_ACTIONS = frozenset({"local", "upstream", "auto", "reject"})
+NOT_SLM_ACTIONS = frozenset({"upstream", "auto", "reject"})
 Fallback = Literal["both", "to_upstream", "to_local", "none"]
 RULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 RESERVED_NAMES = frozenset(
@@ -100,6 +103,10 @@ class Rule(_Strict):
     paraphrases answered by the semantic cache (when the gateway has one)."""
     pin_spill: bool | None = None
     """Overrides `defaults.pin_spill` for requests this rule sends to the tier they pinned."""
+    fallback_tiers: list[str] | None = None
+    """The tiers tried in order when the chosen one fails (instead of `fallback`), e.g. `[local, upstream]`."""
+    slm_tier: str | None = None
+    """Action `auto`: the SLM tier that serves what the classifier leaves to a small model (default `local`)."""
 
 
 class Defaults(_Strict):
@@ -145,8 +152,48 @@ def as_list(value: str | list[str] | None) -> list[str]:
 
 
 def keeps_pii_local(rule: Rule) -> bool:
-    """A rule that sends requests with personal data to the local tier: it must never fall back upstream."""
-    return rule.action == "local" and rule.when.pii is not None
+    """A rule that sends requests with personal data to an SLM tier: it must never fall back upstream."""
+    return rule.action not in NOT_SLM_ACTIONS and rule.when.pii is not None
+
+
+def _check_tiers(rule: Rule) -> str | None:
+    """A problem with the tier names of a rule (whether each is configured is checked when the router is built)."""
+    if rule.action not in BUILTIN_ACTIONS and not re.match(TIER_NAME, rule.action):
+        return f"action must be local, upstream, auto, reject or the name of an SLM tier, got {rule.action!r}"
+    if rule.fallback_tiers is not None:
+        if rule.fallback is not None:
+            return "give fallback or fallback_tiers, not both"
+        if rule.action == "reject":
+            return "fallback_tiers does not apply to action 'reject'"
+        for name in rule.fallback_tiers:
+            if name in NOT_SLM_ACTIONS - {"upstream"} or not re.match(TIER_NAME, name):
+                return f"fallback_tiers: {name!r} is not a tier name"
+        if len(set(rule.fallback_tiers)) != len(rule.fallback_tiers) or rule.action in rule.fallback_tiers:
+            return "fallback_tiers: each tier once, and not the rule's own action"
+        if keeps_pii_local(rule) and "upstream" in rule.fallback_tiers:
+            return "a rule that keeps personal data local cannot fall back upstream"
+    if rule.slm_tier is not None:
+        if rule.action != "auto":
+            return "slm_tier only applies to action 'auto'"
+        if rule.slm_tier in NOT_SLM_ACTIONS or not re.match(TIER_NAME, rule.slm_tier):
+            return f"slm_tier: {rule.slm_tier!r} is not the name of an SLM tier"
+    return None
+
+
+def check_tier_names(spec: PolicySpec, slm_tiers: frozenset[str]) -> PolicySpec:
+    """`spec`, if every tier it names (actions, `fallback_tiers`, `slm_tier`) is local, upstream or one of the
+    gateway's `slm_tiers`; else PolicyError naming the rule and the tier."""
+    have = ", ".join(["local", "upstream", *sorted(slm_tiers)])
+    known = BUILTIN_ACTIONS | slm_tiers
+    if spec.defaults.action not in known:
+        raise PolicyError(f"policy {spec.path}: defaults: action {spec.defaults.action!r} is not a configured tier "
+                          f"(slm_tiers; this gateway has: {have})")
+    for index, rule in enumerate(spec.rules):
+        for name in (rule.action, *(rule.fallback_tiers or ()), *([rule.slm_tier] if rule.slm_tier else [])):
+            if name not in known:
+                raise PolicyError(f"policy {spec.path}: rules[{index}] {rule.name!r}: tier {name!r} is not "
+                                  f"configured (slm_tiers; this gateway has: {have})")
+    return spec
 
 
 def _check_rule(rule: Rule, defaults: Defaults) -> str | None:
@@ -155,6 +202,8 @@ def _check_rule(rule: Rule, defaults: Defaults) -> str | None:
         return "name must be 1-64 characters of letters, digits, '_', '.', '-' (it is a metrics label)"
     if rule.name in RESERVED_NAMES:
         return f"name {rule.name!r} is reserved (reserved: {', '.join(sorted(RESERVED_NAMES))})"
+    if problem := _check_tiers(rule):
+        return problem
     when = rule.when
     for field in ("prompt_tokens", "tool_count", "score", "familiarity"):
         rng: Range | None = getattr(when, field)
@@ -191,7 +240,7 @@ def _check_rule(rule: Rule, defaults: Defaults) -> str | None:
         return "code must be 1-64 characters of letters, digits, '_', '.', '-'"
     if rule.action == "reject" and rule.fallback is not None:
         return "fallback does not apply to action 'reject'"
-    if rule.action in ("reject", "auto") and rule.pin_spill is not None:
+    if rule.action not in ("local", "upstream") and rule.pin_spill is not None:
         return "pin_spill only applies to actions 'local' and 'upstream'"
     if keeps_pii_local(rule) and rule.pin_spill:
         return "a rule that keeps personal data local cannot let pinned requests spill upstream"
@@ -215,6 +264,9 @@ def validate_spec(spec: PolicySpec, path: str) -> PolicySpec:
         raise PolicyError(f"policy {path}: defaults: target_local_share must be between 0 and 1 (exclusive)")
     if d.pii_max_chars < 1000:
         raise PolicyError(f"policy {path}: defaults: pii_max_chars must be at least 1000, got {d.pii_max_chars}")
+    if d.action not in BUILTIN_ACTIONS and (d.action == "reject" or not re.match(TIER_NAME, d.action)):
+        raise PolicyError(f"policy {path}: defaults: action must be local, upstream, auto, reject or the name of an "
+                          f"SLM tier, got {d.action!r}")
     seen: dict[str, int] = {}
     catch_all: int | None = None
     for index, rule in enumerate(spec.rules):

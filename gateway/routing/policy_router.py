@@ -14,7 +14,17 @@ from gateway.routing.calibration import CalibrationError, calibrate
 from gateway.routing.capabilities import first_missing, required_features
 from gateway.routing.conditions import CompiledWhen, RequestFeatures
 from gateway.routing.decision import RouteContext, RouteDecision, Tier
-from gateway.routing.policy import DEFAULT_THRESHOLD, Action, Fallback, PolicyError, PolicySpec, Rule, When, keeps_pii_local
+from gateway.routing.policy import (
+    DEFAULT_THRESHOLD,
+    Action,
+    Fallback,
+    PolicyError,
+    PolicySpec,
+    Rule,
+    When,
+    check_tier_names,
+    keeps_pii_local,
+)
 from gateway.routing.static import pinned_tier
 
 REJECTED = "rejected"
@@ -55,6 +65,8 @@ class CompiledRule:
     cacheable: bool | None = None
     cache_kind: Literal["exact", "semantic"] | None = None
     pin_spill: bool = False
+    fallback_tiers: tuple[str, ...] | None = None
+    slm_tier: str = "local"
 
 
 def needs_classifier(spec: PolicySpec) -> bool:
@@ -80,7 +92,11 @@ class PolicyRouter:
         spill_to_upstream: bool = True,
         scorer_problem: str | None = None,
         observe_score_seconds: Callable[[float], None] | None = None,
+        slm_tiers: frozenset[str] | None = None,
     ) -> None:
+        """`slm_tiers`: the named SLM tiers the gateway has; given, a policy naming another tier is a PolicyError."""
+        if slm_tiers is not None:
+            check_tier_names(spec, slm_tiers)
         self.spec = spec
         self.scorer = scorer
         problem = scorer_problem or ("no classifier loaded" if scorer is None else None)
@@ -145,6 +161,8 @@ class PolicyRouter:
             cacheable=None if rule.cache is None else rule.cache is not False,
             cache_kind=rule.cache if isinstance(rule.cache, str) else None,
             pin_spill=rule.pin_spill if rule.pin_spill is not None else self.spec.defaults.pin_spill,
+            fallback_tiers=tuple(rule.fallback_tiers) if rule.fallback_tiers is not None else None,
+            slm_tier=rule.slm_tier or "local",
         )
 
     def thresholds(self) -> dict[str, tuple[float, str]]:
@@ -180,8 +198,12 @@ class PolicyRouter:
             raise self._rejection(rule, f, label)
         needs = required_features(ctx.request)
         pinned = pinned_tier(ctx)
+        action = rule.action
+        if pinned is not None and action == "auto" and pinned[0] in ctx.slm_tiers:
+            action = pinned[0]  # a named SLM tier asked for by name: the classifier is not consulted
+            label = f"{label}: pinned by {pinned[1]}"
         pin: Tier | None = None  # the tier the client pinned, when this rule sends the request there
-        if pinned is not None and pinned[0] == rule.action:
+        if pinned is not None and pinned[0] == action:
             pin = pinned[0]
             if not ctx.has(pin):
                 raise PolicyRejected(
@@ -190,28 +212,28 @@ class PolicyRouter:
                     detail=f"{label}: pinned by {pinned[1]}, but no {pin} tier is configured",
                 )
         threshold: float | None = None
-        if rule.action == "auto":
+        if action == "auto":
             tier, reason, detail, threshold = self._auto(rule, f, ctx, needs)
         else:
-            tier, reason, detail = rule.action, rule.name, label
+            tier, reason, detail = action, rule.name if action == rule.action else "pinned", label
         if tier == "upstream" and not ctx.has_upstream:
-            tier, reason = "local", "no_upstream"
-            detail = f"{detail} -> upstream, but no upstream is configured: local"
-        elif tier == "local" and not ctx.has_local:
+            tier, reason = rule.slm_tier if ctx.has(rule.slm_tier) else "local", "no_upstream"
+            detail = f"{detail} -> upstream, but no upstream is configured: {tier}"
+        elif tier != "upstream" and not ctx.has(tier):
             if rule.keeps_pii_local:
                 raise PolicyRejected(
                     "The request contains personal data that this gateway's policy keeps on the local model, "
                     "and no local model is configured.",
                     status=403, code="pii_blocked", reason=rule.name,
-                    detail=f"{label} keeps personal data local, but no local tier is configured",
+                    detail=f"{label} keeps personal data local, but no {tier} tier is configured",
                 )
-            tier, reason = "upstream", "no_local"
-            detail = f"{detail} -> local, but no local tier is configured: upstream"
+            missing, tier, reason = tier, "upstream", "no_local"
+            detail = f"{detail} -> {missing}, but no {missing} tier is configured: upstream"
         if needs and needs - ctx.features_of(tier):
             tier, reason, detail = self._capable(rule, f, ctx, tier, needs, pinned if pin == tier else None, detail)
-        fallback = self._fallback(rule, tier, ctx, needs, pinned=pin == tier)
-        if fallback == "upstream" and self.guard_kinds and f.pii(self.guard_kinds):
-            fallback = None
+        chain = self._fallback(rule, tier, ctx, needs, pinned=pin == tier)
+        if "upstream" in chain and self.guard_kinds and f.pii(self.guard_kinds):
+            chain = tuple(t for t in chain if t != "upstream")
             detail += "; no upstream fallback: personal data stays local"
         familiarity = f.familiarity_if_computed
         if familiarity is not None:  # computed for a rule that asked: say it (a percentile of the training prompts')
@@ -220,7 +242,8 @@ class PolicyRouter:
             tier=tier,
             reason=reason,
             detail=detail,
-            fallback=fallback,
+            fallback=chain[0] if chain else None,
+            then=chain[1:],
             score=f.score_if_computed,
             threshold=threshold,
             cacheable=rule.cacheable,
@@ -241,7 +264,7 @@ class PolicyRouter:
         """`tier` lacks a feature the request needs: the other tier if it has them all, else a 400 naming the
         field. Never for a request pinned to `tier`, nor upstream for personal data the policy keeps local."""
         feature, param = first_missing(ctx.request, needs - ctx.features_of(tier))
-        other: Tier = "upstream" if tier == "local" else "local"
+        other: Tier = "upstream" if tier != "upstream" else rule.slm_tier if ctx.has(rule.slm_tier) else "local"
         why = f"the {tier} tier cannot honour '{param}'"
         if pinned is not None:
             message = f"The request is pinned to the {tier} tier ({pinned[1]}), which does not support '{param}'."
@@ -263,44 +286,51 @@ class PolicyRouter:
         self, rule: CompiledRule, f: RequestFeatures, ctx: RouteContext, needs: frozenset[str]
     ) -> tuple[Tier, str, str, float | None]:
         label = f"rule '{rule.name}'"
+        small = rule.slm_tier  # the SLM tier that gets what the classifier leaves to a small model
         if not ctx.has_upstream:
-            return "local", "no_upstream", f"no upstream configured: local ({label})", None
-        if not ctx.has_local:
-            return "upstream", "no_local", f"no local tier configured: upstream ({label})", None
-        if needs and needs - ctx.local_features and not needs - ctx.upstream_features:
-            _, param = first_missing(ctx.request, needs - ctx.local_features)
-            return "upstream", "needs_upstream", f"the local tier cannot honour '{param}': upstream ({label})", None
+            return small, "no_upstream", f"no upstream configured: {small} ({label})", None
+        if not ctx.has(small):
+            return "upstream", "no_local", f"no {small} tier configured: upstream ({label})", None
+        if needs and needs - ctx.features_of(small) and not needs - ctx.upstream_features:
+            _, param = first_missing(ctx.request, needs - ctx.features_of(small))
+            return "upstream", "needs_upstream", f"the {small} tier cannot honour '{param}': upstream ({label})", None
+        unavailable = self.spec.defaults.classifier_unavailable
+        if unavailable == "local":
+            unavailable = small
         if self.scorer is None or rule.threshold is None:
-            tier: Tier = self.spec.defaults.classifier_unavailable
+            tier: Tier = unavailable
             return tier, "classifier_unavailable", f"classifier unavailable ({self.scorer_problem}): {tier} ({label})", None
         try:
             score = f.score()
         except Exception as exc:  # a scoring bug must not fail the request
-            tier = self.spec.defaults.classifier_unavailable
+            tier = unavailable
             return tier, "classifier_error", f"classifier failed ({type(exc).__name__}): {tier} ({label})", None
         threshold = rule.threshold
         if score >= threshold:
             detail = f"classifier p_strong={_fmt(score)} >= threshold {_fmt(threshold)} ({label})"
             return "upstream", "classifier", detail, threshold
         detail = f"classifier p_strong={_fmt(score)} < threshold {_fmt(threshold)} ({label})"
-        return "local", "classifier", detail, threshold
+        return small, "classifier", detail if small == "local" else f"{detail}: {small}", threshold
 
     def _fallback(
         self, rule: CompiledRule, tier: Tier, ctx: RouteContext, needs: frozenset[str], *, pinned: bool
-    ) -> Tier | None:
-        """The tier to retry on when `tier` fails: none for a pinned request (unless `pin_spill`), nor one that
-        lacks a feature the request needs."""
-        mode = rule.fallback
+    ) -> tuple[Tier, ...]:
+        """The tiers to retry on, in order, when `tier` fails: none for a pinned request (unless `pin_spill`),
+        nor one that lacks a feature the request needs, nor upstream for an SLM tier when spilling is off."""
         if pinned and not rule.pin_spill:
-            return None
-        if tier == "local":
-            allowed = mode in ("both", "to_upstream") and self.spill_to_upstream and not rule.keeps_pii_local
-            target: Tier | None = "upstream" if allowed and ctx.has_upstream else None
+            return ()
+        if rule.fallback_tiers is not None:
+            chain = [t for t in rule.fallback_tiers if t != tier and ctx.has(t)]
+            if tier != "upstream" and not (self.spill_to_upstream and not rule.keeps_pii_local):
+                chain = [t for t in chain if t != "upstream"]
         else:
-            target = "local" if mode in ("both", "to_local") and ctx.has_local else None
-        if target is not None and needs and needs - ctx.features_of(target):
-            return None
-        return target
+            mode = rule.fallback
+            if tier != "upstream":
+                allowed = mode in ("both", "to_upstream") and self.spill_to_upstream and not rule.keeps_pii_local
+                chain = ["upstream"] if allowed and ctx.has_upstream else []
+            else:
+                chain = ["local"] if mode in ("both", "to_local") and ctx.has_local else []
+        return tuple(t for t in chain if not (needs and needs - ctx.features_of(t)))
 
     def _rejection(self, rule: CompiledRule, f: RequestFeatures, label: str) -> PolicyRejected:
         message = rule.message

@@ -19,7 +19,7 @@ import msgspec
 
 from gateway.metrics import GatewayMetrics
 from gateway.routing.decision import RouteContext, RouteDecision
-from gateway.routing.policy import DEFAULT_POLICY_PATH, PolicyError, PolicySpec, load_policy
+from gateway.routing.policy import DEFAULT_POLICY_PATH, PolicyError, PolicySpec, check_tier_names, load_policy
 from gateway.routing.policy_router import PolicyRouter, needs_classifier
 from gateway.routing.scorer import ClassifierUnavailable, describe, load_scorer, model_facts
 from gateway.settings import Settings, SettingsError
@@ -35,6 +35,8 @@ class RouterSource:
     classifier_path: str | None = None
     local_context_tokens: int = 4096
     spill_to_upstream: bool = True
+    slm_tiers: frozenset[str] = frozenset()
+    """The named SLM tiers of the settings (a policy may name only these)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RouterSource:
@@ -43,6 +45,7 @@ class RouterSource:
             classifier_path=settings.classifier_model,
             local_context_tokens=settings.local.context_size,
             spill_to_upstream=settings.local.spill_to_upstream,
+            slm_tiers=frozenset(settings.slm_tiers),
         )
 
 
@@ -85,13 +88,14 @@ def build_router(
         spill_to_upstream=source.spill_to_upstream,
         scorer_problem=problem,
         observe_score_seconds=observe,
+        slm_tiers=source.slm_tiers,
     )
 
 
 def load_router(source: RouterSource, metrics: GatewayMetrics | None = None) -> PolicyRouter:
     """The first router, strictly: a bad policy or an explicitly configured classifier that fails raises
     SettingsError (one line). The shipped classifier failing only degrades auto decisions (logged)."""
-    spec = load_policy(source.policy_path)
+    spec = check_tier_names(load_policy(source.policy_path), source.slm_tiers)
     scorer, problem = None, None
     if needs_classifier(spec) or source.classifier_path is not None:
         try:
@@ -136,7 +140,7 @@ class ReloadableRouter:
         current = self._current
         results: list[ReloadResult] = []
         try:
-            spec = load_policy(self.source.policy_path)
+            spec = check_tier_names(load_policy(self.source.policy_path), self.source.slm_tiers)
             results.append(ReloadResult("policy", "success", spec.path))
         except PolicyError as exc:
             spec = current.spec

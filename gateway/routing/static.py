@@ -11,15 +11,18 @@ PIN_NAMES: frozenset[str] = frozenset({"local", "upstream"})
 
 
 def pinned_tier(ctx: RouteContext) -> tuple[Tier, str] | None:
-    """The tier a client pinned with `x-gateway-route` or `model: local|upstream`, and how it pinned it."""
+    """The tier a client pinned with `x-gateway-route` or `model: local|upstream` (or a named SLM tier by its
+    name or its model's), and how it pinned it."""
     header = ctx.headers.get(ROUTE_HEADER)
     if header:
         value = header.strip().lower()
-        if value in PIN_NAMES:
-            return value, f"header {ROUTE_HEADER}: {value}"  # type: ignore[return-value]
+        if value in PIN_NAMES or value in ctx.slm_tiers:
+            return value, f"header {ROUTE_HEADER}: {value}"
     model = ctx.request.chat.model
     if model in PIN_NAMES:
-        return model, f"model {model!r}"  # type: ignore[return-value]
+        return model, f"model {model!r}"
+    if model in ctx.slm_aliases:
+        return ctx.slm_aliases[model], f"model {model!r}"
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -43,6 +44,9 @@ class GenerationResult(msgspec.Struct):
     text: str
     completion_tokens: int
     finish_reason: str  # "stop" | "length" | "cancelled"
+    decode_seconds: float = 0.0
+    """From the first generated token to the end (prompt evaluation excluded): decode speed is
+    `(completion_tokens - 1) / decode_seconds`."""
 
 
 def sampler_seed(seed: int | None) -> int:
@@ -171,6 +175,7 @@ def generate(
     finish = "length"
     hit_stop = False
     restarted = True
+    first_token_at: float | None = None
     while restarted:
         restarted = False
         tokens = llm.generate(
@@ -179,6 +184,8 @@ def generate(
             **_sample_args(params),
         )
         for token in tokens:
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
             if cancel.is_set():
                 finish = "cancelled"
                 break
@@ -209,7 +216,8 @@ def generate(
             tail = out.scanner.feed(out.decoder.decode(b"", final=True))[0] + out.scanner.flush()
             if tail:
                 out.write(tail)
-    return GenerationResult("".join(out.parts), len(out.tokens), finish)
+    decode_seconds = time.perf_counter() - first_token_at if first_token_at is not None else 0.0
+    return GenerationResult("".join(out.parts), len(out.tokens), finish, decode_seconds)
 
 
 def _decide(out: _Output, llm: llama_cpp.Llama, params: SamplingParams, calling: bool) -> str | None:

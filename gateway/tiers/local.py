@@ -17,6 +17,7 @@ from gateway.openai.request import ParsedRequest
 from gateway.openai.wire import chunk_json, completion_body, completion_id, usage_chunk_json
 from gateway.tiers.base import RESPONSE_FORMAT, TOOLS, Completion, Usage
 from gateway.tiers.grammar import grammar_compiles
+from gateway.tiers.grammar_sampler import GrammarFirstLlama
 from gateway.tiers.llama_generation import GenerationResult, SamplingParams, generate
 from gateway.tiers.prompt import ChatPrompt, control_token_texts
 from gateway.tiers.queue_estimate import ServiceTimes
@@ -117,7 +118,7 @@ class LlamaCppBackend:
 
     def _load_all(self) -> list[llama_cpp.Llama]:
         instances = [
-            llama_cpp.Llama(
+            GrammarFirstLlama(  # grammar checked against the sampled token first (gateway/tiers/grammar_sampler.py)
                 self.model_path, n_ctx=self.context_size, n_threads=self.threads, verbose=False, n_batch=512
             )
             for _ in range(self.max_concurrency)

@@ -137,6 +137,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $_ := set $up "url" .Values.upstream.url }}
 {{- end }}
 {{- $_ := set $cfg "upstream" $up }}
+{{- if .Values.slmServer.enabled }}
+{{- $s := .Values.slmServer }}
+{{- $tiers := default dict $cfg.slm_tiers }}
+{{- $url := printf "http://%s-slm:%v/v1" (include "slm-gateway.fullname" .) $s.port }}
+{{- $_ := set $tiers $s.name (dict "url" $url "model_name" $s.modelName "features" $s.features) }}
+{{- $_ := set $cfg "slm_tiers" $tiers }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 

@@ -1,0 +1,200 @@
+"""Several named SLM tiers through a running gateway: the bundled GGUF as `local` and again as the in-process tier
+`coder`, a fake OpenAI-compatible server on loopback standing for a remote SLM server (`remote`), and two remote
+tiers nobody listens on (`dead`, `dead2`); policies route by tier name, fallback chains cross tiers, and
+`x-gateway-route`, `/v1/models` and the metrics name the tier that served."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import openai
+import pytest
+
+from gateway.devtools.process import LOOPBACK, free_port, run_fake_upstream
+from gateway.routing.policy import PolicyError
+from gateway.routing.reloadable import router_from_settings
+from gateway.settings import Settings, SettingsError
+from gateway.tiers.bundled_model import ensure_bundled_model
+from tests.conftest import BUNDLED_MODEL_ID, RunningGateway, run_gateway
+
+POLICY = """\
+version: 1
+defaults: {action: upstream, fallback: none}
+rules:
+  - name: chat-remote
+    when: {headers: {x-task: chat}}
+    action: remote
+    fallback_tiers: [local]
+  - name: code
+    when: {headers: {x-task: code}}
+    action: coder
+  - name: dead-chain
+    when: {headers: {x-task: dead}}
+    action: dead
+    fallback_tiers: [dead2, coder, upstream]
+  - name: dead-no-fallback
+    when: {headers: {x-task: dead-alone}}
+    action: dead
+  - name: rest
+    action: auto
+"""
+HI = [{"role": "user", "content": "Say hi in one word."}]
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+@pytest.fixture(scope="module")
+def remote() -> Iterator[str]:
+    """The fake server standing for a remote SLM (llama.cpp server, vLLM, Ollama)."""
+    with run_fake_upstream() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    with run_fake_upstream() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, remote: str, upstream: str) -> Iterator[RunningGateway]:
+    tmp = tmp_path_factory.mktemp("slm-tiers")
+    policy = tmp / "tiers.yaml"
+    policy.write_text(POLICY)
+    config = {
+        "policy": str(policy),
+        "upstream": {"url": upstream, "api_key": "sk-up"},
+        "cache": {"enabled": False},
+        "slm_tiers": {
+            "coder": {"model_path": str(ensure_bundled_model()), "model_name": "qwen-coder", "context_size": 1024},
+            "remote": {"url": remote, "model_name": "remote-slm"},
+            "dead": {"url": f"http://{LOOPBACK}:{free_port()}/v1", "connect_timeout": 2},
+            "dead2": {"url": f"http://{LOOPBACK}:{free_port()}/v1", "connect_timeout": 2},
+        },
+    }
+    with run_gateway(config=config, tmp_dir=tmp) as gateway:
+        yield gateway
+
+
+def chat(gw: RunningGateway, task: str | None = None, **body: object) -> httpx.Response:
+    headers = {"x-task": task} if task else {}
+    payload = {"model": "gpt-4o-mini", "messages": HI, "temperature": 0, "max_tokens": 4, **body}
+    return httpx.post(f"{gw.base_url}/chat/completions", json=payload, headers=headers, timeout=300)
+
+
+def metric(gw: RunningGateway, name: str, **labels: str) -> float:
+    text = httpx.get(f"{gw.root}/metrics", timeout=10).text
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            got = line[len(name) + 1 : line.index("}")]
+            if ",".join(sorted(got.split(","))) == want:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def received(server: str) -> list[dict]:
+    return httpx.get(f"{server.removesuffix('/v1')}/_fake/requests", timeout=10).json()["data"]
+
+
+def test_models_lists_every_tier_and_its_model(gw: RunningGateway) -> None:
+    ids = [m["id"] for m in httpx.get(f"{gw.base_url}/models", timeout=10).json()["data"]]
+    # the gateway's own names first (tiers in config order: the YAML was written with sorted keys), then the
+    # local embedding models and the upstream's own list
+    assert ids[:11] == ["auto", "local", BUNDLED_MODEL_ID, "coder", "qwen-coder", "dead", "dead2", "remote",
+                        "remote-slm", "upstream", "gpt-4o-mini"]
+
+
+def test_a_rule_sends_the_request_to_the_remote_slm_tier(gw: RunningGateway, remote: str) -> None:
+    before = metric(gw, "slm_gateway_requests_total", tier="remote", status="200", reason="chat-remote")
+    answer = chat(gw, "chat")
+    assert answer.status_code == 200
+    assert answer.headers["x-gateway-route"] == "remote"
+    assert answer.headers["x-gateway-model"] == "remote-slm"
+    assert answer.headers["x-gateway-route-reason"] == "rule 'chat-remote'"
+    assert answer.json()["choices"][0]["message"]["content"] == "fake answer to: Say"  # the fake server answers max_tokens words
+    assert received(remote)[-1]["body"]["model"] == "remote-slm"
+    assert metric(gw, "slm_gateway_requests_total", tier="remote", status="200", reason="chat-remote") == before + 1
+    assert metric(gw, "slm_gateway_cost_dollars_total", tier="remote") == 0.0  # costed like the local tier
+
+
+def test_a_rule_sends_the_request_to_the_second_in_process_tier(gw: RunningGateway) -> None:
+    before = metric(gw, "slm_gateway_completion_tokens_total", tier="coder", model="qwen-coder")
+    answer = chat(gw, "code")
+    assert answer.status_code == 200
+    assert (answer.headers["x-gateway-route"], answer.headers["x-gateway-model"]) == ("coder", "qwen-coder")
+    body = answer.json()
+    assert body["model"] == "qwen-coder"
+    assert (body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"]) == ("Hello", 1)
+    after = metric(gw, "slm_gateway_completion_tokens_total", tier="coder", model="qwen-coder")
+    assert after == before + body["usage"]["completion_tokens"]
+
+
+def test_a_fallback_chain_crosses_tiers_until_one_answers(gw: RunningGateway) -> None:
+    fallbacks = metric(gw, "slm_gateway_fallbacks_total", from_tier="dead", to_tier="coder")
+    answer = chat(gw, "dead")
+    assert answer.status_code == 200
+    assert answer.headers["x-gateway-route"] == "coder"
+    assert answer.headers["x-gateway-route-reason"] == (
+        "rule 'dead-chain'; dead failed (upstream_unreachable), dead2 failed (upstream_unreachable): fell back to coder"
+    )
+    assert answer.json()["model"] == "qwen-coder"
+    assert metric(gw, "slm_gateway_fallbacks_total", from_tier="dead", to_tier="coder") == fallbacks + 1
+
+
+def test_a_tier_without_a_fallback_fails_with_its_error(gw: RunningGateway) -> None:
+    answer = chat(gw, "dead-alone")
+    assert answer.status_code == 502
+    assert answer.json()["error"] == {"message": "The upstream could not be reached.", "type": "upstream_error",
+                                      "param": None, "code": "upstream_unreachable"}
+    assert metric(gw, "slm_gateway_requests_total", tier="dead", status="502", reason="dead-no-fallback") == 1
+
+
+def test_a_feature_the_remote_tier_does_not_declare_goes_to_a_tier_that_has_it(gw: RunningGateway, remote: str) -> None:
+    sent = len(received(remote))
+    answer = chat(gw, "chat", tools=[WEATHER])
+    assert answer.status_code == 200
+    assert answer.headers["x-gateway-route"] == "upstream"
+    assert answer.headers["x-gateway-route-reason"] == "rule 'chat-remote'; the remote tier cannot honour 'tools': upstream"
+    assert len(received(remote)) == sent  # never sent to the tier that did not say it can call tools
+
+
+def test_the_model_name_of_a_tier_pins_it(gw: RunningGateway, remote: str) -> None:
+    client = openai.OpenAI(base_url=gw.base_url, api_key="sk-test", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(model="remote-slm", messages=HI, max_tokens=4)
+    completion = raw.parse()
+    assert raw.headers["x-gateway-route"] == "remote"
+    assert raw.headers["x-gateway-route-reason"] == "rule 'rest': pinned by model 'remote-slm'"
+    assert completion.choices[0].message.content == "fake answer to: Say"
+    assert metric(gw, "slm_gateway_routing_decisions_total", tier="remote", reason="pinned") == 1
+
+
+def test_a_policy_naming_a_tier_the_gateway_lacks_is_refused(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("rules:\n  - name: gpu\n    action: big-gpu\n    fallback_tiers: [local]\n")
+    settings = msgspec.convert({"policy": str(policy)}, Settings).validate()
+    with pytest.raises(PolicyError) as caught:
+        router_from_settings(settings)
+    assert str(caught.value) == (
+        f"policy {policy}: rules[0] 'gpu': tier 'big-gpu' is not configured (slm_tiers; this gateway has: local, "
+        "upstream)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tier", "message"),
+    [
+        ({"url": "http://x/v1"}, "slm_tiers.{name}: a tier name is lowercase"),
+        ({}, "slm_tiers.{name}: give model_path (in-process GGUF) or url (remote server), not both"),
+        ({"url": "ftp://x"}, "slm_tiers.{name}.url must be an http(s) OpenAI-compatible base URL"),
+        ({"url": "http://x/v1", "features": ["tools", "telepathy"]}, "slm_tiers.{name}.features: unknown ['telepathy']"),
+    ],
+)
+def test_bad_tier_settings_name_the_setting(tier: dict, message: str) -> None:
+    name = "Upstream" if "lowercase" in message else "remote"
+    with pytest.raises(SettingsError) as caught:
+        msgspec.convert({"slm_tiers": {name: tier}}, Settings).validate()
+    assert str(caught.value).startswith(message.format(name=name))
