@@ -250,7 +250,12 @@ def measure_semantic(base: str, headers: dict[str, str], upstream: str, args: ar
             time.sleep(0.05)
     name = f"semantic {args.semantic:,}" + (f" / {scopes} scopes" if scopes > 1 else "")
     out: dict[str, Any] = {"target": name}
-    for kind, raw_for in (("semantic-hit", hit_requests(url, headers, PARAPHRASE, scopes)),
+    # the paraphrase goes with `Cache-Control: no-store`: a lookup that overruns its deadline must stay a miss
+    # (an upstream call below), not store the paraphrase's answer under its exact key and turn every later
+    # request into an exact hit (it did: upstream calls 1, then exact-hit latencies), nor make 32 identical
+    # requests collapse behind one leader; real paraphrases have keys of their own
+    no_store = {**headers, "cache-control": "no-store"}
+    for kind, raw_for in (("semantic-hit", hit_requests(url, no_store, PARAPHRASE, scopes)),
                           ("miss", miss_requests(url, headers, scopes))):
         before = upstream_calls(upstream)
         c = run_async(lambda: closed(url, raw_for, connections=args.connections, duration=args.duration))
