@@ -242,3 +242,55 @@ async def test_redis_mirror_sync_interval() -> None:
         await client.aclose()
         await lazy.close()
         await eager.close()
+
+
+async def test_warm_mirror_and_indexing_never_wait_for_redis() -> None:
+    """A warm mirror due for a catch-up is scanned as it is (the catch-up runs behind the lookup: another replica's
+    row shows on the lookup after it), and `store_soon` puts the row in this replica's mirror before its XADD
+    (the answer is not held up by the index write)."""
+    import os
+
+    import redis.asyncio as aioredis
+
+    from gateway.cache.memory import MemoryStore
+    from gateway.cache.semantic.cache import SemanticCache, SemanticSettings
+    from gateway.cache.semantic.redis_index import RedisVectorIndex
+    from gateway.cache.semantic.scope import scope_of_request
+
+    url = os.environ.get("SLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    prefix = "t:semcache-warm"
+    client = aioredis.Redis.from_url(url)
+    for key in [k async for k in client.scan_iter(match=f"{prefix}:*")]:
+        await client.unlink(key)
+    embedder = WordLlamaEmbedder()
+    warm = RedisVectorIndex(url, embedder.dim, prefix=prefix, timeout_seconds=1, sync_interval_seconds=0.01)
+    other = RedisVectorIndex(url, embedder.dim, prefix=prefix, timeout_seconds=1)
+    cache = SemanticCache(embedder, warm, MemoryStore(100), SemanticSettings(threshold=0.6206, deadline_seconds=1))
+    await cache.start()
+    await other.start()
+    first, second = embedder.embed([FIRST, PARAPHRASE])
+    scoped = scope_of_request("t", "upstream", "m", {"model": "m", "messages": [{"role": "user", "content": FIRST}]})
+    assert not isinstance(scoped, str)
+    scope, text = scoped
+    try:
+        assert await warm.search(scope.scope_id, first, 4) == []  # cold: waits for its first catch-up
+        await other.add(scope.scope_id, "by-other", second, b"g", 60_000)
+        await asyncio.sleep(0.02)  # past the interval: the next lookup starts a catch-up but does not wait for it
+        assert await warm.search(scope.scope_id, first, 4) == []
+        mirror = warm._mirrors[scope.scope_id]
+        assert mirror.syncing is not None and not mirror.syncing.done()
+        await mirror.syncing
+        assert [c.entry_key for c in await warm.search(scope.scope_id, second, 4)] == ["by-other"]
+        task = cache.store_soon(scope, text, "by-warm", 60_000)
+        await asyncio.sleep(0)  # the task's first step: the row is in the mirror, the XADD under way
+        assert [c.entry_key for c in mirror.matrix.search(first, 4, 0.0)][0] == "by-warm"
+        assert not task.done()
+        assert await task is True
+        assert await client.xlen(warm.key(scope.scope_id)) == 2
+        assert cache._indexing == set()
+    finally:
+        for key in [k async for k in client.scan_iter(match=f"{prefix}:*")]:
+            await client.unlink(key)
+        await client.aclose()
+        await cache.close()
+        await other.close()

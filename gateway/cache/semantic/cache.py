@@ -4,6 +4,7 @@
     if isinstance(found, SemanticHit): replay decode_entry(found.value)   # `x-gateway-cache: semantic-hit`
     ... answer normally, store the entry under its exact key, then:
     await semantic.store(scope, text, exact_key, ttl_ms, found)          # reuses the miss's embedding
+    semantic.store_soon(scope, text, exact_key, ttl_ms, found)           # the same, not awaited (the request path)
 
 Entries stay in the exact cache store (`CacheStore`), under their exact keys; the vector index holds only the
 vector, the entry key, the entry's expiry and a guard signature. A hit needs, in order: a scope (the request
@@ -119,11 +120,16 @@ class SemanticCache:
         """Where prompts longer than `inline_chars` are embedded: a thread off the event loop, so the deadline
         holds for a slow embedding (None: always in the calling thread)."""
         self.inline_chars = inline_chars
+        self._indexing: set[asyncio.Task[bool]] = set()
+        """`store_soon`'s writes still under way (held so they are not collected; cancelled by `close`)."""
 
     async def start(self) -> None:
         await self.index.start()
 
     async def close(self) -> None:
+        for task in list(self._indexing):
+            task.cancel()
+        await asyncio.gather(*self._indexing, return_exceptions=True)
         await self.index.close()
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
@@ -219,3 +225,14 @@ class SemanticCache:
         except Exception:  # a failed index write only costs future hits
             return False
         return True
+
+    def store_soon(
+        self, scope: SemanticScope | None, text: str, entry_key: str, ttl_ms: int, miss: SemanticMiss | None = None
+    ) -> asyncio.Task[bool]:
+        """`store` in a task of its own, so the answer that was just stored need not wait for the index write
+        (a round trip to Redis): the task's first step (before any await) already puts the row in this replica's
+        mirror, so the next request here sees it (see `RedisVectorIndex.add`)."""
+        task = asyncio.get_running_loop().create_task(self.store(scope, text, entry_key, ttl_ms, miss))
+        self._indexing.add(task)
+        task.add_done_callback(self._indexing.discard)
+        return task

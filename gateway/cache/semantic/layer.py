@@ -4,7 +4,8 @@ It acts only on an exact-cache miss (`Exchange.cache == "miss"`) of a request th
 A hit replays the cached answer of a paraphrase in the same scope (`x-gateway-cache: semantic-hit`,
 `x-gateway-cache-similarity: 0.9312`, `x-gateway-route: cache`), as a stream when the request streams. On a
 miss the request goes on to `inner`; once the exact layer stored its answer, `Exchange.on_stored` indexes the
-prompt under that entry's key (reusing the miss's embedding). Every failure is a miss (see `SemanticCache`).
+prompt under that entry's key (reusing the miss's embedding) in a task of its own: the answer does not wait for
+the index write. Every failure is a miss (see `SemanticCache`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class _Indexing:
         self.ttl_ms = ttl_ms
 
     async def __call__(self, key: str) -> None:
-        await self.semantic.store(self.scope, self.text, key, self.ttl_ms, self.miss)
+        self.semantic.store_soon(self.scope, self.text, key, self.ttl_ms, self.miss)  # the answer does not wait
 
 
 class SemanticLayer:

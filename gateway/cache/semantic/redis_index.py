@@ -10,7 +10,9 @@ A lookup reads what was appended since this replica last looked (`XRANGE key (la
 `EXISTS`) into an in-process `ScopeMatrix` and scans that, so the steady-state cost is one round trip plus
 the local scan, and every replica sees every other's entries on its next lookup. With `sync_interval_seconds`
 (the gateway: `cache.semantic.sync_interval_seconds`, 0.1) a mirror caught up that recently is scanned without
-the round trip: other replicas' entries (and purges) then reach it within the interval, its own adds at once. Catching up a large scope is
+the round trip, and a warm mirror due for a catch-up is scanned as it is while the catch-up runs in the background
+(a lookup never waits for a round trip once the mirror is warm): other replicas' entries (and purges) then reach it
+within the interval plus a round trip, its own adds at once. Catching up a large scope is
 done by a background task the lookup only waits for up to its deadline (a first lookup on a cold replica may
 miss). A stream that vanished (purged, expired) empties the mirror.
 
@@ -161,7 +163,9 @@ class RedisVectorIndex:
             mirror.syncing = asyncio.create_task(self._sync(scope_id, mirror))
             mirror.syncing.add_done_callback(_retrieve)
             idle = False
-        if not idle:
+        if not idle and (self.sync_interval <= 0 or mirror.synced_at == -math.inf):
+            # a cold mirror (or one that must be current: interval 0) waits for its catch-up; a warm one is scanned
+            # as it is while the catch-up runs, so a steady-state lookup never waits for a round trip
             assert mirror.syncing is not None
             await asyncio.shield(mirror.syncing)  # the caller's deadline may give up; the catch-up goes on
         return mirror.matrix.search(vector, k, self._clock())
@@ -177,6 +181,11 @@ class RedisVectorIndex:
             "g": guard,
             "x": str(expires_ms),
         }
+        mirror = self._mirrors.get(scope_id)
+        if mirror is not None:  # visible here at once, before the write (the next catch-up reads the row again:
+            # same key); a failed write leaves it here only, pointing at an entry that was stored
+            mirror.added_at = time.monotonic()
+            mirror.matrix.add(entry_key, np.asarray(vector, dtype=np.float32), guard, expires_ms / 1000.0)
         try:
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(key, fields, maxlen=self.max_rows_per_scope, approximate=True)
@@ -186,10 +195,6 @@ class RedisVectorIndex:
         except (RedisError, OSError) as exc:
             raise self.link.failed("set", exc) from None
         self.link.ok()
-        mirror = self._mirrors.get(scope_id)
-        if mirror is not None:  # visible here at once (the next catch-up reads the same row again: same key)
-            mirror.added_at = time.monotonic()
-            mirror.matrix.add(entry_key, np.asarray(vector, dtype=np.float32), guard, expires_ms / 1000.0)
 
     async def purge_tenant(self, tenant_ns: str) -> int:
         """Drop the tenant's mirrors here and its streams in Redis (other replicas reset on their next lookup)."""
