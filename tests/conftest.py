@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import yaml
 from litestar.testing import AsyncTestClient
 
@@ -28,6 +29,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_MODEL_ID = "Qwen2.5-Coder-0.5B-Instruct-AWQ"
 """The id local answers carry with the bundled model: its GGUF's `general.name`, spaces as dashes."""
 GATEWAY_START_TIMEOUT = 180.0
+
+
+@contextmanager
+def flushed_redis(url: str) -> Iterator[redis.Redis]:
+    """A client on the real Redis test database at `url` (each module has its own DB number), emptied before and
+    after; no Redis answering is an error, not a skip (CI starts one)."""
+    client = redis.Redis.from_url(url)
+    client.ping()
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()
+
 
 
 class RunningGateway:

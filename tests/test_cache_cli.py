@@ -13,6 +13,7 @@ import redis
 from gateway.auth import tenant_of
 from gateway.cache.keys import tenant_namespace
 from gateway.cli import main
+from tests.conftest import flushed_redis
 
 REDIS_URL = os.environ.get("SLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 PREFIX = "slmgw:cache:v1"
@@ -54,11 +55,8 @@ def test_calibrate_refuses_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixt
 
 @pytest.fixture
 def r() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    with flushed_redis(REDIS_URL) as client:
+        yield client
 
 
 def test_purge_removes_one_tenant_only(r: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from gateway.devtools.process import run_fake_upstream
-from tests.conftest import BUNDLED_MODEL_ID, RunningGateway, run_gateway
+from tests.conftest import BUNDLED_MODEL_ID, RunningGateway, run_gateway, flushed_redis
 
 REDIS_URL = os.environ.get("SLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 KEY_A, KEY_B = "sk-tenant-a", "sk-tenant-b"
@@ -76,12 +76,8 @@ def metric(gw: RunningGateway, name: str, **labels: str) -> float:
 # -- fixtures ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def r() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.ping()
-    client.flushdb()  # only the test DB
-    yield client
-    client.flushdb()
-    client.close()
+    with flushed_redis(REDIS_URL) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

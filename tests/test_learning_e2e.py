@@ -25,7 +25,7 @@ from gateway.auth import tenant_of
 from gateway.devtools.process import run_fake_upstream
 from gateway.learning.judge import JUDGE_SCHEMA_NAME, judge_user_message, quoted_prompt
 from gateway.learning.labels import hash_tenant
-from tests.conftest import BUNDLED_MODEL_ID, REPO_ROOT, RunningGateway, run_gateway
+from tests.conftest import BUNDLED_MODEL_ID, REPO_ROOT, RunningGateway, run_gateway, flushed_redis
 
 REDIS_URL = os.environ.get("SLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/6")
 STREAM = "slmgw:labels:v1"
@@ -102,15 +102,8 @@ def words(text: str) -> int:
 # -- fixtures -----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def redis_db() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    with flushed_redis(REDIS_URL) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from classifier.train import train
 from gateway.devtools.process import run_fake_upstream
 from gateway.routing.calibration import calibrate
 from gateway.routing.policy_router import _fmt
-from tests.conftest import REPO_ROOT, RunningGateway, run_gateway
+from tests.conftest import REPO_ROOT, RunningGateway, run_gateway, flushed_redis
 from tests.test_learning_e2e import metric, wait_for
 
 pytest.importorskip("llama_cpp")
@@ -102,15 +102,8 @@ def expected_reason(model: Any, prompt: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def redis_db() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+    with flushed_redis(REDIS_URL) as client:
+        yield client
 
 
 def test_shadow_labels_train_promote_and_reload_change_the_routes(redis_db: redis.Redis, tmp_path: Path) -> None:

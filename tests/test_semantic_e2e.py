@@ -21,7 +21,7 @@ from gateway.cache.keys import tenant_namespace
 from gateway.cache.semantic.index import ScopeMatrix
 from gateway.devtools.process import LOOPBACK, free_port, run_fake_upstream
 from gateway.embedding import WordLlamaEmbedder
-from tests.conftest import RunningGateway, run_gateway
+from tests.conftest import RunningGateway, run_gateway, flushed_redis
 from tests.test_cache_redis_outage import OwnRedis
 
 REDIS_URL = os.environ.get("SLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -97,12 +97,8 @@ def settle_locks(r: redis.Redis) -> None:
 # -- fixtures ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def r() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    client.ping()
-    client.flushdb()  # only the test DB
-    yield client
-    client.flushdb()
-    client.close()
+    with flushed_redis(REDIS_URL) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
