@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from tests.conftest import RunningGateway
+from tests.conftest import BUNDLED_MODEL_ID, RunningGateway
 
 langchain_openai = pytest.importorskip("langchain_openai")
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa: E402
@@ -62,7 +62,7 @@ def test_bind_tools_auto_calls_the_weather_tool(gateway: RunningGateway) -> None
     message = chat_model(gateway).bind_tools([get_weather, get_time]).invoke(PARIS)
     assert only_call(message) == {"name": "get_weather", "args": {"city": "Paris"}}
     assert message.response_metadata["finish_reason"] == "tool_calls"
-    assert message.response_metadata["model_name"] == "local"  # the local tier answered
+    assert message.response_metadata["model_name"] == BUNDLED_MODEL_ID  # the local tier answered
 
 
 def test_bind_tools_with_a_named_tool_choice(gateway: RunningGateway) -> None:
@@ -105,7 +105,7 @@ def test_with_structured_output_gives_the_pydantic_object(gateway: RunningGatewa
     result = structured.invoke(ALICE)
     assert result["parsing_error"] is None
     assert result["parsed"] == Person(name="Alice", age=31)
-    assert result["raw"].response_metadata["model_name"] == "local"
+    assert result["raw"].response_metadata["model_name"] == BUNDLED_MODEL_ID
 
 
 def test_with_structured_output_json_schema_streamed(gateway: RunningGateway) -> None:
