@@ -78,10 +78,11 @@ def test_bind_tools_required_streamed(gateway: RunningGateway) -> None:
     assert merged is not None
     assert only_call(merged) == {"name": "get_weather", "args": {"city": "Paris"}}
     assert merged.response_metadata["finish_reason"] == "tool_calls"
-    assert merged.usage_metadata is not None
-    assert merged.usage_metadata["total_tokens"] == (
-        merged.usage_metadata["input_tokens"] + merged.usage_metadata["output_tokens"]
-    )
+    # greedy: the streamed usage is exactly that of the same request answered whole
+    whole = bound.invoke(PARIS).usage_metadata
+    counts = ("input_tokens", "output_tokens", "total_tokens")
+    assert {k: merged.usage_metadata[k] for k in counts} == {k: whole[k] for k in counts}
+    assert whole["total_tokens"] == whole["input_tokens"] + whole["output_tokens"]
 
 
 def test_tool_round_trip_ends_in_an_answer(gateway: RunningGateway) -> None:
