@@ -25,6 +25,7 @@ from gateway.limits.store import (
     ScopeUsage,
     StoreUnavailable,
     WindowClock,
+    Windows,
     scope_keys,
 )
 
@@ -44,6 +45,8 @@ class RedisLimitStore(LimitStore):
         self.breaker = Breaker()
         self._redis: PipelinedRedis | None = None
         self._windows = WindowClock()
+        self._names: dict[str, list[str]] = {}  # scope -> its six keys in the windows `_names_at`
+        self._names_at: Windows | None = None
         self._sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPTS.items()}
 
     def __repr__(self) -> str:  # the URL may carry a password
@@ -107,8 +110,18 @@ class RedisLimitStore(LimitStore):
 
     # -- counters -------------------------------------------------------------------------------------------
     def _keys(self, scopes: list[Scope], now: float) -> list[str]:
+        """The scopes' keys at `now`, each scope's built once per minute (a reserve and a settle per request)."""
         w = self._windows.at(now)
-        return [k for s in scopes for k in scope_keys(self.prefix, s.name, w)]
+        if w is not self._names_at:
+            self._names.clear()
+            self._names_at = w
+        out: list[str] = []
+        for s in scopes:
+            names = self._names.get(s.name)
+            if names is None:
+                names = self._names[s.name] = scope_keys(self.prefix, s.name, w)
+            out += names
+        return out
 
     async def reserve(
         self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float, lease: float

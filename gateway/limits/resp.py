@@ -8,7 +8,9 @@ and cost tens of µs each.
 
 Writes are coalesced, because on this machine a loopback `send` costs far more than packing a command: commands
 issued in one event-loop turn leave in one write, and a `lazy` command (a settle, which nobody waits for) waits
-up to `linger` seconds for the next command to ride along with.
+up to `linger` seconds for the next command to ride along with, unless nothing is in flight: then it leaves at
+the end of the loop turn too, so that Redis runs it while the connection is idle rather than just before (and
+in the same batch as) the next request's reserve, which would then wait for it.
 
 A command not answered within `timeout` seconds fails with `TimeoutError`. If nothing at all came back on the
 connection for that long (Redis hung, or the network gone without a reset), the connection is aborted: every
@@ -137,9 +139,10 @@ class PipelinedRedis:
         assert conn.transport is not None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        idle = not conn.waiting  # nothing in flight: Redis would run this now, before any command to come
         conn.waiting.append(future)
         conn.out.append(hiredis.pack_command(command))
-        if not lazy:
+        if not lazy or idle:
             if not conn.soon:  # everything issued in this loop turn leaves in one write
                 conn.soon = True
                 loop.call_soon(conn.flush)

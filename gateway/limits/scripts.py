@@ -24,9 +24,10 @@ local function drop(held, rid)
   local h = redis.call('HGET', held, rid)
   if h then
     local sep = string.find(h, ':', 1, true)
-    redis.call('HINCRBY', held, '_t', -tonumber(string.sub(h, 1, sep - 1)))
+    local t = redis.call('HINCRBY', held, '_t', -tonumber(string.sub(h, 1, sep - 1)))
     redis.call('HINCRBY', held, '_u', -tonumber(string.sub(h, sep + 1)))
     redis.call('HDEL', held, rid)
+    return t
   end
 end
 local function num(v) return tonumber(v or '0') or 0 end
@@ -46,10 +47,11 @@ for s = 0, n - 1 do
   local rpm, tpm, conc = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local uday, umon = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local inflight = redis.call('ZCARD', KEYS[k + 1])
-  local reqs = num(redis.call('GET', KEYS[k + 3]))
-  local held_u = num(redis.call('HGET', KEYS[k + 2], '_u'))
-  local toks = num(redis.call('GET', KEYS[k + 4])) + num(redis.call('HGET', KEYS[k + 2], '_t'))
-  local day, mon = num(redis.call('GET', KEYS[k + 5])), num(redis.call('GET', KEYS[k + 6]))
+  local c = redis.call('MGET', KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6])
+  local h = redis.call('HMGET', KEYS[k + 2], '_t', '_u')
+  local reqs, held_u = num(c[1]), num(h[2])
+  local toks = num(c[2]) + num(h[1])
+  local day, mon = num(c[3]), num(c[4])
   if conc >= 0 and inflight + 1 > conc then return {{0, s, 'concurrency', conc, inflight}} end
   if rpm >= 0 and reqs + 1 > rpm then return {{0, s, 'requests', rpm, reqs}} end
   if tpm >= 0 and toks + est_t > tpm then return {{0, s, 'tokens', tpm, toks}} end
@@ -86,7 +88,7 @@ local id, t, u, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV
 local out = {{}}
 for s = 0, n - 1 do
   local k = s * 6
-  drop(KEYS[k + 2], id)
+  local held_t = drop(KEYS[k + 2], id)  -- the hold's sum after the drop (nil: no hold left to drop)
   redis.call('ZREM', KEYS[k + 1], id)
   local toks = redis.call('INCRBY', KEYS[k + 4], t)
   redis.call('EXPIRE', KEYS[k + 4], {MINUTE_TTL})
@@ -95,7 +97,7 @@ for s = 0, n - 1 do
   local mon = redis.call('INCRBY', KEYS[k + 6], u)
   redis.call('EXPIRE', KEYS[k + 6], {MONTH_TTL})
   table.insert(out, num(redis.call('GET', KEYS[k + 3])))
-  table.insert(out, toks + num(redis.call('HGET', KEYS[k + 2], '_t')))
+  table.insert(out, toks + (held_t or num(redis.call('HGET', KEYS[k + 2], '_t'))))
   table.insert(out, day)
   table.insert(out, mon)
 end
