@@ -19,10 +19,10 @@ import redis
 from gateway.auth import tenant_of
 from gateway.cache.keys import tenant_namespace
 from gateway.cache.semantic.index import ScopeMatrix
-from gateway.devtools.process import LOOPBACK, free_port, run_fake_upstream
+from gateway.devtools.process import LOOPBACK, run_fake_upstream
 from gateway.embedding import WordLlamaEmbedder
 from tests.conftest import RunningGateway, run_gateway, flushed_redis
-from tests.test_cache_redis_outage import OwnRedis
+from tests.test_cache_redis_outage import OwnRedis, own_redis  # noqa: F401 (a fixture: a throwaway redis-server)
 
 REDIS_URL = os.environ.get("SLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 KEY_A, KEY_B, KEY_C = "sk-sem-tenant-a", "sk-sem-tenant-b", "sk-sem-tenant-c"
@@ -281,16 +281,6 @@ def test_admin_purge_forgets_one_tenant(gw: RunningGateway, upstream: str, r: re
 
 
 # -- Redis outage --------------------------------------------------------------------------------------------------
-@pytest.fixture
-def own_redis() -> Iterator[OwnRedis]:
-    server = OwnRedis(free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 def test_redis_outage_turns_semantic_lookups_into_misses(own_redis: OwnRedis, upstream: str, tmp_path: Path) -> None:
     config = {
         "api_keys": [KEY_A], "admin_api_keys": [ADMIN], "upstream": {"url": upstream},

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from gateway.errors import InvalidRequest
+from gateway.openai.request import convert_body
 
 LEGACY_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 _encode = msgspec.json.encode
@@ -59,19 +60,7 @@ class ParsedCompletion(msgspec.Struct):
 
 def parse_completion(raw: Any) -> ParsedCompletion:
     """Validate a decoded legacy completion body; `InvalidRequest` naming the field when it is wrong."""
-    if not isinstance(raw, dict):
-        raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
-    for required in ("model", "prompt"):
-        if required not in raw:
-            raise InvalidRequest(
-                f"Missing required parameter: '{required}'.", param=required, code="missing_required_parameter"
-            )
-    try:
-        request = msgspec.convert(raw, CompletionRequest)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        param = message[message.rfind("at `$.") + 6 :].rstrip("`") if "at `$." in message else None
-        raise InvalidRequest(f"Invalid request: {message}", param=param, code="invalid_type") from None
+    request = convert_body(raw, CompletionRequest, ("model", "prompt"))
     if request.max_tokens is not None and request.max_tokens < 1:
         raise InvalidRequest("'max_tokens' must be at least 1.", param="max_tokens", code="invalid_value")
     if isinstance(request.prompt, list):

@@ -15,6 +15,7 @@ import msgspec
 import numpy as np
 
 from gateway.errors import InvalidRequest
+from gateway.openai.request import convert_body
 
 MAX_INPUTS = 2048  # OpenAI's limit per request
 MAX_INPUT_CHARS = 32_768  # about 8k tokens: OpenAI's per-input limit, in characters of text
@@ -40,19 +41,7 @@ class EmbeddingRequest(msgspec.Struct, kw_only=True):
 
 def parse_embedding_request(raw: Any, *, max_inputs: int = MAX_INPUTS) -> EmbeddingRequest:
     """Validate a decoded body; `InvalidRequest` naming the field."""
-    if not isinstance(raw, dict):
-        raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
-    for required in ("model", "input"):
-        if required not in raw:
-            raise InvalidRequest(
-                f"Missing required parameter: '{required}'.", param=required, code="missing_required_parameter"
-            )
-    try:
-        request = msgspec.convert(raw, EmbeddingRequest)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        param = message[message.rfind("at `$.") + 6 :].rstrip("`") if "at `$." in message else "input"
-        raise InvalidRequest(f"Invalid request: {message}", param=param, code="invalid_type") from None
+    request = convert_body(raw, EmbeddingRequest, ("model", "input"), default_param="input")
     if isinstance(request.input, list) and not _uniform(request.input):
         raise InvalidRequest(
             "'input' must be a string, a list of strings, of token ids, or of lists of token ids.",

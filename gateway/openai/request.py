@@ -7,11 +7,13 @@ pass through to the upstream untouched.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
 from gateway.errors import InvalidRequest
+
+S = TypeVar("S", bound=msgspec.Struct)
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -220,6 +222,23 @@ def _deeper_than(value: Any, limit: int) -> bool:
             if type(child) is dict or type(child) is list:
                 stack.append((child, depth + 1))
     return False
+
+
+def convert_body(raw: Any, struct: type[S], required: tuple[str, ...], *, default_param: str | None = None) -> S:
+    """A decoded JSON body as `struct` (an object holding every `required` field, msgspec-validated), or an
+    `InvalidRequest` naming the field at fault (`default_param` when msgspec names none)."""
+    if not isinstance(raw, dict):
+        raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
+    for name in required:
+        if name not in raw:
+            raise InvalidRequest(f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
+    try:
+        return msgspec.convert(raw, struct)
+    except msgspec.ValidationError as exc:
+        param = _param_of(str(exc))
+        raise InvalidRequest(
+            f"Invalid request: {exc}", param=default_param if param is None else param, code="invalid_type"
+        ) from None
 
 
 def _param_of(message: str) -> str | None:
