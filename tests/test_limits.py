@@ -381,7 +381,7 @@ async def test_a_failed_request_is_refunded(prefix: str, app_factory: Any) -> No
     usage = (await gw.client.get(f"/admin/keys/{kid}/usage", headers=ADMIN)).json()
     assert (usage["requests_this_minute"], usage["tokens_this_minute"], usage["usd_this_month"]) == (1, 0, 0.0)
     client = redis.Redis.from_url(REDIS_URL)
-    assert client.zcard(f"{prefix}:s:k:{kid}:inflight") == 0
+    assert client.hkeys(f"{prefix}:c:k:{kid}") == [b"s"]  # no hold left
 
 
 # -- the store down ------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 import sys
 import time
 import uuid
@@ -23,6 +24,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.devtools.process import LOOPBACK, free_port, run_fake_upstream, spawn_server
+from gateway.limits.scripts import FORMAT
 from tests.conftest import REPO_ROOT
 from tests.test_limits import ADMIN, REDIS_URL, body, estimate_tokens, mini_cost
 
@@ -116,9 +118,18 @@ def settled(prefix: str, scope: str) -> Callable[[], Any]:
     client = redis.Redis.from_url(REDIS_URL)
 
     async def check() -> bool:
-        return int(client.hget(f"{prefix}:s:{scope}:held", "_u") or 0) == 0 and client.zcard(
-            f"{prefix}:s:{scope}:inflight") == 0
+        state = counters(client, prefix, scope)
+        return state[HELD_NANO] == 0 and state[HOLDS] == 0 and client.hkeys(f"{prefix}:c:{scope}") == [b"s"]
     return check
+
+
+HELD_NANO, HOLDS, DAY_NANO = 8, 9, 4  # in the scope's packed counters (gateway/limits/scripts.py)
+
+
+def counters(client: redis.Redis, prefix: str, scope: str) -> tuple[float, ...]:
+    """A scope's counters as Redis holds them (`s`, packed: `scripts.FORMAT`)."""
+    packed = client.hget(f"{prefix}:c:{scope}", "s")
+    return struct.unpack(FORMAT, packed) if packed else (0.0,) * 11
 
 
 def not_near_a_minute_boundary() -> None:
@@ -148,8 +159,7 @@ async def test_fifty_concurrent_requests_over_two_replicas_never_overshoot_a_dol
         assert served - 1 + statuses.count(429) == 50
         assert {a.json()["error"]["code"] for a in answers if a.status_code == 429} == {"budget_exceeded"}
         client = redis.Redis.from_url(REDIS_URL)
-        day = time.strftime("%Y%m%d", time.gmtime())
-        spent = int(client.get(f"{prefix}:s:t:dollars:usd:d:{day}") or 0)
+        spent = int(counters(client, prefix, "t:dollars")[DAY_NANO])
         assert spent == served * actual  # the counter is exactly what the answers cost: no drift
         assert spent <= cap_nano  # estimates cover the answers: no overshoot at all (the bound allows one estimate)
         assert 12 <= served <= cap_nano // actual  # never fewer than the reservations allow

@@ -1,14 +1,15 @@
 """`RedisLimitStore`: keys, teams and counters in Redis, shared by every replica (one Lua script per check).
 
 Keys: hash `<prefix>:keys` (key id -> JSON record, with the key's sha256, never the key), hash `<prefix>:teams`
-(team -> JSON caps), counter `<prefix>:version` (bumped by the same script as every change). Counters:
-`store.scope_keys`. Commands go through one pipelined connection (`gateway.limits.resp`); connection failures and
+(team -> JSON caps), counter `<prefix>:version` (bumped by the same script as every change). Counters: one hash
+per scope, `<prefix>:c:<scope>` (its fields: `gateway.limits.scripts`). Commands go through one pipelined connection (`gateway.limits.resp`); connection failures and
 timeouts open a breaker (calls are skipped for a short, growing pause) and surface as `StoreUnavailable`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
 from typing import Any
 
 import msgspec
@@ -16,7 +17,7 @@ import msgspec
 from gateway.cache.breaker import Breaker
 from gateway.limits.records import KeyRecord, Limits
 from gateway.limits.resp import PipelinedRedis, ReplyError
-from gateway.limits.scripts import RESERVE, SETTLE, USAGE
+from gateway.limits.scripts import HOLD, RESERVE, SETTLE, USAGE
 from gateway.limits.store import (
     Denied,
     Granted,
@@ -25,12 +26,11 @@ from gateway.limits.store import (
     ScopeUsage,
     StoreUnavailable,
     WindowClock,
-    Windows,
-    scope_keys,
 )
 
 _record = msgspec.json.Decoder(KeyRecord)
 _limits = msgspec.json.Decoder(Limits)
+_hold = struct.Struct(HOLD)
 _PUT = "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return redis.call('INCR', KEYS[2])"
 SCRIPTS = {"reserve": RESERVE, "settle": SETTLE, "usage": USAGE, "put": _PUT}
 
@@ -45,8 +45,7 @@ class RedisLimitStore(LimitStore):
         self.breaker = Breaker()
         self._redis: PipelinedRedis | None = None
         self._windows = WindowClock()
-        self._names: dict[str, list[str]] = {}  # scope -> its six keys in the windows `_names_at`
-        self._names_at: Windows | None = None
+        self._names: dict[str, str] = {}  # scope -> its counters' key
         self._sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPTS.items()}
 
     def __repr__(self) -> str:  # the URL may carry a password
@@ -109,38 +108,37 @@ class RedisLimitStore(LimitStore):
         return int(await self._call("GET", f"{self.prefix}:version") or 0)
 
     # -- counters -------------------------------------------------------------------------------------------
-    def _keys(self, scopes: list[Scope], now: float) -> list[str]:
-        """The scopes' keys at `now`, each scope's built once per minute (a reserve and a settle per request)."""
-        w = self._windows.at(now)
-        if w is not self._names_at:
-            self._names.clear()
-            self._names_at = w
-        out: list[str] = []
-        for s in scopes:
-            names = self._names.get(s.name)
-            if names is None:
-                names = self._names[s.name] = scope_keys(self.prefix, s.name, w)
-            out += names
-        return out
+    def _key(self, scope: str) -> str:
+        name = self._names.get(scope)
+        if name is None:
+            name = self._names[scope] = f"{self.prefix}:c:{scope}"
+        return name
 
     async def reserve(
         self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float, lease: float
     ) -> Granted | Denied:
-        args: list[Any] = [int(now * 1000), request_id, int(lease * 1000), tokens, nano, len(scopes)]
+        w = self._windows.at(now)
+        now_ms = int(now * 1000)
+        ends = now_ms + int(lease * 1000)
+        args: list[Any] = [now_ms, "h:" + request_id, _hold.pack(ends, tokens, nano), tokens, nano, ends, w.minute,
+                           w.day, w.month]
         for s in scopes:
             args += s.caps
-        out = await self._script("reserve", self._keys(scopes, now), args)
+        out = await self._script("reserve", [self._key(s.name) for s in scopes], args)
         if out[0] == 0:
             reason = out[2].decode() if isinstance(out[2], bytes) else out[2]
             return Denied(scopes[int(out[1])].name, reason, float(out[3]), float(out[4]))
         return Granted(_usage_rows(scopes, out[1:]))
 
     async def settle(self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float) -> list[ScopeUsage]:
-        out = await self._script("settle", self._keys(scopes, now), [request_id, tokens, nano, len(scopes)], lazy=True)
+        w = self._windows.at(now)
+        out = await self._script("settle", [self._key(s.name) for s in scopes],
+                                 ["h:" + request_id, tokens, nano, w.minute, w.day, w.month], lazy=True)
         return _usage_rows(scopes, out)
 
     async def usage(self, scope: str, now: float) -> ScopeUsage:
-        out = await self._script("usage", scope_keys(self.prefix, scope, self._windows.at(now)), [])
+        w = self._windows.at(now)
+        out = await self._script("usage", [self._key(scope)], [w.minute, w.day, w.month])
         return ScopeUsage(scope, int(out[0]), int(out[1]), int(out[2]), int(out[3]))
 
 

@@ -12,10 +12,11 @@ up to `linger` seconds for the next command to ride along with, unless nothing i
 the end of the loop turn too, so that Redis runs it while the connection is idle rather than just before (and
 in the same batch as) the next request's reserve, which would then wait for it.
 
-A command not answered within `timeout` seconds fails with `TimeoutError`. If nothing at all came back on the
-connection for that long (Redis hung, or the network gone without a reset), the connection is aborted: every
-command waiting on it fails with `ConnectionError`, and the next command reconnects. A reply that arrives after
-its command timed out is read and dropped, so the order of the others is kept.
+A command not answered within `timeout` seconds fails with `TimeoutError` (checked by one watchdog timer per
+connection, not a timer per command; a command may time out up to `linger` late). If nothing at all came back
+on the connection for that long (Redis hung, or the network gone without a reset), the connection is aborted:
+every command waiting on it fails with `ConnectionError`, and the next command reconnects. A reply that arrives
+after its command timed out is read and dropped, so the order of the others is kept.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ class ReplyError(Exception):
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader(replyError=ReplyError)
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()  # (reply, deadline) in sending order
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.out: list[bytes] = []
         self.flush_at: asyncio.Handle | None = None
         self.soon = False
         self.last_reply = 0.0
+        self.watch: asyncio.TimerHandle | None = None
 
     def flush(self) -> None:
         if self.flush_at is not None:
@@ -61,7 +63,7 @@ class _Connection(asyncio.Protocol):
         self.last_reply = asyncio.get_running_loop().time()
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
-            future = self.waiting.popleft()
+            future = self.waiting.popleft()[0]
             if future.done():
                 continue
             if isinstance(reply, ReplyError):
@@ -72,10 +74,34 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         error = ConnectionError(f"redis connection lost: {exc}" if exc else "redis connection closed")
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
         while self.waiting:
-            future = self.waiting.popleft()
+            future = self.waiting.popleft()[0]
             if not future.done():
                 future.set_exception(error)
+
+    def check(self, timeout: float) -> None:
+        """The watchdog: fail the commands past their deadline (and abort a connection that has been silent for
+        `timeout`); run again at the next deadline while commands wait."""
+        self.watch = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expired = False
+        next_deadline = 0.0
+        for future, deadline in self.waiting:
+            if future.done():
+                continue
+            if deadline <= now:
+                future.set_exception(TimeoutError("redis did not answer in time"))
+                expired = True
+            elif next_deadline == 0.0 or deadline < next_deadline:
+                next_deadline = deadline
+        if expired and now - self.last_reply >= timeout:  # nothing came back: the connection is stuck
+            self.abort()
+        elif next_deadline:
+            self.watch = loop.call_at(next_deadline, self.check, timeout)
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -135,34 +161,31 @@ class PipelinedRedis:
         self._conn = conn
         return conn
 
-    async def _send(self, conn: _Connection, command: tuple[Any, ...], lazy: bool = False) -> Any:
+    def _send(self, conn: _Connection, command: tuple[Any, ...], lazy: bool = False) -> asyncio.Future[Any]:
+        """Queue `command` on `conn`; its reply's future."""
         assert conn.transport is not None
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         idle = not conn.waiting  # nothing in flight: Redis would run this now, before any command to come
-        conn.waiting.append(future)
+        deadline = loop.time() + self.timeout + (self.linger if lazy else 0.0)
+        conn.waiting.append((future, deadline))
         conn.out.append(hiredis.pack_command(command))
-        if not lazy or idle:
+        if idle:  # nothing in flight (nor queued): it leaves now, without waiting for the end of the loop turn
+            conn.flush()
+        elif not lazy:
             if not conn.soon:  # everything issued in this loop turn leaves in one write
                 conn.soon = True
                 loop.call_soon(conn.flush)
         elif conn.flush_at is None and not conn.soon:
             conn.flush_at = loop.call_later(self.linger, conn.flush)
-        timer = loop.call_later(self.timeout + (self.linger if lazy else 0.0), _expire, conn, future, self.timeout)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        if conn.watch is None:
+            conn.watch = loop.call_at(deadline, conn.check, self.timeout)
+        return future
 
     async def execute(self, *command: Any, lazy: bool = False) -> Any:
         """Send one command and return its reply (`ReplyError` for an error reply, `ConnectionError` /
         `TimeoutError` when Redis cannot be reached in time). `lazy`: it may wait `linger` s to be sent."""
-        return await self._send(await self._connection(), command, lazy)
-
-
-def _expire(conn: _Connection, future: asyncio.Future[Any], timeout: float) -> None:
-    if future.done():
-        return
-    future.set_exception(TimeoutError("redis did not answer in time"))
-    if asyncio.get_running_loop().time() - conn.last_reply >= timeout:  # nothing came back: the connection is stuck
-        conn.abort()
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        return await self._send(conn, command, lazy)
