@@ -6,11 +6,11 @@ per command (its layers, a pooled connection per command in flight), more than t
 left here is a FIFO of futures over one asyncio connection, so concurrent checks share one socket (pipelined)
 and cost tens of µs each.
 
-Writes are coalesced, because on this machine a loopback `send` costs far more than packing a command: commands
-issued in one event-loop turn leave in one write, and a `lazy` command (a settle, which nobody waits for) waits
-up to `linger` seconds for the next command to ride along with, unless nothing is in flight: then it leaves at
-the end of the loop turn too, so that Redis runs it while the connection is idle rather than just before (and
-in the same batch as) the next request's reserve, which would then wait for it.
+A command on an idle connection (nothing in flight) is written at once: Redis runs it while the connection is
+idle (for a settle: rather than just before, in the same batch as, the next request's reserve, which would then
+wait for it). Else writes are coalesced, because on this machine a loopback `send` costs far more than packing
+a command: commands issued in one event-loop turn leave in one write, and a `lazy` command (a settle, which
+nobody waits for) waits up to `linger` seconds for the next command to ride along with.
 
 A command not answered within `timeout` seconds fails with `TimeoutError` (checked by one watchdog timer per
 connection, not a timer per command; a command may time out up to `linger` late). If nothing at all came back
