@@ -131,9 +131,19 @@ class DropIn:
             ex.reason = reason
         return await limits.reserve_relayed(ex, tier, model, prompt, completion, requested)
 
-    def settle_relayed(self, hold: Hold | None, tier: str, model: str, status: int, usage: Usage | None) -> None:
+    def settle_relayed(
+        self, hold: Hold | None, tier: str, model: str, status: int, usage: Usage | None, seconds: float = 0.0
+    ) -> None:
         if hold is not None and self.pipeline.limits is not None:
-            self.pipeline.limits.settle_relayed_later(hold, tier, model, status, usage)
+            self.pipeline.limits.settle_relayed_later(hold, tier, model, status, usage, seconds)
+
+    def limit_headers(self, hold: Hold | None, proxied: ProxiedResponse | None = None) -> dict[str, str]:
+        """The `x-ratelimit-*` headers of a request under limits (none without a stored key); a relayed answer
+        (`proxied`) loses the upstream's own."""
+        limits = self.pipeline.limits
+        if hold is None or limits is None:
+            return {}
+        return limits.headers(hold) if proxied is None else limits.relayed_headers(hold, proxied.headers)
 
     def when_relayed(self, ex: Exchange, proxied: ProxiedResponse, model: str = "", hold: Hold | None = None) -> None:
         """Record `ex` once the upstream's answer has been relayed, with the usage it reported (if any); settle
@@ -180,7 +190,7 @@ class DropIn:
         ex.model = ex.answered_model = str(raw.get("model", ""))
         ex.tier_seconds = time.perf_counter() - sent
         ex.status = proxied.status
-        response_headers = ex.response_headers()
+        response_headers = ex.response_headers() | self.limit_headers(hold, proxied)
         self.when_relayed(ex, proxied, ex.model, hold)
         return proxied, response_headers
 
@@ -287,25 +297,48 @@ class DropIn:
         max_tokens = request.max_tokens or legacy.LEGACY_DEFAULT_MAX_TOKENS
         model = getattr(local, "served_model_name", ex.model)
         ex.model = ex.answered_model = model
+        hold = None
+        if self.pipeline.limits is not None:  # the local spend is held and settled like a chat request's
+            hold = await self.limit_relayed(ex, "local", model, len(msgspec.json.encode(raw)) // 3, max_tokens,
+                                            request.model)
         tier_started = time.perf_counter()
         try:
             if request.stream:
                 opened = await stream_prompt(local, parsed.text, request, max_tokens)
+                if hold is not None:
+                    self._settle_generated(hold, model, opened, tier_started)
                 return StreamAnswer(self._legacy_chunks(ex, opened, tier_started, request.include_usage),
-                                    ex.response_headers())
+                                    ex.response_headers() | self.limit_headers(hold))
             result = await complete_prompt(local, parsed.text, request, max_tokens)
         except GatewayError as exc:
+            self.settle_relayed(hold, "local", model, exc.status_code, None)  # nothing generated: refunded
             if self.proxy is not None and decision.fallback == "upstream" and exc.recoverable:
                 ex.tier_failed("local", exc)
                 ex.fallback = "upstream"
                 return await self.forward_json("completions", raw, headers, ex)
             raise
+        except BaseException:  # the client left before the answer was ready: nothing billed locally
+            self.settle_relayed(hold, "local", model, 499, None)
+            raise
         ex.tier_seconds = time.perf_counter() - tier_started
         ex.usage = Usage(result.prompt_tokens, result.completion_tokens)
+        self.settle_relayed(hold, "local", model, 200, ex.usage, ex.tier_seconds)
         body = legacy.completion_body(model, result.text, result.finish_reason, result.prompt_tokens,
                                       result.completion_tokens)
         ex.done()
-        return Answer(200, body, ex.response_headers())
+        return Answer(200, body, ex.response_headers() | self.limit_headers(hold))
+
+    def _settle_generated(self, hold: Hold, model: str, opened: Any, started: float) -> None:
+        """Settle a local legacy stream once its generation stops (finished, failed, or cancelled because the
+        client left): with the prompt and the tokens it really generated."""
+        limits = self.pipeline.limits
+        assert limits is not None
+
+        async def spent() -> tuple[Usage | None, float]:
+            result = await opened.stopped()
+            return Usage(result.prompt_tokens, result.completion_tokens), time.perf_counter() - started
+
+        limits.settle_relayed_after(hold, "local", model, spent())
 
     async def _legacy_chunks(self, ex: Exchange, opened: Any, tier_started: float, include_usage: bool) -> AsyncIterator[bytes]:
         chunks = legacy.CompletionChunks(ex.model)
@@ -366,4 +399,4 @@ class DropIn:
         body = embedding_body(vectors, embedder.name, tokens, request.encoding_format, request.dimensions)
         ex.tier = ex.served_by = "local"
         ex.model = embedder.name
-        return Answer(200, body, ex.response_headers())
+        return Answer(200, body, ex.response_headers() | self.limit_headers(hold))

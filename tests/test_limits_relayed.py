@@ -1,14 +1,20 @@
 """Requests relayed as they are count against a stored key's caps too (issue 16): `/v1/embeddings`, passthrough
-(`/v1/moderations`), and `/v1/responses` forwarded upstream. In-process gateway on a REAL Redis
+(`/v1/moderations`), and `/v1/responses` and `/v1/completions` forwarded upstream, and answer with the key's
+`x-ratelimit-*` headers. In-process gateway on a REAL Redis
 (`SLM_TEST_REDIS_URL`), the fake upstream as a process (`fake_upstream`): exact statuses, counters and dollars."""
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
+
+import msgspec
 
 from gateway.devtools.fake_backend import FakeBackend
 from tests.conftest import InProcessGateway
-from tests.test_limits import ADMIN, REDIS_URL, REPLY, new_key, prefix  # noqa: F401 (prefix: a fixture)
+from tests.test_limits import ADMIN, REDIS_URL, REPLY, freeze, new_key, prefix  # noqa: F401 (prefix: a fixture)
+from tests.test_limits import ratelimit_headers
 
 EMBED = "text-embedding-3-small"
 EMBED_PER_MILLION = 20.0  # $ per million input tokens in this test's cost table
@@ -90,3 +96,41 @@ async def test_responses_forwarded_upstream_are_limited_and_settled(
     r = await gw.client.post("/v1/responses", json=request,
                              headers={"authorization": f"Bearer {local_only}", "x-gateway-route": "upstream"})
     assert (r.status_code, r.json()["error"]["code"]) == (403, "tier_not_allowed")
+
+
+async def test_relayed_answers_carry_the_keys_ratelimit_headers_instead_of_the_upstreams(
+        prefix: str, app_factory: Any, upstream_factory: Any) -> None:  # noqa: F811
+    """Passthrough, embeddings, Responses and legacy completions relayed upstream answer with the caller's
+    `x-ratelimit-*` (its key's rpm / tpm, as after its reserve), never the upstream account's own (which the fake
+    upstream sends as OpenAI does: rpm 5000)."""
+    gw = await gateway(app_factory, prefix, upstream_factory(ratelimit_requests=5000))
+    minute = math.floor(time.time() / 60) * 60 + 60.0
+    freeze(gw, minute - 12.5)  # every reset: 13s
+    key, kid = await new_key(gw, "eng", limits={"rpm": 5, "tpm": 100_000})
+    auth = {"authorization": f"Bearer {key}", "x-gateway-route": "upstream"}
+    moderation = msgspec.json.encode({"model": "omni-moderation-latest", "input": "hello"})
+    embedding = {"model": EMBED, "input": ["one two three", "four five"]}
+    response = {"model": "gpt-4o-mini", "input": "Capital of France?", "max_output_tokens": 6}
+    legacy = {"model": "gpt-3.5-turbo-instruct", "prompt": "Once upon a time", "max_tokens": 5}
+    sends = [
+        ("/v1/moderations", moderation, len(moderation) // 3),
+        ("/v1/embeddings", embedding, len(msgspec.json.encode(embedding)) // 3),
+        ("/v1/responses", response, len(msgspec.json.encode(response)) // 3 + 6),
+        ("/v1/completions", legacy, len(msgspec.json.encode(legacy)) // 3 + 5),
+    ]
+    seen = []
+    for n, (path, request, estimate) in enumerate(sends, 1):
+        before = (await usage(gw, kid))["tokens_this_minute"]
+        if isinstance(request, bytes):
+            r = await gw.client.post(path, content=request, headers={**auth, "content-type": "application/json"})
+        else:
+            r = await gw.client.post(path, json=request, headers=auth)
+        assert r.status_code == 200, r.text
+        seen.append(ratelimit_headers(r))
+        assert seen[-1] == {
+            "x-ratelimit-limit-requests": "5", "x-ratelimit-remaining-requests": str(5 - n),
+            "x-ratelimit-reset-requests": "13s", "x-ratelimit-limit-tokens": "100000",
+            "x-ratelimit-remaining-tokens": str(100_000 - before - estimate), "x-ratelimit-reset-tokens": "13s"}
+    dollars_only, _ = await new_key(gw, "eng", limits={"usd_per_day": 1.0})  # no rpm / tpm: no such header
+    r = await gw.client.post("/v1/embeddings", json=embedding, headers={"authorization": f"Bearer {dollars_only}"})
+    assert r.status_code == 200 and ratelimit_headers(r) == {}

@@ -139,6 +139,7 @@ def build_dropin_routes(dropin: DropIn, passthrough_max_body_bytes: int) -> list
             dropin.settle_relayed(hold, "upstream", "", 502, None)
             raise
         dropin.when_relayed(ex, proxied, hold=hold)
-        return _proxied(proxied, {"x-request-id": ex.request_id, "x-gateway-route": "upstream"})
+        extra = {"x-request-id": ex.request_id, "x-gateway-route": "upstream", **dropin.limit_headers(hold, proxied)}
+        return _proxied(proxied, extra)
 
     return [responses, completions, embeddings, list_models, get_model, passthrough, stored_completions]

@@ -25,6 +25,8 @@ Misbehaviour for gateway tests (command-line flags only, since a gateway does no
   strings, `"usage": "lots"`, or a usage chunk / completion body that is not valid JSON).
 - `--pad-bytes N`: add N bytes (a `padding` field) to every completion body.
 - `--retry-after V`: the `retry-after` header of injected errors (`x-fake-retry-after` overrides it).
+- `--ratelimit-requests N`: the answers of the other endpoints (responses, completions, embeddings,
+  moderations) carry OpenAI's `x-ratelimit-*` headers of an account with N requests and 1000 * N tokens per minute.
 
 Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/responses`,
 `POST /v1/completions`, `POST /v1/embeddings`, `POST /v1/moderations`, `POST /v1/files`,
@@ -100,6 +102,8 @@ class FakeUpstreamConfig:
     usage: str = "ok"
     pad_bytes: int = 0
     retry_after: str | None = None
+    ratelimit_requests: int = 0
+    """> 0: the other endpoints' answers carry `x-ratelimit-*` headers of an account with this rpm."""
 
 
 @dataclass(slots=True)
@@ -246,13 +250,23 @@ class FakeUpstream:
             answer = handler(body)
         except Exception as exc:  # a malformed body the translation refused
             return self._error(resp, 400, str(exc))
+        limits = self._ratelimit_headers()
         if isinstance(answer, bytes):
-            resp.start(200, SSE_HEADERS)
+            resp.start(200, SSE_HEADERS + limits)
             resp.write(answer)
             resp.end()
         else:
-            resp.send(200, _encode(answer), JSON_HEADERS)
+            resp.send(200, _encode(answer), JSON_HEADERS + limits)
         return None
+
+    def _ratelimit_headers(self) -> tuple[tuple[str, str], ...]:
+        """OpenAI's rate-limit headers of this (fake) account, as every OpenAI answer carries them."""
+        rpm = self.config.ratelimit_requests
+        if rpm <= 0:
+            return ()
+        return (("x-ratelimit-limit-requests", str(rpm)), ("x-ratelimit-remaining-requests", str(rpm - 1)),
+                ("x-ratelimit-reset-requests", "6ms"), ("x-ratelimit-limit-tokens", str(1000 * rpm)),
+                ("x-ratelimit-remaining-tokens", str(1000 * rpm - 1)), ("x-ratelimit-reset-tokens", "0s"))
 
     def _responses(self, body: dict[str, Any]) -> Any:
         if body.get("stream") is True:
@@ -633,6 +647,8 @@ def parse_args(argv: Sequence[str] | None = None) -> FakeUpstreamConfig:
                    help="the usage it reports")
     p.add_argument("--pad-bytes", type=int, default=d.pad_bytes, help="extra bytes in every completion body")
     p.add_argument("--retry-after", default=d.retry_after, help="retry-after header of injected errors")
+    p.add_argument("--ratelimit-requests", type=int, default=d.ratelimit_requests,
+                   help="> 0: x-ratelimit-* headers of an account with this rpm on the other endpoints' answers")
     a = p.parse_args(argv)
     if not 0.0 <= a.error_rate <= 1.0:
         p.error("--error-rate must be between 0 and 1")
@@ -643,7 +659,7 @@ def parse_args(argv: Sequence[str] | None = None) -> FakeUpstreamConfig:
         error_rate=a.error_rate, error_status=a.error_status, api_key=a.api_key or None,
         models=tuple(m for m in a.models.split(",") if m), record_max=a.record_max, echo_chars=a.echo_chars,
         seed=a.seed, judge_script=a.judge_script, echo_key=a.echo_key, usage=a.usage, pad_bytes=max(0, a.pad_bytes),
-        retry_after=a.retry_after,
+        retry_after=a.retry_after, ratelimit_requests=a.ratelimit_requests,
     )
 
 

@@ -15,11 +15,12 @@ every cap, atomically across replicas, so spend exceeds a cap only by what reque
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 import msgspec
@@ -87,6 +88,8 @@ class Limiter:
         """Set (`limits.over_budget_local`): an over-budget request is served locally when it can be."""
         self.clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._hold_prefix = os.urandom(8).hex()  # hold ids: unique across replicas and restarts, no syscall each
+        self._hold_numbers = itertools.count()
         self._store_down = False
         self._team_series: dict[str, Any] = {}  # team -> its metric children (labels() costs µs each)
 
@@ -141,7 +144,7 @@ class Limiter:
     async def reserve(self, ex: Exchange, record: KeyRecord, scopes: list[Scope]) -> Hold:
         """Hold the exchange's estimate in every scope, or raise `LimitExceeded` (429)."""
         prompt, tokens, nano = self.estimate(ex)
-        hold_id = os.urandom(9).hex()
+        hold_id = self._hold_id()
         now = self.clock()
         started = time.perf_counter()
         try:
@@ -159,6 +162,9 @@ class Limiter:
                     return local
             raise self._refusal(result, record, now)
         return Hold(record, scopes, hold_id, prompt, tokens, nano, True, result.usage)
+
+    def _hold_id(self) -> str:
+        return f"{self._hold_prefix}{next(self._hold_numbers):x}"
 
     async def _reserve_locally(
         self, ex: Exchange, record: KeyRecord, scopes: list[Scope], hold_id: str, now: float
@@ -252,7 +258,7 @@ class Limiter:
         scopes = self.scopes(record)
         tokens = prompt + (self.settings.reserve_completion_tokens if completion is None else completion)
         nano = math.ceil(self.costs.charge(tier, model, model, Usage(prompt, tokens - prompt), 0.0)[0] * NANO)
-        hold_id = os.urandom(9).hex()
+        hold_id = self._hold_id()
         if not scopes:
             return Hold(record, scopes, "", prompt, tokens, nano, False)
         now = self.clock()
@@ -264,20 +270,45 @@ class Limiter:
             raise self._refusal(result, record, now)
         return Hold(record, scopes, hold_id, prompt, tokens, nano, True, result.usage)
 
-    def settle_relayed_later(self, hold: Hold, tier: str, model: str, status: int, usage: Usage | None) -> None:
-        """Settle a relayed request: the tokens and cost of the usage its answer reported (none: nothing)."""
+    def settle_relayed_later(
+        self, hold: Hold, tier: str, model: str, status: int, usage: Usage | None, seconds: float = 0.0
+    ) -> None:
+        """Settle a relayed request: the tokens and cost of the usage its answer reported (none: nothing);
+        `seconds`: the tier's busy time (for `costs.local_per_hour`)."""
         if usage is None or status >= 400:
             spent = (0, 0, 0.0)
         else:
-            cost = self.costs.charge(tier, model, model, usage, 0.0)[0]
+            cost = self.costs.charge(tier, model, model, usage, seconds)[0]
             spent = (usage.total_tokens, round(cost * NANO), cost)
         self._spawn(self._write(hold, *spent))
+
+    def settle_relayed_after(
+        self, hold: Hold, tier: str, model: str, spent: Coroutine[Any, Any, tuple[Usage | None, float]]
+    ) -> None:
+        """Settle a relayed request once `spent` says what it used (usage, busy seconds): a generation that is
+        still stopping. `spent` failing settles nothing but the request."""
+
+        async def settle() -> None:
+            try:
+                usage, seconds = await spent
+            except Exception:
+                usage, seconds = None, 0.0
+            self.settle_relayed_later(hold, tier, model, 200, usage, seconds)
+
+        self._spawn(settle())
 
     def headers(self, hold: Hold) -> dict[str, str]:
         """The `x-ratelimit-*` headers of an admitted request."""
         if hold.usage is None:
             return {}
         return rate_headers(hold.scopes, hold.usage, seconds_to_reset("requests", self.clock()))
+
+    def relayed_headers(self, hold: Hold, upstream: list[tuple[str, str]]) -> dict[str, str]:
+        """The `x-ratelimit-*` headers of an admitted relayed request, and `upstream` (the relayed answer's
+        headers, changed in place) without the upstream's own: those describe the gateway's upstream account,
+        shared by every key, not the caller's caps."""
+        upstream[:] = [(k, v) for k, v in upstream if not k.lower().startswith("x-ratelimit-")]
+        return self.headers(hold)
 
     # -- after ------------------------------------------------------------------------------------------------
     def settle_later(self, hold: Hold, ex: Exchange, outcome: Outcome) -> None:

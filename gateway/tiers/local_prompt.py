@@ -95,6 +95,11 @@ class OpenedPrompt:
         result = self._future.result()
         return PromptResult(result.text, result.finish_reason, self._prompt_tokens, result.completion_tokens)
 
+    async def stopped(self) -> PromptResult:
+        """The result once the generation has stopped: finished, or cancelled (what it generated until then)."""
+        await asyncio.wait([self._future])
+        return self.result()
+
     def cancel(self) -> None:
         self._cancel.set()  # a client that went away stops the generation at the next token
 
