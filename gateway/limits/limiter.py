@@ -15,6 +15,7 @@ every cap, atomically across replicas, so spend exceeds a cap only by what reque
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -33,7 +34,7 @@ from gateway.limits.errors import LimitExceeded, NotPermitted
 from gateway.limits.headers import RETRY_AFTER, duration, rate_headers
 from gateway.limits.headers import LIMIT_REQUESTS, LIMIT_TOKENS, REMAINING_REQUESTS, REMAINING_TOKENS
 from gateway.limits.headers import RESET_REQUESTS, RESET_TOKENS
-from gateway.limits.metrics import LimitMetrics
+from gateway.limits.metrics import BudgetGauges, LimitMetrics
 from gateway.limits.over_budget import OverBudgetLocal
 from gateway.limits.records import NANO, KeyRecord
 from gateway.limits.store import Denied, LimitStore, Scope, ScopeUsage, StoreUnavailable, seconds_to_reset
@@ -92,15 +93,36 @@ class Limiter:
         self._hold_numbers = itertools.count()
         self._store_down = False
         self._team_series: dict[str, Any] = {}  # team -> its metric children (labels() costs µs each)
+        self._roller: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.start()
         await self.directory.start()
+        if self._roller is None:
+            self._roller = asyncio.create_task(self._roll_at_midnight(), name="limits-budget-periods")
 
     async def close(self) -> None:
+        if self._roller is not None:
+            roller, self._roller = self._roller, None
+            roller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await roller
         await self.drain()
         await self.directory.close()
         await self.store.close()
+
+    async def _roll_at_midnight(self) -> None:
+        while True:
+            await asyncio.sleep(seconds_to_reset("usd_day", self.clock()) + 0.05)
+            self.roll_budgets(self.clock())
+
+    def roll_budgets(self, now: float) -> None:
+        """Show the budget gauges of a UTC day or month that has begun as unspent (run just after midnight UTC)."""
+        for series in self._team_series.values():
+            for period in ("day", "month"):
+                gauges = series.get(period)
+                if gauges is not None:
+                    gauges.roll(now)
 
     async def drain(self) -> None:
         """Wait for the settles still running (polled: they may run on another thread's loop, as in tests)."""
@@ -345,15 +367,16 @@ class Limiter:
         series["spend"].inc(cost)  # at zero too: the team's series exists from its first request
         if not hold.scopes:
             return
+        now = self.clock()
         try:
-            usage = await self.store.settle(hold.scopes, hold.hold_id, tokens, nano, self.clock())
+            usage = await self.store.settle(hold.scopes, hold.hold_id, tokens, nano, now)
         except StoreUnavailable as exc:
             self.metrics.store_errors.labels("settle", "lost").inc()
             log.warning("limits: a settle was lost (%s): %d tokens, $%.6f of team %s not counted", exc, tokens, cost, team)
             return
         for scope, used in zip(hold.scopes, usage):
             if scope.name.startswith("t:"):
-                self._budget_gauges(series, scope, used)
+                self._budget_gauges(series, scope, used, now)
 
     def _series(self, team: str) -> dict[str, Any]:
         series = self._team_series.get(team)
@@ -362,7 +385,7 @@ class Limiter:
             series = self._team_series[team] = {"team": team, "spend": m.team_spend.labels(team)}
         return series
 
-    def _budget_gauges(self, series: dict[str, Any], scope: Scope, used: ScopeUsage) -> None:
+    def _budget_gauges(self, series: dict[str, Any], scope: Scope, used: ScopeUsage, now: float) -> None:
         """Budget left and used of the periods the team has a cap for (a gauge appears with its cap)."""
         for period, cap, spent in (("day", scope.limits.usd_per_day, used.day_nano),
                                    ("month", scope.limits.usd_per_month, used.month_nano)):
@@ -370,8 +393,5 @@ class Limiter:
                 continue
             gauges = series.get(period)
             if gauges is None:
-                team = series["team"]
-                gauges = series[period] = (self.metrics.budget_remaining.labels(team, period),
-                                           self.metrics.budget_used.labels(team, period))
-            gauges[0].set(max(0.0, cap - spent / NANO))
-            gauges[1].set(spent / NANO / cap if cap > 0 else 1.0)
+                gauges = series[period] = BudgetGauges(self.metrics, series["team"], period)
+            gauges.show(cap, spent / NANO, now)

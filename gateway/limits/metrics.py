@@ -6,6 +6,8 @@ Imports nothing of the gateway (`gateway.metrics` includes it).
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "slm_gateway"
@@ -56,3 +58,33 @@ class LimitMetrics:
                 self.limited.labels(scope, reason)
         for operation, action in STORE_ACTIONS:
             self.store_errors.labels(operation, action)
+
+
+def period_id(period: str, now: float) -> str:
+    """The UTC day (`YYYYMMDD`) or month (`YYYYMM`) of `now`."""
+    return time.strftime("%Y%m%d" if period == "day" else "%Y%m", time.gmtime(now))
+
+
+class BudgetGauges:
+    """A team's budget left and used in one period (day|month), as the last settle left it; `roll` shows a new
+    period as unspent once the old one has ended (else an idle team's gauges, and the 80% alert, would keep the
+    last period's spend until its next request)."""
+
+    __slots__ = ("remaining", "used", "period", "cap", "window")
+
+    def __init__(self, metrics: LimitMetrics, team: str, period: str) -> None:
+        self.remaining = metrics.budget_remaining.labels(team, period)
+        self.used = metrics.budget_used.labels(team, period)
+        self.period = period
+        self.cap = 0.0
+        self.window = ""
+
+    def show(self, cap: float, spent: float, now: float) -> None:
+        """`spent` dollars of `cap` in the period of `now`."""
+        self.cap, self.window = cap, period_id(self.period, now)
+        self.remaining.set(max(0.0, cap - spent))
+        self.used.set(spent / cap if cap > 0 else 1.0)
+
+    def roll(self, now: float) -> None:
+        if self.window and period_id(self.period, now) != self.window:
+            self.show(self.cap, 0.0, now)
