@@ -1,10 +1,11 @@
 """`PipelinedRedis`: one Redis connection on which every caller's command is written at once and answered in order.
 
-Why not redis-py's asyncio client here: measured on this project's 2-core machine, it spends about 250 µs of CPU
-per command (its layers, a pooled connection per command in flight), more than the whole budget of a limit check
-(0.3 ms). The protocol itself is hiredis' (C): `pack_command` writes a command, `Reader` parses replies. What is
-left here is a FIFO of futures over one asyncio connection, so concurrent checks share one socket (pipelined)
-and cost tens of µs each.
+Why not redis-py's asyncio client here: `bench/redis_client.py` (redis-py 8.1.0 with hiredis, the pool
+`gateway/redis_link.py` builds; 2 shared cores at load ~7) measured 130-160 µs of this process' CPU per EVALSHA
+(its layers, a pooled connection per command in flight), against 12-36 µs here: redis-py alone would be half
+the whole budget of a limit check (0.3 ms). The protocol itself is hiredis' (C): `pack_command` writes a
+command, `Reader` parses replies. What is left here is a FIFO of futures over one asyncio connection, so
+concurrent checks share one socket (pipelined).
 
 A command on an idle connection (nothing in flight) is written at once: Redis runs it while the connection is
 idle (for a settle: rather than just before, in the same batch as, the next request's reserve, which would then
