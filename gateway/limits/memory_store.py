@@ -18,8 +18,16 @@ from gateway.limits.store import (
     Scope,
     ScopeUsage,
     WindowClock,
-    scope_keys,
+    Windows,
 )
+
+
+def scope_keys(prefix: str, scope: str, w: Windows) -> list[str]:
+    """The six counter slots of `scope` at windows `w`: in flight, held, requests and tokens of the minute,
+    nano-dollars of the day and of the month."""
+    base = f"{prefix}:s:{scope}"
+    return [f"{base}:inflight", f"{base}:held", f"{base}:req:{w.minute}", f"{base}:tok:{w.minute}",
+            f"{base}:usd:d:{w.day}", f"{base}:usd:m:{w.month}"]
 
 
 class _Holds:

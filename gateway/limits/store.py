@@ -5,8 +5,8 @@ process). Both keep the same counters per scope (a key or a team):
 
 - settled usage per fixed window: requests and tokens of the current UTC minute, nano-dollars of the UTC day
   and of the UTC month;
-- holds: the requests in flight (a sorted set by lease expiry: the concurrency count) and what each reserved
-  (tokens, nano-dollars), with their sums.
+- holds: the requests in flight (each with its lease end: their count is the concurrency) and what each
+  reserved (tokens, nano-dollars), with their sums.
 
 `reserve` admits a request only if, in every scope, settled + held + its estimate stays within each cap; it
 then holds the estimate. `settle` drops the hold and adds what the request actually used. Holds are never
@@ -26,17 +26,6 @@ from gateway.limits.records import NANO, KeyRecord, Limits
 MINUTE_TTL = 120
 DAY_TTL = 2 * 86_400
 MONTH_TTL = 32 * 86_400
-COUNTERS = ("inflight", "held", "req", "tok", "usd_day", "usd_month")
-"""The six keys of a scope, in the scripts' order."""
-
-
-def scope_keys(prefix: str, scope: str, w: Windows) -> list[str]:
-    """The six Redis keys (or memory slots) of `scope` at windows `w`."""
-    base = f"{prefix}:s:{scope}"
-    return [f"{base}:inflight", f"{base}:held", f"{base}:req:{w.minute}", f"{base}:tok:{w.minute}",
-            f"{base}:usd:d:{w.day}", f"{base}:usd:m:{w.month}"]
-
-
 class StoreUnavailable(Exception):
     """The store could not be reached in time (Redis down, slow, refusing)."""
 
