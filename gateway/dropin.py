@@ -151,7 +151,13 @@ class DropIn:
 
         def record(answer: ProxiedResponse, scan: UsageScan) -> None:
             answered = scan.model or model
-            self.settle_relayed(hold, "upstream", answered, answer.status, scan.usage)
+            if (hold is not None and self.pipeline.limits is not None and scan.usage is None and not answer.complete
+                    and answer.status < 400 and hold.tokens > hold.prompt_tokens):
+                # a generation left before its usage arrived (the client went, or the upstream broke off): the
+                # upstream may bill all of it and the gateway never learns how much, so the reservation counts
+                self.pipeline.limits.settle_reserved_later(hold)
+            else:
+                self.settle_relayed(hold, "upstream", answered, answer.status, scan.usage)
             if ex.parsed is not None:  # a request with a chat view (Responses, legacy completions)
                 if scan.usage is not None:
                     ex.usage = scan.usage

@@ -97,6 +97,8 @@ class ProxiedResponse(msgspec.Struct):
     headers: list[tuple[str, str]]
     response: Any
     on_end: OnEnd | None = None
+    complete: bool = False
+    """The whole body was relayed (False while it is, and when the client left or the upstream broke off)."""
 
     def header(self, name: str) -> str:
         return next((v for n, v in self.headers if n.lower() == name), "")
@@ -107,6 +109,7 @@ class ProxiedResponse(msgspec.Struct):
             async for data in self.response.receive():
                 scan.feed(data)
                 yield data
+            self.complete = True
         except TransportError:
             return  # the upstream broke off mid-body: the client sees a truncated body, as it would direct
         finally:

@@ -10,7 +10,7 @@ Per-request control through request headers (they override the command-line defa
 - `x-fake-status`: answer with this status and an OpenAI-shaped error body.
 - `x-fake-retry-after`: add a `retry-after` header to an error answer.
 - `x-fake-chunks`: number of content chunks in a stream.
-- `x-fake-chunk-delay-ms`: pause between stream events.
+- `x-fake-chunk-delay-ms`: pause between stream events (of the other endpoints' streams too).
 - `x-fake-drop-after-chunks`: close the connection after sending N stream events (the role
   event, content events, the finish event, the usage event and `[DONE]` each count as one);
   without `stream`, close it before answering at all.
@@ -251,6 +251,8 @@ class FakeUpstream:
         except Exception as exc:  # a malformed body the translation refused
             return self._error(resp, 400, str(exc))
         limits = self._ratelimit_headers()
+        if isinstance(answer, bytes) and opts.chunk_delay_ms > 0:
+            return self._events_slowly(answer, SSE_HEADERS + limits, opts.chunk_delay_ms, resp)
         if isinstance(answer, bytes):
             resp.start(200, SSE_HEADERS + limits)
             resp.write(answer)
@@ -258,6 +260,20 @@ class FakeUpstream:
         else:
             resp.send(200, _encode(answer), JSON_HEADERS + limits)
         return None
+
+    @staticmethod
+    async def _events_slowly(events: bytes, headers: tuple[tuple[str, str], ...], delay_ms: float,
+                             resp: Responder) -> None:
+        """An event stream of the other endpoints, one event every `delay_ms` (as chat streams pause)."""
+        resp.start(200, headers)
+        for i, event in enumerate(e for e in events.split(b"\n\n") if e):
+            if i:
+                await asyncio.sleep(delay_ms / 1000)
+            if resp.closed:
+                return
+            resp.write(event + b"\n\n")
+            await resp.drain()
+        resp.end()
 
     def _ratelimit_headers(self) -> tuple[tuple[str, str], ...]:
         """OpenAI's rate-limit headers of this (fake) account, as every OpenAI answer carries them."""

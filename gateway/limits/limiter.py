@@ -304,6 +304,10 @@ class Limiter:
             spent = (usage.total_tokens, round(cost * NANO), cost)
         self._spawn(self._write(hold, *spent))
 
+    def settle_reserved_later(self, hold: Hold) -> None:
+        """Settle a relayed request with what it reserved (its answer ended before it said what it used)."""
+        self._spawn(self._write(hold, hold.tokens, hold.nano, hold.nano / NANO))
+
     def settle_relayed_after(
         self, hold: Hold, tier: str, model: str, spent: Coroutine[Any, Any, tuple[Usage | None, float]]
     ) -> None:
