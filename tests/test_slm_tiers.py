@@ -38,6 +38,9 @@ rules:
   - name: dead-no-fallback
     when: {headers: {x-task: dead-alone}}
     action: dead
+  - name: plain
+    when: {headers: {x-task: plain}}
+    action: local
   - name: rest
     action: auto
 """
@@ -59,24 +62,25 @@ def upstream() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory, remote: str, upstream: str) -> Iterator[RunningGateway]:
-    tmp = tmp_path_factory.mktemp("slm-tiers")
+def tiers_gateway(tmp: Path, remote: str, upstream: str, *, cache: bool) -> Iterator[RunningGateway]:
+    """A gateway with POLICY, `local`, the in-process tier `coder`, the `remote` tier and the two `dead` ones."""
     policy = tmp / "tiers.yaml"
     policy.write_text(POLICY)
-    config = {
-        "policy": str(policy),
-        "upstream": {"url": upstream, "api_key": "sk-up"},
-        "cache": {"enabled": False},
-        "slm_tiers": {
-            "coder": {"model_path": str(ensure_bundled_model()), "model_name": "qwen-coder", "context_size": 1024},
-            "remote": {"url": remote, "model_name": "remote-slm"},
-            "dead": {"url": f"http://{LOOPBACK}:{free_port()}/v1", "connect_timeout": 2},
-            "dead2": {"url": f"http://{LOOPBACK}:{free_port()}/v1", "connect_timeout": 2},
-        },
+    slm_tiers: dict[str, dict] = {
+        "coder": {"model_path": str(ensure_bundled_model()), "model_name": "qwen-coder", "context_size": 1024},
+        "remote": {"url": remote, "model_name": "remote-slm"},
     }
+    for name in ("dead", "dead2"):
+        slm_tiers[name] = {"url": f"http://{LOOPBACK}:{free_port()}/v1", "connect_timeout": 2}
+    config = {"policy": str(policy), "upstream": {"url": upstream, "api_key": "sk-up"},
+              "cache": {"enabled": cache}, "slm_tiers": slm_tiers}
     with run_gateway(config=config, tmp_dir=tmp) as gateway:
         yield gateway
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, remote: str, upstream: str) -> Iterator[RunningGateway]:
+    yield from tiers_gateway(tmp_path_factory.mktemp("slm-tiers"), remote, upstream, cache=False)
 
 
 def chat(gw: RunningGateway, task: str | None = None, **body: object) -> httpx.Response:
@@ -198,3 +202,57 @@ def test_bad_tier_settings_name_the_setting(tier: dict, message: str) -> None:
     with pytest.raises(SettingsError) as caught:
         msgspec.convert({"slm_tiers": {name: tier}}, Settings).validate()
     assert str(caught.value).startswith(message.format(name=name))
+
+
+# -- the cache: a named tier's answers are cached under that tier ----------------------------------------------------
+@pytest.fixture(scope="module")
+def cached_gw(tmp_path_factory: pytest.TempPathFactory, remote: str, upstream: str) -> Iterator[RunningGateway]:
+    """The same tiers and policy with the (in-process) response cache on."""
+    yield from tiers_gateway(tmp_path_factory.mktemp("slm-tiers-cached"), remote, upstream, cache=True)
+
+
+def route(answer: httpx.Response) -> tuple[str, str, str | None, str]:
+    h = answer.headers
+    return h["x-gateway-cache"], h["x-gateway-route"], h.get("x-gateway-cache-tier"), h["x-gateway-model"]
+
+
+def test_a_named_tiers_answer_is_cached_under_that_tier_only(cached_gw: RunningGateway) -> None:
+    """A `coder` answer is replayed for `coder` and never for `local` (nor the reverse): the key names the tier."""
+    coder = [chat(cached_gw, "code") for _ in range(2)]
+    assert [route(a) for a in coder] == [("miss", "coder", None, "qwen-coder"), ("hit", "cache", "coder", "qwen-coder")]
+    assert [a.json()["choices"][0]["message"]["content"] for a in coder] == ["Hello", "Hello"]
+    assert coder[1].json()["model"] == "qwen-coder" and coder[1].json()["usage"]["completion_tokens"] == 1
+    local = [chat(cached_gw, "plain") for _ in range(2)]  # the same body sent to `local`: its own entry
+    assert [route(a) for a in local] == [
+        ("miss", "local", None, BUNDLED_MODEL_ID), ("hit", "cache", "local", BUNDLED_MODEL_ID)
+    ]
+    assert route(chat(cached_gw, "code")) == ("hit", "cache", "coder", "qwen-coder")
+    assert metric(cached_gw, "slm_gateway_requests_total", tier="cache", status="200", reason="code") == 2
+    assert metric(cached_gw, "slm_gateway_requests_total", tier="coder", status="200", reason="code") == 1
+    assert metric(cached_gw, "slm_gateway_cache_lookups_total", result="hit") == 3
+
+
+def test_a_streamed_named_tier_answer_is_cached_and_replayed_whole(cached_gw: RunningGateway) -> None:
+    client = openai.OpenAI(base_url=cached_gw.base_url, api_key="sk-test", max_retries=0, timeout=300)
+    ask = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Name one colour."}], "temperature": 0,
+           "max_tokens": 6, "extra_headers": {"x-task": "code"}}
+    with client.chat.completions.with_streaming_response.create(stream=True, **ask) as streamed:
+        assert (streamed.headers["x-gateway-cache"], streamed.headers["x-gateway-route"]) == ("miss", "coder")
+        text = "".join(
+            c.choices[0].delta.content or "" for c in streamed.parse() if c.choices
+        )
+    raw = client.chat.completions.with_raw_response.create(**ask)
+    assert (raw.headers["x-gateway-cache"], raw.headers["x-gateway-cache-tier"]) == ("hit", "coder")
+    assert raw.parse().choices[0].message.content == text != ""
+
+
+def test_a_remote_named_tiers_answer_is_replayed_without_asking_it(cached_gw: RunningGateway, remote: str) -> None:
+    body = {"messages": [{"role": "user", "content": "Say hi twice."}]}
+    first = chat(cached_gw, "chat", **body)
+    sent = len(received(remote))
+    second = chat(cached_gw, "chat", **body)
+    assert [route(a) for a in (first, second)] == [
+        ("miss", "remote", None, "remote-slm"), ("hit", "cache", "remote", "remote-slm")
+    ]
+    assert second.json()["choices"][0]["message"]["content"] == "fake answer to: Say"  # max_tokens words
+    assert len(received(remote)) == sent  # the hit never reached the remote server
