@@ -5,6 +5,7 @@ tiers nobody listens on (`dead`, `dead2`); policies route by tier name, fallback
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +14,12 @@ import msgspec
 import openai
 import pytest
 
+from gateway.build import build_slm_tier
 from gateway.devtools.process import LOOPBACK, free_port, run_fake_upstream
+from gateway.metrics import GatewayMetrics
 from gateway.routing.policy import PolicyError
 from gateway.routing.reloadable import router_from_settings
-from gateway.settings import Settings, SettingsError
+from gateway.settings import Settings, SettingsError, SlmTierSettings
 from gateway.tiers.bundled_model import ensure_bundled_model
 from tests.conftest import BUNDLED_MODEL_ID, RunningGateway, run_gateway
 
@@ -256,3 +259,52 @@ def test_a_remote_named_tiers_answer_is_replayed_without_asking_it(cached_gw: Ru
     ]
     assert second.json()["choices"][0]["message"]["content"] == "fake answer to: Say"  # max_tokens words
     assert len(received(remote)) == sent  # the hit never reached the remote server
+
+
+# -- readiness and queue gauges cover every tier -------------------------------------------------------------------
+def test_readyz_reports_every_configured_tier(gw: RunningGateway) -> None:
+    ready = httpx.get(f"{gw.root}/readyz", timeout=60)
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "status": "ready",
+        "tiers": {"local": "ready", "coder": "ready", "dead": "unreachable", "dead2": "unreachable",
+                  "remote": "reachable", "upstream": "reachable"},
+        "cache": {"backend": "memory", "status": "up"},
+    }
+
+
+def test_the_queue_gauges_have_a_series_per_in_process_tier(gw: RunningGateway) -> None:
+    assert chat(gw, "code").status_code == 200
+    for tier in ("local", "coder"):  # remote tiers have no queue here
+        assert metric(gw, "slm_gateway_tier_queue_depth", tier=tier) == 0.0
+        assert metric(gw, "slm_gateway_tier_inflight", tier=tier) == 0.0
+    series = [line.split(" ")[0] for line in httpx.get(f"{gw.root}/metrics", timeout=10).text.splitlines()
+              if line.startswith("slm_gateway_tier_inflight{")]
+    assert series == ['slm_gateway_tier_inflight{tier="local"}', 'slm_gateway_tier_inflight{tier="coder"}']
+
+
+async def test_a_named_in_process_tier_reports_its_waiting_and_running_requests() -> None:
+    metrics = GatewayMetrics()
+    settings = SlmTierSettings(model_path=str(ensure_bundled_model()), context_size=512, max_concurrency=1, max_queue=1)
+    tier = build_slm_tier("coder", settings, metrics)
+
+    def gauges() -> tuple[float | None, float | None]:
+        value = metrics.registry.get_sample_value
+        return value("slm_gateway_tier_queue_depth", {"tier": "coder"}), value("slm_gateway_tier_inflight", {"tier": "coder"})
+
+    assert gauges() == (0.0, 0.0)  # exposed from the start
+    await tier.start()
+    try:
+        slot = await tier._acquire()  # type: ignore[attr-defined]
+        assert gauges() == (0.0, 1.0)
+        waiter = asyncio.ensure_future(tier._acquire())  # type: ignore[attr-defined]
+        await asyncio.sleep(0)  # the waiter runs up to the slot pool and waits there
+        assert gauges() == (1.0, 1.0)
+        tier._release(slot)  # type: ignore[attr-defined]
+        second = await waiter
+        assert gauges() == (0.0, 1.0)
+        tier._release(second)  # type: ignore[attr-defined]
+        assert gauges() == (0.0, 0.0)
+        assert metrics.registry.get_sample_value("slm_gateway_local_inflight") == 0.0  # `local`'s own is untouched
+    finally:
+        await tier.close()
