@@ -6,7 +6,7 @@ tiers nobody listens on (`dead`, `dead2`); policies route by tier name, fallback
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -16,11 +16,15 @@ import pytest
 
 from gateway.build import build_slm_tier
 from gateway.devtools.process import LOOPBACK, free_port, run_fake_upstream
+from gateway.errors import GatewayError
 from gateway.metrics import GatewayMetrics
+from gateway.openai.request import parse_chat_request
 from gateway.routing.policy import PolicyError
 from gateway.routing.reloadable import router_from_settings
 from gateway.settings import Settings, SettingsError, SlmTierSettings
 from gateway.tiers.bundled_model import ensure_bundled_model
+from gateway.tiers.http import OpenAIHTTPBackend
+from gateway.tiers.upstream_errors import KeyScrubber, status_error
 from tests.conftest import BUNDLED_MODEL_ID, RunningGateway, run_gateway
 
 POLICY = """\
@@ -155,7 +159,7 @@ def test_a_fallback_chain_crosses_tiers_until_one_answers(gw: RunningGateway) ->
 def test_a_tier_without_a_fallback_fails_with_its_error(gw: RunningGateway) -> None:
     answer = chat(gw, "dead-alone")
     assert answer.status_code == 502
-    assert answer.json()["error"] == {"message": "The upstream could not be reached.", "type": "upstream_error",
+    assert answer.json()["error"] == {"message": "The dead tier could not be reached.", "type": "upstream_error",
                                       "param": None, "code": "upstream_unreachable"}
     assert metric(gw, "slm_gateway_requests_total", tier="dead", status="502", reason="dead-no-fallback") == 1
 
@@ -308,3 +312,32 @@ async def test_a_named_in_process_tier_reports_its_waiting_and_running_requests(
         assert metrics.registry.get_sample_value("slm_gateway_local_inflight") == 0.0  # `local`'s own is untouched
     finally:
         await tier.close()
+
+
+# -- a remote tier's errors name it --------------------------------------------------------------------------------
+async def test_a_remote_tiers_errors_name_the_tier(upstream_factory: Callable[..., str]) -> None:
+    locked = upstream_factory(api_key="sk-right")
+    asked = parse_chat_request(msgspec.json.encode({"model": "remote-slm", "messages": HI}))
+
+    async def error_of(backend: OpenAIHTTPBackend) -> tuple[str, str | None, int]:
+        try:
+            with pytest.raises(GatewayError) as caught:
+                await backend.complete(asked, "remote-slm")
+        finally:
+            await backend.close()
+        return caught.value.message, caught.value.code, caught.value.status_code
+
+    dead = OpenAIHTTPBackend("dead", f"http://{LOOPBACK}:{free_port()}/v1", connect_timeout=2)
+    assert await error_of(dead) == ("The dead tier could not be reached.", "upstream_unreachable", 502)
+    wrong_key = OpenAIHTTPBackend("remote", locked, "sk-wrong")
+    assert await error_of(wrong_key) == (
+        "The remote tier refused this gateway's credentials (HTTP 401); the gateway operator must check "
+        "slm_tiers.remote.api_key.", "upstream_auth_failed", 502,
+    )
+    wrong_upstream_key = OpenAIHTTPBackend("upstream", locked, "sk-wrong")  # the upstream's text is unchanged
+    assert (await error_of(wrong_upstream_key))[0] == (
+        "The upstream refused this gateway's upstream credentials (HTTP 401); the gateway operator must check "
+        "upstream.api_key."
+    )
+    not_json = status_error(503, b"<html>Service Unavailable</html>", KeyScrubber([]), None, "remote")
+    assert (not_json.message, not_json.status_code) == ("The remote tier answered HTTP 503.", 503)
