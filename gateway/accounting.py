@@ -8,6 +8,7 @@ from gateway.access_log import AccessLog
 from gateway.costs import CostModel
 from gateway.errors import GatewayError, RateLimited, TierUnavailable, UpstreamStatusError
 from gateway.exchange import CLIENT_CLOSED_REQUEST, NO_TIER, SEMANTIC_HIT, Exchange
+from gateway.metric_children import Children
 from gateway.metrics import GatewayMetrics
 from gateway.model_labels import ModelLabels
 from gateway.openai.wire import Usage
@@ -31,18 +32,29 @@ class Accounting:
         self.costs = costs
         self.model_labels = model_labels or ModelLabels(costs.known_models())
         self.access_log = access_log
+        m = metrics  # the request path's series, looked up once per label tuple (metric_children.py)
+        self._decisions = Children(m.routing_decisions)
+        self._requests = Children(m.requests)
+        self._duration = Children(m.request_duration)
+        self._first_token = Children(m.time_to_first_token)
+        self._overhead = Children(m.overhead)
+        self._prompt_tokens = Children(m.prompt_tokens)
+        self._completion_tokens = Children(m.completion_tokens)
+        self._cost = Children(m.cost)
+        self._savings = Children(m.savings)
+        self._fallbacks = Children(m.fallbacks)
 
     def routed(self, ex: Exchange) -> None:
         """Count the routing decision (as soon as it is made)."""
         decision = ex.decision
         assert decision is not None
-        self.metrics.routing_decisions.labels(decision.tier, decision.reason).inc()
+        self._decisions(decision.tier, decision.reason).inc()
         if decision.score is not None:
             self.metrics.classifier_score.observe(decision.score)
 
     def rejected(self, ex: Exchange) -> None:
         """Count a routing decision that refused the request (whatever the router)."""
-        self.metrics.routing_decisions.labels(REJECTED, ex.reason).inc()
+        self._decisions(REJECTED, ex.reason).inc()
 
     def record(self, ex: Exchange) -> None:
         """Record one finished request: counts, latency, overhead, tokens, cost and savings; its access log line."""
@@ -52,53 +64,51 @@ class Accounting:
             self.access_log(ex, total)
 
     def _count(self, ex: Exchange, total: float) -> None:
-        m = self.metrics
         if ex.failures is not None:
             for tier, exc in ex.failures:
                 self._count_failure(tier, exc)
         decision = ex.decision
         if ex.fallback is not None and decision is not None:
-            m.fallbacks.labels(decision.tier, ex.fallback).inc()
+            self._fallbacks(decision.tier, ex.fallback).inc()
         if ex.refused:  # answered with an error status: counted under the decided tier ("none" before routing)
-            m.requests.labels(decision.tier if decision is not None else NO_TIER, str(ex.status), ex.reason).inc()
+            self._requests(decision.tier if decision is not None else NO_TIER, ex.status, ex.reason).inc()
             return
         tier = ex.tier
         if ex.first_token_at is not None:
-            m.time_to_first_token.labels(tier).observe(ex.first_token_at - ex.started)
-        m.requests.labels(tier, str(ex.status), ex.reason).inc()
-        m.request_duration.labels(tier, "true" if ex.stream else "false").observe(total)
-        m.overhead.labels(tier).observe(max(0.0, total - ex.tier_seconds))
+            self._first_token(tier).observe(ex.first_token_at - ex.started)
+        self._requests(tier, ex.status, ex.reason).inc()
+        self._duration(tier, "true" if ex.stream else "false").observe(total)
+        self._overhead(tier).observe(max(0.0, total - ex.tier_seconds))
         if ex.status >= 400 and ex.status != CLIENT_CLOSED_REQUEST:  # a stream the client left: what it generated
             return
         usage = ex.usage
         model = self.model_labels(ex.answered_model)  # bounded: clients choose model names
-        m.prompt_tokens.labels(tier, model).inc(usage.prompt_tokens)
-        m.completion_tokens.labels(tier, model).inc(usage.completion_tokens)
+        self._prompt_tokens(tier, model).inc(usage.prompt_tokens)
+        self._completion_tokens(tier, model).inc(usage.completion_tokens)
         assert ex.parsed is not None
         cost, savings = self.costs.charge(tier, ex.parsed.chat.model, ex.answered_model, usage, ex.tier_seconds)
-        m.cost.labels(tier).inc(cost)
+        self._cost(tier).inc(cost)
         if savings is not None:
-            m.savings.labels(tier).inc(savings)
+            self._savings(tier).inc(savings)
             if ex.cache == SEMANTIC_HIT:
-                m.semantic_savings.inc(savings)
+                self.metrics.semantic_savings.inc(savings)
 
     def outside_chat(
         self, tier: str, status: int, reason: str, started: float, usage: Usage | None = None, model: str = ""
     ) -> None:
         """Record a request that has no chat view (passed through as-is, or an embedding): count and latency;
         with the `usage` a successful answer reported (by `model`), its tokens and cost too."""
-        m = self.metrics
-        m.requests.labels(tier, str(status), reason).inc()
-        m.request_duration.labels(tier, "false").observe(time.perf_counter() - started)
+        self._requests(tier, status, reason).inc()
+        self._duration(tier, "false").observe(time.perf_counter() - started)
         if usage is None or status >= 400:
             return
         label = self.model_labels(model)
-        m.prompt_tokens.labels(tier, label).inc(usage.prompt_tokens)
-        m.completion_tokens.labels(tier, label).inc(usage.completion_tokens)
+        self._prompt_tokens(tier, label).inc(usage.prompt_tokens)
+        self._completion_tokens(tier, label).inc(usage.completion_tokens)
         cost, savings = self.costs.charge(tier, model, model, usage, 0.0)
-        m.cost.labels(tier).inc(cost)
+        self._cost(tier).inc(cost)
         if savings is not None:
-            m.savings.labels(tier).inc(savings)
+            self._savings(tier).inc(savings)
 
     def _count_failure(self, tier: Tier, exc: GatewayError) -> None:
         m = self.metrics

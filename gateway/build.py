@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,13 +50,29 @@ def semantic_embedder(settings: Settings, shared: SharedEmbedder) -> Embedder | 
     return embedder
 
 
+def queue_gauges(metrics: GatewayMetrics, tier: str) -> Callable[[int, int], None]:
+    """The `on_queue_change` of an in-process tier: its `tier_queue_depth` and `tier_inflight` series (shown as 0
+    from the start), and for `local` the unlabelled `local_queue_depth` / `local_inflight` as well."""
+    depth, inflight = metrics.tier_queue_depth.labels(tier), metrics.tier_inflight.labels(tier)
+    depth.set(0)
+    inflight.set(0)
+    local = tier == "local"
+
+    def on_change(waiting: int, running: int) -> None:
+        depth.set(waiting)
+        inflight.set(running)
+        if local:
+            metrics.local_queue_depth.set(waiting)
+            metrics.local_inflight.set(running)
+
+    return on_change
+
+
 def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
     """The local and upstream backends the settings ask for."""
     from gateway.tiers.local import LlamaCppBackend  # llama_cpp is imported only when the real tiers are built
 
-    def on_queue_change(waiting: int, inflight: int) -> None:
-        metrics.local_queue_depth.set(waiting)
-        metrics.local_inflight.set(inflight)
+    on_queue_change = queue_gauges(metrics, "local")
 
     model_path = local_model_path(settings)
     model_name = settings.local.model_name or model_id(model_path)  # the GGUF's own name by default
@@ -82,7 +99,7 @@ def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
             auth_header=settings.upstream.auth_header,
             max_response_bytes=settings.upstream.max_response_bytes,
         )
-    slm = {name: build_slm_tier(name, tier) for name, tier in settings.slm_tiers.items()}
+    slm = {name: build_slm_tier(name, tier, metrics) for name, tier in settings.slm_tiers.items()}
     return Tiers(
         local=local,
         upstream=upstream,
@@ -93,8 +110,9 @@ def build_tiers(settings: Settings, metrics: GatewayMetrics) -> Tiers:
     )
 
 
-def build_slm_tier(name: str, tier: SlmTierSettings) -> Backend:
-    """A named SLM tier: a GGUF in-process, or a remote OpenAI-compatible server honouring `tier.features`."""
+def build_slm_tier(name: str, tier: SlmTierSettings, metrics: GatewayMetrics | None = None) -> Backend:
+    """A named SLM tier: a GGUF in-process (its queue in `metrics`), or a remote OpenAI-compatible server honouring
+    `tier.features`."""
     if tier.model_path is not None:
         from gateway.tiers.local import LlamaCppBackend
 
@@ -107,6 +125,7 @@ def build_slm_tier(name: str, tier: SlmTierSettings) -> Backend:
             max_queue=tier.max_queue,
             threads=tier.threads,
             max_tokens_default=tier.max_tokens_default,
+            on_queue_change=queue_gauges(metrics, name) if metrics is not None else None,
         )
     assert tier.url is not None
     remote = OpenAIHTTPBackend(
@@ -147,7 +166,8 @@ def build_gateway(
     inner = LimitLayer(dispatcher, limiter) if limiter else dispatcher
     cache = build_cache_layer(settings.cache, inner, metrics, semantic_embedder(settings, embedder))
     health = build_health(
-        tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds
+        tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds,
+        slm=tiers.slm,
     )
     learning = build_learning(settings, tiers, costs, metrics, router)
     keys = KeyChecker(settings.api_keys, settings.admin_api_keys, limiter.directory if limiter else None)

@@ -1,16 +1,18 @@
 """Readiness: can this gateway serve traffic now? Per-tier status and the cache backend's, for `GET /readyz`.
 
-Ready means at least one tier can answer: the local model is loaded, or the upstream answers. `/readyz` is
-unauthenticated and probed often, so the upstream check (`GET /models` with the upstream key) is cached for
-`ttl_seconds` and shared by concurrent probes: N probes within a TTL cost one upstream request. The cache
-backend is reported but never makes the gateway unready (requests are answered without the cache).
+Ready means at least one tier can answer: the local model (or a named in-process tier, `slm_tiers`) is loaded,
+or the upstream (or a named remote tier) answers. Tiers are listed as `/v1/models` lists them: `local`, the named
+tiers in config order, `upstream`. `/readyz` is unauthenticated and probed often, so a remote check (`GET
+/models` with that tier's key) is cached for `ttl_seconds` and shared by concurrent probes: N probes within a TTL
+cost one request to each remote tier. The cache backend is reported but never makes the gateway unready
+(requests are answered without the cache).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
@@ -64,10 +66,12 @@ class HealthCheck:
         upstream: Backend | None,
         cache_store: object | None,
         *,
+        slm: Mapping[str, Backend] | None = None,
         ttl_seconds: float = DEFAULT_TTL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._local = local
+        self._slm = {name: _tier_check(backend, ttl_seconds, clock) for name, backend in (slm or {}).items()}
         self._upstream = None if upstream is None else CachedCheck(_probe_of(upstream), ttl_seconds, clock)
         self._store = cache_store
         self._cache_backend = "redis" if getattr(cache_store, "shared", False) else "memory"
@@ -79,6 +83,8 @@ class HealthCheck:
         tiers: dict[str, str] = {}
         if self._local is not None:
             tiers["local"] = "ready" if await self._local.ready() else "loading"
+        if self._slm:  # remote tiers are probed at once, not one after the other
+            tiers.update(zip(self._slm, await asyncio.gather(*(check() for check in self._slm.values()))))
         tiers["upstream"] = "not configured" if self._upstream is None else await self._upstream()
         cache = {"backend": self._cache_backend, "status": await self._cache_status()}
         ready = any(state in SERVING for state in tiers.values())
@@ -106,6 +112,17 @@ def _probe_of(backend: Backend) -> Callable[[], Awaitable[str]]:
     return from_ready
 
 
+def _tier_check(backend: Backend, ttl: float, clock: Callable[[], float]) -> Callable[[], Awaitable[str]]:
+    """A named tier's check: a remote one's cached `probe()`; an in-process one's "ready" or "loading"."""
+    if getattr(backend, "probe", None) is not None:
+        return CachedCheck(_probe_of(backend), ttl, clock)
+
+    async def loaded() -> str:
+        return "ready" if await backend.ready() else "loading"
+
+    return loaded
+
+
 def _ping_of(ping: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[str]]:
     async def status() -> str:
         return "up" if await ping() else "down"
@@ -119,10 +136,13 @@ def build_health(
     cache_store: object | None,
     backend_up: object,
     ttl_seconds: float = DEFAULT_TTL_SECONDS,
+    *,
+    slm: Mapping[str, Backend] | None = None,
 ) -> HealthCheck:
-    """The readiness component; wires the cache store's state changes to the `backend_up` gauge."""
+    """The readiness component (`slm`: the named tiers); wires the cache store's state changes to the `backend_up`
+    gauge."""
     if cache_store is not None and hasattr(cache_store, "on_state"):
         cache_store.on_state = lambda up: backend_up.set(1 if up else 0)  # type: ignore[attr-defined]
     else:
         backend_up.set(1)  # type: ignore[attr-defined]
-    return HealthCheck(local, upstream, cache_store, ttl_seconds=ttl_seconds)
+    return HealthCheck(local, upstream, cache_store, slm=slm, ttl_seconds=ttl_seconds)

@@ -89,6 +89,20 @@ class GatewayMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.tier_queue_depth = Gauge(
+            f"{p}_tier_queue_depth",
+            "Requests waiting for a generation slot, by in-process tier (local and every slm_tiers GGUF).",
+            ["tier"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.tier_inflight = Gauge(
+            f"{p}_tier_inflight",
+            "Generations running now, by in-process tier (local and every slm_tiers GGUF).",
+            ["tier"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.local_rejected = Counter(
             f"{p}_local_rejected_total",
             "Requests the local tier turned away, by reason (queue_full|context_too_long).",

@@ -57,9 +57,9 @@ def test_entry_round_trip_and_garbage() -> None:
     for garbage in (b"", b"\x00\x01garbage", b'{"model":"x"}', msgspec.msgpack.encode(["a", "b"])):
         with pytest.raises(EntryDecodeError):
             decode_entry(garbage)
-    bad_tier = msgspec.msgpack.encode(["m", "c", "stop", 1, 1, "cache", 0])
-    with pytest.raises(EntryDecodeError):
-        decode_entry(bad_tier)
+    for not_a_tier in ("cache", "none", ""):
+        with pytest.raises(EntryDecodeError):
+            decode_entry(msgspec.msgpack.encode(["m", "c", "stop", 1, 1, not_a_tier, 0]))
 
 
 def _completion(message: dict[str, Any], finish: str = "stop", choices: int = 1) -> bytes:
@@ -80,6 +80,10 @@ def test_only_single_text_answers_become_entries() -> None:
     assert entry_from_completion(_completion({"content": "hi"}, "content_filter"), "upstream", "x") is None
     assert entry_from_completion(b"not json", "upstream", "x") is None
     assert entry_from_completion(_completion({"content": "hi"}), "cache", "x") is None
+    assert entry_from_completion(_completion({"content": "hi"}), "none", "x") is None
+    coder = entry_from_completion(_completion({"content": "hi"}), "coder", "x")  # a named SLM tier's answer
+    assert coder == CacheEntry("gpt-4o-mini", "hi", "stop", 3, 4, "coder", 5)
+    assert decode_entry(encode_entry(coder)) == coder
 
 
 def test_replays_are_openai_shaped() -> None:
@@ -107,6 +111,8 @@ def test_recorder_accumulates_and_refuses_tool_calls() -> None:
     ):
         rec.feed(msgspec.json.encode(payload))
     assert rec.entry("local") == CacheEntry("m", "Paris.", "stop", 9, 2, "local", 7)
+    assert rec.entry("coder") == CacheEntry("m", "Paris.", "stop", 9, 2, "coder", 7)
+    assert rec.entry("cache") is None
     unfinished = StreamRecorder("f")
     unfinished.feed(b'{"choices":[{"index":0,"delta":{"content":"Par"}}]}')
     assert unfinished.entry("upstream") is None

@@ -220,6 +220,22 @@ def test_parallel_tool_calls(gateway: RunningGateway) -> None:
     assert len({c.id for c in out.choices[0].message.tool_calls}) == 2
 
 
+def test_a_parallel_call_cut_by_max_tokens_finishes_with_length(gateway: RunningGateway) -> None:
+    """max_tokens 40 stops the second call (63 tokens in all at temperature 0) after the complete first one: the
+    complete call, and `length` as OpenAI reports a generation stopped by max_tokens (not `tool_calls`)."""
+    question = [{"role": "user", "content": "What is the weather in Paris and what is the weather in Tokyo?"}]
+    ask = {"messages": question, "tools": [WEATHER], "tool_choice": "required"}
+    whole = client(gateway).chat.completions.create(model="local", max_tokens=80, temperature=0, **ask)
+    assert (whole.choices[0].finish_reason, whole.usage.completion_tokens) == ("tool_calls", 63)
+    cut = client(gateway).chat.completions.create(model="local", max_tokens=40, temperature=0, **ask)
+    assert (cut.choices[0].finish_reason, cut.usage.completion_tokens) == ("length", 40)
+    assert assert_valid_calls(cut.choices[0].message.tool_calls) == [("get_weather", {"city": "Paris", "unit": "celsius"})]
+    content, deltas, finish, usage = streamed(gateway, max_tokens=40, **ask)
+    assert (content, finish, usage.completion_tokens) == ("", "length", 40)
+    assert [d.index for d in deltas] == [0, 0] and deltas[0].function.name == "get_weather"
+    assert json.loads(deltas[1].function.arguments) == {"city": "Paris", "unit": "celsius"}
+
+
 def test_tool_round_trip_ends_in_an_answer(gateway: RunningGateway) -> None:
     """call -> role:tool result -> final answer. The final turn uses tool_choice "none": the 0.5B model, given the
     tools again, repeats its call instead of answering (measured at temperature 0)."""

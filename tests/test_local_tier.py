@@ -18,11 +18,12 @@ from gateway.build import build_gateway
 from gateway.devtools.process import LOOPBACK, free_port
 from gateway.dispatch import Tiers
 from gateway.http_guard import GuardLimits, protocol_factory
+from gateway.openai.completions import parse_completion
 from gateway.openai.request import parse_chat_request
 from gateway.routing.static import StaticRouter
 from gateway.settings import Settings, load_settings
 from gateway.tiers.bundled_model import ensure_bundled_model
-from gateway.tiers.llama_generation import UNSEEDED, sampler_seed
+from gateway.tiers.llama_generation import UNSEEDED, SamplingParams, sampler_seed, sampling_params
 from gateway.tiers.local import LlamaCppBackend, LocalQueueFull
 from gateway.tiers.queue_estimate import ServiceTimes
 from tests.conftest import RunningGateway
@@ -82,6 +83,24 @@ def test_sampler_seed_is_set_for_every_request() -> None:
     assert sampler_seed(2**32 + 7) == 7
     assert sampler_seed(-1) == 0xFFFFFFFE  # folds onto UNSEEDED, moved off it so it stays reproducible
     assert sampler_seed(-2) == 0xFFFFFFFE
+
+
+def test_chat_and_legacy_completions_sample_alike() -> None:
+    """One `sampling_params` serves chat and legacy completions: the same fields give the same params."""
+    fields = {"temperature": 0.3, "top_p": 0.9, "seed": 11, "stop": "\n\n", "presence_penalty": 1.5,
+              "frequency_penalty": -0.5}
+    chat = request({"messages": [{"role": "user", "content": "hi"}], **fields}).chat
+    legacy = parse_completion({"model": "local", "prompt": "hi", **fields}).request
+    expected = SamplingParams(max_tokens=7, temperature=0.3, top_p=0.9, seed=11, stop=("\n\n",),
+                              presence_penalty=1.5, frequency_penalty=-0.5)
+    assert sampling_params(chat, 7) == sampling_params(legacy, 7) == expected
+    defaults = SamplingParams(max_tokens=3, temperature=1.0, top_p=1.0, seed=None, stop=(),
+                              presence_penalty=0.0, frequency_penalty=0.0)  # OpenAI's defaults, not llama.cpp's
+    bare_chat = request({"messages": [{"role": "user", "content": "hi"}]}).chat
+    assert sampling_params(bare_chat, 3) == sampling_params(parse_completion({"model": "local", "prompt": "hi"}).request, 3) == defaults
+    listed = parse_completion({"model": "local", "prompt": "hi", "stop": ["a", "b"], "temperature": 0}).request
+    assert sampling_params(listed, 2, grammar="root ::= \"x\"") == SamplingParams(
+        max_tokens=2, temperature=0.0, top_p=1.0, stop=("a", "b"), grammar='root ::= "x"')
 
 
 def test_a_seed_reproduces_and_does_not_leak_into_later_requests(gateway: RunningGateway) -> None:

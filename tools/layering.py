@@ -14,7 +14,9 @@ REQUEST_METRICS = (
     "requests", "request_duration", "overhead", "prompt_tokens", "completion_tokens", "cost", "savings",
     "semantic_savings", "routing_decisions", "classifier_score", "time_to_first_token", "fallbacks", "upstream_errors", "local_rejected",
 )
-_WRITES = re.compile(r"\.(?:%s)\.(?:labels|inc|observe)\(" % "|".join(REQUEST_METRICS))
+_WRITES = re.compile(  # a write, or a `Children` (metric_children.py) that hands out the series to write
+    r"\.(?:{0})\.(?:labels|inc|observe)\(|\bChildren\([\w.]*\b(?:{0})\)".format("|".join(REQUEST_METRICS))
+)
 _ACCOUNTS = re.compile(r"\b(?:account|account_error|count_invalid|_account_hit)\(")
 
 

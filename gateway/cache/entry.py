@@ -9,14 +9,17 @@ of a `chat.completion.chunk` stream.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
+from gateway.exchange import NO_TIER
 from gateway.openai import wire
 from gateway.openai.wire import SSE_DONE, Usage, chunk_json, completion_id, sse_event, usage_chunk_json
 
 CACHEABLE_FINISH_REASONS = frozenset({"stop", "length"})
+NOT_ANSWERING_TIERS = frozenset({"cache", NO_TIER})
+"""Tier labels that are not a tier that answered (a replay, nobody): never the tier of an entry."""
 
 
 class CacheEntry(msgspec.Struct, array_like=True, frozen=True):
@@ -27,8 +30,13 @@ class CacheEntry(msgspec.Struct, array_like=True, frozen=True):
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
-    tier: Literal["local", "upstream"]
+    tier: str
+    """The tier that answered: `local`, `upstream` or a named SLM tier (the key and scope name it too)."""
     created: int
+
+    def __post_init__(self) -> None:
+        if not self.tier or self.tier in NOT_ANSWERING_TIERS:  # decoding: a ValidationError
+            raise ValueError(f"an entry's tier is the tier that answered, not {self.tier!r}")
 
 
 class EntryDecodeError(ValueError):
@@ -81,7 +89,7 @@ _completion_decoder = msgspec.json.Decoder(_Completion)
 
 def entry_from_completion(body: bytes, tier: str, fallback_model: str) -> CacheEntry | None:
     """The entry for a non-streamed `chat.completion` body, or None when that answer must not be cached."""
-    if tier not in ("local", "upstream"):
+    if tier in NOT_ANSWERING_TIERS:
         return None
     try:
         completion = _completion_decoder.decode(body)
@@ -102,7 +110,7 @@ def entry_from_completion(body: bytes, tier: str, fallback_model: str) -> CacheE
         finish_reason=choice.finish_reason,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
-        tier=tier,  # type: ignore[arg-type]
+        tier=tier,
         created=completion.created or int(time.time()),
     )
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.cache.entry import CACHEABLE_FINISH_REASONS, CacheEntry
+from gateway.cache.entry import CACHEABLE_FINISH_REASONS, NOT_ANSWERING_TIERS, CacheEntry
 
 
 class _Delta(msgspec.Struct):
@@ -81,7 +81,7 @@ class StreamRecorder:
 
     def entry(self, tier: str) -> CacheEntry | None:
         """The accumulated answer as an entry, when it is complete and cacheable."""
-        if self._spoiled or self._finish not in CACHEABLE_FINISH_REASONS or tier not in ("local", "upstream"):
+        if self._spoiled or self._finish not in CACHEABLE_FINISH_REASONS or tier in NOT_ANSWERING_TIERS:
             return None
         usage = self._usage or _ChunkUsage()
         return CacheEntry(
@@ -90,6 +90,6 @@ class StreamRecorder:
             finish_reason=self._finish,  # type: ignore[arg-type]
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
-            tier=tier,  # type: ignore[arg-type]
+            tier=tier,
             created=self._created or int(time.time()),
         )

@@ -15,7 +15,9 @@ from gateway.passthrough import UpstreamURL, upstream_auth_headers
 from gateway.tiers.base import ALL_FEATURES, Completion, Usage
 from gateway.tiers.sse import SSEDecoder, SSEProtocolError
 from gateway.tiers.transport import Timeouts, Transport, TransportError, TransportResponse, make_transport
-from gateway.tiers.upstream_errors import AUTH_STATUSES, KeyScrubber, is_error_event, status_error, stream_error
+from gateway.tiers.upstream_errors import (
+    AUTH_STATUSES, KeyScrubber, is_error_event, status_error, stream_error, tier_subject,
+)
 
 _MAX_ERROR_BODY = 64 * 1024
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
@@ -110,7 +112,7 @@ class OpenAIHTTPBackend:
                     raise
                 return await self._transport.send("POST", self._completions_url, headers, body, self._timeouts)
         except TransportError as exc:
-            raise _unavailable(exc) from None
+            raise _unavailable(exc, self.name) from None
 
     async def complete(self, request: ParsedRequest, model: str, request_id: str | None = None) -> Completion:
         body = msgspec.json.encode(_body(request, model, stream=False, want_usage=False))
@@ -120,7 +122,7 @@ class OpenAIHTTPBackend:
                 raise await self._status_error(response)
             content = await self._read_answer(response)
         except TransportError as exc:
-            raise _unavailable(exc) from None
+            raise _unavailable(exc, self.name) from None
         finally:
             await response.close()
         try:
@@ -140,14 +142,14 @@ class OpenAIHTTPBackend:
             if len(content) <= limit:
                 return content
         raise TierUnavailable(
-            f"The {self.name} answer is larger than this gateway accepts ({limit} bytes).",
+            f"{tier_subject(self.name)} answer is larger than this gateway accepts ({limit} bytes).",
             kind="protocol",
             code="upstream_response_too_large",
         )
 
     async def _status_error(self, response: TransportResponse) -> GatewayError:
         content = await response.read(_MAX_ERROR_BODY)
-        return status_error(response.status, content, self._scrub, response.header("retry-after"))
+        return status_error(response.status, content, self._scrub, response.header("retry-after"), self.name)
 
     async def stream(
         self, request: ParsedRequest, model: str, request_id: str | None = None
@@ -175,7 +177,7 @@ class OpenAIHTTPBackend:
                 return
             raise TierUnavailable(f"{self.name} closed the stream before [DONE]", kind="protocol")
         except TransportError as exc:
-            raise _unavailable(exc) from None
+            raise _unavailable(exc, self.name) from None
         except SSEProtocolError as exc:
             raise TierUnavailable(f"{self.name} sent a malformed stream: {exc}", kind="protocol") from None
         finally:
@@ -216,7 +218,7 @@ def _sane_usage_chunk(payload: bytes, tier: str) -> bytes | None:
         chunk = None
     if not isinstance(chunk, dict):
         raise TierUnavailable(
-            f"The {tier} sent a malformed stream chunk.", kind="protocol", code="upstream_protocol_error"
+            f"{tier_subject(tier)} sent a malformed stream chunk.", kind="protocol", code="upstream_protocol_error"
         )
     usage = chunk.get("usage")
     if usage is None:
@@ -248,12 +250,13 @@ def _body(request: ParsedRequest, model: str, *, stream: bool, want_usage: bool)
     return body
 
 
-def _unavailable(exc: TransportError) -> TierUnavailable:
+def _unavailable(exc: TransportError, tier: str) -> TierUnavailable:
+    who = tier_subject(tier)
     if exc.kind == "timeout":
         return TierUnavailable(
-            "The upstream did not answer in time.", kind="timeout", status_code=504, error_type="timeout",
+            f"{who} did not answer in time.", kind="timeout", status_code=504, error_type="timeout",
             code="upstream_timeout",
         )
     if exc.kind == "connect":
-        return TierUnavailable("The upstream could not be reached.", kind="connect", code="upstream_unreachable")
-    return TierUnavailable("The upstream connection failed.", kind="protocol", code="upstream_protocol_error")
+        return TierUnavailable(f"{who} could not be reached.", kind="connect", code="upstream_unreachable")
+    return TierUnavailable(f"{who} connection failed.", kind="protocol", code="upstream_protocol_error")

@@ -7,7 +7,7 @@ import codecs
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import llama_cpp
 import msgspec
@@ -38,6 +38,44 @@ class SamplingParams(msgspec.Struct, kw_only=True):
     call_prefix: str = TOOL_CALL_OPEN
     call_grammar: str | None = None
     text_grammar: str | None = None
+
+
+class SamplingRequest(Protocol):
+    """The sampling fields a chat request and a legacy completion request share (as the client sent them)."""
+
+    temperature: float | None
+    top_p: float | None
+    seed: int | None
+    stop: str | list[str] | None
+    presence_penalty: float | None
+    frequency_penalty: float | None
+
+
+def sampling_params(
+    request: SamplingRequest,
+    max_tokens: int,
+    *,
+    grammar: str | None = None,
+    probe_names: tuple[str, ...] = (),
+    call_grammar: str | None = None,
+    text_grammar: str | None = None,
+) -> SamplingParams:
+    """How to sample `request`, a chat or a legacy completion request (OpenAI's defaults for what it left out:
+    temperature and top_p 1, no penalty), generating at most `max_tokens`, under the output plan's grammars."""
+    stop = request.stop
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=1.0 if request.temperature is None else request.temperature,
+        top_p=1.0 if request.top_p is None else request.top_p,
+        seed=request.seed,
+        stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+        presence_penalty=request.presence_penalty or 0.0,
+        frequency_penalty=request.frequency_penalty or 0.0,
+        grammar=grammar,
+        probe_names=probe_names,
+        call_grammar=call_grammar,
+        text_grammar=text_grammar,
+    )
 
 
 class GenerationResult(msgspec.Struct):

@@ -18,7 +18,7 @@ from gateway.openai.wire import chunk_json, completion_body, completion_id, usag
 from gateway.tiers.base import RESPONSE_FORMAT, TOOLS, Completion, Usage
 from gateway.tiers.grammar import grammar_compiles
 from gateway.tiers.grammar_sampler import GrammarFirstLlama
-from gateway.tiers.llama_generation import GenerationResult, SamplingParams, generate
+from gateway.tiers.llama_generation import GenerationResult, SamplingParams, generate, sampling_params
 from gateway.tiers.prompt import ChatPrompt, control_token_texts
 from gateway.tiers.queue_estimate import ServiceTimes
 from gateway.tiers.structured import LocalCannotServe, OutputPlan, plan_output
@@ -158,17 +158,10 @@ class LlamaCppBackend:
         room = self.context_size - len(tokens)
         if room < 1:
             raise ContextTooLong(len(tokens), self.context_size)
-        chat = request.chat
         wanted = request.max_new_tokens or self.max_tokens_default
-        stop = (chat.stop,) if isinstance(chat.stop, str) else tuple(chat.stop or ())
-        params = SamplingParams(
-            max_tokens=min(wanted, room),
-            temperature=1.0 if chat.temperature is None else chat.temperature,
-            top_p=1.0 if chat.top_p is None else chat.top_p,
-            seed=chat.seed,
-            stop=stop,
-            presence_penalty=chat.presence_penalty or 0.0,
-            frequency_penalty=chat.frequency_penalty or 0.0,
+        params = sampling_params(
+            request.chat,
+            min(wanted, room),
             grammar=plan.grammar,
             probe_names=plan.probe_names,
             call_grammar=plan.call_grammar,

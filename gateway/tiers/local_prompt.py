@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from gateway.tiers.llama_generation import GenerationResult, SamplingParams, generate
+from gateway.tiers.llama_generation import GenerationResult, SamplingParams, generate, sampling_params
 from gateway.tiers.local import ContextTooLong
 
 if TYPE_CHECKING:
@@ -38,17 +38,7 @@ def _prepare(backend: LlamaCppBackend, prompt: str, request: CompletionRequest, 
     room = backend.context_size - len(tokens)
     if room < 1:
         raise ContextTooLong(len(tokens), backend.context_size)
-    stop = (request.stop,) if isinstance(request.stop, str) else tuple(request.stop or ())
-    params = SamplingParams(
-        max_tokens=min(max_tokens, room),
-        temperature=1.0 if request.temperature is None else request.temperature,
-        top_p=1.0 if request.top_p is None else request.top_p,
-        seed=request.seed,
-        stop=stop,
-        presence_penalty=request.presence_penalty or 0.0,
-        frequency_penalty=request.frequency_penalty or 0.0,
-    )
-    return tokens, params
+    return tokens, sampling_params(request, min(max_tokens, room))
 
 
 async def _run(backend: LlamaCppBackend, tokens: list[int], params: SamplingParams, emit: Any,

@@ -46,15 +46,21 @@ class OutputPlan(msgspec.Struct, kw_only=True):
     calls_tools: bool = False  # the answer may be tool calls
 
     def message(self, text: str, finish_reason: str) -> tuple[dict[str, Any], str]:
-        """The assistant message and finish reason for the generated `text`."""
+        """The assistant message and finish reason for the generated `text` (`max_tokens` cutting a later call
+        after complete ones: those calls, and `length`, as OpenAI says when generation stopped on max_tokens)."""
         calls = parse_tool_calls(text) if self.calls_tools else None
         if calls:
-            return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
+            return {"role": "assistant", "content": None, "tool_calls": calls}, calls_finish_reason(finish_reason)
         return {"role": "assistant", "content": text}, finish_reason
 
     def deltas(self) -> DeltaStream:
         """A converter from streamed text to `delta` objects for this plan."""
         return DeltaStream(self.calls_tools)
+
+
+def calls_finish_reason(finish_reason: str) -> str:
+    """The finish reason of an answer that has tool calls: `tool_calls`, or `length` when max_tokens stopped it."""
+    return "length" if finish_reason == "length" else "tool_calls"
 
 
 def new_call_id() -> str:
@@ -126,7 +132,7 @@ class DeltaStream:
     def finish(self, finish_reason: str) -> tuple[list[dict[str, Any]], str]:
         """Deltas for whatever is left, and the final finish reason."""
         if self.mode == "tools" and self.calls:
-            return [], "tool_calls"
+            return [], calls_finish_reason(finish_reason)
         rest, self.buffer = self.buffer, ""
         return ([{"content": rest}] if rest else []), finish_reason
 

@@ -49,19 +49,32 @@ def retry_after(value: str | None) -> dict[str, str]:
     return {"retry-after": value} if _RETRY_AFTER.fullmatch(value) else {}
 
 
-def status_error(status: int, content: bytes, scrub: KeyScrubber, retry_after_header: str | None) -> GatewayError:
-    """The error for an upstream answer with status >= 400 (`content` is the start of its body)."""
+def tier_subject(tier: str) -> str:
+    """How an error message names an HTTP tier: "The upstream", or "The <name> tier" for a named SLM tier."""
+    return "The upstream" if tier == "upstream" else f"The {tier} tier"
+
+
+def key_setting(tier: str) -> str:
+    """The setting that holds an HTTP tier's API key."""
+    return "upstream.api_key" if tier == "upstream" else f"slm_tiers.{tier}.api_key"
+
+
+def status_error(
+    status: int, content: bytes, scrub: KeyScrubber, retry_after_header: str | None, tier: str = "upstream"
+) -> GatewayError:
+    """The error for an answer with status >= 400 from the HTTP tier `tier` (`content` is the start of its body)."""
     if status in AUTH_STATUSES:
         return TierUnavailable(
-            f"The upstream refused this gateway's upstream credentials (HTTP {status}); "
-            "the gateway operator must check upstream.api_key.",
+            f"{tier_subject(tier)} refused this gateway's {'upstream ' if tier == 'upstream' else ''}credentials "
+            f"(HTTP {status}); "
+            f"the gateway operator must check {key_setting(tier)}.",
             kind="auth",
             status_code=502,
             error_type="upstream_error",
             code="upstream_auth_failed",
         )
     headers = retry_after(retry_after_header) if status in (429, 503) else {}
-    message = f"The upstream answered HTTP {status}."
+    message = f"{tier_subject(tier)} answered HTTP {status}."
     error = _error_object(content)
     if error is None:
         payload = error_json(message, "upstream_error", None, f"upstream_{status}")
@@ -82,7 +95,8 @@ def stream_error(payload: bytes, scrub: KeyScrubber, tier: str) -> TierUnavailab
     """The error for an `{"error": ...}` event inside an upstream stream (the stream ends with it)."""
     error = _error_object(payload) or {}
     detail = scrub.optional(error.get("message"))
-    message = f"The {tier} stream failed: {detail}" if detail else f"The {tier} stream failed."
+    who = tier_subject(tier)
+    message = f"{who} stream failed: {detail}" if detail else f"{who} stream failed."
     return TierUnavailable(
         message, kind="protocol", status_code=502, error_type="upstream_error", code="upstream_stream_error"
     )
