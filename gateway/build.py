@@ -149,7 +149,9 @@ def build_gateway(
     health = build_health(
         tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds
     )
-    learning = build_learning(settings, tiers, costs, metrics, router)
+    from gateway.supervisor import reload_pid  # auto-retrain's promote reloads every worker through it
+
+    learning = build_learning(settings, tiers, costs, metrics, router, reload_pid=reload_pid())
     keys = KeyChecker(settings.api_keys, settings.admin_api_keys, limiter.directory if limiter else None)
     return Pipeline(settings, tiers, router, cache, keys, metrics, accounting, health, learning=learning,
                     embedder=embedder, limits=limiter)

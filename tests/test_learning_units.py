@@ -28,6 +28,7 @@ from gateway.learning.judge import (
 )
 from gateway.learning.labels import LabelSink, export_stream, hash_tenant, label_row
 from gateway.learning.recent import RecentRequests, Remembered
+from gateway.learning.redis_client import LEARNING_CLIENT_NAME
 from gateway.errors import InvalidRequest
 from gateway.settings import SettingsError, load_settings
 
@@ -266,3 +267,38 @@ def test_fake_judge_script(tmp_path: Path) -> None:
     assert judge_completion("a b", body, "j", "id")["usage"] == {"prompt_tokens": 3, "completion_tokens": 2,
                                                                   "total_tokens": 5}
     assert VerdictRule("x").reply is None
+
+
+# -- the Redis client's life ----------------------------------------------------------------------------------------
+async def _learning_connections(admin: aioredis.Redis) -> int:
+    db = int(REDIS_URL.rsplit("/", 1)[-1] or 0)
+    return sum(1 for c in await admin.client_list() if c.get("name") == LEARNING_CLIENT_NAME and int(c["db"]) == db)
+
+
+async def test_learning_closes_its_redis_pool_through_redis_link(redis_client: aioredis.Redis, tmp_path: Path) -> None:
+    """`Learning.stop` closes the pool (the server sees learning's connections go); with Redis down, stop still
+    returns (closing a client whose connections never opened is not an error)."""
+    from prometheus_client import CollectorRegistry
+
+    from gateway.costs import CostModel
+    from gateway.dispatch import Tiers
+    from gateway.learning.metrics import LearningMetrics
+    from gateway.learning.service import Learning
+    from gateway.settings import CostSettings
+
+    def learning(url: str) -> Learning:
+        settings = load_settings(environ={}, overrides={"cache": {"redis_url": url}, "learning": {"feedback": True}})
+        return Learning(settings, tiers=Tiers(), costs=CostModel(CostSettings(), "gpt-4o-mini"),
+                        metrics=LearningMetrics(CollectorRegistry()), router=None)
+
+    up = learning(REDIS_URL)
+    assert up.redis is not None
+    await up.start()
+    assert await up.recent.mark_rated("r-1") is True  # a round trip: one connection in learning's pool
+    assert await _learning_connections(redis_client) == 1
+    await up.stop()
+    assert await _learning_connections(redis_client) == 0
+    down = learning("redis://127.0.0.1:1/0")
+    await down.start()
+    assert await down.recent.mark_rated("r-1") is True  # Redis down: this process's memory answers
+    await down.stop()
