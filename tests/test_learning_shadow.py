@@ -255,3 +255,23 @@ async def test_a_client_request_preempts_a_running_shadow_generation(tmp_path: P
     assert h.value("slm_gateway_learning_shadow_dropped_total", reason="preempted") == 1
     assert h.value("slm_gateway_learning_labels_total", source="judge") == 0
     assert h.rows() == []
+
+
+async def test_auto_retraining_alone_does_no_work_per_request(tmp_path: Path) -> None:
+    from gateway.dispatch import Answer
+    from gateway.exchange import Exchange
+    from gateway.learning.service import Learning
+    from gateway.routing.decision import RouteDecision
+    from gateway.settings import load_settings
+
+    settings = load_settings(environ={}, overrides={"learning": {
+        "labels_path": str(tmp_path / "labels.jsonl"), "auto_retrain": {"interval_seconds": 3600}}})
+    learning = Learning(settings, tiers=Tiers(local=FakeBackend("local"), upstream=FakeBackend()),
+                        costs=CostModel(CostSettings(), "gpt-4o-mini"), metrics=LearningMetrics(CollectorRegistry()),
+                        router=None)
+    assert (learning.active, learning.shadow_on, learning.feedback_on, learning.retrain.on) == (True, False, False, True)
+    ex = Exchange("r1", {}, 0.0)
+    ex.accept("t-a", parse_chat_request(b'{"model":"auto","messages":[{"role":"user","content":"hi"}]}'))
+    ex.routed(RouteDecision(tier="local", reason="classifier", detail="d"), "local")
+    assert learning.attach(Answer(200, b"{}", {}), ex) is None
+    assert learning.recent._items == {} and learning.shadow.queue.qsize() == 0

@@ -302,3 +302,38 @@ async def test_learning_closes_its_redis_pool_through_redis_link(redis_client: a
     await down.start()
     assert await down.recent.mark_rated("r-1") is True  # Redis down: this process's memory answers
     await down.stop()
+
+
+# -- opting out ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("headers", "raw", "out"), [
+    ({"x-gateway-learning": "off"}, {}, True),
+    ({"x-gateway-learning": " False "}, {}, True),
+    ({"x-gateway-learning": "on"}, {}, False),
+    ({"x-gateway-tag": "no-learning"}, {}, True),
+    ({"x-gateway-tag": "billing"}, {"user": "no-learning"}, False),  # the header tag wins over the user field
+    ({}, {"user": "no-learning"}, True),
+    ({}, {"user": "someone"}, False),
+    ({}, {"user": 7}, False),
+    ({}, {}, False),
+])
+def test_opt_out_by_header_or_tag(headers: dict, raw: dict, out: bool) -> None:
+    from gateway.learning.privacy import opted_out
+
+    assert opted_out(headers, raw, "x-gateway-learning", frozenset({"no-learning"})) is out
+
+
+# -- auto-retraining's guards ---------------------------------------------------------------------------------------
+def test_the_host_lock_lets_one_retrain_run_in(tmp_path: Path) -> None:
+    from gateway.learning.retrain import host_lock
+
+    with host_lock(tmp_path / "work" / "lock") as first, host_lock(tmp_path / "work" / "lock") as second:
+        assert (first, second) == (True, False)
+    with host_lock(tmp_path / "work" / "lock") as again:
+        assert again is True
+
+
+@pytest.mark.parametrize("bad", [{"interval_seconds": -1}, {"min_new_labels": 0}, {"timeout_seconds": 0}])
+def test_auto_retrain_settings_validate(bad: dict) -> None:
+    with pytest.raises(SettingsError, match=r"^learning.auto_retrain: interval_seconds must be >= 0, "
+                                            r"timeout_seconds > 0 and min_new_labels >= 1$"):
+        load_settings(environ={}, overrides={"learning": {"auto_retrain": bad}})

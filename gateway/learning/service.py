@@ -115,7 +115,7 @@ class Learning:
         small = served if served != "upstream" else decision.small_tier
         if isinstance(answer, Answer) and answer.status != 200:
             return None
-        if not self.active:
+        if not (self.shadow_on or self.feedback_on):  # auto-retraining alone has nothing to do per request
             return None
         if opted_out(headers, parsed.raw, self.settings.opt_out_header, self._opt_out_tags):
             if self.shadow_on:
