@@ -337,3 +337,25 @@ def test_auto_retrain_settings_validate(bad: dict) -> None:
     with pytest.raises(SettingsError, match=r"^learning.auto_retrain: interval_seconds must be >= 0, "
                                             r"timeout_seconds > 0 and min_new_labels >= 1$"):
         load_settings(environ={}, overrides={"learning": {"auto_retrain": bad}})
+
+
+async def test_a_retrain_run_skips_without_new_labels_and_counts_a_failed_train(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from gateway.learning.metrics import LearningMetrics
+    from gateway.learning.retrain import AutoRetrain
+    from gateway.settings import AutoRetrainSettings
+
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps(_row(request_id=f"r{i}")) + "\n" for i in range(3)))
+    settings = AutoRetrainSettings(interval_seconds=60, min_new_labels=3, work_dir=str(tmp_path / "work"))
+
+    def retrain(python: str) -> AutoRetrain:
+        return AutoRetrain(settings, labels_path=str(labels), redis=None, stream="s", target=None, reload_pid=0,
+                           metrics=LearningMetrics(CollectorRegistry()), python=python)
+
+    assert await retrain("/bin/false").run_once() == "failed"  # `python -m gateway classifier train` exits 1
+    assert not (tmp_path / "work" / "state.json").exists()  # a failed train does not use up the labels
+    assert (tmp_path / "work" / "labels.jsonl").read_text() == labels.read_text()
+    (tmp_path / "work" / "state.json").write_text('{"rows": 1}')
+    assert await retrain("/bin/false").run_once() == "skipped"  # 2 new rows < min_new_labels 3

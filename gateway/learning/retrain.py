@@ -25,6 +25,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -186,9 +187,10 @@ class AutoRetrain:
 
     async def _cli(self, args: list[str]) -> tuple[int, str]:
         """`python -m gateway ARGS` at lower priority; (exit code, last lines of its output)."""
+        nice = shutil.which("nice")  # not preexec_fn: this process runs threads (llama.cpp, the executor)
+        argv = [*([nice, "-n", str(NICE)] if nice else []), self.python, "-m", "gateway", *args]
         proc = await asyncio.create_subprocess_exec(
-            self.python, "-m", "gateway", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL, preexec_fn=lambda: os.nice(NICE),
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
         )
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout=self.settings.timeout_seconds)
