@@ -9,8 +9,8 @@ engineering, machine learning, astronomy, econometrics), of which `--held-out` a
 traffic rows with their true labels, each grade flipped with probability `--judge-noise` (a judge that errs).
 Learning from k judged requests = what `slm-gateway classifier train --data dev --data labels` does: the prior's
 rows plus k label rows, the label rows weighted by the documented default (`classifier.data.traffic_weight`), a
-refit (the light configuration: 2^16 word features, no tree or subject-prior head, so that a fit takes a minute
-rather than ten). Printed: APGR and CPT(50%) on the held-out traffic, with 90% bootstrap intervals, and the paired
+refit (the light configuration: 2^16 word features, no tree or subject-prior head: 2-4 minutes a fit at load
+5-10 on the 2-core VM, several times that with the shipped configuration). Printed: APGR and CPT(50%) on the held-out traffic, with 90% bootstrap intervals, and the paired
 APGR difference to the prior (same resamples), for 0 and `--labels` (100, 300, 1,000) judged requests.
 
 Part 2 (latency; `bench/shadow_latency.py`): the client latency shadow judging adds, through two running gateways
@@ -20,10 +20,10 @@ p50/p99 at a fixed open-loop rate, pinned-upstream and pinned-local requests, al
 Part 3 (hook): `Learning.attach` with shadow judging and feedback on, as the gateway calls it for every answered
 request: time per call over `--hook-calls` calls.
 
-    python bench/learning.py                          # all three parts (~10 min on a quiet 2-core VM)
+    python bench/learning.py                          # all three parts (~14 min at load 5-10 on the 2-core VM)
     python bench/learning.py --quick                  # smaller: 100/300 labels, 1 latency round of 5 s
     python bench/learning.py --only learning --labels 100 300 1000 --weights 1 default
-    python bench/learning.py --only latency --rounds 3 --duration 15 --upstream-rate 8 --local-rate 1
+    python bench/learning.py --only latency --rounds 3 --duration 15 --upstream-rate 8 --local-rate 0.5
     python bench/learning.py --loop                   # the old same-distribution loop (see bench/README.md)
 """
 
@@ -286,6 +286,7 @@ def main() -> int:
     p.add_argument("--prior-rows", type=int, default=0, help="learning: subsample the prior's rows (0: all)")
     shadow_latency.add_arguments(p)
     p.add_argument("--hook-calls", type=int, default=20000, help="hook: Learning.attach calls")
+    p.add_argument("--shift", action="store_true", help=argparse.SUPPRESS)  # the old name of --only learning
     p.add_argument("--loop", action="store_true", help="instead: the old same-distribution loop (--days ...)")
     p.add_argument("--seed-rows", type=int, default=300, help="--loop: seed set")
     p.add_argument("--days", type=int, default=3, help="--loop: simulated days")
@@ -299,7 +300,7 @@ def main() -> int:
         args.rounds, args.duration, args.hook_calls = 1, 5.0, 5000
     args.labels = args.labels or [100, 300, 1000]
     args.bootstrap = args.bootstrap or 300
-    parts = args.only or ["learning", "latency", "hook"]
+    parts = args.only or (["learning"] if args.shift else ["learning", "latency", "hook"])
     print(f"machine: {machine_line()}; load average {load_average()}", flush=True)
     started = time.perf_counter()
     if args.loop:
