@@ -153,7 +153,11 @@ def shifted(args: argparse.Namespace) -> list[str]:
     held, pool = data.subset(order[: args.held_out]), order[args.held_out :]
     if max(args.labels) > len(pool):
         raise SystemExit(f"--labels {max(args.labels)} > the {len(pool)} traffic rows not held out")
-    boot = [rng.integers(0, len(held), len(held)) for _ in range(args.bootstrap)]
+    # separate streams: the judge's errors do not depend on --bootstrap (so --quick judges the same labels)
+    noise = np.random.default_rng([args.seed, 1])
+    flip_w, flip_s = noise.random(len(pool)) < args.judge_noise, noise.random(len(pool)) < args.judge_noise
+    resample = np.random.default_rng([args.seed, 2])
+    boot = [resample.integers(0, len(held), len(held)) for _ in range(args.bootstrap)]
     config = RouterConfig(word_features=2**16, tree_weight=0.0, subject_prior_weight=0.0)
     say(f"1. learning: a deployment whose traffic the router was not fitted to ({args.data})")
     say(f"   prior (stand-in for the shipped model): {len(prior_rows)} dev rows outside the traffic's domain "
@@ -192,7 +196,6 @@ def shifted(args: argparse.Namespace) -> list[str]:
     prior = fit_router(prior_rows, config)
     base = prior.score_many(held.prompts)
     row("0 (prior)", "-", base, None, time.perf_counter() - started)
-    flip_w, flip_s = rng.random(len(pool)) < args.judge_noise, rng.random(len(pool)) < args.judge_noise
     for k in args.labels:
         rows = data.subset(pool[:k])
         rows = dataclasses.replace(
