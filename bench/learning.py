@@ -1,25 +1,30 @@
-"""A simulated deployment of the learning loop, and the request-path cost of learning's hook.
+"""The learning loop's headline figures, printed by one command: what a deployment gains from judged labels, and
+what shadow judging costs its clients.
 
-Part 1 (the loop): the routing dev data stands for traffic whose true per-tier correctness is known. A router is
-trained on a small seed set; each simulated day, `--requests-per-day` prompts arrive from the traffic pool, a
-`--shadow-rate` share is shadow-judged (the judge is the true labels, each grade flipped with probability
-`--judge-noise`), the label rows are added to the training set, the router is retrained (the real
-`classifier.train.fit_router`, a lighter configuration than the shipped one) and evaluated on held-out prompts (APGR per benchmark, `classifier.evaluate`).
-Judge spend is estimated from the judge's message (prompt + two answers) at the `--judge-price` per million
-input tokens, counting 1.3 tokens per word.
+Part 1 (learning; `shifted`): a simulated deployment on traffic the router was not fitted to. The routing dev data
+(`shared/data/routing/dev.jsonl`) is split by domain: the stand-in for the shipped model (the "prior") is trained on
+every dev row *outside* the traffic's domain (8,750 rows: GSM8K and every MMLU subject but the STEM ones); the
+traffic is the 1,838 STEM MMLU rows (mathematics, physics, chemistry, computer science, statistics, algebra,
+engineering, machine learning, astronomy, econometrics), of which `--held-out` are held out. Judged requests are
+traffic rows with their true labels, each grade flipped with probability `--judge-noise` (a judge that errs).
+Learning from k judged requests = what `slm-gateway classifier train --data dev --data labels` does: the prior's
+rows plus k label rows, the label rows weighted by the documented default (`classifier.data.traffic_weight`), a
+refit (the light configuration: 2^16 word features, no tree or subject-prior head: 2-4 minutes a fit at load
+5-10 on the 2-core VM, several times that with the shipped configuration). Printed: APGR and CPT(50%) on the held-out traffic, with 90% bootstrap intervals, and the paired
+APGR difference to the prior (same resamples), for 0 and `--labels` (100, 300, 1,000) judged requests.
 
-Part 2 (the hook): `Learning.attach` with shadow judging and feedback on, as the gateway calls it for every
-answered request: median time per call over `--hook-calls` calls.
+Part 2 (latency; `bench/shadow_latency.py`): the client latency shadow judging adds, through two running gateways
+(shadow_rate 0 and 1.0, the bundled local model) and the fake upstream acting as the upstream LLM and the judge:
+p50/p99 at a fixed open-loop rate, pinned-upstream and pinned-local requests, alternating rounds.
 
-    python bench/learning.py                          # 3 days of 1500 requests, 20% shadowed
-    python bench/learning.py --days 5 --shadow-rate 0.05 --judge-noise 0.1
-    python bench/learning.py --hook-only
-    python bench/learning.py --shift                  # prior without STEM MMLU, STEM traffic, 100/300/1000 labels
+Part 3 (hook): `Learning.attach` with shadow judging and feedback on, as the gateway calls it for every answered
+request: time per call over `--hook-calls` calls.
 
-Part 3 (--shift): the deployment the method is meant for, see `shifted`. Part 1 above trains from a 300-row
-seed of the *same* distribution as its traffic, with a configuration lacking the subject-prior and tree heads:
-it does not measure learning a deployment (its "no gain" is within the noise of its held-out APGR, whose
-bootstrap sd is ~0.03 on MMLU and ~0.075 on GSM8K there).
+    python bench/learning.py                          # all three parts (~14 min at load 5-10 on the 2-core VM)
+    python bench/learning.py --quick                  # smaller: 100/300 labels, 1 latency round of 5 s
+    python bench/learning.py --only learning --labels 100 300 1000 --weights 1 default
+    python bench/learning.py --only latency --rounds 3 --duration 15 --upstream-rate 8 --local-rate 0.5
+    python bench/learning.py --loop                   # the old same-distribution loop (see bench/README.md)
 """
 
 from __future__ import annotations
@@ -123,49 +128,74 @@ STEM = ("mathematics", "physics", "chemistry", "computer", "statistics", "algebr
         "machine_learning", "astronomy", "econometrics")
 
 
-def shifted(args: argparse.Namespace) -> None:
-    """The deployment the shipped method faces: a prior trained on the dev rows *outside* the traffic's domain
-    (every MMLU subject but the STEM ones, and GSM8K), traffic from the domain it was not fitted to (the STEM
-    subjects' rows, true labels, each grade flipped with probability ``--judge-noise``). Learning = what
-    ``classifier train --data dev --data labels`` does: the prior's rows plus k label rows, weighted by
-    ``--weights`` (1, or "default": :func:`classifier.data.traffic_weight`). APGR / CPT(50%) on held-out traffic
-    rows, with 90% bootstrap intervals and the paired APGR difference to the prior (the same resamples)."""
+def shifted(args: argparse.Namespace) -> list[str]:
+    """Part 1 (see the module docstring): the report's lines, also printed as they come."""
     from classifier import metrics as M
     from classifier.data import concat, weight_traffic
     from classifier.fit import RouterConfig, fit_router
     from classifier.train import load_dataset
 
+    lines: list[str] = []
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+        lines.append(text)
+
     data = load_dataset(args.data)
     in_domain = np.array([data.benchmark[i] == "mmlu" and any(s in data.subject[i] for s in STEM)
                           for i in range(len(data))])
-    prior_rows = data.subset(np.flatnonzero(~in_domain))
     rng = np.random.default_rng(args.seed)
+    outside = np.flatnonzero(~in_domain)
+    if args.prior_rows and args.prior_rows < len(outside):
+        outside = np.sort(rng.choice(outside, args.prior_rows, replace=False))
+    prior_rows = data.subset(outside)
     order = rng.permutation(np.flatnonzero(in_domain))
     held, pool = data.subset(order[: args.held_out]), order[args.held_out :]
-    boot = [rng.integers(0, len(held), len(held)) for _ in range(args.bootstrap)]
+    if max(args.labels) > len(pool):
+        raise SystemExit(f"--labels {max(args.labels)} > the {len(pool)} traffic rows not held out")
+    # separate streams: the judge's errors do not depend on --bootstrap (so --quick judges the same labels)
+    noise = np.random.default_rng([args.seed, 1])
+    flip_w, flip_s = noise.random(len(pool)) < args.judge_noise, noise.random(len(pool)) < args.judge_noise
+    resample = np.random.default_rng([args.seed, 2])
+    boot = [resample.integers(0, len(held), len(held)) for _ in range(args.bootstrap)]
     config = RouterConfig(word_features=2**16, tree_weight=0.0, subject_prior_weight=0.0)
-    print(f"shifted deployment: prior on {len(prior_rows)} dev rows (not STEM MMLU), traffic = {in_domain.sum()} STEM "
-          f"MMLU rows ({args.held_out} held out); judge noise {args.judge_noise}; {args.bootstrap} bootstrap resamples")
+    say(f"1. learning: a deployment whose traffic the router was not fitted to ({args.data})")
+    say(f"   prior (stand-in for the shipped model): {len(prior_rows)} dev rows outside the traffic's domain "
+        f"(GSM8K + non-STEM MMLU)")
+    say(f"   traffic: the {int(in_domain.sum())} STEM MMLU rows ({', '.join(STEM)}); {len(held)} held out "
+        f"(local acc {held.weak_correct.mean():.3f}, upstream acc {held.strong_correct.mean():.3f})")
+    say(f"   judged request = a traffic row, each grade flipped with p={args.judge_noise}; learning = prior rows + "
+        f"k label rows, refit; 90% bootstrap CIs over the held-out rows ({args.bootstrap} resamples, seed {args.seed})")
 
     def apgr(scores: np.ndarray, b: np.ndarray) -> float:
         w, st = held.weak_correct[b], held.strong_correct[b]
         return M.summarize(scores[b], w, st)["apgr"] if M.pgr_defined(w, st) else float("nan")  # skipped
 
-    def line(label: str, scores: np.ndarray, base: np.ndarray | None) -> str:
-        whole = M.summarize(scores, held.weak_correct, held.strong_correct)
-        lo, hi = np.nanquantile([apgr(scores, b) for b in boot], [0.05, 0.95])
-        text = f"{label:<24} APGR {whole['apgr']:.3f} [{lo:.3f}, {hi:.3f}]  CPT(50%) {whole['cpt50']:.3f}"
-        if base is not None:
-            diffs = [apgr(scores, b) - apgr(base, b) for b in boot]
-            dlo, dhi = np.nanquantile(diffs, [0.05, 0.95])
-            text += f"  vs prior {float(np.nanmean(diffs)):+.3f} [{dlo:+.3f}, {dhi:+.3f}]"
-        return text
+    def cpt(scores: np.ndarray, b: np.ndarray) -> float:
+        w, st = held.weak_correct[b], held.strong_correct[b]
+        return M.summarize(scores[b], w, st)["cpt50"] if M.pgr_defined(w, st) else float("nan")
 
+    def ci(values: list[float], fmt: str) -> str:
+        lo, hi = np.nanquantile(values, [0.05, 0.95])
+        return f"[{lo:{fmt}}, {hi:{fmt}}]"
+
+    def row(label: str, weight: str, scores: np.ndarray, base: np.ndarray | None, seconds: float) -> None:
+        whole = M.summarize(scores, held.weak_correct, held.strong_correct)
+        text = (f"   {label:>9} {weight:>7}  {whole['apgr']:.3f} {ci([apgr(scores, b) for b in boot], '.3f')}  "
+                f"{whole['cpt50']:6.1%} {ci([cpt(scores, b) for b in boot], '.1%')}  ")
+        if base is None:
+            text += f"{'-':>24}"
+        else:
+            diff = whole["apgr"] - M.summarize(base, held.weak_correct, held.strong_correct)["apgr"]
+            text += f"{diff:+.3f} {ci([apgr(scores, b) - apgr(base, b) for b in boot], '+.3f')}"
+        say(text + f"  {seconds:5.0f}")
+
+    say(f"   {'labels':>9} {'weight':>7}  {'APGR [90% CI]':<22}  {'CPT(50%) [90% CI]':<23}  "
+        f"{'APGR vs prior [90% CI]':<24}  fit s")
     started = time.perf_counter()
     prior = fit_router(prior_rows, config)
     base = prior.score_many(held.prompts)
-    print(line("prior only", base, None) + f"  (fit {time.perf_counter() - started:.0f}s)", flush=True)
-    flip_w, flip_s = rng.random(len(pool)) < args.judge_noise, rng.random(len(pool)) < args.judge_noise
+    row("0 (prior)", "-", base, None, time.perf_counter() - started)
     for k in args.labels:
         rows = data.subset(pool[:k])
         rows = dataclasses.replace(
@@ -176,15 +206,19 @@ def shifted(args: argparse.Namespace) -> None:
             train, used = weight_traffic(concat([prior_rows, rows]), None if weight == "default" else float(weight))
             started = time.perf_counter()
             model = fit_router(train, config)
-            print(line(f"+{k} labels x{used:.1f}", model.score_many(held.prompts), base)
-                  + f"  (fit {time.perf_counter() - started:.0f}s)", flush=True)
+            shown = f"{used:.2f}" + ("*" if weight == "default" else "")
+            row(str(k), shown, model.score_many(held.prompts), base, time.perf_counter() - started)
+    say("   (weight: each label row's training weight; * the documented default, classifier.data.traffic_weight: "
+        "labels weigh half the benchmark rows in total, capped at 4 per row)")
+    return lines
 
 
-def hook_cost_main(calls: int) -> None:
+def hook_cost_main(calls: int) -> str:
     """Median µs per `Learning.attach` (shadow rate 0.05, feedback on; no tier is called)."""
     from gateway.exchange import Exchange
     from gateway.openai.request import parse_chat_request
     from gateway.costs import CostModel
+    from gateway.devtools.fake_backend import FakeBackend
     from gateway.dispatch import Answer, Tiers
     from gateway.learning.service import Learning
     from gateway.metrics import GatewayMetrics
@@ -197,9 +231,10 @@ def hook_cost_main(calls: int) -> None:
             "learning": {"shadow_rate": 0.05, "feedback": True, "labels_path": f"{tmp}/labels.jsonl"}})
         metrics = GatewayMetrics()
         router = router_from_settings(settings, metrics)
-        learning = Learning(settings, tiers=Tiers(), costs=CostModel(settings.costs, "gpt-4o-mini"),
+        tiers = Tiers(local=FakeBackend("local"), upstream=FakeBackend())  # never called: no worker runs
+        learning = Learning(settings, tiers=tiers, costs=CostModel(settings.costs, "gpt-4o-mini"),
                             metrics=metrics.learning, router=router)
-        learning.shadow_on = True  # no upstream here: force the sampler on (nothing is queued past its bound)
+        assert learning.shadow_on and learning.feedback_on
         parsed = parse_chat_request(b'{"model":"auto","messages":[{"role":"user","content":"What is the capital '
                                     b'of France? Answer in one word."}],"temperature":0}')
         decision = RouteDecision(tier="local", reason="classifier", detail="classifier", score=0.31)
@@ -226,38 +261,65 @@ def hook_cost_main(calls: int) -> None:
 
         asyncio.run(run())
     timings.sort()
-    print(f"Learning.attach + offer, {calls} calls: p50 {timings[len(timings) // 2] / 1000:.1f} µs, "
-          f"p99 {timings[int(len(timings) * 0.99)] / 1000:.1f} µs, mean {statistics.fmean(timings) / 1000:.1f} µs")
+    line = (f"3. hook: Learning.attach + offer (shadow rate 0.05, feedback on), {calls} calls: "
+            f"p50 {timings[len(timings) // 2] / 1000:.1f} µs, p99 {timings[int(len(timings) * 0.99)] / 1000:.1f} µs, "
+            f"mean {statistics.fmean(timings) / 1000:.1f} µs")
+    print(line, flush=True)
+    return line
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    import shadow_latency
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", choices=("learning", "latency", "hook"), action="append",
+                   help="run only these parts (repeatable; default all three)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller run: --labels 100 300, --bootstrap 200, latency --rounds 1 --duration 5")
     p.add_argument("--data", default=str(DEFAULT_DATA))
-    p.add_argument("--seed-rows", type=int, default=300)
-    p.add_argument("--days", type=int, default=3)
-    p.add_argument("--requests-per-day", type=int, default=1500)
-    p.add_argument("--shadow-rate", type=float, default=0.2)
-    p.add_argument("--judge-noise", type=float, default=0.05)
-    p.add_argument("--judge-price", type=float, default=2.5, help="$ per million judge input tokens")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--hook-calls", type=int, default=20000)
-    p.add_argument("--hook-only", action="store_true")
-    p.add_argument("--shift", action="store_true",
-                   help="the shifted deployment instead: prior without the STEM MMLU subjects, STEM traffic")
-    p.add_argument("--labels", type=int, nargs="+", default=[100, 300, 1000], help="--shift: label counts")
-    p.add_argument("--weights", nargs="+", default=["1", "default"], help="--shift: traffic row weights")
-    p.add_argument("--held-out", type=int, default=700, help="--shift: held-out traffic rows")
-    p.add_argument("--bootstrap", type=int, default=300, help="--shift: bootstrap resamples")
+    p.add_argument("--judge-noise", type=float, default=0.05, help="learning: probability a judged grade is wrong")
+    p.add_argument("--labels", type=int, nargs="+", default=None,
+                   help="learning: judged-request counts (default 100 300 1000)")
+    p.add_argument("--weights", nargs="+", default=["default"],
+                   help="learning: label row weights to try ('default' = classifier.data.traffic_weight)")
+    p.add_argument("--held-out", type=int, default=700, help="learning: held-out traffic rows")
+    p.add_argument("--bootstrap", type=int, default=None, help="learning: bootstrap resamples (default 300)")
+    p.add_argument("--prior-rows", type=int, default=0, help="learning: subsample the prior's rows (0: all)")
+    shadow_latency.add_arguments(p)
+    p.add_argument("--hook-calls", type=int, default=20000, help="hook: Learning.attach calls")
+    p.add_argument("--shift", action="store_true", help=argparse.SUPPRESS)  # the old name of --only learning
+    p.add_argument("--loop", action="store_true", help="instead: the old same-distribution loop (--days ...)")
+    p.add_argument("--seed-rows", type=int, default=300, help="--loop: seed set")
+    p.add_argument("--days", type=int, default=3, help="--loop: simulated days")
+    p.add_argument("--requests-per-day", type=int, default=1500, help="--loop")
+    p.add_argument("--shadow-rate", type=float, default=0.2, help="--loop")
+    p.add_argument("--judge-price", type=float, default=2.5, help="--loop: $ per million judge input tokens")
     args = p.parse_args()
-    print(f"machine: {machine_line()}; load average {load_average()}")
-    if args.shift:
-        shifted(args)
+    if args.quick:
+        args.labels = args.labels or [100, 300]
+        args.bootstrap = args.bootstrap or 200
+        args.rounds, args.duration, args.hook_calls = 1, 5.0, 5000
+    args.labels = args.labels or [100, 300, 1000]
+    args.bootstrap = args.bootstrap or 300
+    parts = args.only or (["learning"] if args.shift else ["learning", "latency", "hook"])
+    print(f"machine: {machine_line()}; load average {load_average()}", flush=True)
+    started = time.perf_counter()
+    if args.loop:
+        simulate(args)
         print(f"load average after: {load_average()}")
         return 0
-    hook_cost_main(args.hook_calls)
-    if not args.hook_only:
-        simulate(args)
-    print(f"load average after: {load_average()}")
+    report: list[str] = []
+    if "learning" in parts:
+        report += shifted(args)
+    if "latency" in parts:
+        print("2. ", end="")
+        report += shadow_latency.measure(args)
+    if "hook" in parts:
+        report.append(hook_cost_main(args.hook_calls))
+    print(f"\n== summary ({time.perf_counter() - started:.0f} s; load average now {load_average()})")
+    print("\n".join(report))
     return 0
 
 

@@ -12,6 +12,7 @@ from gateway.api.dropin_routes import build_dropin_routes
 from gateway.api.key_routes import build_key_routes
 from gateway.api.routes import JSON, build_routes
 from gateway.build import build_gateway
+from gateway.supervisor import reload_pid
 from gateway.dropin_build import build_dropin, cors_config
 from gateway.errors import GatewayError, error_json
 from gateway.pipeline import Pipeline
@@ -58,7 +59,7 @@ def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Litestar:
     """A ready-to-serve litestar app for `settings` (around `pipeline` when given, else `build_gateway(settings)`)."""
-    pipeline = pipeline or build_gateway(settings)
+    pipeline = pipeline or build_gateway(settings, reload_pid=reload_pid())
     router = pipeline.router
     reloadable = isinstance(router, ReloadableRouter)
     dropin = build_dropin(settings, pipeline)

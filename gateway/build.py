@@ -147,11 +147,13 @@ def build_gateway(
     router: Router | None = None,
     metrics: GatewayMetrics | None = None,
     embedder: SharedEmbedder | None = None,
+    reload_pid: int | None = None,
 ) -> Pipeline:
     """The pipeline for `settings`: route → cache → dispatch, recorded by one `Accounting`.
 
     `tiers`, `router` and `metrics` may be passed in (tests run the middle with `gateway.devtools.FakeBackend`).
-    `embedder` (one per gateway, loaded on first use) is the one every user of embeddings gets.
+    `embedder` (one per gateway, loaded on first use) is the one every user of embeddings gets. `reload_pid`: the
+    process whose SIGHUP reloads every worker (auto-retraining's promote; default this process).
     """
     metrics = metrics or GatewayMetrics()
     tiers = tiers or build_tiers(settings, metrics)
@@ -169,7 +171,7 @@ def build_gateway(
         tiers.local, tiers.upstream, cache.cache.store, metrics.cache_backend_up, settings.server.readiness_cache_seconds,
         slm=tiers.slm,
     )
-    learning = build_learning(settings, tiers, costs, metrics, router)
+    learning = build_learning(settings, tiers, costs, metrics, router, reload_pid=reload_pid)
     keys = KeyChecker(settings.api_keys, settings.admin_api_keys, limiter.directory if limiter else None)
     return Pipeline(settings, tiers, router, cache, keys, metrics, accounting, health, learning=learning,
                     embedder=embedder, limits=limiter)

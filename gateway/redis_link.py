@@ -45,6 +45,14 @@ def redis_client(url: str, *, timeout_seconds: float, max_connections: int, **po
     return Redis.from_pool(pool)
 
 
+async def close_client(redis: Redis) -> None:
+    """Close a client of `redis_client` and its pool; errors while closing are ignored (Redis may be down)."""
+    try:
+        await redis.aclose()
+    except (RedisError, OSError):
+        pass
+
+
 class RedisLink(Generic[E]):
     """One lazily built client, its breaker, and the errors the owner raises (`error(operation, detail)`)."""
 
@@ -110,7 +118,4 @@ class RedisLink(Generic[E]):
         """Close the client and its pool (errors while closing are ignored); `open()` builds a new one."""
         if self.redis is not None:
             redis, self.redis = self.redis, None
-            try:
-                await redis.aclose()
-            except (RedisError, OSError):
-                pass
+            await close_client(redis)

@@ -187,6 +187,24 @@ class CostSettings(_Section):
     upstream: dict[str, UpstreamPrice] = msgspec.field(default_factory=_default_prices)
 
 
+class AutoRetrainSettings(_Section):
+    """`learning.auto_retrain`: on a schedule, in the background (subprocesses, never in a request path), train a
+    candidate router on `data` + the collected labels and promote it when it is not worse (`classifier promote`;
+    the replaced model is kept for `slm-gateway classifier rollback`), then reload every worker."""
+
+    interval_seconds: float = 0.0
+    """Seconds between runs; 0 = off."""
+    data: list[str] = msgspec.field(default_factory=list)
+    """Benchmark data files trained on besides the labels (e.g. shared/data/routing/dev.jsonl); may be empty."""
+    min_new_labels: int = 100
+    """A run trains only when at least this many label rows arrived since the last run that trained."""
+    work_dir: str | None = None
+    """Where the label snapshot, the candidate and the run state go (shared by the workers of one host); default
+    `<tmp>/slm-gateway-retrain`."""
+    timeout_seconds: float = 3600.0
+    """A train or promote step still running after this long is killed (the run counts as failed)."""
+
+
 class LearningSettings(_Section):
     """Shadow judging and explicit feedback: label rows for retraining the router (see gateway/learning)."""
 
@@ -222,6 +240,7 @@ class LearningSettings(_Section):
     """Request tags (`x-gateway-tag` header, else the `user` field) that opt out, as for the header."""
     tenant_salt: str = ""
     """Salt of the tenant hash written in label rows."""
+    auto_retrain: AutoRetrainSettings = msgspec.field(default_factory=AutoRetrainSettings)
 
 
 class LimitSettings(_Section):
@@ -401,6 +420,10 @@ def _validate_learning(learning: LearningSettings) -> None:
     if not learning.redis_stream or any(c.isspace() for c in learning.redis_stream):
         raise SettingsError(f"learning.redis_stream must be non-empty without spaces, got {learning.redis_stream!r}")
     learning.opt_out_header = learning.opt_out_header.lower()
+    retrain = learning.auto_retrain
+    if retrain.interval_seconds < 0 or retrain.timeout_seconds <= 0 or retrain.min_new_labels < 1:
+        raise SettingsError("learning.auto_retrain: interval_seconds must be >= 0, timeout_seconds > 0 and "
+                            "min_new_labels >= 1")
 
 
 def _validate_limits(limits: LimitSettings) -> None:

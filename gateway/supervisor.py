@@ -30,6 +30,14 @@ class ReloadingSupervisor(Multiprocess):
         log.info("SIGHUP: asked %d workers to reload the policy and classifier", len(pids))
 
 
+def reload_pid() -> int:
+    """The process whose SIGHUP reloads every worker: the supervisor of a multi-worker gateway, else this one."""
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor and int(supervisor) == os.getppid():
+        return int(supervisor)
+    return os.getpid()
+
+
 def ask_supervisor_to_reload() -> bool:
     """From a worker of a multi-worker gateway: have every worker reload (False when there is no supervisor)."""
     supervisor = os.environ.get(SUPERVISOR_ENV)

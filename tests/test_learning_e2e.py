@@ -158,9 +158,14 @@ def test_shadow_judging_writes_the_expected_label_rows(
     s_easy = float(scorer.score_messages([{"role": "user", "content": easy}]))
     assert s_hard > 0.5 > s_easy
 
+    judged = lambda: metric(gw, "slm_gateway_learning_labels_total", source="judge")  # noqa: E731
+    # A client request for the local tier preempts a running local shadow generation (client requests go first):
+    # the next local request waits until the upstream-served request before it has its label.
     r1 = post(gw, chat_body("upstream", "What is the capital of country 3?"), rid="learn-r1")
+    wait_for(lambda: judged() == 1, "r1's label")
     r2 = post(gw, chat_body("local", "Say hello 2 times."), rid="learn-r2")
     r3 = post(gw, chat_body("auto", hard), rid="learn-r3")
+    wait_for(lambda: judged() == 3, "r2's and r3's labels")
     with httpx.stream("POST", f"{gw.base_url}/chat/completions", json=chat_body("auto", easy, stream=True),
                       headers={"authorization": f"Bearer {KEY_A}", "x-request-id": "learn-r4"}, timeout=120) as r4:
         assert r4.status_code == 200 and r4.headers["x-gateway-route"] == "local"
@@ -188,6 +193,7 @@ def test_shadow_judging_writes_the_expected_label_rows(
     assert metric(gw, "slm_gateway_learning_shadow_skipped_total", reason="too_long") == 1
     assert not [r for r in recorded(judge_upstream) if r["headers"].get("x-request-id", "").startswith("learn-r10-")]
     assert metric(gw, "slm_gateway_learning_shadow_dropped_total", reason="queue_full") == 0
+    assert metric(gw, "slm_gateway_learning_shadow_dropped_total", reason="preempted") == 0
     for local, upstream, n in (("bad", "ok", 2), ("ok", "ok", 1), ("ok", "bad", 1)):
         assert metric(gw, "slm_gateway_learning_verdicts_total", local=local, upstream=upstream) == n
 

@@ -28,6 +28,7 @@ from gateway.learning.judge import (
 )
 from gateway.learning.labels import LabelSink, export_stream, hash_tenant, label_row
 from gateway.learning.recent import RecentRequests, Remembered
+from gateway.learning.redis_client import LEARNING_CLIENT_NAME
 from gateway.errors import InvalidRequest
 from gateway.settings import SettingsError, load_settings
 
@@ -266,3 +267,95 @@ def test_fake_judge_script(tmp_path: Path) -> None:
     assert judge_completion("a b", body, "j", "id")["usage"] == {"prompt_tokens": 3, "completion_tokens": 2,
                                                                   "total_tokens": 5}
     assert VerdictRule("x").reply is None
+
+
+# -- the Redis client's life ----------------------------------------------------------------------------------------
+async def _learning_connections(admin: aioredis.Redis) -> int:
+    db = int(REDIS_URL.rsplit("/", 1)[-1] or 0)
+    return sum(1 for c in await admin.client_list() if c.get("name") == LEARNING_CLIENT_NAME and int(c["db"]) == db)
+
+
+async def test_learning_closes_its_redis_pool_through_redis_link(redis_client: aioredis.Redis, tmp_path: Path) -> None:
+    """`Learning.stop` closes the pool (the server sees learning's connections go); with Redis down, stop still
+    returns (closing a client whose connections never opened is not an error)."""
+    from prometheus_client import CollectorRegistry
+
+    from gateway.costs import CostModel
+    from gateway.dispatch import Tiers
+    from gateway.learning.metrics import LearningMetrics
+    from gateway.learning.service import Learning
+    from gateway.settings import CostSettings
+
+    def learning(url: str) -> Learning:
+        settings = load_settings(environ={}, overrides={"cache": {"redis_url": url}, "learning": {"feedback": True}})
+        return Learning(settings, tiers=Tiers(), costs=CostModel(CostSettings(), "gpt-4o-mini"),
+                        metrics=LearningMetrics(CollectorRegistry()), router=None)
+
+    up = learning(REDIS_URL)
+    assert up.redis is not None
+    await up.start()
+    assert await up.recent.mark_rated("r-1") is True  # a round trip: one connection in learning's pool
+    assert await _learning_connections(redis_client) == 1
+    await up.stop()
+    assert await _learning_connections(redis_client) == 0
+    down = learning("redis://127.0.0.1:1/0")
+    await down.start()
+    assert await down.recent.mark_rated("r-1") is True  # Redis down: this process's memory answers
+    await down.stop()
+
+
+# -- opting out ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("headers", "raw", "out"), [
+    ({"x-gateway-learning": "off"}, {}, True),
+    ({"x-gateway-learning": " False "}, {}, True),
+    ({"x-gateway-learning": "on"}, {}, False),
+    ({"x-gateway-tag": "no-learning"}, {}, True),
+    ({"x-gateway-tag": "billing"}, {"user": "no-learning"}, False),  # the header tag wins over the user field
+    ({}, {"user": "no-learning"}, True),
+    ({}, {"user": "someone"}, False),
+    ({}, {"user": 7}, False),
+    ({}, {}, False),
+])
+def test_opt_out_by_header_or_tag(headers: dict, raw: dict, out: bool) -> None:
+    from gateway.learning.privacy import opted_out
+
+    assert opted_out(headers, raw, "x-gateway-learning", frozenset({"no-learning"})) is out
+
+
+# -- auto-retraining's guards ---------------------------------------------------------------------------------------
+def test_the_host_lock_lets_one_retrain_run_in(tmp_path: Path) -> None:
+    from gateway.learning.retrain import host_lock
+
+    with host_lock(tmp_path / "work" / "lock") as first, host_lock(tmp_path / "work" / "lock") as second:
+        assert (first, second) == (True, False)
+    with host_lock(tmp_path / "work" / "lock") as again:
+        assert again is True
+
+
+@pytest.mark.parametrize("bad", [{"interval_seconds": -1}, {"min_new_labels": 0}, {"timeout_seconds": 0}])
+def test_auto_retrain_settings_validate(bad: dict) -> None:
+    with pytest.raises(SettingsError, match=r"^learning.auto_retrain: interval_seconds must be >= 0, "
+                                            r"timeout_seconds > 0 and min_new_labels >= 1$"):
+        load_settings(environ={}, overrides={"learning": {"auto_retrain": bad}})
+
+
+async def test_a_retrain_run_skips_without_new_labels_and_counts_a_failed_train(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from gateway.learning.metrics import LearningMetrics
+    from gateway.learning.retrain import AutoRetrain
+    from gateway.settings import AutoRetrainSettings
+
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps(_row(request_id=f"r{i}")) + "\n" for i in range(3)))
+    settings = AutoRetrainSettings(interval_seconds=60, min_new_labels=3, work_dir=str(tmp_path / "work"))
+
+    def retrain(python: str) -> AutoRetrain:
+        return AutoRetrain(settings, labels_path=str(labels), redis=None, stream="s", target=None, reload_pid=0,
+                           metrics=LearningMetrics(CollectorRegistry()), python=python)
+
+    assert await retrain("/bin/false").run_once() == "failed"  # `python -m gateway classifier train` exits 1
+    assert not (tmp_path / "work" / "state.json").exists()  # a failed train does not use up the labels
+    assert (tmp_path / "work" / "labels.jsonl").read_text() == labels.read_text()
+    (tmp_path / "work" / "state.json").write_text('{"rows": 1}')
+    assert await retrain("/bin/false").run_once() == "skipped"  # 2 new rows < min_new_labels 3

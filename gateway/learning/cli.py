@@ -10,7 +10,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from gateway.learning.labels import export_stream
-from gateway.learning.redis_client import learning_redis
+from gateway.learning.redis_client import close_client, learning_redis
 from gateway.settings import SettingsError, load_settings
 
 
@@ -22,7 +22,7 @@ async def _export(url: str, stream: str, out_path: str | None) -> int:
         with open(out_path, "w", encoding="utf-8") as out:
             return await export_stream(redis, stream, out)
     finally:
-        await redis.aclose()
+        await close_client(redis)
 
 
 def cmd_labels_export(args: argparse.Namespace) -> int:

@@ -75,7 +75,7 @@ class FeedbackDesk:
             self.metrics.feedback.labels("duplicate").inc()
             raise AlreadyRated(f"Request {feedback.request_id!r} is already rated.", param="request_id",
                                code="already_rated")
-        local = item.served_tier == "local"
+        local = item.served_tier != "upstream"  # local or a named SLM tier: the weak side
         row = label_row(
             prompt=item.prompt,
             weak_correct=feedback.ok if local else None,

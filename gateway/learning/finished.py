@@ -17,7 +17,7 @@ class Finished(msgspec.Struct, kw_only=True):
     tenant: str
     request: ParsedRequest
     served_tier: str
-    """"local" or "upstream": the tier that produced the answer (after any fallback)."""
+    """"local", a named SLM tier or "upstream": the tier that produced the answer (after any fallback)."""
     served_model: str
     answer_text: str
     usage: Usage
@@ -25,6 +25,9 @@ class Finished(msgspec.Struct, kw_only=True):
     score: float | None = None
     """The router's p_strong at decision time (None when the classifier was not consulted)."""
     requested_model: str = "auto"
+    small_tier: str = "local"
+    """The weak side of the label: the small-model tier that served (local or a named SLM tier), or, when the
+    upstream served, the one the request's rule weighed against it (`RouteDecision.small_tier`)."""
 
 
 def _text(content: Any) -> str:

@@ -3,6 +3,7 @@
 A row has the training format of `shared/data/routing/dev.jsonl` (`prompt`, `weak_correct`, `strong_correct`) plus
 provenance: `source` ("judge" | "feedback"), `ts`, `request_id`, a hashed `tenant`, `served_tier`, `local_model`,
 `upstream_model`, `judge_model` and `router_score`. A feedback row is one-sided: the tier that did not serve is null.
+The weak side is the small-model tier of the request (the local tier or a named SLM tier): `local_model` names it.
 
 With Redis configured, rows are appended to one stream that every replica shares (`slm-gateway labels export`
 writes it out as JSONL); otherwise, and while Redis is down, to the `labels_path` JSONL file. When neither can

@@ -11,12 +11,13 @@ PREFIX = "slm_gateway"
 LABEL_SOURCES = ("judge", "feedback")
 VERDICT_VALUES = ("ok", "bad")
 SPEND_KINDS = ("judge", "shadow")
-DROP_REASONS = ("queue_full", "local_busy", "budget")
+DROP_REASONS = ("queue_full", "local_busy", "preempted", "budget")
 SKIP_REASONS = ("private", "opt_out", "unsupported", "no_tier", "too_long")
 JUDGE_ERRORS = ("malformed", "upstream")
 TIERS = ("local", "upstream")
 SINKS = ("redis", "file")
 FEEDBACK_RESULTS = ("recorded", "unknown_request", "duplicate", "invalid")
+RETRAIN_RESULTS = ("installed", "refused", "undecided", "skipped", "failed")
 
 
 class LearningMetrics:
@@ -38,7 +39,8 @@ class LearningMetrics:
         )
         self.dropped = Counter(
             f"{p}_learning_shadow_dropped_total",
-            "Sampled requests not judged for lack of room, by reason (queue_full|local_busy|budget).",
+            "Sampled requests not judged for lack of room, by reason (queue_full|local_busy|preempted|budget; "
+            "preempted: a client request came for the small-model tier during the shadow generation).",
             ["reason"], registry=r,
         )
         self.skipped = Counter(
@@ -73,6 +75,12 @@ class LearningMetrics:
             "POST /v1/feedback calls by result (recorded|unknown_request|duplicate|invalid).",
             ["result"], registry=r,
         )
+        self.retrains = Counter(
+            f"{p}_learning_retrains_total",
+            "learning.auto_retrain runs, by result (installed|refused|undecided: promote's verdict; skipped: too few "
+            "new labels; failed).",
+            ["result"], registry=r,
+        )
         self.model_apgr = Gauge(
             f"{p}_router_model_apgr",
             "Evaluated APGR of the router model in use (NaN when its metadata has none), by model version.",
@@ -97,6 +105,8 @@ class LearningMetrics:
             self.write_errors.labels(sink)
         for result in FEEDBACK_RESULTS:
             self.feedback.labels(result)
+        for result in RETRAIN_RESULTS:
+            self.retrains.labels(result)
         self._version: str | None = None
 
     def set_model(self, version: str, apgr: float | None) -> None:

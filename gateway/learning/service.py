@@ -9,6 +9,7 @@ only then is the finished request offered to the shadow queue.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,7 +23,8 @@ from gateway.learning.labels import LabelSink
 from gateway.learning.metrics import LearningMetrics
 from gateway.learning.privacy import PrivacyGuard, opted_out
 from gateway.learning.recent import RecentRequests, Remembered
-from gateway.learning.redis_client import learning_redis
+from gateway.learning.redis_client import close_client, learning_redis
+from gateway.learning.retrain import AutoRetrain
 from gateway.learning.shadow import ShadowJudge
 from gateway.openai.wire import FinalChunk, Usage
 from gateway.routing.scorer import model_facts
@@ -37,13 +39,13 @@ class Learning:
     """Shadow sampler + worker, recent-request memory and feedback desk, built from the settings."""
 
     def __init__(self, settings: Settings, *, tiers: Tiers, costs: CostModel, metrics: LearningMetrics,
-                 router: Any) -> None:
+                 router: Any, reload_pid: int | None = None) -> None:
         ls = settings.learning
         self.settings = ls
         self.tiers = tiers
         self.metrics = metrics
         self.router = router
-        wanted = ls.shadow_rate > 0 or ls.feedback
+        wanted = ls.shadow_rate > 0 or ls.feedback or ls.auto_retrain.interval_seconds > 0
         self.redis = learning_redis(settings.cache.redis_url) if wanted and settings.cache.redis_url else None
         self.sink = LabelSink(
             path=ls.labels_path, redis=self.redis, stream=ls.redis_stream, stream_max_len=ls.stream_max_len,
@@ -63,12 +65,17 @@ class Learning:
                                      ttl_seconds=ls.recent_ttl_seconds)
         self.desk = FeedbackDesk(self.recent, self.sink, metrics, self.privacy, ls.tenant_salt)
         self._opt_out_tags = frozenset(ls.opt_out_tags)
+        self.retrain = AutoRetrain(
+            ls.auto_retrain, labels_path=ls.labels_path, redis=self.redis, stream=ls.redis_stream,
+            target=settings.classifier_model, reload_pid=os.getpid() if reload_pid is None else reload_pid,
+            metrics=metrics,
+        )
         if wanted and not self.sink.configured:
             log.warning("learning is on but labels go nowhere: set learning.labels_path or cache.redis_url")
 
     @property
     def active(self) -> bool:
-        return self.shadow_on or self.feedback_on
+        return self.shadow_on or self.feedback_on or self.retrain.on
 
     async def start(self) -> None:
         self.observe_router()
@@ -76,12 +83,14 @@ class Learning:
             await self.shadow.start()
         if self.feedback_on:
             await self.recent.start()
+        await self.retrain.start()
 
     async def stop(self) -> None:
+        await self.retrain.stop()
         await self.shadow.stop()
         await self.recent.stop()
         if self.redis is not None:
-            await self.redis.aclose()
+            await close_client(self.redis)
 
     def observe_router(self) -> None:
         """Show the router model in use (its version and evaluated APGR) in the metrics."""
@@ -94,15 +103,19 @@ class Learning:
     def attach(self, answer: Answer | StreamAnswer, ex: Exchange) -> AfterSend | None:
         """Remember the request for feedback; for a sampled one, the callback to run after the answer is sent.
 
+        A request served by a named SLM tier is learned like a local one: its labels grade that tier (its
+        `local_model`) against the upstream; an upstream-served request is shadowed on its rule's small tier.
+
         For a sampled stream, `answer.chunks` is wrapped to collect the text the client receives.
         """
         served = ex.tier  # "cache" for a hit
         parsed, decision, request_id, tenant, headers = ex.parsed, ex.decision, ex.request_id, ex.tenant, ex.headers
-        if served not in ("local", "upstream") or parsed is None or decision is None:
-            return None
+        if parsed is None or decision is None or self.tiers.get(served) is None:
+            return None  # a cache hit (tier "cache"), or no tier answered
+        small = served if served != "upstream" else decision.small_tier
         if isinstance(answer, Answer) and answer.status != 200:
             return None
-        if not self.active:
+        if not (self.shadow_on or self.feedback_on):  # auto-retraining alone has nothing to do per request
             return None
         if opted_out(headers, parsed.raw, self.settings.opt_out_header, self._opt_out_tags):
             if self.shadow_on:
@@ -114,7 +127,7 @@ class Learning:
             return None
         served_model = ex.model or self.tiers.model_for(served, parsed.chat.model)
         if self.feedback_on and not self.privacy.rule_keeps_local(decision.reason):
-            local = served == "local"
+            local = served != "upstream"
             self.recent.remember(Remembered(
                 request_id=request_id, tenant=tenant, served_tier=served, prompt=prompt,
                 local_model=served_model if local else None, upstream_model=None if local else served_model,
@@ -127,7 +140,7 @@ class Learning:
             return Finished(
                 request_id=request_id, tenant=tenant, request=parsed, served_tier=served,
                 served_model=served_model, answer_text=text, usage=usage, reason=decision.reason,
-                score=decision.score, requested_model=parsed.chat.model,
+                score=decision.score, requested_model=parsed.chat.model, small_tier=small,
             )
 
         if isinstance(answer, Answer):
@@ -165,9 +178,11 @@ async def _collecting(chunks: AsyncIterator[bytes], collected: StreamText, done:
             await aclose()
 
 
-def build_learning(settings: Settings, tiers: Tiers, costs: CostModel, metrics: Any, router: Any) -> Learning | None:
-    """The app's `Learning`, or None when neither shadow judging nor feedback is on."""
-    learning = Learning(settings, tiers=tiers, costs=costs, metrics=metrics.learning, router=router)
+def build_learning(settings: Settings, tiers: Tiers, costs: CostModel, metrics: Any, router: Any,
+                   reload_pid: int | None = None) -> Learning | None:
+    """The app's `Learning`, or None when neither shadow judging, feedback nor auto-retraining is on."""
+    learning = Learning(settings, tiers=tiers, costs=costs, metrics=metrics.learning, router=router,
+                        reload_pid=reload_pid)
     if learning.active:
         return learning
     learning.observe_router()  # the model version is shown either way

@@ -1,11 +1,16 @@
 """Shadow judging: after a client has its answer, get the other tier's answer to the same request, ask the judge
 to grade both, and write one label row.
 
+"The other tier" of a request served by the local tier or a named SLM tier (`slm_tiers`) is the upstream; of an
+upstream-served request, the small-model tier its rule weighs against the upstream (`RouteDecision.small_tier`,
+the rule's `slm_tier`, default `local`). The label's weak side (`weak_correct`, `local_model`) is that small tier.
+
 On the request path `ShadowJudge.offer` costs one random draw and, for a sampled request, one non-blocking put
 into a bounded queue (a full queue drops, counted). Background workers (started and stopped with the app) take
-jobs in order. A local shadow generation starts only when the local tier is idle (no client request waiting or
-running) and holds a small semaphore of its own: client requests always go first. Every failure (tier, judge,
-Redis) is counted and costs the label, never the worker.
+jobs in order. A shadow generation on a small-model tier starts only when that tier is idle (no client request
+waiting or running), holds a small semaphore of its own, and is cancelled (at its next token) as soon as a client
+request waits for that tier: client requests always go first. Every failure (tier, judge, Redis) is counted and
+costs the label, never the worker.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -33,6 +38,10 @@ from gateway.settings import LearningSettings
 from gateway.tiers.base import Backend, Completion
 
 log = logging.getLogger("slm_gateway.learning")
+
+PREEMPT_POLL_SECONDS = 0.005
+"""How often a running shadow generation looks for a client request waiting for its tier (then it is cancelled:
+the generation stops at its next token and the client's request gets the model)."""
 
 
 def shadow_request(request: ParsedRequest, max_tokens: int) -> ParsedRequest:
@@ -131,12 +140,12 @@ class ShadowJudge:
         model = self.tiers.model_for(other, finished.requested_model)  # type: ignore[arg-type]
         shadow_id = f"{finished.request_id}-shadow"
         try:
-            if other == "local":
+            if other != "upstream":  # a small-model tier: only when idle, within the shadow slots
                 if not self._local_idle(backend) or self._local_slots.locked():
                     self.metrics.dropped.labels("local_busy").inc()
                     return None
                 async with self._local_slots:
-                    return await backend.complete(request, model, shadow_id)
+                    return await self._preemptible(backend, backend.complete(request, model, shadow_id))
             completion = await backend.complete(request, model, shadow_id)
         except GatewayError as exc:
             log.info("shadow answer from %s failed for %s: %s", other, finished.request_id, exc.message)
@@ -145,18 +154,37 @@ class ShadowJudge:
         await self._spend("shadow", completion.model, completion)
         return completion
 
+    async def _preemptible(self, backend: Backend, generation: Awaitable[Completion]) -> Completion | None:
+        """Run a shadow generation on a small-model tier; cancel it (None, counted) as soon as a client request
+        waits for that tier, so that client requests go first even after a shadow generation started."""
+        task = asyncio.ensure_future(generation)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=PREEMPT_POLL_SECONDS)
+                if done:
+                    return task.result()
+                if getattr(backend, "waiting", 0) > 0:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    self.metrics.dropped.labels("preempted").inc()
+                    return None
+        finally:
+            if not task.done():  # this job itself was cancelled (shutdown)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
     async def judge(self, finished: Finished) -> dict[str, Any] | None:
         """Shadow, judge and label one finished request; the row written, or None (the reason is counted)."""
         if self.privacy.is_private(finished.request, finished.reason):
             self.metrics.skipped.labels("private").inc()
             return None
-        other = "upstream" if finished.served_tier == "local" else "local"
+        other = "upstream" if finished.served_tier != "upstream" else finished.small_tier
         backend = self.tiers.get(other)  # type: ignore[arg-type]
         upstream = self.tiers.upstream
         if backend is None or upstream is None:
             self.metrics.skipped.labels("no_tier").inc()
             return None
-        if other == "local" and not required_features(finished.request) <= getattr(backend, "features", frozenset()):
+        if other != "upstream" and not required_features(finished.request) <= getattr(backend, "features", frozenset()):
             self.metrics.skipped.labels("unsupported").inc()
             return None
         if self.budget.exhausted():
@@ -166,7 +194,7 @@ class ShadowJudge:
         if shadow is None:
             return None
         shadow_text = completion_text(shadow.body)
-        if other == "local":
+        if other != "upstream":
             local_text, upstream_text = shadow_text, finished.answer_text
             local_model, upstream_model = shadow.model, finished.served_model
         else:

@@ -37,6 +37,9 @@ class RouteDecision(msgspec.Struct, frozen=True):
     cache's settings decide)."""
     familiarity: float | None = None
     """How familiar the prompt was to the classifier's training prompts, when a rule asked (see `When.familiarity`)."""
+    small_tier: Tier = "local"
+    """The small-model tier this request's rule weighs against upstream (its `slm_tier`; default `local`): the
+    weak side of learning's labels when the upstream served it."""
 
 
 class RouteContext(msgspec.Struct):

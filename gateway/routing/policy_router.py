@@ -249,6 +249,7 @@ class PolicyRouter:
             cacheable=rule.cacheable,
             cache_kind=rule.cache_kind,
             familiarity=familiarity,
+            small_tier=rule.slm_tier,
         )
 
     def _capable(
