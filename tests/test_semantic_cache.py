@@ -290,3 +290,31 @@ async def test_redis_mirror_catches_up_in_batches_and_is_bounded(
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_a_deadline_gives_up_on_a_redis_command_without_dropping_its_connection() -> None:
+    """`unless_late`: the caller's deadline ends the wait, the command runs to its end and its connection goes back
+    to the pool (a cancelled redis-py command disconnects, which under overload meant a new connection per late
+    lookup). The slow command is a BLPOP on an empty list that Redis answers after 1 s."""
+    from gateway.cache.semantic.shield import unless_late
+
+    client = aioredis.Redis.from_url(REDIS_URL)
+    pool = client.connection_pool
+    key = "slmgw:test:sem:nothing-here"
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await unless_late(client.blpop([key], timeout=1))
+        assert (len(pool._in_use_connections), pool._available_connections) == (1, [])  # still running
+        while not pool._available_connections:
+            await asyncio.sleep(0.05)
+        (connection,) = pool._available_connections
+        assert connection.is_connected  # back in the pool, still connected
+        assert await client.ping() is True
+        assert pool._available_connections == [connection] and len(pool._in_use_connections) == 0  # and reused
+        with pytest.raises(TimeoutError):  # without it, the cancelled command takes its connection down
+            async with asyncio.timeout(0.05):
+                await client.blpop([key], timeout=1)
+        assert not connection.is_connected
+    finally:
+        await client.aclose()

@@ -28,6 +28,7 @@ import numpy as np
 from gateway.cache.semantic.guard import GuardSignature, LexicalGuard, decode_signature, encode_signature
 from gateway.cache.semantic.index import VectorIndex
 from gateway.cache.semantic.scope import SemanticScope
+from gateway.cache.semantic.shield import unless_late
 from gateway.cache.store import CacheStore
 from gateway.embedding.base import Embedder
 
@@ -195,7 +196,7 @@ class SemanticCache:
                 self.observer.guard_refused(check)
                 refused = refused or check
                 continue
-            value = await self.entries.get(candidate.entry_key)
+            value = await unless_late(self.entries.get(candidate.entry_key))  # a deadline must not drop a connection
             if value is None:
                 continue
             self.observer.hit(candidate.similarity)
