@@ -318,3 +318,23 @@ async def test_a_deadline_gives_up_on_a_redis_command_without_dropping_its_conne
         assert not connection.is_connected
     finally:
         await client.aclose()
+
+
+async def test_redis_hits_never_re_arm_a_ttl(embedder: WordLlamaEmbedder, redis_client: aioredis.Redis) -> None:
+    """On Redis, neither the entry's TTL nor its scope stream's is pushed out by a semantic hit (no sliding
+    re-arm): both are set back by hand to what time would have left of them, then hit twice."""
+    cache = await redis_cache(embedder)
+    try:
+        key = await remember(cache, "acme", "How do I sort a list in Python?", b"use sorted()")
+        scope, prompt, _ = scoped("acme", "What is the best way to sort a Python list?")
+        stream = f"{PREFIX}:{scope.scope_id}"
+        await redis_client.pexpire(key, 5_000)
+        await redis_client.pexpire(stream, 7_000)
+        for _ in range(2):
+            hit = await cache.lookup(scope, prompt)
+            assert isinstance(hit, SemanticHit) and hit.entry_key == key
+        assert 0 < await redis_client.pttl(key) <= 5_000
+        assert 0 < await redis_client.pttl(stream) <= 7_000
+    finally:
+        await cache.close()
+        await cache.entries.close()
