@@ -292,30 +292,43 @@ async def test_redis_mirror_catches_up_in_batches_and_is_bounded(
         await reader.close()
 
 
-async def test_a_deadline_gives_up_on_a_redis_command_without_dropping_its_connection() -> None:
-    """`unless_late`: the caller's deadline ends the wait, the command runs to its end and its connection goes back
-    to the pool (a cancelled redis-py command disconnects, which under overload meant a new connection per late
-    lookup). The slow command is a BLPOP on an empty list that Redis answers after 1 s."""
-    from gateway.cache.semantic.shield import unless_late
+class SlowRedisStore(MemoryStore):
+    """The in-process store, whose reads first wait for a real Redis command that takes 0.3 s (a BLPOP on an
+    empty list): a slow store read, on a real connection."""
 
+    def __init__(self, client: aioredis.Redis) -> None:
+        super().__init__(10)
+        self.client = client
+
+    async def get(self, key: str) -> bytes | None:
+        await self.client.blpop(["slmgw:test:sem:nothing-here"], timeout=0.3)
+        return await super().get(key)
+
+
+async def test_a_late_store_read_is_a_timeout_miss_that_keeps_its_redis_connection(
+    embedder: WordLlamaEmbedder,
+) -> None:
+    """The deadline does not cancel a store read in flight (redis-py drops a connection whose command was
+    cancelled, and under overload that meant a new connection per late lookup): the read ends, the lookup is a
+    `timeout` miss, and the connection goes back to the pool, connected."""
     client = aioredis.Redis.from_url(REDIS_URL)
     pool = client.connection_pool
-    key = "slmgw:test:sem:nothing-here"
+    store = SlowRedisStore(client)
+    registry = CollectorRegistry()
+    cache = SemanticCache(embedder, MemoryVectorIndex(embedder.dim), store,
+                          SemanticSettings(shipped_threshold(embedder.name), deadline_seconds=0.05),
+                          observer=SemanticMetrics(registry))
     try:
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.05):
-                await unless_late(client.blpop([key], timeout=1))
-        assert (len(pool._in_use_connections), pool._available_connections) == (1, [])  # still running
-        while not pool._available_connections:
-            await asyncio.sleep(0.05)
+        scope, prompt, key = scoped("acme", "How do I sort a list in Python?")
+        await store.set(key, b"use sorted()", TTL_MS)
+        assert await cache.store(scope, prompt, key, TTL_MS)
+        paraphrase_scope, paraphrase, _ = scoped("acme", "What is the best way to sort a Python list?")
+        miss = await cache.lookup(paraphrase_scope, paraphrase)
+        assert isinstance(miss, SemanticMiss) and miss.reason == "timeout" and miss.vector is not None
+        assert sample(registry, "slm_gateway_semantic_cache_rejected_total", reason="timeout") == 1
         (connection,) = pool._available_connections
-        assert connection.is_connected  # back in the pool, still connected
-        assert await client.ping() is True
-        assert pool._available_connections == [connection] and len(pool._in_use_connections) == 0  # and reused
-        with pytest.raises(TimeoutError):  # without it, the cancelled command takes its connection down
-            async with asyncio.timeout(0.05):
-                await client.blpop([key], timeout=1)
-        assert not connection.is_connected
+        assert connection.is_connected and len(pool._in_use_connections) == 0
+        assert await client.ping() is True and pool._available_connections == [connection]  # reused
     finally:
         await client.aclose()
 

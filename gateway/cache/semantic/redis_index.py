@@ -38,7 +38,6 @@ from gateway.cache.breaker import Breaker
 from gateway.cache.semantic.ann import IndexBuilds
 from gateway.cache.semantic.index import ANN_MIN_ROWS, Candidate, ScopeMatrix
 from gateway.cache.semantic.purge import purge_keys
-from gateway.cache.semantic.shield import unless_late
 from gateway.cache.store import StoreError
 from gateway.redis_link import RedisLink
 
@@ -197,15 +196,12 @@ class RedisVectorIndex:
             mirror.added_at = time.monotonic()
             mirror.matrix.add(entry_key, np.asarray(vector, dtype=np.float32), guard, expires_ms / 1000.0)
             self.builds.after_add(mirror.matrix)
-        async def write() -> None:
+        try:
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(key, fields, maxlen=self.max_rows_per_scope, approximate=True)
                 pipe.pexpire(key, ttl_ms, nx=True)
                 pipe.pexpire(key, ttl_ms, gt=True)
                 await pipe.execute()
-
-        try:
-            await unless_late(write())  # the caller's deadline must not drop the connection
         except (RedisError, OSError) as exc:
             raise self.link.failed("set", exc) from None
         self.link.ok()
