@@ -137,7 +137,7 @@ class SemanticCacheSettings(_Section):
     max_rows_per_scope: int = 20_000
     max_vectors: int = 200_000
     """Vectors held in-process in total (the in-process index, or the Redis index's mirrors)."""
-    ann_min_rows: int = 8192
+    ann_min_rows: int = 32_768
     """A scope this large is searched through an approximate index (faiss IVF, built in a worker thread) instead
     of an exact scan; 0: always the exact scan (docs/semantic-cache.md, "Scale")."""
     sync_interval_seconds: float = 0.1

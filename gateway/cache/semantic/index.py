@@ -1,6 +1,6 @@
 """Vectors by scope: the in-process index, and the per-scope matrix it (and the Redis mirror) scans.
 
-A lookup in a scope below `ann_min_rows` rows (8,192) is an exact scan of its matrix (one float32
+A lookup in a scope below `ann_min_rows` rows (32,768) is an exact scan of its matrix (one float32
 matrix-vector product, ~0.25 ms at 10,000 x 256). A larger scope gets an approximate index
 (`gateway.cache.semantic.ann`: faiss's IVF, built in a worker thread, rebuilt each time the scope doubles) that
 proposes rows, which are re-scored exactly here (~0.1 ms at 100,000, where the exact scan takes ~5 ms); until
@@ -68,7 +68,7 @@ _dot_rows = getattr(np, "vecdot", _dot_rows_einsum)
 SMALL_K = 16
 """Up to this many rows are picked by repeated argmax (the semantic cache asks for 4), more by argpartition."""
 
-ANN_MIN_ROWS = 8192
+ANN_MIN_ROWS = 32_768
 """A scope this large gets an approximate index (`gateway.cache.semantic.ann`); 0: never."""
 ANN_EXTRA = 8
 """The approximate index is asked for this many more rows than wanted (some may have expired)."""

@@ -19,7 +19,7 @@ miss). A stream that vanished (purged, expired) empties the mirror.
 Redis Stack's vector search (FT.SEARCH KNN) is not used: this machine's Redis (7.0, no modules) cannot run it,
 and the mirror needs nothing but streams. Scale: a scope costs `dim * 4` bytes per vector in Redis and in every
 replica's memory (256-d: ~1 KiB; 20,000 vectors ~21 MB per replica), twice that in a mirror large enough for an
-approximate index (`ScopeMatrix`: from 8,192 rows), whose lookups then cost ~0.1 ms at 100,000 rows instead of an
+approximate index (`ScopeMatrix`: from 32,768 rows), whose lookups then cost ~0.1 ms at 100,000 rows instead of an
 exact scan's ~5 ms.
 """
 
