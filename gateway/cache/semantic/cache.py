@@ -216,9 +216,10 @@ class SemanticCache:
                 continue
             if asyncio.get_running_loop().time() >= deadline:
                 raise TimeoutError
+            # a read that has begun is waited for (bounded by the store's socket timeout): its answer, once here, is
+            # worth more than a miss (under overload, dropping late reads turned nearly every lookup into an
+            # upstream call)
             value = await _uncancelled(timeout, self.entries.get(candidate.entry_key))
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError  # read, but too late: a miss like any other lookup over its deadline
             if value is None:
                 continue
             self.observer.hit(candidate.similarity)
