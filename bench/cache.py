@@ -472,13 +472,13 @@ def main(argv: list[str] | None = None) -> int:
     if results["semantic"]:
         print(f"\nsemantic cache, open loop at {args.rate:.0f} req/s over {args.connections} connections "
               f"(ms; cpu: the gateway's CPU ms per request):")
-        print(f"{'tree':<10} {'vectors':>8} {'scopes':>6} | " + " | ".join(f"{k:^27}" for k in SEMANTIC_KINDS)
+        print(f"{'tree':<10} {'vectors':>8} {'scopes':>6} | " + " | ".join(f"{k:^28}" for k in SEMANTIC_KINDS)
               + " | miss adds p50")
-        print(f"{'':<10} {'':>8} {'':>6} | " + " | ".join(f"{'p50':>7} {'p99':>8} {'cpu':>6} {'up':>3}"
+        print(f"{'':<10} {'':>8} {'':>6} | " + " | ".join(f"{'p50':>7} {'p99':>8} {'cpu':>6} {'up':>4}"
                                                           for _ in SEMANTIC_KINDS) + " |")
         for sem in results["semantic"]:
             cells = " | ".join(f"{sem[k]['open_p50']:>7.2f} {sem[k]['open_p99']:>8.2f} {sem[k]['cpu_ms']:>6.3f} "
-                               f"{min(sem[k]['upstream_calls'], 999):>3}" for k in SEMANTIC_KINDS)
+                               f"{sem[k]['upstream_calls']:>4}" for k in SEMANTIC_KINDS)
             adds = sem["semantic-miss"]["open_p50"] - sem["exact-miss"]["open_p50"]
             print(f"{sem['tree']:<10} {sem['rows']:>8,} {sem['scopes']:>6} | {cells} | {adds:+.2f} ms")
         print("('up': upstream calls in the run: 0 for hits; a hit run's calls are lookups that missed)")
