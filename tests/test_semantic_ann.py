@@ -166,3 +166,20 @@ async def test_the_redis_mirror_of_a_large_scope_gets_the_index() -> None:
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+async def test_the_same_store_read_back_is_not_written_again() -> None:
+    """A replica reads its own writes back from the stream: same key, expiry and guard are skipped (no second
+    write into the matrix, nor a remove and add in the index); a new expiry is a new store."""
+    matrix = filled(ROWS)
+    builds = IndexBuilds()
+    builds.after_add(matrix)
+    await builds.wait()
+    first, other = unit_rows(2, seed=11)
+    matrix.add("mine", first, b"g", NOW + 60)
+    matrix.add("mine", other, b"g", NOW + 60)  # read back (the vector here is a stand-in: the same store is skipped)
+    assert [(c.entry_key, round(c.similarity, 4)) for c in matrix.search(first, 1, NOW)] == [("mine", 1.0)]
+    matrix.add("mine", other, b"g", NOW + 61)  # stored again: replaced
+    assert [(c.entry_key, round(c.similarity, 4)) for c in matrix.search(other, 1, NOW)] == [("mine", 1.0)]
+    assert "mine" not in [c.entry_key for c in matrix.search(first, 4, NOW)]
+    await builds.close()

@@ -104,6 +104,8 @@ class ScopeMatrix:
 
     def add(self, entry_key: str, vector: np.ndarray, guard: bytes, expires: float) -> None:
         row = self._rows.get(entry_key)
+        if row is not None and self._expires[row] == expires and self._guards[row] == guard:
+            return  # the same store seen again (a replica reading its own write back from the stream)
         new = False
         if row is None:
             if len(self._keys) < self.max_rows:
