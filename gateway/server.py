@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 
@@ -17,10 +18,26 @@ from gateway.supervisor import SUPERVISOR_ENV, ReloadingSupervisor
 SETTINGS_ENV = "SLM_GATEWAY_SETTINGS_JSON"
 
 
+def freeze_startup_heap() -> None:
+    """Take everything built by start-up (routes, the router's model, tokenizers, libraries: ~190,000 objects)
+    out of the cyclic collector's reach. Each full collection walked all of them while the event loop waited:
+    6 collections of 330-480 ms in 30 s of bench/cache.py load (2 busy cores). After `gc.freeze()` they cost
+    nothing; only objects made later are walked (the last start-up hook: the pipeline has started)."""
+    gc.collect()
+    gc.freeze()
+
+
+def served(app: Litestar) -> Litestar:
+    """`app` as a server runs it: its start-up heap frozen once it has started (not done by `create_app`: a test
+    process that builds many apps would keep their garbage cycles for good)."""
+    app.on_startup.append(freeze_startup_heap)
+    return app
+
+
 def app_from_env() -> Litestar:
     """Factory used by uvicorn workers: settings arrive as JSON in the environment."""
     settings = msgspec.json.decode(os.environ[SETTINGS_ENV], type=Settings)
-    return create_app(settings)
+    return served(create_app(settings))
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, object]:
@@ -44,7 +61,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, object]:
 def serve(settings: Settings) -> None:
     """Serve until interrupted."""
     if settings.workers == 1:
-        uvicorn.run(create_app(settings), **_uvicorn_options(settings))  # type: ignore[arg-type]
+        uvicorn.run(served(create_app(settings)), **_uvicorn_options(settings))  # type: ignore[arg-type]
         return
     os.environ[SETTINGS_ENV] = msgspec.json.encode(settings).decode()
     os.environ[SUPERVISOR_ENV] = str(os.getpid())

@@ -137,6 +137,9 @@ class SemanticCacheSettings(_Section):
     max_rows_per_scope: int = 20_000
     max_vectors: int = 200_000
     """Vectors held in-process in total (the in-process index, or the Redis index's mirrors)."""
+    ann_min_rows: int = 32_768
+    """A scope this large is searched through an approximate index (faiss IVF, built in a worker thread) instead
+    of an exact scan; 0: always the exact scan (docs/semantic-cache.md, "Scale")."""
     sync_interval_seconds: float = 0.1
     """Redis index: a replica's mirror of a scope caught up this recently is scanned without a round trip (other
     replicas' new entries reach it within this interval); 0: a round trip on every lookup."""

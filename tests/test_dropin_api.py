@@ -352,7 +352,9 @@ def test_cors_answers_configured_origins_only(keyed_local_only: RunningGateway) 
     assert "access-control-allow-origin" not in other.headers
     listed = httpx.get(f"{keyed_local_only.base_url}/models", headers={"origin": APP_ORIGIN, "x-api-key": "sk-gw"})
     assert listed.headers["access-control-allow-origin"] == APP_ORIGIN
-    assert "x-request-id" in listed.headers["access-control-expose-headers"]
+    exposed = {name.strip() for name in listed.headers["access-control-expose-headers"].split(",")}
+    assert exposed == {"x-request-id", "x-gateway-route", "x-gateway-model", "x-gateway-route-reason",
+                       "x-gateway-cache", "x-gateway-cache-tier", "x-gateway-cache-similarity"}
 
 
 def test_cors_is_off_by_default(gateway: RunningGateway) -> None:

@@ -290,3 +290,65 @@ async def test_redis_mirror_catches_up_in_batches_and_is_bounded(
     finally:
         await writer.close()
         await reader.close()
+
+
+class SlowRedisStore(MemoryStore):
+    """The in-process store, whose reads first wait for a real Redis command that takes 0.3 s (a BLPOP on an
+    empty list): a slow store read, on a real connection."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        super().__init__(10)
+        self.client = client
+
+    async def get(self, key: str) -> bytes | None:
+        await self.client.blpop(["slmgw:test:sem:nothing-here"], timeout=0.3)
+        return await super().get(key)
+
+
+async def test_a_slow_store_read_is_not_cancelled_and_keeps_its_redis_connection(
+    embedder: WordLlamaEmbedder,
+) -> None:
+    """The deadline does not cancel a store read in flight (redis-py drops a connection whose command was
+    cancelled, and under overload that meant a new connection per late lookup): the read ends (the hit it found
+    is served), and the connection goes back to the pool, connected. A lookup past its deadline before the read
+    is a `timeout` miss."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    pool = client.connection_pool
+    store = SlowRedisStore(client)
+    registry = CollectorRegistry()
+    cache = SemanticCache(embedder, MemoryVectorIndex(embedder.dim), store,
+                          SemanticSettings(shipped_threshold(embedder.name), deadline_seconds=0.05),
+                          observer=SemanticMetrics(registry))
+    try:
+        scope, prompt, key = scoped("acme", "How do I sort a list in Python?")
+        await store.set(key, b"use sorted()", TTL_MS)
+        assert await cache.store(scope, prompt, key, TTL_MS)
+        paraphrase_scope, paraphrase, _ = scoped("acme", "What is the best way to sort a Python list?")
+        hit = await cache.lookup(paraphrase_scope, paraphrase)
+        assert isinstance(hit, SemanticHit) and (hit.entry_key, hit.value) == (key, b"use sorted()")
+        assert sample(registry, "slm_gateway_semantic_cache_hits_total") == 1
+        (connection,) = pool._available_connections
+        assert connection.is_connected and len(pool._in_use_connections) == 0
+        assert await client.ping() is True and pool._available_connections == [connection]  # reused
+    finally:
+        await client.aclose()
+
+
+async def test_redis_hits_never_re_arm_a_ttl(embedder: WordLlamaEmbedder, redis_client: aioredis.Redis) -> None:
+    """On Redis, neither the entry's TTL nor its scope stream's is pushed out by a semantic hit (no sliding
+    re-arm): both are set back by hand to what time would have left of them, then hit twice."""
+    cache = await redis_cache(embedder)
+    try:
+        key = await remember(cache, "acme", "How do I sort a list in Python?", b"use sorted()")
+        scope, prompt, _ = scoped("acme", "What is the best way to sort a Python list?")
+        stream = f"{PREFIX}:{scope.scope_id}"
+        await redis_client.pexpire(key, 5_000)
+        await redis_client.pexpire(stream, 7_000)
+        for _ in range(2):
+            hit = await cache.lookup(scope, prompt)
+            assert isinstance(hit, SemanticHit) and hit.entry_key == key
+        assert 0 < await redis_client.pttl(key) <= 5_000
+        assert 0 < await redis_client.pttl(stream) <= 7_000
+    finally:
+        await cache.close()
+        await cache.entries.close()

@@ -162,6 +162,45 @@ async def test_header_values_are_case_and_space_insensitive(app_factory: Start, 
     assert status == 200 and headers["x-gateway-cache"] == ("bypass" if value == "OFF" else "miss")
 
 
+async def ask_body(gw: InProcessGateway, text: str, kind: object, **headers: str) -> tuple[int, dict[str, Any]]:
+    response = await gw.client.post(
+        "/v1/chat/completions", headers={"authorization": f"Bearer {KEY_A}", **headers},
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}], "temperature": 0,
+              "x-gateway-cache": kind},
+    )
+    if response.status_code != 200:
+        return response.status_code, response.json()
+    return response.status_code, {k: v for k, v in response.headers.items() if k.startswith("x-gateway-cache")}
+
+
+async def test_the_body_extension_chooses_the_cache_kind_like_the_header(app_factory: Start) -> None:
+    gw, upstream = await start_policy_gateway(app_factory)  # no default, no listed tenant: opt-in per request
+    assert await ask_body(gw, FIRST, "semantic") == (200, {"x-gateway-cache": "miss"})
+    status, headers = await ask_body(gw, PARAPHRASE, "semantic")
+    assert status == 200 and headers["x-gateway-cache"] == "semantic-hit"
+    assert await ask_body(gw, PARAPHRASE + "!", "exact") == (200, {"x-gateway-cache": "miss"})
+    assert await ask_body(gw, FIRST, "off") == (200, {"x-gateway-cache": "bypass"})
+    # the field is not part of the key: the first prompt asked without it is an exact hit of the stored answer
+    assert (await ask(gw, FIRST))[1] == {"x-gateway-cache": "hit", "x-gateway-cache-tier": "upstream"}
+    # the header, when sent, wins over the body field
+    assert await ask_body(gw, PARAPHRASE + "?", "semantic", **{"x-gateway-cache": "exact"}) == (
+        200, {"x-gateway-cache": "miss"})
+    assert len(upstream.calls) == 4
+    assert await ask_body(gw, FIRST, "fuzzy") == (400, {"error": {
+        "message": "'x-gateway-cache' must be one of \"off\", \"exact\", \"semantic\"; got 'fuzzy'.",
+        "type": "invalid_request_error", "param": "x-gateway-cache", "code": "invalid_value"}})
+    assert (await ask_body(gw, FIRST, 3))[1]["error"]["message"] == (
+        "'x-gateway-cache' must be one of \"off\", \"exact\", \"semantic\"; got '3'.")
+
+
+def test_the_body_extension_never_reaches_a_tier_nor_the_key() -> None:
+    plain = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": FIRST}], "temperature": 0}
+    parsed = parse_chat_request(json.dumps({**plain, "x-gateway-cache": "semantic"}).encode())
+    assert parsed.cache_request == "semantic" and parsed.raw == plain and parsed.with_model("gpt-4o") == {
+        **plain, "model": "gpt-4o"}
+    assert parse_chat_request(json.dumps(plain).encode()).cache_request is None
+
+
 async def test_asking_for_a_cache_kind_consents_to_a_cached_answer(app_factory: Start) -> None:
     gw, upstream = await start_policy_gateway(app_factory)
 

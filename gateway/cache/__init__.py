@@ -50,11 +50,12 @@ def build_semantic_layer(
         index = RedisVectorIndex(
             settings.redis_url, embedder.dim, prefix=settings.key_prefix, timeout_seconds=settings.timeout_seconds,
             max_rows_per_scope=semantic.max_rows_per_scope, max_mirrored_vectors=semantic.max_vectors,
-            sync_interval_seconds=semantic.sync_interval_seconds,
+            sync_interval_seconds=semantic.sync_interval_seconds, ann_min_rows=semantic.ann_min_rows,
         )
     else:
         index = MemoryVectorIndex(
-            embedder.dim, max_rows_per_scope=semantic.max_rows_per_scope, max_vectors=semantic.max_vectors
+            embedder.dim, max_rows_per_scope=semantic.max_rows_per_scope, max_vectors=semantic.max_vectors,
+            ann_min_rows=semantic.ann_min_rows,
         )
     threshold = semantic.threshold if semantic.threshold is not None else shipped_threshold(embedder.name)
     cache = SemanticCache(

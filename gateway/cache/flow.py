@@ -127,7 +127,7 @@ class CacheLayer:
         """Serve a hit, or answer through `inner` (collapsing identical misses) and store the complete answer."""
         assert ex.parsed is not None and ex.decision is not None
         directives = client_directives(ex.headers)
-        requested = requested_cache(ex.headers)
+        requested = requested_cache(ex.headers, ex.parsed.cache_request)
         if not self.enabled or not is_cacheable(ex.parsed, ex.decision, self.cache_nondeterministic, requested):
             return await self._through(ex, None, "bypass")
         key = self.key_for(ex)

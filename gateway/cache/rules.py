@@ -4,7 +4,7 @@ The rules, in order:
 
 1. Never cached: `n > 1`, `logprobs` / `top_logprobs` (entries keep no log probabilities), audio output.
 2. The router's `RouteDecision.cacheable`, when it is not None, decides (a policy rule's `cache:`).
-2b. A request that asks for a cache kind (`x-gateway-cache: exact|semantic`) consents to a cached answer: it is
+2b. A request that asks for a cache kind (`x-gateway-cache: exact|semantic`, header or body field) consents to a cached answer: it is
    cacheable (`x-gateway-cache: off` is neither looked up nor stored).
 3. A request whose last message is a tool (or function) result is cached only when it is deterministic
    (`temperature: 0` or a `seed`): tool results are often live data, so `cache_nondeterministic` does not
@@ -50,16 +50,26 @@ CacheRequest = Literal["off", "exact", "semantic"]
 CACHE_REQUESTS: tuple[CacheRequest, ...] = ("off", "exact", "semantic")
 
 
-def requested_cache(headers: Mapping[str, str]) -> CacheRequest | None:
-    """The cache kind the request asks for in `x-gateway-cache` (None: not said); a 400 for another value."""
+def requested_cache(headers: Mapping[str, str], body: object = None) -> CacheRequest | None:
+    """The cache kind the request asks for in the `x-gateway-cache` header, else in the body field of that name
+    (`ParsedRequest.cache_request`); None: not said. A 400 for another value (`invalid_cache_header`, or
+    `invalid_value` naming the body field)."""
     value = headers.get(CACHE_HEADER)
-    if value is None:
+    if value is not None:
+        kind = value.strip().lower()
+        if kind not in CACHE_REQUESTS:
+            raise InvalidRequest(
+                f"Header '{CACHE_HEADER}' must be one of off, exact, semantic; got {value[:40]!r}.",
+                param=CACHE_HEADER, code="invalid_cache_header",
+            )
+        return kind  # type: ignore[return-value]
+    if body is None:
         return None
-    kind = value.strip().lower()
+    kind = body.strip().lower() if isinstance(body, str) else None
     if kind not in CACHE_REQUESTS:
         raise InvalidRequest(
-            f"Header '{CACHE_HEADER}' must be one of off, exact, semantic; got {value[:40]!r}.",
-            param=CACHE_HEADER, code="invalid_cache_header",
+            f"'{CACHE_HEADER}' must be one of \"off\", \"exact\", \"semantic\"; got {str(body)[:40]!r}.",
+            param=CACHE_HEADER, code="invalid_value",
         )
     return kind  # type: ignore[return-value]
 

@@ -58,6 +58,9 @@ class ChatRequest(msgspec.Struct, kw_only=True):
 
 _decoder = msgspec.json.Decoder()
 
+CACHE_EXTENSION = "x-gateway-cache"
+"""A gateway body field (`extra_body={"x-gateway-cache": "semantic"}` in OpenAI's SDK): the header's cache kind."""
+
 MAX_JSON_DEPTH = 64
 """Deepest nesting of objects/arrays accepted in a body (OpenAI's structured-output schemas stop at 10 levels)."""
 MAX_MODEL_NAME_CHARS = 256
@@ -72,6 +75,9 @@ class ParsedRequest(msgspec.Struct):
 
     raw: dict[str, Any]
     chat: ChatRequest
+    cache_request: Any = None
+    """The body extension `"x-gateway-cache"` (like the header: off, exact, semantic), taken out of `raw` so it
+    never reaches a tier nor the cache key; validated by `gateway.cache.rules.requested_cache`."""
 
     @property
     def include_usage(self) -> bool:
@@ -107,6 +113,7 @@ def parse_chat_request(body: bytes) -> ParsedRequest:
         raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
     if brackets > MAX_JSON_DEPTH and _deeper_than(raw, MAX_JSON_DEPTH):
         raise _too_deep()
+    cache_request = raw.pop(CACHE_EXTENSION, None)
     if "messages" not in raw:
         raise InvalidRequest("Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter")
     if "model" not in raw:
@@ -134,7 +141,7 @@ def parse_chat_request(body: bytes) -> ParsedRequest:
         raise InvalidRequest(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
         )
-    return ParsedRequest(raw=raw, chat=chat)
+    return ParsedRequest(raw=raw, chat=chat, cache_request=cache_request)
 
 
 RANGES: tuple[tuple[str, float, float], ...] = (

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,8 @@ from gateway.cache.semantic.index import VectorIndex
 from gateway.cache.semantic.scope import SemanticScope
 from gateway.cache.store import CacheStore
 from gateway.embedding.base import Embedder
+
+T = TypeVar("T")
 
 
 class SemanticObserver(Protocol):
@@ -52,6 +54,21 @@ class _Silent:
     def guard_refused(self, check: str) -> None: ...
 
     def embedded(self, seconds: float) -> None: ...
+
+
+async def _uncancelled(timeout: asyncio.Timeout, operation: Awaitable[T]) -> T:
+    """Await a store or index operation with the deadline's timer off: it is bounded by its own socket timeout
+    (`cache.timeout_seconds`), never cancelled, because redis-py drops a connection whose command was cancelled
+    (its reply unread). Each lookup or index write over the deadline then cost a new connection (connect,
+    handshake, `importlib.metadata` for the client's name): under overload ~15 % of the gateway's CPU, which
+    made the overload worse. (Running it as a task of its own instead put it behind everything else in the event
+    loop's queue: under overload every lookup then missed.) The timer is back on afterwards."""
+    when = timeout.when()
+    timeout.reschedule(None)
+    try:
+        return await operation
+    finally:
+        timeout.reschedule(when)
 
 
 INLINE_CHARS = 256
@@ -169,14 +186,16 @@ class SemanticCache:
         except Exception:  # fail open: the embedder broke; the request goes on as a miss
             return self._miss("error")
         try:
-            async with asyncio.timeout_at(deadline):
-                return await self._lookup(scope, text, vector)
+            async with asyncio.timeout_at(deadline) as timeout:
+                return await self._lookup(scope, text, vector, timeout, deadline)
         except TimeoutError:  # the embedding is kept: `store` can index the prompt once its answer is stored
             return self._miss("timeout", vector=vector)
         except Exception:  # fail open: the index or the store broke
             return self._miss("error", vector=vector)
 
-    async def _lookup(self, scope: SemanticScope, text: str, vector: np.ndarray) -> SemanticHit | SemanticMiss:
+    async def _lookup(
+        self, scope: SemanticScope, text: str, vector: np.ndarray, timeout: asyncio.Timeout, deadline: float
+    ) -> SemanticHit | SemanticMiss:
         if not vector.any():
             return self._miss("empty", vector=vector)
         found = await self.index.search(scope.scope_id, vector, self.settings.candidates)
@@ -195,7 +214,12 @@ class SemanticCache:
                 self.observer.guard_refused(check)
                 refused = refused or check
                 continue
-            value = await self.entries.get(candidate.entry_key)
+            if asyncio.get_running_loop().time() >= deadline:
+                raise TimeoutError
+            # a read that has begun is waited for (bounded by the store's socket timeout): its answer, once here, is
+            # worth more than a miss (under overload, dropping late reads turned nearly every lookup into an
+            # upstream call)
+            value = await _uncancelled(timeout, self.entries.get(candidate.entry_key))
             if value is None:
                 continue
             self.observer.hit(candidate.similarity)
@@ -215,13 +239,15 @@ class SemanticCache:
         if scope is None or scope.turns > self.settings.max_turns or len(text) > self.settings.max_chars:
             return False
         try:
-            async with asyncio.timeout(self.settings.deadline_seconds):
+            async with asyncio.timeout(self.settings.deadline_seconds) as timeout:
                 vector = miss.vector if miss is not None and miss.vector is not None else await self._embed(text)
                 if not vector.any():
                     return False
                 signature = miss.signature if miss is not None and miss.signature is not None else None
                 signature = signature or self.guard.signature(text)
-                await self.index.add(scope.scope_id, entry_key, vector, encode_signature(signature), ttl_ms)
+                await _uncancelled(
+                    timeout, self.index.add(scope.scope_id, entry_key, vector, encode_signature(signature), ttl_ms)
+                )
         except Exception:  # a failed index write only costs future hits
             return False
         return True

@@ -1,9 +1,12 @@
 """Vectors by scope: the in-process index, and the per-scope matrix it (and the Redis mirror) scans.
 
-A lookup is an exact scan of one scope's matrix (one float32 matrix-vector product): no approximation, no
-index to build. Measured on 2 shared cores (bench/semantic_cache.py): fine up to a few tens of thousands of
-vectors per scope; 100,000 in one scope costs ~15-30 ms per lookup, so scopes are bounded (`max_rows_per_scope`,
-oldest evicted first) and the whole index is bounded too (`max_vectors`, least recently used scope first).
+A lookup in a scope below `ann_min_rows` rows (32,768) is an exact scan of its matrix (one float32
+matrix-vector product, ~0.25 ms at 10,000 x 256). A larger scope gets an approximate index
+(`gateway.cache.semantic.ann`: faiss's IVF, built in a worker thread, rebuilt each time the scope doubles) that
+proposes rows, which are re-scored exactly here (~0.1 ms at 100,000, where the exact scan takes ~5 ms); until
+its first build is installed, or without faiss, the scope is scanned exactly. Scopes are bounded
+(`max_rows_per_scope`, oldest replaced first) and so is the whole index (`max_vectors`, least recently used
+scope first).
 
 TTL: every vector carries the absolute time its entry expires; reads never extend it (no sliding re-arm), and
 expired rows are skipped by the scan; their slots are reused oldest first once the scope is full, and a scope
@@ -20,6 +23,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from gateway.cache.semantic import ann
+from gateway.cache.semantic.ann import IndexBuilds, IvfIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +68,29 @@ _dot_rows = getattr(np, "vecdot", _dot_rows_einsum)
 SMALL_K = 16
 """Up to this many rows are picked by repeated argmax (the semantic cache asks for 4), more by argpartition."""
 
+ANN_MIN_ROWS = 32_768
+"""A scope this large gets an approximate index (`gateway.cache.semantic.ann`); 0: never."""
+ANN_EXTRA = 8
+"""The approximate index is asked for this many more rows than wanted (some may have expired)."""
+
 
 class ScopeMatrix:
-    """One scope's rows: a growing float32 matrix with the expiry, entry key and guard of each row."""
+    """One scope's rows: a growing float32 matrix with the expiry, entry key and guard of each row, and the
+    approximate index of a large scope (see the module docstring)."""
 
-    __slots__ = ("dim", "max_rows", "_vectors", "_expires", "_keys", "_guards", "_rows", "_next")
+    __slots__ = (
+        "dim", "max_rows", "_vectors", "_expires", "_keys", "_guards", "_rows", "_next",
+        "ann_min_rows", "_ann", "_changed", "_build_at",
+    )
 
-    def __init__(self, dim: int, max_rows: int) -> None:
+    def __init__(self, dim: int, max_rows: int, *, ann_min_rows: int = ANN_MIN_ROWS) -> None:
         self.dim = dim
         self.max_rows = max(1, max_rows)
+        self.ann_min_rows = ann_min_rows if ann_min_rows > 0 and ann.available() else 0
+        self._ann: IvfIndex | None = None
+        self._changed: set[int] | None = None
+        """Rows written since the build under way took its rows (None: no build under way)."""
+        self._build_at = self.ann_min_rows
         capacity = min(16, self.max_rows)
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
         self._expires = np.zeros(capacity, dtype=np.float64)
@@ -84,9 +104,13 @@ class ScopeMatrix:
 
     def add(self, entry_key: str, vector: np.ndarray, guard: bytes, expires: float) -> None:
         row = self._rows.get(entry_key)
+        if row is not None and self._expires[row] == expires and self._guards[row] == guard:
+            return  # the same store seen again (a replica reading its own write back from the stream)
+        new = False
         if row is None:
             if len(self._keys) < self.max_rows:
                 row = len(self._keys)
+                new = True
                 if row == self._vectors.shape[0]:
                     grown = min(self.max_rows, row * 2)
                     self._vectors = np.resize(self._vectors, (grown, self.dim))
@@ -104,11 +128,45 @@ class ScopeMatrix:
             self._guards[row] = guard
         self._vectors[row] = vector
         self._expires[row] = expires
+        if self._ann is not None:
+            self._ann.upsert(row, self._vectors[row], new=new)
+        if self._changed is not None:
+            self._changed.add(row)
+
+    # -- the approximate index (built by `ann.IndexBuilds`) --------------------------------------------------
+    @property
+    def approximate(self) -> bool:
+        """Whether lookups go through the approximate index."""
+        return self._ann is not None
+
+    def build_due(self) -> bool:
+        return 0 < self._build_at <= len(self._keys) and self._changed is None
+
+    def start_build(self) -> np.ndarray:
+        """The rows to build from (a view, read in the worker thread; rows written meanwhile are noted)."""
+        self._changed = set()
+        return self._vectors[: len(self._keys)]
+
+    def install(self, index: IvfIndex) -> None:
+        """Use `index` from now on, after giving it the rows written while it was built."""
+        index.adopt()
+        built = len(index)
+        for row in sorted(self._changed or ()):
+            index.upsert(row, self._vectors[row])
+        self._ann = index
+        self._changed = None
+        self._build_at = 2 * built
+
+    def abandon_build(self) -> None:
+        self._build_at = 2 * max(len(self._keys), self._build_at)
+        self._changed = None
 
     def search(self, vector: np.ndarray, k: int, now: float) -> list[Candidate]:
         n = len(self._keys)
         if n == 0 or k <= 0:
             return []
+        if self._ann is not None:
+            return self._search_approximate(vector, k, now)
         # vecdot (numpy >= 2.0) and einsum run in the calling thread; `@` goes to a multi-threaded BLAS, which on
         # a busy machine was 10-20x slower for this size. vecdot's SIMD loop scans 10,000 x 256 in ~0.23 ms CPU
         # here, einsum in ~0.47 ms (bench/semantic_cache.py)
@@ -133,6 +191,20 @@ class ScopeMatrix:
             Candidate(self._keys[i], float(scores[i]), self._guards[i]) for i in top if np.isfinite(scores[i])
         ]
 
+    def _search_approximate(self, vector: np.ndarray, k: int, now: float) -> list[Candidate]:
+        assert self._ann is not None
+        rows = self._ann.search(vector, k + ANN_EXTRA)
+        expired = self._expires[rows] <= now
+        if expired.any():  # out of the index for good (a row written again goes back in)
+            for row in rows[expired]:
+                self._ann.remove(int(row))
+            rows = rows[~expired]
+        if not len(rows):
+            return []
+        scores = _dot_rows(self._vectors[rows], vector)  # exact, from the matrix: the index only proposes rows
+        order = np.argsort(scores)[::-1][:k]
+        return [Candidate(self._keys[int(rows[i])], float(scores[i]), self._guards[int(rows[i])]) for i in order]
+
     def live(self, now: float) -> int:
         return int((self._expires[: len(self._keys)] > now).sum())
 
@@ -146,11 +218,14 @@ class MemoryVectorIndex:
         *,
         max_rows_per_scope: int = 20_000,
         max_vectors: int = 200_000,
+        ann_min_rows: int = ANN_MIN_ROWS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.dim = dim
         self.max_rows_per_scope = max_rows_per_scope
         self.max_vectors = max_vectors
+        self.ann_min_rows = ann_min_rows
+        self.builds = IndexBuilds()
         self._clock = clock
         self._scopes: OrderedDict[str, ScopeMatrix] = OrderedDict()
         self._total = 0
@@ -162,6 +237,7 @@ class MemoryVectorIndex:
         return None
 
     async def close(self) -> None:
+        await self.builds.close()
         self._scopes.clear()
         self._total = 0
 
@@ -175,10 +251,13 @@ class MemoryVectorIndex:
     async def add(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes, ttl_ms: int) -> None:
         matrix = self._scopes.get(scope_id)
         if matrix is None:
-            matrix = self._scopes[scope_id] = ScopeMatrix(self.dim, self.max_rows_per_scope)
+            matrix = self._scopes[scope_id] = ScopeMatrix(
+                self.dim, self.max_rows_per_scope, ann_min_rows=self.ann_min_rows
+            )
         self._scopes.move_to_end(scope_id)
         before = len(matrix)
         matrix.add(entry_key, vector, guard, self._clock() + ttl_ms / 1000.0)
+        self.builds.after_add(matrix)
         self._total += len(matrix) - before
         while self._total > self.max_vectors and len(self._scopes) > 1:
             _, evicted = self._scopes.popitem(last=False)

@@ -25,9 +25,9 @@ def wants_semantic(ex: Exchange, default: bool, tenants: Collection[str]) -> boo
     """Whether an exact-cache miss gets a semantic lookup: a restriction (policy `cache: exact`, request
     `x-gateway-cache: exact`) wins over an opt-in (request `semantic`, policy `cache: semantic`, a listed tenant,
     `default`)."""
-    assert ex.decision is not None
+    assert ex.decision is not None and ex.parsed is not None
     kind = ex.decision.cache_kind
-    requested = requested_cache(ex.headers)
+    requested = requested_cache(ex.headers, ex.parsed.cache_request)
     if kind == "exact" or requested == "exact":
         return False
     return requested == "semantic" or kind == "semantic" or ex.tenant in tenants or default

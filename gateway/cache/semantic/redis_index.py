@@ -18,7 +18,9 @@ miss). A stream that vanished (purged, expired) empties the mirror.
 
 Redis Stack's vector search (FT.SEARCH KNN) is not used: this machine's Redis (7.0, no modules) cannot run it,
 and the mirror needs nothing but streams. Scale: a scope costs `dim * 4` bytes per vector in Redis and in every
-replica's memory (256-d: ~1 KiB; 20,000 vectors ~21 MB per replica), and the scan is linear in the scope size.
+replica's memory (256-d: ~1 KiB; 20,000 vectors ~21 MB per replica), twice that in a mirror large enough for an
+approximate index (`ScopeMatrix`: from 32,768 rows), whose lookups then cost ~0.1 ms at 100,000 rows instead of an
+exact scan's ~5 ms.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from gateway.cache.breaker import Breaker
-from gateway.cache.semantic.index import Candidate, ScopeMatrix
+from gateway.cache.semantic.ann import IndexBuilds
+from gateway.cache.semantic.index import ANN_MIN_ROWS, Candidate, ScopeMatrix
 from gateway.cache.semantic.purge import purge_keys
 from gateway.cache.store import StoreError
 from gateway.redis_link import RedisLink
@@ -51,8 +54,8 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 class _Mirror:
     __slots__ = ("matrix", "last_id", "syncing", "synced_at", "added_at")
 
-    def __init__(self, dim: int, max_rows: int) -> None:
-        self.matrix = ScopeMatrix(dim, max_rows)
+    def __init__(self, dim: int, max_rows: int, ann_min_rows: int) -> None:
+        self.matrix = ScopeMatrix(dim, max_rows, ann_min_rows=ann_min_rows)
         self.last_id = "0-0"
         self.syncing: asyncio.Task[None] | None = None
         self.synced_at = -math.inf
@@ -77,8 +80,12 @@ class RedisVectorIndex:
         breaker: Breaker | None = None,
         clock: Callable[[], float] = time.time,
         sync_interval_seconds: float = 0.0,
+        ann_min_rows: int = ANN_MIN_ROWS,
     ) -> None:
         self.dim = dim
+        self.ann_min_rows = ann_min_rows
+        self.builds = IndexBuilds()
+        """Approximate indexes of large mirrors (`gateway.cache.semantic.ann`), built in a worker thread."""
         self.prefix = prefix
         self.max_rows_per_scope = max_rows_per_scope
         self.max_mirrored_vectors = max_mirrored_vectors
@@ -103,6 +110,7 @@ class RedisVectorIndex:
         self.link.open()
 
     async def close(self) -> None:
+        await self.builds.close()
         for mirror in self._mirrors.values():
             if mirror.syncing is not None:
                 mirror.syncing.cancel()
@@ -121,7 +129,7 @@ class RedisVectorIndex:
             total -= len(evicted.matrix)
             if evicted.syncing is not None:
                 evicted.syncing.cancel()
-        mirror = self._mirrors[scope_id] = _Mirror(self.dim, self.max_rows_per_scope)
+        mirror = self._mirrors[scope_id] = _Mirror(self.dim, self.max_rows_per_scope, self.ann_min_rows)
         return mirror
 
     async def _sync(self, scope_id: str, mirror: _Mirror) -> None:
@@ -142,7 +150,7 @@ class RedisVectorIndex:
                 if mirror.added_at >= started:  # added here meanwhile: the stream exists now; look again next time
                     return
                 if len(mirror.matrix) or mirror.last_id != "0-0":
-                    mirror.matrix = ScopeMatrix(self.dim, self.max_rows_per_scope)
+                    mirror.matrix = ScopeMatrix(self.dim, self.max_rows_per_scope, ann_min_rows=self.ann_min_rows)
                     mirror.last_id = "0-0"
                 mirror.synced_at = started
                 return
@@ -152,6 +160,7 @@ class RedisVectorIndex:
                     expires = int(fields.get(b"x", b"0")) / 1000.0
                     mirror.matrix.add(fields[b"k"].decode(), vector, fields.get(b"g", b""), expires)
                 mirror.last_id = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+            self.builds.after_add(mirror.matrix)
             if len(rows) < SYNC_BATCH:
                 mirror.synced_at = started
                 return
@@ -186,6 +195,7 @@ class RedisVectorIndex:
             # same key); a failed write leaves it here only, pointing at an entry that was stored
             mirror.added_at = time.monotonic()
             mirror.matrix.add(entry_key, np.asarray(vector, dtype=np.float32), guard, expires_ms / 1000.0)
+            self.builds.after_add(mirror.matrix)
         try:
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(key, fields, maxlen=self.max_rows_per_scope, approximate=True)

@@ -1,0 +1,185 @@
+"""The approximate index of large scopes (faiss IVF in `gateway.cache.semantic.ann`), through `ScopeMatrix`, the
+in-process index, the Redis mirror and `SemanticCache`: what it proposes is re-scored exactly, expired rows are
+never returned, rows written during a build are found once it is installed, replaced rows under their new vector."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.cache.memory import MemoryStore
+from gateway.cache.semantic import ann
+from gateway.cache.semantic.ann import IndexBuilds, IvfIndex, lists_for
+from gateway.cache.semantic.cache import SemanticCache, SemanticHit, SemanticSettings
+from gateway.cache.semantic.calibrate import shipped_threshold
+from gateway.cache.semantic.guard import LexicalGuard, encode_signature
+from gateway.cache.semantic.index import MemoryVectorIndex, ScopeMatrix
+from gateway.cache.semantic.redis_index import RedisVectorIndex
+from gateway.cache.semantic.scope import scope_of_request
+from gateway.embedding import WordLlamaEmbedder
+
+REDIS_URL = os.environ.get("SLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
+DIM = 256
+ROWS = 2000
+NOW = 1000.0
+
+pytestmark = pytest.mark.skipif(not ann.available(), reason="faiss-cpu is not installed")
+
+
+def unit_rows(n: int, seed: int = 7) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def filled(n: int, *, min_rows: int = 512) -> ScopeMatrix:
+    matrix = ScopeMatrix(DIM, n, ann_min_rows=min_rows)
+    for i, vector in enumerate(unit_rows(n)):
+        matrix.add(f"k{i}", vector, b"g%d" % i, NOW + 60)
+    return matrix
+
+
+def test_lists_grow_with_the_square_root_of_the_scope() -> None:
+    assert [lists_for(n) for n in (100, 8192, 100_000, 4_000_000)] == [16, 90, 316, 1024]
+
+
+async def test_the_index_proposes_and_the_matrix_scores_exactly() -> None:
+    matrix = filled(ROWS)
+    exact = filled(ROWS, min_rows=0)
+    assert matrix.build_due() and not matrix.approximate
+    builds = IndexBuilds()
+    builds.after_add(matrix)
+    assert not matrix.build_due()  # one build at a time
+    await builds.wait()
+    assert matrix.approximate and not exact.approximate
+    vectors = unit_rows(ROWS)
+    for i in (0, 7, 1999):
+        found = matrix.search(vectors[i], 4, NOW)
+        assert found[0].entry_key == f"k{i}" and found[0].guard == b"g%d" % i
+        assert found[0].similarity == pytest.approx(1.0, abs=1e-6)
+        # every proposed row carries the exact similarity the full scan gives it
+        scores = {c.entry_key: c.similarity for c in exact.search(vectors[i], ROWS, NOW)}
+        assert all(c.similarity == pytest.approx(scores[c.entry_key], abs=1e-6) for c in found)
+    await builds.close()
+
+
+async def test_rows_written_during_a_build_and_replaced_rows_are_found_after_it() -> None:
+    matrix = filled(ROWS)
+    fresh = unit_rows(3, seed=99)
+    builds = IndexBuilds()
+    builds.after_add(matrix)  # the build takes rows 0..1999 now
+    matrix.add("late", fresh[0], b"late", NOW + 60)  # written while the build runs
+    matrix.add("k5", fresh[1], b"moved", NOW + 60)  # an existing key with a new vector
+    await builds.wait()
+    assert matrix.approximate
+    assert [(c.entry_key, c.guard) for c in matrix.search(fresh[0], 1, NOW)] == [("late", b"late")]
+    assert [(c.entry_key, c.guard) for c in matrix.search(fresh[1], 1, NOW)] == [("k5", b"moved")]
+    assert "k5" not in [c.entry_key for c in matrix.search(unit_rows(ROWS)[5], 4, NOW)]
+    matrix.add("later", fresh[2], b"later", NOW + 60)  # after the build: straight into the index
+    assert [c.entry_key for c in matrix.search(fresh[2], 1, NOW)] == ["later"]
+    await builds.close()
+
+
+async def test_expired_rows_are_never_proposed() -> None:
+    matrix = ScopeMatrix(DIM, ROWS, ann_min_rows=512)
+    vectors = unit_rows(ROWS)
+    for i, vector in enumerate(vectors):
+        matrix.add(f"k{i}", vector, b"", NOW + (10 if i == 3 else 60))
+    builds = IndexBuilds()
+    builds.after_add(matrix)
+    await builds.wait()
+    assert matrix.search(vectors[3], 1, NOW)[0].entry_key == "k3"
+    assert "k3" not in [c.entry_key for c in matrix.search(vectors[3], 4, NOW + 10)]  # expired: gone
+    matrix.add("k3", vectors[3], b"", NOW + 100)  # stored again: back in the index
+    assert matrix.search(vectors[3], 1, NOW + 10)[0].entry_key == "k3"
+    await builds.close()
+
+
+async def test_a_full_scope_replaces_its_oldest_rows_in_the_index_too() -> None:
+    matrix = filled(ROWS)
+    builds = IndexBuilds()
+    builds.after_add(matrix)
+    await builds.wait()
+    fresh = unit_rows(1, seed=5)[0]
+    matrix.add("newest", fresh, b"", NOW + 60)  # full: row 0 (k0) is overwritten
+    assert len(matrix) == ROWS
+    assert matrix.search(fresh, 1, NOW)[0].entry_key == "newest"
+    assert "k0" not in [c.entry_key for c in matrix.search(unit_rows(ROWS)[0], 4, NOW)]
+    await builds.close()
+
+
+async def test_a_failed_build_keeps_the_exact_scan_and_waits_for_the_scope_to_double() -> None:
+    def broken(rows: np.ndarray) -> IvfIndex:
+        raise RuntimeError("no memory")
+
+    matrix = filled(600)
+    builds = IndexBuilds(build=broken)
+    builds.after_add(matrix)
+    await builds.wait()
+    assert not matrix.approximate and not matrix.build_due()
+    assert matrix.search(unit_rows(600)[9], 1, NOW)[0].entry_key == "k9"
+    await builds.close()
+
+
+async def test_a_semantic_hit_through_the_approximate_index_of_the_in_process_index() -> None:
+    embedder = WordLlamaEmbedder()
+    index = MemoryVectorIndex(embedder.dim, max_rows_per_scope=5000, ann_min_rows=1024)
+    store = MemoryStore(10)
+    cache = SemanticCache(embedder, index, store, SemanticSettings(shipped_threshold(embedder.name)))
+    raw = {"model": "m", "messages": [{"role": "user", "content": "What is the capital city of France?"}]}
+    found = scope_of_request("acme", "upstream", "m", raw)
+    assert not isinstance(found, str)
+    scope, prompt = found
+    guard = encode_signature(LexicalGuard().signature("filler prompt"))
+    for i, vector in enumerate(unit_rows(1500)):
+        await index.add(scope.scope_id, f"filler{i}", vector, guard, 60_000)
+    await store.set("the-entry", b"Paris.", 60_000)
+    assert await cache.store(scope, prompt, "the-entry", 60_000)
+    await index.builds.wait()
+    assert index._scopes[scope.scope_id].approximate
+    hit = await cache.lookup(scope, "what's the capital of France?")
+    assert isinstance(hit, SemanticHit) and (hit.entry_key, hit.value) == ("the-entry", b"Paris.")
+    await cache.close()
+
+
+async def test_the_redis_mirror_of_a_large_scope_gets_the_index() -> None:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    prefix = "slmgw:test:ann"
+    writer = RedisVectorIndex(REDIS_URL, DIM, prefix=prefix, timeout_seconds=1, ann_min_rows=0)
+    reader = RedisVectorIndex(REDIS_URL, DIM, prefix=prefix, timeout_seconds=1, ann_min_rows=512)
+    await writer.start()
+    await reader.start()
+    try:
+        vectors = unit_rows(700)
+        for i, vector in enumerate(vectors):
+            await writer.add("tA:sem:1", f"k{i}", vector, b"g", 60_000)
+        assert (await reader.search("tA:sem:1", vectors[42], 1))[0].entry_key == "k42"  # the catch-up
+        await reader.builds.wait()
+        assert reader._mirrors["tA:sem:1"].matrix.approximate
+        assert [c.entry_key for c in await reader.search("tA:sem:1", vectors[650], 1)] == ["k650"]
+    finally:
+        await writer.close()
+        await reader.close()
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+async def test_the_same_store_read_back_is_not_written_again() -> None:
+    """A replica reads its own writes back from the stream: same key, expiry and guard are skipped (no second
+    write into the matrix, nor a remove and add in the index); a new expiry is a new store."""
+    matrix = filled(ROWS)
+    builds = IndexBuilds()
+    builds.after_add(matrix)
+    await builds.wait()
+    first, other = unit_rows(2, seed=11)
+    matrix.add("mine", first, b"g", NOW + 60)
+    matrix.add("mine", other, b"g", NOW + 60)  # read back (the vector here is a stand-in: the same store is skipped)
+    assert [(c.entry_key, round(c.similarity, 4)) for c in matrix.search(first, 1, NOW)] == [("mine", 1.0)]
+    matrix.add("mine", other, b"g", NOW + 61)  # stored again: replaced
+    assert [(c.entry_key, round(c.similarity, 4)) for c in matrix.search(other, 1, NOW)] == [("mine", 1.0)]
+    assert "mine" not in [c.entry_key for c in matrix.search(first, 4, NOW)]
+    await builds.close()
