@@ -5,6 +5,7 @@ Run alone: ``python -m pytest tests/test_classifier_chat.py -q``.  Uses the real
 
 from __future__ import annotations
 
+import asyncio
 import zipfile
 from pathlib import Path
 
@@ -186,3 +187,17 @@ def test_the_shipped_model_tells_easy_from_hard_chat_prompts() -> None:
 
 
 SHIPPED_SCORES = [0.5489, 0.5298, 0.5287, 0.6894, 0.5728, 0.5798]  # easy, then hard; threshold 0.5661
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_PATH.is_file(), reason="shipped model not built yet")
+def test_the_gateway_hands_its_one_embedder_to_the_router() -> None:
+    from gateway.embedding.shared import SharedEmbedder
+    from gateway.routing.reloadable import ReloadableRouter, RouterSource
+
+    shared = SharedEmbedder()
+    router = ReloadableRouter(RouterSource(embedder=shared.get))
+    assert router.current.scorer.embedder is shared.get()  # one copy of the weights per gateway
+    first = router.current
+    results = asyncio.run(router.reload())  # a reload keeps using it
+    assert [(r.component, r.result) for r in results] == [("policy", "success"), ("classifier", "success")]
+    assert router.current is not first and router.current.scorer.embedder is shared.get()
