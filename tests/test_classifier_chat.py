@@ -186,7 +186,7 @@ def test_the_shipped_model_tells_easy_from_hard_chat_prompts() -> None:
     assert [round(s, 4) for s in easy + hard] == SHIPPED_SCORES
 
 
-SHIPPED_SCORES = [0.5489, 0.5298, 0.5287, 0.6894, 0.5728, 0.5798]  # easy, then hard; threshold 0.5661
+SHIPPED_SCORES = [0.5521, 0.5236, 0.5344, 0.6852, 0.5747, 0.5928]  # easy, then hard; threshold 0.5661
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL_PATH.is_file(), reason="shipped model not built yet")
