@@ -12,11 +12,11 @@ scale by quantile matching: a prompt whose ``raw`` is at percentile q of the tra
 router's own training-score percentile q (``raw_quantiles`` -> ``score_quantiles``, both at 0, 1, ..., 100 %).
 So the policy's calibrated threshold means the same share for chat prompts as for training-like prompts.
 
-Why P(weak wrong) and not the family models' benefit, P(strong right) - P(weak right): on the routing dev set,
-with folds that hold out whole subjects (the situation of a chat prompt: a topic the router never saw), a
-benefit head ranks no better than random (APGR 0.48-0.52), while a weak-wrong head keeps APGR 0.58 (random
-0.50): which topics the weak model finds hard carries over to new topics, where the strong model's extra wins
-do not (they hinge on per-subject quirks, e.g. a subject where the strong labels are nearly all wrong).
+Why P(weak wrong) and not the family models' benefit, P(strong right) - P(weak right): the dev labels carry a
+benefit artefact that must not reach chat (in ``high_school_mathematics`` the strong model is marked right on
+2% of the rows, so maths reads as negative benefit; a benefit head ranked a hand-written integral derivation
+the easiest of twelve chat prompts).  On leave-subjects-out CV of the dev set the two targets are close
+(benefit 0.580 +- 0.011, weak wrong 0.563 +- 0.006 APGR over 6 fold deals); see docs/router.md.
 
 Stored as plain arrays (no pickled estimator).  The embedding comes from the embedder named ``embedder``
 (the gateway's bundled WordLlama model) of the question's first and last ``embed_chars / 2`` characters, the

@@ -74,7 +74,7 @@ class RouterConfig:
     chat_clip: float = 3.0
     chat_embedding_scale: float = 4.0
     # The embedded text: the question's first and last 100 characters (tokenising is most of the head's time;
-    # bench/chat_transfer.py, leave-subjects-out APGR: 0.581 embedding 300 characters, 0.575 at 200, 0.565 at
+    # leave-subjects-out APGR, one deal of subjects into folds: 0.581 embedding 300 characters, 0.575 at 200, 0.565 at
     # 128; decision p99 on Arena-Hard ~1.0 ms, ~0.8 ms, ~0.6 ms on a busy 2-core host).
     chat_embed_chars: int = 200
     chat_feature_chars: int = 400  # the format-free features' text: its first and last 200 characters
