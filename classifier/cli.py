@@ -168,6 +168,8 @@ def _config(args: argparse.Namespace) -> Any:
         word_problem_weight=args.word_problem_weight,
         subject_prior_weight=args.subject_prior_weight,
         tree_weight=args.tree_weight,
+        chat_head=not args.no_chat_head,
+        chat_C=args.chat_C,
         seed=args.seed,
     )
 
@@ -202,6 +204,9 @@ def _add_hparams(p: argparse.ArgumentParser) -> None:
                    help="share of the subject-prior head in multiple-choice scores (0: off)")
     p.add_argument("--tree-weight", type=float, default=defaults.tree_weight,
                    help="share of the hand-feature tree head in multiple-choice scores (0: off)")
+    p.add_argument("--no-chat-head", action="store_true",
+                   help="leave out the open-chat head (embedding + format-free features; see classifier/chathead.py)")
+    p.add_argument("--chat-C", type=float, default=defaults.chat_C, help="inverse L2 strength of the chat head")
     p.add_argument("--seed", type=int, default=defaults.seed)
 
 

@@ -35,6 +35,9 @@ __all__ = [
     "truncate",
     "segment",
     "SEGMENTS",
+    "CHAT",
+    "family",
+    "word_problem_shaped",
     "WORD_PROBLEM_VERSION",
 ]
 
@@ -298,6 +301,51 @@ def segment(text: str) -> str:
     """Prompt family from text alone: ``"mc"`` (lettered answer options) or ``"text"``."""
     head = text[:4000]
     return "mc" if len(_OPTION.findall(head)) >= 2 else "text"
+
+
+CHAT = "chat"
+"""The family of free-text prompts that are not word-problem shaped (open chat), see :func:`family`."""
+
+_WP_QUANTITY = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
+_WP_ASK = re.compile(
+    r"\b(?:how (?:many|much|long|far|old|fast|often|tall)|what percent|what (?:is|was|will|are|were)\b.*"
+    r"\b(?:total|cost|price|percent|percentage|average|number|amount|sum|difference|value|age|speed|profit))",
+    re.IGNORECASE,
+)
+_WP_ASK_LOOSE = re.compile(r"\b(?:calculate|compute|what'?s|what (?:is|was|will|would|are|were|did|does)|find|determine)\b",
+                           re.IGNORECASE)
+_WP_NOT = frozenset("{}<>=_\\`|#[]^")
+
+
+def word_problem_shaped(text: str) -> bool:
+    """Whether a free-text prompt reads like an arithmetic word problem (GSM8K-shaped): one paragraph of at
+    most 1,000 characters without code or markup characters, with a quantity, whose last sentence asks for
+    a quantity ("how many", "what is the total", ...; or "calculate"/"what is"/"find" with two quantities).
+    True for 99% of the GSM8K rows of the routing dev set and 0 of its MMLU rows."""
+    t = text.strip()
+    if not t or len(t) > 1000 or "\n" in t or not _WP_NOT.isdisjoint(t):
+        return False
+    words = _WORD.findall(t.lower())
+    n_quantities = len(_WP_QUANTITY.findall(t)) + sum(w in _NUMBER_WORDS or w in _MULTIPLIER_WORDS for w in words)
+    if n_quantities < 1:
+        return False
+    sentences = [s for s in _SENTENCE_END.split(t) if s]
+    last = sentences[-1] if sentences else t
+    return (
+        _WP_ASK.search(last) is not None
+        or (last.endswith("?") and _WP_ASK.search(t) is not None)
+        or (n_quantities >= 2 and _WP_ASK_LOOSE.search(last) is not None)
+    )
+
+
+def family(text: str) -> str:
+    """Finer prompt family: ``"mc"``, ``"text"`` (word-problem shaped, see :func:`word_problem_shaped`) or
+    ``"chat"`` (any other free text).  The family models are fitted per :func:`segment`; a model with a chat
+    head (:class:`classifier.chathead.ChatHead`) scores ``"chat"`` prompts with it."""
+    seg = segment(text)
+    if seg == "text" and not word_problem_shaped(text[:4000]):
+        return CHAT
+    return seg
 
 
 def truncate(text: str, max_chars: int) -> str:

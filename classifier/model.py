@@ -12,15 +12,18 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from classifier.chathead import ChatHead
 from classifier.familiarity import Familiarity
 from classifier.features import (
+    CHAT,
     HAND_FEATURE_NAMES,
     WORD_PROBLEM_VERSION,
     PromptFeaturizer,
-    segment,
+    family,
     truncate,
     unigram_vectorizer,
 )
+from classifier.generic import generic_features, question_text
 
 __all__ = [
     "DEFAULT_MODEL_PATH",
@@ -30,6 +33,8 @@ __all__ = [
     "RouterModel",
     "SubjectPrior",
     "TreeHead",
+    "bundled_embedder",
+    "chat_inputs",
     "load_model",
     "metrics_path_for",
     "messages_text",
@@ -71,6 +76,23 @@ def _blend_head(score: Any, head: Any, weight: float, slope: float, intercept: f
     """``score`` blended with a head's output mapped onto the score scale (``slope * head + intercept``),
     clipped to [0, 1]; arrays or scalars."""
     return np.clip((1.0 - weight) * score + weight * (slope * head + intercept), 0.0, 1.0)
+
+
+def bundled_embedder() -> Any:
+    """The gateway's bundled embedder (WordLlama, weights in its wheel): what the chat head was fitted with.
+    Loaded on each call; the gateway passes its one shared instance instead (see :func:`load_model`)."""
+    from gateway.embedding.wordllama import WordLlamaEmbedder
+
+    return WordLlamaEmbedder()
+
+
+def chat_inputs(text: str, feature_chars: int, embed_chars: int) -> tuple[str, list[float]]:
+    """What the chat head reads of a prompt: its question text (scaffolding cut) truncated to ``embed_chars``
+    to embed, and its format-free features on the question truncated to ``feature_chars`` (see
+    :mod:`classifier.generic`).  Both cuts keep the head and tail halves and bound the head's time, which grows
+    with the text (tokenising for the embedding is most of it)."""
+    question = question_text(text)
+    return truncate(question, embed_chars), generic_features(truncate(question, feature_chars), len(question))
 
 
 def metrics_path_for(model_path: str | Path) -> Path:
@@ -332,6 +354,8 @@ class RouterModel:
         priors: Mapping[str, SubjectPrior] | None = None,
         trees: Mapping[str, TreeHead] | None = None,
         familiarity: Familiarity | None = None,
+        chat: ChatHead | None = None,
+        embedder: Any = None,
     ) -> None:
         if not models:
             raise ValueError("RouterModel needs at least one fitted model")
@@ -341,6 +365,14 @@ class RouterModel:
         self.priors: dict[str, SubjectPrior] = dict(priors or {})
         self.trees: dict[str, TreeHead] = dict(trees or {})
         self.familiarity_head = familiarity
+        self.chat_head = chat
+        self.embedder = embedder
+        if chat is not None:
+            if embedder is None:
+                raise ValueError("a router with a chat head needs the embedder it was fitted with")
+            if getattr(embedder, "name", None) != chat.embedder or int(getattr(embedder, "dim", -1)) != chat.dim:
+                raise ValueError(f"the chat head was fitted with embedder {chat.embedder!r} ({chat.dim} dimensions), "
+                                 f"not {getattr(embedder, 'name', None)!r}")
         self._word_columns = None
         if familiarity is not None:
             if familiarity.n_features != int(featurizer.word_features):
@@ -403,7 +435,28 @@ class RouterModel:
         return self._heads[family]
 
     def _family(self, seg: str) -> str:
+        if seg == CHAT:
+            seg = "text"
         return seg if seg in self._heads else ("all" if "all" in self._heads else next(iter(self._heads)))
+
+    def family_of(self, text: str) -> str:
+        """The family whose head scores ``text``: ``"chat"`` for open chat when this model has a chat head, else
+        the family model serving it (``"mc"``, ``"text"`` or ``"all"``)."""
+        fam = family(text)
+        return CHAT if fam == CHAT and self.chat_head is not None else self._family(fam)
+
+    def _chat_score(self, text: str) -> float:
+        assert self.chat_head is not None
+        question, features = chat_inputs(text, self.chat_head.feature_chars, self.chat_head.embed_chars)
+        return self.chat_head.score(self.embedder.embed([question])[0], features)
+
+    def chat_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """The chat head's scores of ``texts`` whatever their family (ValueError without a chat head)."""
+        if self.chat_head is None:
+            raise ValueError("this router has no chat head")
+        inputs = [chat_inputs(t, self.chat_head.feature_chars, self.chat_head.embed_chars) for t in texts]
+        vectors = self.embedder.embed([q for q, _ in inputs])
+        return self.chat_head.score_many(vectors, np.asarray([f for _, f in inputs], dtype=np.float64))
 
     def _prob(self, name: str, idx: np.ndarray, val: np.ndarray) -> float:
         coef, intercept, col = self._linear[name]
@@ -414,7 +467,9 @@ class RouterModel:
 
     def score(self, text: str) -> float:
         """``p_strong`` for one prompt text (fast path, same value as :meth:`score_many`)."""
-        fam = self._family(segment(text))
+        fam = self.family_of(text)
+        if fam == CHAT:
+            return self._chat_score(text)
         heads = self._heads[fam]
         prior = self.priors.get(fam)
         if prior is None:
@@ -440,9 +495,14 @@ class RouterModel:
         out = np.zeros(len(texts), dtype=float)
         if not texts:
             return out
+        fams = np.asarray([self.family_of(t) for t in texts], dtype=object)
+        chat = np.flatnonzero(fams == CHAT)
+        if chat.size:
+            out[chat] = self.chat_scores([texts[i] for i in chat])
+        if chat.size == len(texts):
+            return out
         X = self.featurizer.transform(texts)
-        fams = np.asarray([self._family(segment(t)) for t in texts], dtype=object)
-        for fam in set(fams.tolist()):
+        for fam in set(fams.tolist()) - {CHAT}:
             rows = np.flatnonzero(fams == fam)
             probs = [
                 self.models[name].predict_proba(X[rows])[:, self._linear[name][2]] for name in self._heads[fam]
@@ -492,12 +552,17 @@ def save_model(router: RouterModel, path: str | Path, info: Mapping[str, Any] | 
     }
     if router.familiarity_head is not None:
         payload["familiarity"] = router.familiarity_head.to_params()
+    if router.chat_head is not None:
+        payload["chat"] = router.chat_head.to_params()
     sio.dump(payload, path, compression=zipfile.ZIP_DEFLATED)
     return path
 
 
-def load_model(path: str | Path | None = None) -> RouterModel:
-    """Load a router (``None`` -> the shipped model).  Raises :class:`ModelLoadError`."""
+def load_model(path: str | Path | None = None, embedder: Any = None) -> RouterModel:
+    """Load a router (``None`` -> the shipped model).  Raises :class:`ModelLoadError`.
+
+    A router with a chat head embeds open-chat prompts with ``embedder`` (None: :func:`bundled_embedder`, loaded
+    only when the file has a chat head); it must be the embedder the head was fitted with (same name)."""
     import skops.io as sio
 
     path = Path(path) if path is not None else DEFAULT_MODEL_PATH
@@ -554,6 +619,20 @@ def load_model(path: str | Path | None = None) -> RouterModel:
             familiarity = Familiarity(raw_familiarity)
         except (ValueError, TypeError) as exc:
             raise ModelLoadError(f"router model {path} has bad familiarity data: {exc}") from None
+    raw_chat = payload.get("chat")
+    chat = None
+    if raw_chat is not None:
+        if not isinstance(raw_chat, dict):
+            raise ModelLoadError(f"router model {path} has a malformed chat head")
+        try:
+            chat = ChatHead(raw_chat)
+        except (ValueError, TypeError) as exc:
+            raise ModelLoadError(f"router model {path} has a bad chat head: {exc}") from None
+        if embedder is None:
+            try:
+                embedder = bundled_embedder()
+            except Exception as exc:  # EmbedderError, ImportError: the head cannot run without its embedder
+                raise ModelLoadError(f"router model {path} needs the bundled embedder for its chat head: {exc}") from None
     metadata: dict[str, Any] = {}
     try:
         metadata.update(json.loads(payload.get("info") or "{}"))
@@ -567,6 +646,6 @@ def load_model(path: str | Path | None = None) -> RouterModel:
             raise ModelLoadError(f"router metrics file {mpath} is not valid JSON") from None
     metadata.setdefault("model_path", str(path))
     try:
-        return RouterModel(featurizer, models, metadata, priors, trees, familiarity)
+        return RouterModel(featurizer, models, metadata, priors, trees, familiarity, chat, embedder)
     except (ValueError, AttributeError, IndexError) as exc:
         raise ModelLoadError(f"router model {path} is inconsistent: {exc}") from None

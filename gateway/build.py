@@ -157,8 +157,8 @@ def build_gateway(
     """
     metrics = metrics or GatewayMetrics()
     tiers = tiers or build_tiers(settings, metrics)
-    router = router or router_from_settings(settings, metrics)
     embedder = embedder or SharedEmbedder()
+    router = router or router_from_settings(settings, metrics, embedder.get)
     costs = CostModel(settings.costs, settings.upstream.default_model)
     model_labels = ModelLabels([tiers.local_model_name, *tiers.slm_models.values(), *costs.known_models()])
     access_log = build_access_log(settings.access_log, settings.access_log_prompts)

@@ -20,6 +20,8 @@ LAYERS: dict[str, int] = {
     "features": 0,
     "data": 0,
     "familiarity": 0,
+    "generic": 0,
+    "chathead": 0,
     "model": 1,
     "fit": 2,
     "install": 2,

@@ -37,10 +37,14 @@ class RouterSource:
     spill_to_upstream: bool = True
     slm_tiers: frozenset[str] = frozenset()
     """The named SLM tiers of the settings (a policy may name only these)."""
+    embedder: Any = None
+    """`() -> Embedder | None`: the gateway's one embedder (`SharedEmbedder.get`), handed to a classifier whose
+    chat head embeds prompts, so the weights are in memory once; None: the classifier loads its own."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RouterSource:
+    def from_settings(cls, settings: Settings, embedder: Any = None) -> RouterSource:
         return cls(
+            embedder=embedder,
             policy_path=settings.policy,
             classifier_path=settings.classifier_model,
             local_context_tokens=settings.local.context_size,
@@ -99,7 +103,7 @@ def load_router(source: RouterSource, metrics: GatewayMetrics | None = None) -> 
     scorer, problem = None, None
     if needs_classifier(spec) or source.classifier_path is not None:
         try:
-            scorer = load_scorer(source.classifier_path)
+            scorer = load_scorer(source.classifier_path, source.embedder)
         except ClassifierUnavailable as exc:
             if source.classifier_path is not None:
                 raise SettingsError(f"classifier_model: {exc}") from None
@@ -148,7 +152,7 @@ class ReloadableRouter:
         scorer, problem = current.scorer, current.scorer_problem
         if needs_classifier(spec) or self.source.classifier_path is not None:
             try:
-                scorer, problem = load_scorer(self.source.classifier_path), None
+                scorer, problem = load_scorer(self.source.classifier_path, self.source.embedder), None
                 results.append(ReloadResult("classifier", "success", describe(scorer)))
             except ClassifierUnavailable as exc:
                 results.append(ReloadResult("classifier", "failure", str(exc)))
@@ -212,7 +216,9 @@ class ReloadableRouter:
             pass
 
 
-def router_from_settings(settings: Settings, metrics: GatewayMetrics | None = None) -> ReloadableRouter:
-    """The gateway's router for `settings` (SettingsError / PolicyError, one line, if it cannot start)."""
-    source = RouterSource.from_settings(settings)
+def router_from_settings(settings: Settings, metrics: GatewayMetrics | None = None,
+                         embedder: Any = None) -> ReloadableRouter:
+    """The gateway's router for `settings` (SettingsError / PolicyError, one line, if it cannot start);
+    `embedder` as in `RouterSource.embedder`."""
+    source = RouterSource.from_settings(settings, embedder)
     return ReloadableRouter(source, metrics)

@@ -11,14 +11,17 @@ class ClassifierUnavailable(RuntimeError):
     """The classifier cannot be loaded; the message is one line naming the file."""
 
 
-def load_scorer(path: str | Path | None) -> Any:
-    """Load the router model at `path` (None: the shipped model); ClassifierUnavailable on failure."""
+def load_scorer(path: str | Path | None, embedder: Any = None) -> Any:
+    """Load the router model at `path` (None: the shipped model); ClassifierUnavailable on failure.
+
+    `embedder` (`() -> Embedder | None`, the gateway's shared one) serves a model with a chat head; without it
+    (or when it returns None) the classifier loads the bundled embedder itself."""
     try:
         from classifier import ModelLoadError, load_model
     except ImportError as exc:
         raise ClassifierUnavailable(f"the classifier package is not available ({exc})") from None
     try:
-        return load_model(path=path)
+        return load_model(path=path, embedder=embedder() if embedder is not None else None)
     except ModelLoadError as exc:
         raise ClassifierUnavailable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 

@@ -1,0 +1,203 @@
+"""The open-chat head: family choice, format-free features, the head's scoring, saving, and the shipped model.
+
+Run alone: ``python -m pytest tests/test_classifier_chat.py -q``.  Uses the real bundled embedder (WordLlama).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifier import DEFAULT_MODEL_PATH, ModelLoadError, load_model
+from classifier.chathead import LEVELS, ChatHead
+from classifier.data import RoutingDataset
+from classifier.features import CHAT, family, segment, word_problem_shaped
+from classifier.fit import RouterConfig, fit_router
+from classifier.generic import GENERIC_FEATURE_NAMES, generic_features, question_text
+from classifier.model import bundled_embedder, chat_inputs, save_model
+
+MC = "Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth\nAnswer:"
+WORD_PROBLEM = "Tom buys 3 boxes of 12 eggs and breaks 5. How many eggs are left?"
+HAIKU = "Write a haiku about autumn leaves."
+CODE = "Implement a lock-free queue in C++ with std::atomic; explain the memory orderings."
+
+
+def test_families_of_prompts() -> None:
+    assert [family(t) for t in (MC, WORD_PROBLEM, HAIKU, CODE)] == ["mc", "text", CHAT, CHAT]
+    assert [segment(t) for t in (MC, WORD_PROBLEM, HAIKU, CODE)] == ["mc", "text", "text", "text"]
+    # word-problem shaped: one paragraph, a quantity, a last sentence asking for a quantity
+    assert word_problem_shaped("Calculate the total cost of 4 pens at $2 each and 3 books at $7 each.")
+    assert not word_problem_shaped("How many moons does Jupiter have?")  # no quantity in the text
+    assert not word_problem_shaped("x = 3\nHow many times does the loop run for 5 items?")  # two lines
+    assert not word_problem_shaped("In Python, how many items does `range(5)` yield?")  # code characters
+
+
+def test_question_text_cuts_the_multiple_choice_scaffolding() -> None:
+    assert question_text(MC) == "Which planet is largest?"
+    assert question_text(WORD_PROBLEM) == WORD_PROBLEM
+    # a single lettered line is content, not options
+    assert question_text("Explain point A. first, then the rest.") == "Explain point A. first, then the rest."
+
+
+def test_generic_features_of_a_fixed_text() -> None:
+    text = "Write a Python function f(x) that returns x**2 + 1; it must not use loops.\n1. code\n2. tests?"
+    values = dict(zip(GENERIC_FEATURE_NAMES, generic_features(text)))
+    assert len(values) == len(GENERIC_FEATURE_NAMES) == 20
+    expected_counts = {  # each feature is log1p(count)
+        "g_log_chars": 92,
+        "g_log_words": 16,  # [a-z]+ tokens of the lower-cased text
+        "g_log_lines": 2,
+        "g_log_numbers": 4,  # 2, 1, 1, 2
+        "g_log_math": 3,  # '*', '*', '+'
+        "g_log_latex": 0,
+        "g_log_code_fences": 0,
+        "g_log_code_tokens": 2,  # ';' and the word "function"
+        "g_log_questions": 1,
+        "g_log_sentences": 4,  # "loops.", "1.", "2.", "tests?"
+        "g_log_instructions": 1,  # write
+        "g_log_constraints": 1,  # must
+        "g_log_enumerations": 2,
+    }
+    assert len(text) == 92
+    for name, count in expected_counts.items():
+        assert values[name] == pytest.approx(np.log1p(count), abs=1e-12), name
+    assert values["g_digit_frac"] == pytest.approx(4 / len(text))
+    assert values["g_math_frac"] == pytest.approx(3 / len(text))
+    assert values["g_negation"] == 1.0
+    assert values["g_upper_frac"] == pytest.approx(2 / len(text))  # W, P
+    assert values["g_words_per_sentence"] == pytest.approx(np.log1p(16 / 4))
+    assert values["g_mean_word_len"] == 60 / 16 and values["g_long_word_frac"] == 0.0
+
+
+def _head_params(**over: object) -> dict:
+    params: dict = {
+        "embedder": "e", "dim": 2, "embed_chars": 10, "feature_chars": 20, "mean": np.zeros(1), "scale": np.ones(1), "clip": 3.0,
+        "coef": np.array([1.0, -1.0, 2.0]), "intercept": 0.0,
+        "raw_quantiles": LEVELS.copy(), "score_quantiles": 0.5 + 0.5 * LEVELS,
+    }
+    params.update(over)
+    return params
+
+
+def test_chat_head_scores_and_refuses_bad_arrays() -> None:
+    head = ChatHead(_head_params())
+    # logit = 1*0.6 - 1*0.8 + 2*clip(10, -3, 3) = 5.8; raw = sigmoid(5.8); score = 0.5 + 0.5 * raw
+    raw = 1.0 / (1.0 + np.exp(-5.8))
+    assert head.score(np.array([0.6, 0.8]), [10.0]) == pytest.approx(0.5 + 0.5 * raw, abs=1e-12)
+    assert head.score_many(np.array([[0.6, 0.8]]), np.array([[10.0]]))[0] == pytest.approx(0.5 + 0.5 * raw, abs=1e-12)
+    assert ChatHead(head.to_params()).to_params()["coef"].tolist() == [1.0, -1.0, 2.0]
+    for bad in ({"coef": np.ones(2)}, {"scale": np.zeros(1)}, {"raw_quantiles": LEVELS[::-1].copy()},
+                {"clip": 0.0}, {"coef": np.array([np.nan, 1.0, 1.0])}, {"embed_chars": 0}, {"feature_chars": 0}):
+        with pytest.raises(ValueError):
+            ChatHead(_head_params(**bad))
+    with pytest.raises(ValueError, match="lacks coef"):
+        ChatHead({k: v for k, v in _head_params().items() if k != "coef"})
+
+
+def _chat_rows(n: int = 300) -> RoutingDataset:
+    """Multiple-choice rows, and free-text rows where the weak model fails the maths questions."""
+    prompts, weak, strong, bench = [], [], [], []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        if i % 3 == 0:
+            prompts.append(f"Question {i} about a capital city?\nA. one\nB. two\nC. three\nD. four\nAnswer:")
+            bench.append("mmlu")
+            weak.append(bool(rng.random() < 0.8))
+        else:
+            hard = i % 2 == 0
+            topic = "prove the integral inequality for the eigenvalues" if hard else "write a short greeting card"
+            prompts.append(f"Please {topic} number {i}.")
+            bench.append("chat")
+            weak.append(bool(rng.random() < (0.2 if hard else 0.9)))
+        strong.append(bool(weak[-1] or rng.random() < 0.7))
+    return RoutingDataset(prompts, np.array(bench, dtype=object), np.array(weak), np.array(strong))
+
+
+@pytest.fixture(scope="module")
+def chat_router():
+    embedder = bundled_embedder()
+    config = RouterConfig(word_features=2**10, tree_weight=0.0, min_segment_rows=50, chat_min_rows=100)
+    return fit_router(_chat_rows(), config, embedder), embedder
+
+
+def test_a_router_with_a_chat_head_scores_open_chat_with_it(chat_router, tmp_path: Path) -> None:
+    router, embedder = chat_router
+    assert router.chat_head is not None and router.chat_head.embedder == "wordllama-l2_supercat-256"
+    hard, easy = "Please prove the integral inequality for the eigenvalues.", "Please write a short greeting card."
+    assert [router.family_of(t) for t in (hard, easy, MC)] == [CHAT, CHAT, "mc"]
+    s_hard, s_easy = router.score(hard), router.score(easy)
+    assert s_hard > s_easy
+    many = router.score_many([hard, easy, MC])
+    assert many[:2].tolist() == pytest.approx([s_hard, s_easy], abs=1e-12)
+    assert many[2] == pytest.approx(router.score(MC), abs=1e-6)  # the family models' float32 batch path
+    q, feats = chat_inputs(hard, router.chat_head.feature_chars, router.chat_head.embed_chars)
+    assert s_hard == pytest.approx(router.chat_head.score(embedder.embed([q])[0], feats), abs=0)
+    # save/load: identical scores, and the head is in the file as plain arrays
+    path = save_model(router, tmp_path / "r.skops")
+    again = load_model(path, embedder=embedder)
+    texts = [hard, easy, MC, HAIKU, CODE]
+    assert again.score_many(texts).tolist() == router.score_many(texts).tolist()
+    assert [again.score(t) for t in texts] == [router.score(t) for t in texts]
+    assert "chat" in zipfile.ZipFile(path).read("schema.json").decode()
+
+
+def test_a_chat_head_needs_its_own_embedder(chat_router, tmp_path: Path) -> None:
+    router, embedder = chat_router
+    path = save_model(router, tmp_path / "r.skops")
+
+    class Other:
+        name, dim = "another-embedder", 256
+
+        def embed(self, texts: list[str]) -> np.ndarray:
+            return np.zeros((len(texts), 256), dtype=np.float32)
+
+    with pytest.raises(ModelLoadError, match="fitted with embedder 'wordllama-l2_supercat-256'"):
+        load_model(path, embedder=Other())
+
+
+def test_small_training_sets_get_no_chat_head() -> None:
+    router = fit_router(_chat_rows(), RouterConfig(word_features=2**10, tree_weight=0.0, min_segment_rows=50))
+    assert router.chat_head is None and router.family_of(HAIKU) == "text"  # 300 rows < chat_min_rows
+
+
+# ------------------------------------------------------------------------------------------- shipped model
+EASY = ["Write a haiku about autumn leaves.", "What is the capital of France?", "Say hello in Spanish."]
+HARD = ["Prove that there are infinitely many primes p such that p ≡ 3 (mod 4).",
+        "Explain quantum entanglement and Bell's theorem, and why it does not allow faster-than-light signalling.",
+        "Implement a lock-free multi-producer multi-consumer queue in C++ using std::atomic and explain the "
+        "memory orderings."]
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_PATH.is_file(), reason="shipped model not built yet")
+def test_the_shipped_model_tells_easy_from_hard_chat_prompts() -> None:
+    """Prompts written for this test (not from any data set): the default policy's threshold (the training
+    scores' 60th percentile) keeps the easy ones local and sends the hard ones upstream."""
+    model = load_model()
+    assert model.chat_head is not None
+    threshold = model.metadata["score_quantiles"]["p60"]
+    easy = [model.score_messages([{"role": "user", "content": t}]) for t in EASY]
+    hard = [model.score_messages([{"role": "user", "content": t}]) for t in HARD]
+    assert {model.family_of(t) for t in EASY + HARD} == {CHAT}
+    assert max(easy) < threshold < min(hard)
+    assert [round(s, 4) for s in easy + hard] == SHIPPED_SCORES
+
+
+SHIPPED_SCORES = [0.5521, 0.5236, 0.5344, 0.6852, 0.5747, 0.5928]  # easy, then hard; threshold 0.5661
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_PATH.is_file(), reason="shipped model not built yet")
+def test_the_gateway_hands_its_one_embedder_to_the_router() -> None:
+    from gateway.embedding.shared import SharedEmbedder
+    from gateway.routing.reloadable import ReloadableRouter, RouterSource
+
+    shared = SharedEmbedder()
+    router = ReloadableRouter(RouterSource(embedder=shared.get))
+    assert router.current.scorer.embedder is shared.get()  # one copy of the weights per gateway
+    first = router.current
+    results = asyncio.run(router.reload())  # a reload keeps using it
+    assert [(r.component, r.result) for r in results] == [("policy", "success"), ("classifier", "success")]
+    assert router.current is not first and router.current.scorer.embedder is shared.get()
