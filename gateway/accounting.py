@@ -6,7 +6,8 @@ import time
 
 from gateway.access_log import AccessLog
 from gateway.costs import CostModel
-from gateway.errors import GatewayError, RateLimited, TierUnavailable, UpstreamStatusError
+from gateway.errors import GatewayError
+from gateway.failure_kinds import HTTP_KINDS, IN_PROCESS_KINDS, failure_kind
 from gateway.exchange import CLIENT_CLOSED_REQUEST, NO_TIER, SEMANTIC_HIT, Exchange
 from gateway.metric_children import Children
 from gateway.metrics import GatewayMetrics
@@ -14,8 +15,6 @@ from gateway.model_labels import ModelLabels
 from gateway.openai.wire import Usage
 from gateway.routing.decision import Tier
 from gateway.routing.policy_router import REJECTED
-
-CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 
 class Accounting:
@@ -43,6 +42,7 @@ class Accounting:
         self._cost = Children(m.cost)
         self._savings = Children(m.savings)
         self._fallbacks = Children(m.fallbacks)
+        self._tier_errors = Children(m.tier_errors)
 
     def routed(self, ex: Exchange) -> None:
         """Count the routing decision (as soon as it is made)."""
@@ -111,13 +111,13 @@ class Accounting:
             self._savings(tier).inc(savings)
 
     def _count_failure(self, tier: Tier, exc: GatewayError) -> None:
-        m = self.metrics
-        if tier == "upstream":
-            if isinstance(exc, TierUnavailable):
-                m.upstream_errors.labels(exc.kind).inc()
-            elif isinstance(exc, UpstreamStatusError):
-                m.upstream_errors.labels("status_5xx" if exc.status_code >= 500 else "status_4xx").inc()
-        elif isinstance(exc, RateLimited):
-            m.local_rejected.labels("queue_full").inc()
-        elif exc.code == CONTEXT_LENGTH_EXCEEDED:
-            m.local_rejected.labels("context_too_long").inc()
+        """Count a tier's failure under that tier (`tier_errors_total`); the upstream's and the local tier's also in
+        their own series (`upstream_errors_total`, `local_rejected_total`), as before named tiers existed."""
+        kind = failure_kind(exc)
+        if kind is None:
+            return
+        self._tier_errors(tier, kind).inc()
+        if tier == "upstream" and kind in HTTP_KINDS:
+            self.metrics.upstream_errors.labels(kind).inc()
+        elif tier == "local" and kind in IN_PROCESS_KINDS:
+            self.metrics.local_rejected.labels(kind).inc()

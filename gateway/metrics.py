@@ -115,6 +115,13 @@ class GatewayMetrics:
             ["kind"],
             registry=r,
         )
+        self.tier_errors = Counter(
+            f"{p}_tier_errors_total",
+            "Tier failures by tier and kind (connect|timeout|auth|status_4xx|status_5xx|protocol for an HTTP tier, "
+            "queue_full|context_too_long for an in-process one), every tier: local, upstream and each of slm_tiers.",
+            ["tier", "kind"],
+            registry=r,
+        )
         self.fallbacks = Counter(
             f"{p}_fallbacks_total",
             "Requests retried on another tier after a tier failed, by from and to tier.",

@@ -143,6 +143,8 @@ class Pipeline:
         """Answer a routed exchange (the second half of `chat`)."""
         try:
             answer = await self.cache(ex)
+            if self.limits is not None and ex.tier == "cache":  # a hit: the key's rate headers, as on every answer
+                answer.headers.update(await self.limits.hit_headers(ex))
         except GatewayError as exc:
             self.refuse(ex, exc)
             raise

@@ -22,6 +22,7 @@ from gateway.build import build_gateway
 from gateway.cli import main as cli_main
 from gateway.devtools.fake_backend import FakeBackend
 from gateway.dispatch import Dispatcher, StreamAnswer, Tiers
+from gateway.errors import TierUnavailable
 from gateway.limits.admin import KeyAdmin, KeyRequest
 from gateway.limits.memory_store import MemoryLimitStore
 from gateway.limits.over_budget import BUDGET_DETAIL
@@ -511,3 +512,52 @@ def test_the_estimate_covers_the_dearer_of_the_tier_and_its_fallback() -> None:
     assert estimate("upstream", None) == (prompt, prompt + 200, upstream_nano)
     assert estimate("local", None) == (prompt, prompt + 200, 0)  # the local tier costs nothing by default
     assert estimate("local", "upstream") == (prompt, prompt + 200, upstream_nano)  # it may spill upstream
+
+
+# -- the rate headers on every answer: cache hits and errors after admission -----------------------------------
+async def test_a_cache_hit_carries_the_keys_rate_headers_and_uses_nothing(prefix: str, app_factory: Any) -> None:
+    gw = await app_factory(local=FakeBackend("local", reply=REPLY), upstream=FakeBackend(reply=REPLY),
+                           config={**config(prefix), "cache": {"enabled": True}})
+    key, kid = await new_key(gw, limits={"rpm": 3, "tpm": 1000})
+    minute = math.floor(time.time() / 60) * 60 + 60
+    freeze(gw, minute + 30.0)
+    request = body(max_tokens=10, temperature=0)
+    held = estimate_tokens(request, 10)
+    first = await ask(gw, key, max_tokens=10, temperature=0)
+    assert (first.status_code, first.headers["x-gateway-cache"]) == (200, "miss")
+    assert ratelimit_headers(first) == {
+        "x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "2", "x-ratelimit-reset-requests": "30s",
+        "x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": str(1000 - held),
+        "x-ratelimit-reset-tokens": "30s",
+    }
+    assert gw.pipeline.limits is not None
+    await gw.pipeline.limits.drain()
+    hits = [await ask(gw, key, max_tokens=10, temperature=0) for _ in range(2)]
+    for hit in hits:  # the counters as they are: one request, its 18 tokens (12 prompt + 6 completion) settled
+        assert (hit.status_code, hit.headers["x-gateway-cache"]) == (200, "hit")
+        assert ratelimit_headers(hit) == {
+            "x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "2",
+            "x-ratelimit-reset-requests": "30s", "x-ratelimit-limit-tokens": "1000",
+            "x-ratelimit-remaining-tokens": "982", "x-ratelimit-reset-tokens": "30s",
+        }
+    usage = (await gw.client.get(f"/admin/keys/{kid}/usage", headers=ADMIN)).json()
+    assert (usage["requests_this_minute"], usage["tokens_this_minute"]) == (1, 18)  # the hits used nothing
+    uncapped, _ = await new_key(gw)  # the same team (the same cache tenant), no caps: no headers
+    plain = await ask(gw, uncapped, max_tokens=10, temperature=0)
+    assert (plain.headers["x-gateway-cache"], ratelimit_headers(plain)) == ("hit", {})
+
+
+async def test_an_error_after_admission_carries_the_keys_rate_headers(prefix: str, app_factory: Any) -> None:
+    down = TierUnavailable("The upstream could not be reached.", code="upstream_unreachable")
+    gw = await start(app_factory, prefix, upstream=FakeBackend(error=down), local=FakeBackend("local", error=down))
+    key, _ = await new_key(gw, limits={"rpm": 2})
+    minute = math.floor(time.time() / 60) * 60 + 60
+    freeze(gw, minute + 45.0)
+    failed = await ask(gw, key)
+    assert (failed.status_code, failed.json()["error"]["code"]) == (502, "upstream_unreachable")
+    assert ratelimit_headers(failed) == {"x-ratelimit-limit-requests": "2", "x-ratelimit-remaining-requests": "1",
+                                         "x-ratelimit-reset-requests": "15s"}
+    assert gw.pipeline.limits is not None
+    await gw.pipeline.limits.drain()
+    again = await ask(gw, key)  # the failed request counted in the minute, as the headers said
+    assert (again.status_code, ratelimit_headers(again)["x-ratelimit-remaining-requests"]) == (502, "0")

@@ -236,6 +236,31 @@ def test_a_parallel_call_cut_by_max_tokens_finishes_with_length(gateway: Running
     assert json.loads(deltas[1].function.arguments) == {"city": "Paris", "unit": "celsius"}
 
 
+@pytest.mark.parametrize(("tool_choice", "so_far"), [("required", '{"city'), ("auto", '{"city": "')])
+def test_a_first_call_cut_by_max_tokens_is_a_partial_call_not_markup(
+    gateway: RunningGateway, tool_choice: str, so_far: str
+) -> None:
+    """max_tokens 16 stops the first call inside its arguments: as OpenAI, `length` and the call so far (its name,
+    its arguments as truncated JSON), `content` null; never the model's `<tool_call>` markup. Streamed alike. (The two
+    choices reach different points in 16 tokens at temperature 0.) Cut before the name is whole: no call at all."""
+    ask = {"messages": PARIS, "tools": [WEATHER], "tool_choice": tool_choice, "max_tokens": 16}
+    cut = client(gateway).chat.completions.create(model="local", temperature=0, **ask)
+    choice = cut.choices[0]
+    assert (choice.finish_reason, choice.message.content, cut.usage.completion_tokens) == ("length", None, 16)
+    [call] = choice.message.tool_calls
+    assert call.id.startswith("call_") and call.type == "function"
+    assert (call.function.name, call.function.arguments) == ("get_weather", so_far)
+    content, deltas, finish, usage = streamed(gateway, **ask)
+    assert (content, finish, usage.completion_tokens) == ("", "length", 16)
+    assert [(d.index, d.function.name) for d in deltas] == [(0, "get_weather"), (0, None)]
+    assert deltas[0].id.startswith("call_") and deltas[0].function.arguments == ""
+    assert deltas[1].function.arguments == so_far
+    early = client(gateway).chat.completions.create(model="local", temperature=0, **{**ask, "max_tokens": 3})
+    assert (early.choices[0].finish_reason, early.choices[0].message.content) == ("length", None)
+    assert early.choices[0].message.tool_calls is None
+    assert streamed(gateway, **{**ask, "max_tokens": 3})[:3] == ("", [], "length")
+
+
 def test_tool_round_trip_ends_in_an_answer(gateway: RunningGateway) -> None:
     """call -> role:tool result -> final answer. The final turn uses tool_choice "none": the 0.5B model, given the
     tools again, repeats its call instead of answering (measured at temperature 0)."""

@@ -341,3 +341,54 @@ async def test_a_remote_tiers_errors_name_the_tier(upstream_factory: Callable[..
     )
     not_json = status_error(503, b"<html>Service Unavailable</html>", KeyScrubber([]), None, "remote")
     assert (not_json.message, not_json.status_code) == ("The remote tier answered HTTP 503.", 503)
+
+
+# -- a tier's failures are counted under that tier -----------------------------------------------------------------
+def test_a_dead_remote_tiers_failures_are_counted_under_it(gw: RunningGateway) -> None:
+    """`tier_errors_total` names the tier that failed; `upstream_errors_total` (the upstream's) and
+    `local_rejected_total` (the local tier's) stay out of it."""
+    def errors(tier: str, kind: str = "connect") -> float:
+        return metric(gw, "slm_gateway_tier_errors_total", tier=tier, kind=kind)
+
+    before = {t: errors(t) for t in ("dead", "dead2", "upstream", "coder")}
+    assert chat(gw, "dead-alone").status_code == 502
+    assert chat(gw, "dead").status_code == 200  # dead, dead2 fail; coder answers
+    assert {t: errors(t) for t in before} == {
+        "dead": before["dead"] + 2, "dead2": before["dead2"] + 1, "upstream": before["upstream"], "coder": 0.0
+    }
+    for kind in ("connect", "timeout", "auth", "status_4xx", "status_5xx", "protocol"):
+        assert metric(gw, "slm_gateway_upstream_errors_total", kind=kind) == 0.0
+    for reason in ("queue_full", "context_too_long"):
+        assert metric(gw, "slm_gateway_local_rejected_total", reason=reason) == 0.0
+
+
+def test_a_remote_tiers_429_is_its_status_4xx_not_the_local_queue_full() -> None:
+    from gateway.accounting import Accounting
+    from gateway.costs import CostModel
+    from gateway.errors import RateLimited
+    from gateway.exchange import Exchange
+    from gateway.settings import CostSettings
+
+    metrics = GatewayMetrics()
+    ex = Exchange("rid", {}, 0.0)
+    scrub = KeyScrubber([])
+    ex.tier_failed("remote", status_error(429, b'{"error": {"message": "slow down"}}', scrub, "1", "remote"))
+    ex.tier_failed("coder", RateLimited("busy", code="local_queue_full"))
+    ex.tier_failed("local", RateLimited("busy", code="local_queue_full"))
+    ex.tier_failed("upstream", status_error(503, b"", scrub, None))
+    ex.refuse(status_error(503, b"", scrub, None))
+    Accounting(metrics, CostModel(CostSettings(), "gpt-4o-mini")).record(ex)
+    samples = {
+        (s.name, tuple(sorted(s.labels.values()))): s.value
+        for family in metrics.registry.collect()
+        if family.name in ("slm_gateway_tier_errors", "slm_gateway_upstream_errors", "slm_gateway_local_rejected")
+        for s in family.samples if s.name.endswith("_total")
+    }
+    assert samples == {
+        ("slm_gateway_tier_errors_total", ("remote", "status_4xx")): 1.0,
+        ("slm_gateway_tier_errors_total", ("coder", "queue_full")): 1.0,
+        ("slm_gateway_tier_errors_total", ("local", "queue_full")): 1.0,
+        ("slm_gateway_tier_errors_total", ("status_5xx", "upstream")): 1.0,
+        ("slm_gateway_upstream_errors_total", ("status_5xx",)): 1.0,
+        ("slm_gateway_local_rejected_total", ("queue_full",)): 1.0,
+    }

@@ -1,7 +1,8 @@
 """`LimitLayer`: the layer around the dispatcher that holds each gateway-key request to its key's and team's caps.
 
 A request without a stored gateway key (a key from the config, or an open gateway) passes straight through. A
-cache hit never reaches this layer: it costs nothing and is not limited.
+cache hit never reaches this layer: it costs nothing and is not limited (the pipeline gives it the
+`x-ratelimit-*` headers, `Limiter.hit_headers`). An error after admission carries the headers too, as OpenAI's do.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from gateway.dispatch import Answer, Handler, StreamAnswer
+from gateway.errors import GatewayError
 from gateway.exchange import Exchange
 from gateway.limits.limiter import Hold, Limiter
 
@@ -36,6 +38,10 @@ class LimitLayer:
             answer = await self.inner(ex)
         except asyncio.CancelledError:
             limiter.settle_later(hold, ex, "abandoned")
+            raise
+        except GatewayError as exc:  # answered with an error: the caller's headers still describe its caps
+            exc.headers = {**exc.headers, **limiter.headers(hold)}
+            limiter.settle_later(hold, ex, "failed")
             raise
         except BaseException:
             limiter.settle_later(hold, ex, "failed")

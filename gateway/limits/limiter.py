@@ -329,6 +329,23 @@ class Limiter:
             return {}
         return rate_headers(hold.scopes, hold.usage, seconds_to_reset("requests", self.clock()))
 
+    async def hit_headers(self, ex: Exchange) -> dict[str, str]:
+        """The `x-ratelimit-*` headers of an answer that never reached the limit layer (a cache hit holds and uses
+        nothing), from the scopes' counters now; none without a stored key with rpm / tpm caps, or while the store
+        is down (the hit is served either way)."""
+        record = self.directory.of_headers(ex.headers)
+        if record is None:
+            return {}
+        scopes = [s for s in self.scopes(record) if s.limits.rpm is not None or s.limits.tpm is not None]
+        if not scopes:
+            return {}
+        now = self.clock()
+        try:
+            usage = [await self.store.usage(scope.name, now) for scope in scopes]
+        except StoreUnavailable:
+            return {}
+        return rate_headers(scopes, usage, seconds_to_reset("requests", now))
+
     def relayed_headers(self, hold: Hold, upstream: list[tuple[str, str]]) -> dict[str, str]:
         """The `x-ratelimit-*` headers of an admitted relayed request, and `upstream` (the relayed answer's
         headers, changed in place) without the upstream's own: those describe the gateway's upstream account,

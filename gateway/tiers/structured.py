@@ -24,9 +24,12 @@ import msgspec
 from gateway.openai.request import ParsedRequest
 from gateway.errors import InvalidRequest
 from gateway.tiers import grammar as g
+from gateway.tiers.tool_probe import ToolCallProbe
 
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _CALL = re.compile(re.escape(g.TOOL_CALL_OPEN) + r"\s*(.*?)\s*" + re.escape(g.TOOL_CALL_CLOSE), re.DOTALL)
+# A call max_tokens cut before its `</tool_call>`: its (complete) name and the arguments written so far.
+_CUT_CALL = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")(?:\s*,\s*"arguments"\s*:\s*(.*))?', re.DOTALL)
 
 
 class LocalCannotServe(InvalidRequest):
@@ -51,11 +54,14 @@ class OutputPlan(msgspec.Struct, kw_only=True):
         calls = parse_tool_calls(text) if self.calls_tools else None
         if calls:
             return {"role": "assistant", "content": None, "tool_calls": calls}, calls_finish_reason(finish_reason)
+        if self.calls_tools and finish_reason == "length" and is_cut_call(text, self.probe_names):
+            cut = cut_tool_call(text)  # the first call cut: OpenAI's partial call, never the model's markup
+            return {"role": "assistant", "content": None, **({"tool_calls": [cut]} if cut else {})}, finish_reason
         return {"role": "assistant", "content": text}, finish_reason
 
     def deltas(self) -> DeltaStream:
         """A converter from streamed text to `delta` objects for this plan."""
-        return DeltaStream(self.calls_tools)
+        return DeltaStream(self.calls_tools, self.probe_names)
 
 
 def calls_finish_reason(finish_reason: str) -> str:
@@ -80,6 +86,42 @@ def parse_tool_calls(text: str) -> list[dict[str, Any]] | None:
     return calls or None
 
 
+def is_cut_call(text: str, probe_names: tuple[str, ...]) -> bool:
+    """Whether `text`, cut by max_tokens without a complete call, is the start of a call: it opens with
+    `<tool_call>` (or a start of it), or (`tool_choice: "auto"`) an opening the probe could not tell yet."""
+    head = text.lstrip()
+    if head.startswith(g.TOOL_CALL_OPEN) or g.TOOL_CALL_OPEN.startswith(head):
+        return True
+    return bool(probe_names) and ToolCallProbe(probe_names).classify(head) is None
+
+
+def cut_tool_call(text: str) -> dict[str, Any] | None:
+    """The call in `text` (`<tool_call>` and a block that max_tokens cut before `</tool_call>`) as OpenAI returns a
+    call cut by max_tokens: its name and the `arguments` written so far (truncated JSON, "" before they start);
+    None before the name is complete."""
+    head = text.lstrip()
+    if not head.startswith(g.TOOL_CALL_OPEN):
+        return None
+    block = head[len(g.TOOL_CALL_OPEN) :]
+    whole = _tool_call(_without_cut_close(block).strip())
+    if whole is not None:  # cut between the call's JSON and the end of `</tool_call>`
+        return whole
+    match = _CUT_CALL.match(block)
+    if match is None:
+        return None
+    name, arguments = json.loads(match.group(1)), match.group(2) or ""
+    return {"id": new_call_id(), "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _without_cut_close(block: str) -> str:
+    """`block` without the start of a `</tool_call>` it ends with."""
+    close = g.TOOL_CALL_CLOSE
+    for size in range(len(close), 0, -1):
+        if block.endswith(close[:size]):
+            return block[:-size]
+    return block
+
+
 def _tool_call(block: str) -> dict[str, Any] | None:
     try:
         parsed = json.loads(block)
@@ -96,8 +138,9 @@ class DeltaStream:
     `<tool_call>`) one call per complete `<tool_call>` block, as OpenAI streams them: `{index, id, type,
     function: {name, arguments: ""}}` then `{index, function: {arguments}}`."""
 
-    def __init__(self, calls_tools: bool) -> None:
+    def __init__(self, calls_tools: bool, probe_names: tuple[str, ...] = ()) -> None:
         self.mode: str | None = None if calls_tools else "text"
+        self.probe_names = probe_names
         self.buffer = ""
         self.calls = 0
 
@@ -109,7 +152,7 @@ class DeltaStream:
             head = self.buffer.lstrip()
             if head.startswith(g.TOOL_CALL_OPEN):
                 self.mode = "tools"
-            elif head and not g.TOOL_CALL_OPEN.startswith(head):
+            elif head and not is_cut_call(head, self.probe_names):  # text (a call's start stays buffered)
                 self.mode, text, self.buffer = "text", self.buffer, ""
                 return [{"content": text}]
             else:
@@ -134,6 +177,9 @@ class DeltaStream:
         if self.mode == "tools" and self.calls:
             return [], calls_finish_reason(finish_reason)
         rest, self.buffer = self.buffer, ""
+        if self.mode != "text" and finish_reason == "length":  # the first call cut: its partial call, no markup
+            cut = cut_tool_call(rest)
+            return (self._call_deltas(cut) if cut else []), finish_reason
         return ([{"content": rest}] if rest else []), finish_reason
 
 
