@@ -68,6 +68,7 @@ def build_semantic_layer(
         ),
         observer=SemanticMetrics(metrics.registry),
         executor=ThreadPoolExecutor(max_workers=1, thread_name_prefix="slmgw-embed"),
+        entry_reuse_seconds=semantic.sync_interval_seconds if settings.redis_url else 0.0,
     )
     return SemanticLayer(
         inner, cache, ttl_ms=max(1, settings.ttl_seconds * 1000), tenant_header=settings.tenant_header,

@@ -27,6 +27,7 @@ import numpy as np
 
 from gateway.cache.semantic.guard import GuardSignature, LexicalGuard, decode_signature, encode_signature
 from gateway.cache.semantic.index import VectorIndex
+from gateway.cache.semantic.recent import RecentEntries
 from gateway.cache.semantic.scope import SemanticScope
 from gateway.cache.store import CacheStore
 from gateway.embedding.base import Embedder
@@ -125,6 +126,7 @@ class SemanticCache:
         clock: Callable[[], float] = time.perf_counter,
         executor: Executor | None = None,
         inline_chars: int = INLINE_CHARS,
+        entry_reuse_seconds: float = 0.0,
     ) -> None:
         self.embedder = embedder
         self.index = index
@@ -137,6 +139,9 @@ class SemanticCache:
         """Where prompts longer than `inline_chars` are embedded: a thread off the event loop, so the deadline
         holds for a slow embedding (None: always in the calling thread)."""
         self.inline_chars = inline_chars
+        self.recent = RecentEntries(entry_reuse_seconds)
+        """Entries hits read lately, reused for `entry_reuse_seconds` without a store read (0: always read; see
+        `gateway.cache.semantic.recent` for the freshness bound)."""
         self._indexing: set[asyncio.Task[bool]] = set()
         """`store_soon`'s writes still under way (held so they are not collected; cancelled by `close`)."""
 
@@ -216,12 +221,18 @@ class SemanticCache:
                 continue
             if asyncio.get_running_loop().time() >= deadline:
                 raise TimeoutError
-            # a read that has begun is waited for (bounded by the store's socket timeout): its answer, once here, is
-            # worth more than a miss (under overload, dropping late reads turned nearly every lookup into an
-            # upstream call)
-            value = await _uncancelled(timeout, self.entries.get(candidate.entry_key))
+            # a copy read lately, unless the store is known to be down (`RedisStore.up` False after a failure, e.g.
+            # this request's exact lookup): then the lookup fails open as it did without the copy
+            reuse = getattr(self.entries, "up", None) is not False
+            value = self.recent.get(candidate.entry_key, self._clock()) if reuse else None
             if value is None:
-                continue
+                # a read that has begun is waited for (bounded by the store's socket timeout): its answer, once
+                # here, is worth more than a miss (under overload, dropping late reads turned nearly every lookup
+                # into an upstream call)
+                value = await _uncancelled(timeout, self.entries.get(candidate.entry_key))
+                if value is None:
+                    continue
+                self.recent.put(candidate.entry_key, value, self._clock())
             self.observer.hit(candidate.similarity)
             return SemanticHit(candidate.entry_key, candidate.similarity, value)
         reason = "guard" if refused is not None else "entry"

@@ -76,8 +76,11 @@ class SemanticLayer:
         await self.semantic.close()
 
     async def purge_tenant(self, tenant_ns: str) -> int:
-        """Forget the tenant's indexed prompts; the number of scopes dropped."""
-        return await self.semantic.index.purge_tenant(tenant_ns)
+        """Forget the tenant's indexed prompts (and every entry hits read lately); the number of scopes dropped."""
+        self.semantic.recent.clear()
+        dropped = await self.semantic.index.purge_tenant(tenant_ns)
+        self.semantic.recent.clear()  # and what a lookup read meanwhile (bounded by `recent`'s reuse otherwise)
+        return dropped
 
     async def __call__(self, ex: Exchange) -> Answer | StreamAnswer:
         assert ex.parsed is not None and ex.decision is not None

@@ -38,6 +38,7 @@ from gateway.cache.breaker import Breaker
 from gateway.cache.semantic.ann import IndexBuilds
 from gateway.cache.semantic.index import ANN_MIN_ROWS, Candidate, ScopeMatrix
 from gateway.cache.semantic.purge import purge_keys
+from gateway.cache.semantic.write_batch import WRITE_LINGER, WriteBatches
 from gateway.cache.store import StoreError
 from gateway.redis_link import RedisLink
 
@@ -81,6 +82,7 @@ class RedisVectorIndex:
         clock: Callable[[], float] = time.time,
         sync_interval_seconds: float = 0.0,
         ann_min_rows: int = ANN_MIN_ROWS,
+        write_linger_seconds: float = WRITE_LINGER,
     ) -> None:
         self.dim = dim
         self.ann_min_rows = ann_min_rows
@@ -99,6 +101,8 @@ class RedisVectorIndex:
         """A mirror caught up less than this long ago is scanned without a round trip (this replica's own adds
         are in it at once; other replicas' reach it within the interval)."""
         self._mirrors: OrderedDict[str, _Mirror] = OrderedDict()
+        self._writes: WriteBatches[tuple[str, dict[str, object], int]] = WriteBatches(self._write, linger_seconds=write_linger_seconds)
+        """Index writes issued within `write_linger_seconds` of each other go to Redis in one pipeline."""
 
     def __repr__(self) -> str:  # the URL may carry a password
         return "RedisVectorIndex()"
@@ -110,6 +114,7 @@ class RedisVectorIndex:
         self.link.open()
 
     async def close(self) -> None:
+        await self._writes.close()
         await self.builds.close()
         for mirror in self._mirrors.values():
             if mirror.syncing is not None:
@@ -180,7 +185,6 @@ class RedisVectorIndex:
         return mirror.matrix.search(vector, k, self._clock())
 
     async def add(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes, ttl_ms: int) -> None:
-        redis = self.link.client("set")
         key = self.key(scope_id)
         ttl_ms = max(1, ttl_ms)
         expires_ms = int(self._clock() * 1000) + ttl_ms
@@ -196,11 +200,20 @@ class RedisVectorIndex:
             mirror.added_at = time.monotonic()
             mirror.matrix.add(entry_key, np.asarray(vector, dtype=np.float32), guard, expires_ms / 1000.0)
             self.builds.after_add(mirror.matrix)
+        await asyncio.shield(self._writes.queue((key, fields, ttl_ms)))  # a waiter giving up leaves the batch alone
+
+    async def _write(self, batch: list[tuple[str, dict[str, object], int]]) -> None:
+        """One pipeline: every row's `XADD ... MAXLEN ~`, then each stream's TTL pushed out once (NX, then GT)."""
+        redis = self.link.client("set")
+        ttls: dict[str, int] = {}
         try:
             async with redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(key, fields, maxlen=self.max_rows_per_scope, approximate=True)
-                pipe.pexpire(key, ttl_ms, nx=True)
-                pipe.pexpire(key, ttl_ms, gt=True)
+                for key, fields, ttl_ms in batch:
+                    pipe.xadd(key, fields, maxlen=self.max_rows_per_scope, approximate=True)  # type: ignore[arg-type]
+                    ttls[key] = max(ttl_ms, ttls.get(key, 0))
+                for key, ttl_ms in ttls.items():
+                    pipe.pexpire(key, ttl_ms, nx=True)
+                    pipe.pexpire(key, ttl_ms, gt=True)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise self.link.failed("set", exc) from None
