@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -558,6 +558,22 @@ def save_model(router: RouterModel, path: str | Path, info: Mapping[str, Any] | 
     return path
 
 
+T = TypeVar("T")
+
+
+def _optional_part(payload: Mapping[str, Any], key: str, build: Callable[[Any], T], path: Any, what: str) -> T | None:
+    """``build(payload[key])`` for an optional part of a model file, None when absent; ModelLoadError when bad."""
+    raw = payload.get(key)
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"router model {path} has malformed {what}")
+    try:
+        return build(raw)
+    except (ValueError, TypeError) as exc:
+        raise ModelLoadError(f"router model {path} has bad {what}: {exc}") from None
+
+
 def load_model(path: str | Path | None = None, embedder: Any = None) -> RouterModel:
     """Load a router (``None`` -> the shipped model).  Raises :class:`ModelLoadError`.
 
@@ -610,24 +626,9 @@ def load_model(path: str | Path | None = None, embedder: Any = None) -> RouterMo
         trees = {str(fam): TreeHead(params) for fam, params in raw_trees.items()}
     except (ValueError, TypeError) as exc:
         raise ModelLoadError(f"router model {path} has a bad tree head: {exc}") from None
-    raw_familiarity = payload.get("familiarity")
-    familiarity = None
-    if raw_familiarity is not None:
-        if not isinstance(raw_familiarity, dict):
-            raise ModelLoadError(f"router model {path} has malformed familiarity data")
-        try:
-            familiarity = Familiarity(raw_familiarity)
-        except (ValueError, TypeError) as exc:
-            raise ModelLoadError(f"router model {path} has bad familiarity data: {exc}") from None
-    raw_chat = payload.get("chat")
-    chat = None
-    if raw_chat is not None:
-        if not isinstance(raw_chat, dict):
-            raise ModelLoadError(f"router model {path} has a malformed chat head")
-        try:
-            chat = ChatHead(raw_chat)
-        except (ValueError, TypeError) as exc:
-            raise ModelLoadError(f"router model {path} has a bad chat head: {exc}") from None
+    familiarity = _optional_part(payload, "familiarity", Familiarity, path, "familiarity data")
+    chat = _optional_part(payload, "chat", ChatHead, path, "chat head")
+    if chat is not None:
         if embedder is None:
             try:
                 embedder = bundled_embedder()
