@@ -4,6 +4,7 @@ dollars; the in-process store without Redis; the CLI; and no layer at all when l
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -35,6 +36,18 @@ from tests.conftest import InProcessGateway
 REDIS_URL = os.environ.get("SLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 CHAT = "/v1/chat/completions"
 ADMIN = {"authorization": "Bearer sk-admin"}
+
+
+async def settled_usage(http: Any, root: str, kid: str, usd_above: float, seconds: float = 30.0) -> dict[str, Any]:
+    """A key's usage (admin API at `root`) once a settle has added dollars beyond `usd_above` (holds count in
+    tokens, never in dollars: only a settle adds those)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        used = (await http.get(f"{root}/admin/keys/{kid}/usage", headers=ADMIN)).json()
+        if used["usd_this_month"] > usd_above:
+            return used
+        assert time.monotonic() < deadline, f"not settled: {used}"
+        await asyncio.sleep(0.05)
 MINI_IN, MINI_OUT = 0.15, 0.6  # gpt-4o-mini, $ per million tokens (the default cost table)
 REPLY = "Paris is the capital of France."  # FakeBackend: 6 completion tokens; prompt 12
 

@@ -5,8 +5,6 @@ requests, tokens (the answers' own usage) and dollars (`costs.local_per_million_
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +14,7 @@ import pytest
 import redis
 
 from tests.conftest import RunningGateway
-from tests.test_limits import ADMIN, REDIS_URL
+from tests.test_limits import ADMIN, REDIS_URL, settled_usage
 from tests.test_limits_replicas import not_near_a_minute_boundary
 
 LOCAL_PER_MILLION = 3.0  # $ per million tokens generated or read by the local tier, in this test's cost table
@@ -40,19 +38,6 @@ def nano_cost(tokens: int) -> float:
     return round(tokens * LOCAL_PER_MILLION * 1e3) / 1e9
 
 
-async def settled_usage(http: httpx.AsyncClient, gw: RunningGateway, kid: str, usd_above: float,
-                        seconds: float = 30.0) -> dict[str, Any]:
-    """The key's usage once a settle has added dollars beyond `usd_above` (holds count in tokens, never in
-    dollars: only a settle adds those)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        used = (await http.get(f"{gw.root}/admin/keys/{kid}/usage", headers=ADMIN)).json()
-        if used["usd_this_month"] > usd_above:
-            return used
-        assert time.monotonic() < deadline, f"not settled: {used}"
-        await asyncio.sleep(0.05)
-
-
 async def test_legacy_completions_answered_locally_are_limited_and_settled(local_gateway: tuple[RunningGateway, str]) -> None:
     gw, _ = local_gateway
     not_near_a_minute_boundary()  # requests and tokens are counted per UTC minute
@@ -69,7 +54,7 @@ async def test_legacy_completions_answered_locally_are_limited_and_settled(local
         assert first.headers["x-ratelimit-limit-tokens"] == "100000"
         spent = first.json()["usage"]["total_tokens"]
         prompt_tokens = first.json()["usage"]["prompt_tokens"]
-        used = await settled_usage(http, gw, kid, 0.0)
+        used = await settled_usage(http, gw.root, kid, 0.0)
         assert (used["requests_this_minute"], used["tokens_this_minute"], used["usd_this_month"]) == (
             1, spent, nano_cost(spent))
 
@@ -81,7 +66,7 @@ async def test_legacy_completions_answered_locally_are_limited_and_settled(local
             async for line in answer.aiter_lines():
                 if line.startswith("data: "):
                     break
-        used = await settled_usage(http, gw, kid, nano_cost(spent))
+        used = await settled_usage(http, gw.root, kid, nano_cost(spent))
         assert used["requests_this_minute"] == 2
         generated = used["tokens_this_minute"] - spent - prompt_tokens
         assert 1 <= generated < 200  # what it generated until it saw the client leave, not the 200 reserved

@@ -5,15 +5,12 @@ relaying `/v1/responses` to the fake upstream (a process, one event every 300 ms
 
 from __future__ import annotations
 
-import asyncio
 import math
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 import msgspec
@@ -23,7 +20,7 @@ import yaml
 
 from gateway.devtools.process import LOOPBACK, free_port, run_fake_upstream, spawn_server
 from tests.conftest import REPO_ROOT
-from tests.test_limits import ADMIN, REDIS_URL, mini_cost
+from tests.test_limits import ADMIN, REDIS_URL, mini_cost, settled_usage
 from tests.test_limits_replicas import not_near_a_minute_boundary
 
 
@@ -46,17 +43,6 @@ def gateway(tmp_path: Path) -> Iterator[str]:
         client.delete(key)
 
 
-async def settled(http: httpx.AsyncClient, root: str, kid: str, usd_above: float) -> dict[str, Any]:
-    """The key's usage once a settle has added dollars beyond `usd_above` (only settles add dollars)."""
-    deadline = time.monotonic() + 10.0
-    while True:
-        used = (await http.get(f"{root}/admin/keys/{kid}/usage", headers=ADMIN)).json()
-        if used["usd_this_month"] > usd_above:
-            return used
-        assert time.monotonic() < deadline, f"not settled: {used}"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_relayed_stream_left_before_its_usage_settles_its_reservation(gateway: str) -> None:
     request = {"model": "gpt-4o-mini", "input": "Capital of France?", "max_output_tokens": 6, "stream": True}
     prompt = len(msgspec.json.encode(request)) // 3  # the relayed request's estimate: its bytes / 3, plus 6
@@ -71,12 +57,12 @@ async def test_a_relayed_stream_left_before_its_usage_settles_its_reservation(ga
             async for line in answer.aiter_lines():
                 if line.startswith("data: "):
                     break  # the first event; the usage comes with the last, seconds later
-        used = await settled(http, gateway, kid, 0.0)
+        used = await settled_usage(http, gateway, kid, 0.0, seconds=10.0)
         assert (used["tokens_this_minute"], used["usd_this_month"]) == (prompt + 6, reserved_nano / 1e9)
 
         whole = await http.post(f"{gateway}/v1/responses", json=request, headers=headers)
         assert whole.status_code == 200 and '"response.completed"' in whole.text
-        used = await settled(http, gateway, kid, reserved_nano / 1e9)
+        used = await settled_usage(http, gateway, kid, reserved_nano / 1e9, seconds=10.0)
         reported = round(mini_cost(3, 6) * 1e9)  # the fake upstream's usage: 3 prompt words, 6 answer words
         assert (used["tokens_this_minute"], used["usd_this_month"]) == (prompt + 6 + 9,
                                                                         (reserved_nano + reported) / 1e9)
