@@ -50,7 +50,8 @@ def test_every_alert_has_a_unit_test_and_metadata() -> None:
     rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
     alerts = {r["alert"] for r in rules}
     assert {"SlmGatewayDown", "SlmGatewayHigh5xxRate", "SlmGatewayUpstreamErrorRate", "SlmGatewayLocalQueueSaturated",
-            "SlmGatewayHighP99Latency", "SlmGatewayCacheErrors", "SlmGatewayJudgedLocalAcceptanceLow"} <= alerts
+            "SlmGatewayHighP99Latency", "SlmGatewayCacheErrors", "SlmGatewayJudgedLocalAcceptanceLow",
+            "SlmGatewayTierErrorRate"} <= alerts
     for rule in rules:
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
         assert rule["annotations"].get("summary") and rule["annotations"].get("description"), rule["alert"]

@@ -316,6 +316,11 @@ def _exercise_standin(metrics: Any, rng: random.Random) -> None:
     metrics.semantic_savings.inc(rng.uniform(0, 1e-5))
     metrics.local_queue_depth.set(rng.randint(0, 4))
     metrics.local_inflight.set(rng.randint(0, 1))
+    for tier in ("local", "coder"):
+        metrics.tier_queue_depth.labels(tier).set(rng.randint(0, 4))
+        metrics.tier_inflight.labels(tier).set(rng.randint(0, 1))
+    for tier, kind in (("local", "queue_full"), ("upstream", "status_5xx"), ("edge", "connect")):
+        metrics.tier_errors.labels(tier, kind).inc(rng.randint(0, 1))
     for reason in ("queue_full", "context_too_long"):
         metrics.local_rejected.labels(reason).inc()
     for kind in ("connect", "timeout", "status_4xx", "status_5xx", "protocol"):
@@ -337,6 +342,7 @@ def _exercise_standin(metrics: Any, rng: random.Random) -> None:
     learning.dropped.labels("queue_full").inc(rng.randint(0, 1))
     learning.skipped.labels("private").inc(rng.randint(0, 1))
     learning.judge_errors.labels("malformed").inc(rng.randint(0, 1))
+    learning.retrains.labels(rng.choice(("installed", "skipped"))).inc()
     learning.set_model("router-v1.skops", 0.61)
     limits = metrics.limits
     limits.limited.labels(rng.choice(("key", "team")), rng.choice(("requests", "tokens", "usd_day"))).inc()
@@ -395,7 +401,14 @@ SPILL_RULE = """rules:
     when: {tag: spill}
     action: local
     fallback: to_upstream
+  - name: edge-tier
+    description: tagged requests go to the edge tier (nobody listens there) and fall back upstream
+    when: {tag: edge}
+    action: edge
+    fallback_tiers: [upstream]
 """
+EXPECTED_TIER_ERRORS = {("upstream", "status_4xx"), ("local", "context_too_long"), ("edge", "connect")}
+"""The (tier, kind) of every tier failure the real-gateway traffic makes."""
 
 
 @pytest.fixture(scope="module")
@@ -407,7 +420,9 @@ def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     (plain and streamed) requests, where the fake upstream answers 400 to 40% of requests (seeded: upstream
     status_4xx errors, responses with status >= 400); then Redis is stopped and one more request is sent (cache
     errors); a prompt longer than the local context (a context_too_long rejection, spilled upstream: a fallback);
-    then a SIGHUP (reloads). Local generations are kept few and short.
+    a request to the `edge` tier, a remote SLM server nobody listens for (a connect error, answered upstream);
+    then a SIGHUP (reloads). `learning.auto_retrain` runs every second and skips (too few new labels): the
+    retrain counter moves. Local generations are kept few and short.
     """
     redis_server = shutil.which("redis-server")
     if redis_server is None:
@@ -439,7 +454,11 @@ def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     config = {"local": {"context_size": 512}, "cache": {"enabled": True}, "policy": str(policy),
               # learning on (feedback; its metrics start at zero). Not shadow judging: its upstream calls would
               # take draws from the fake upstream's seeded error injection, in an order that depends on timing.
-              "learning": {"feedback": True, "labels_path": str(tmp / "labels.jsonl")},
+              "learning": {"feedback": True, "labels_path": str(tmp / "labels.jsonl"),
+                           # a run every second, each skipped (far fewer new labels than asked): never a fit
+                           "auto_retrain": {"interval_seconds": 1, "min_new_labels": 1_000_000,
+                                            "work_dir": str(tmp / "retrain")}},
+              "slm_tiers": {"edge": {"url": f"http://127.0.0.1:{free_port()}/v1", "connect_timeout": 2}},
               # limits on (keys in Redis): the traffic carries a stored key whose team has budgets; fail-open, so
               # that the requests sent once Redis is stopped are still answered (spilled, failed upstream)
               "admin_api_keys": [DASHBOARD_ADMIN_KEY], "limits": {"enabled": True, "fail_open_upstream": True}}
@@ -466,6 +485,7 @@ def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator
             statuses.append(_chat(client, gw.base_url, "gpt-4o-mini", "Write a Python function number 0"))
             # longer than the local context: spilled upstream (tagged, not pinned: a pin never spills)
             statuses.append(_chat(client, gw.base_url, "gpt-4o-mini", "word " * 1200, headers={"x-gateway-tag": "spill"}))
+            statuses.append(_chat(client, gw.base_url, "gpt-4o-mini", "Say hi", headers={"x-gateway-tag": "edge"}))
             os.kill(gw.server.pid, signal.SIGHUP)
             assert 200 in statuses and any(s >= 400 for s in statuses), statuses
 
@@ -540,3 +560,31 @@ def test_every_panel_query_returns_data(prometheus: Prometheus) -> None:
         errors[key] = f"empty result for {expr}"
     report = "\n".join(f"{f} / {t} / {r}: {msg}" for (f, t, r), msg in sorted(errors.items()))
     assert not errors, f"{len(errors)} of {len(queries)} panel queries failed:\n{report}"
+
+
+def _series(prometheus: Prometheus, expr: str, *labels: str) -> dict[tuple[str, ...], float]:
+    result = prometheus.query(expr)
+    assert result["status"] == "success", result
+    return {tuple(s["metric"].get(n, "") for n in labels): float(s["value"][1]) for s in result["data"]["result"]}
+
+
+def _panel_expr(title: str, ref: str = "A") -> str:
+    (expr,) = [e for _, t, r, e in all_queries() if (t, r) == (title, ref)]
+    return expr
+
+
+@pytest.mark.skipif(METRICS_TARGET != "gateway", reason="the traffic's own series: real-gateway target only")
+def test_tier_and_retrain_panels_show_the_traffic(prometheus: Prometheus) -> None:
+    """The per-tier and retrain panels read the series the traffic made: every tier failure (tier, kind) of the
+    traffic and no other, the local tier's queue gauges idle after it, the skipped retrain runs and no other result."""
+    errors = _series(prometheus, "sum by (tier, kind) (slm_gateway_tier_errors_total)", "tier", "kind")
+    assert set(errors) == EXPECTED_TIER_ERRORS, errors
+    assert errors[("edge", "connect")] == 1.0
+    assert errors[("local", "context_too_long")] == 1.0
+    assert set(_series(prometheus, _panel_expr("Tier errors by tier and kind"), "tier", "kind")) == EXPECTED_TIER_ERRORS
+    for ref in ("A", "B"):  # queued, in flight: the local tier (the only in-process one), idle once traffic is done
+        assert _series(prometheus, _panel_expr("Queue depth and in-flight by tier", ref), "tier") == {("local",): 0.0}
+    retrains = _series(prometheus, _panel_expr("Router retrains in range"), "result")
+    assert set(retrains) == {("installed",), ("refused",), ("undecided",), ("skipped",), ("failed",)}
+    assert retrains[("skipped",)] > 0
+    assert [retrains[(r,)] for r in ("installed", "refused", "undecided", "failed")] == [0.0] * 4
