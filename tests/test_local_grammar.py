@@ -102,6 +102,43 @@ def test_tool_calls_parse_and_stream_in_openai_shape() -> None:
     assert text_stream.feed("He") == [{"content": "He"}] and text_stream.finish("stop") == ([], "stop")
 
 
+FIRST = '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>\n'
+
+
+@pytest.mark.parametrize(("later", "cut"), [
+    ('<tool_call>\n{"name": "g", "arguments": {"city": "Par', ("g", '{"city": "Par')),  # inside the arguments
+    ('<tool_call>\n{"name": "g", "arg', ("g", "")),  # the name whole, the arguments not started
+    ('<tool_call>\n{"name": "g", "arguments": {"b": 2}}\n</tool', ("g", '{"b": 2}')),  # only the close cut
+    ('<tool_call>\n{"name": "g', None),  # the name not whole: no entry
+    ("<tool_", None),
+    ("", None),
+])
+def test_a_later_call_cut_by_max_tokens_is_a_partial_entry(later: str, cut: tuple[str, str] | None) -> None:
+    """A call that max_tokens cut after a complete one is a partial `tool_calls` entry (its name, its arguments so
+    far), as OpenAI returns it, after the complete call, with `length`; streamed alike, at its own index. A call
+    whose name is not whole yet is no entry; without `length` (a stop) nothing is added."""
+    plan = plan_output(request(tools=[{"type": "function", "function": {"name": n}} for n in ("f", "g")],
+                               tool_choice="required"))
+    expected = [("f", '{"a": 1}')] + ([cut] if cut else [])
+    message, finish = plan.message(FIRST + later, "length")
+    assert (finish, message["content"]) == ("length", None)
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]] == expected
+    assert all(c["id"].startswith("call_") and c["type"] == "function" for c in message["tool_calls"])
+    assert len({c["id"] for c in message["tool_calls"]}) == len(expected)
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in plan.message(FIRST, "stop")[0]["tool_calls"]] \
+        == [("f", '{"a": 1}')]
+    stream = plan.deltas()
+    text = FIRST + later
+    deltas = [d for i in range(0, len(text), 7) for d in stream.feed(text[i:i + 7])]
+    rest, finish = stream.finish("length")
+    calls = [d["tool_calls"][0] for d in deltas + rest]
+    assert finish == "length"
+    assert [(c["index"], c.get("function", {}).get("name"), c["function"]["arguments"]) for c in calls] == [
+        (0, "f", ""), (0, None, '{"a": 1}'), *([(1, cut[0], ""), (1, None, cut[1])] if cut else [])]
+    ids = [c["id"] for c in calls if "id" in c]
+    assert len(set(ids)) == len(ids) == len(expected)
+
+
 def test_plans_follow_tool_choice() -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
     assert plan_output(request(tools=tools, tool_choice="none")).tools is None

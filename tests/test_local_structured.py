@@ -221,19 +221,27 @@ def test_parallel_tool_calls(gateway: RunningGateway) -> None:
 
 
 def test_a_parallel_call_cut_by_max_tokens_finishes_with_length(gateway: RunningGateway) -> None:
-    """max_tokens 40 stops the second call (63 tokens in all at temperature 0) after the complete first one: the
-    complete call, and `length` as OpenAI reports a generation stopped by max_tokens (not `tool_calls`)."""
+    """max_tokens 40 stops the second call (63 tokens in all at temperature 0) after the complete first one, before
+    the second's name is whole: the complete call only, and `length` as OpenAI reports a generation stopped by
+    max_tokens (not `tool_calls`). max_tokens 52 stops it inside its arguments: as OpenAI, the complete call and the
+    cut one as a partial entry (its name, its arguments as truncated JSON). Streamed alike, the cut call at index 1."""
     question = [{"role": "user", "content": "What is the weather in Paris and what is the weather in Tokyo?"}]
     ask = {"messages": question, "tools": [WEATHER], "tool_choice": "required"}
     whole = client(gateway).chat.completions.create(model="local", max_tokens=80, temperature=0, **ask)
     assert (whole.choices[0].finish_reason, whole.usage.completion_tokens) == ("tool_calls", 63)
-    cut = client(gateway).chat.completions.create(model="local", max_tokens=40, temperature=0, **ask)
-    assert (cut.choices[0].finish_reason, cut.usage.completion_tokens) == ("length", 40)
-    assert assert_valid_calls(cut.choices[0].message.tool_calls) == [("get_weather", {"city": "Paris", "unit": "celsius"})]
-    content, deltas, finish, usage = streamed(gateway, max_tokens=40, **ask)
-    assert (content, finish, usage.completion_tokens) == ("", "length", 40)
-    assert [d.index for d in deltas] == [0, 0] and deltas[0].function.name == "get_weather"
-    assert json.loads(deltas[1].function.arguments) == {"city": "Paris", "unit": "celsius"}
+    paris = ("get_weather", '{"city": "Paris", "unit": "celsius"}')
+    for max_tokens, calls in ((40, [paris]), (52, [paris, ("get_weather", '{"city": "Tokyo",')])):
+        cut = client(gateway).chat.completions.create(model="local", max_tokens=max_tokens, temperature=0, **ask)
+        choice = cut.choices[0]
+        assert (choice.finish_reason, choice.message.content, cut.usage.completion_tokens) == ("length", None, max_tokens)
+        assert [(c.function.name, c.function.arguments) for c in choice.message.tool_calls] == calls
+        assert all(c.id.startswith("call_") and c.type == "function" for c in choice.message.tool_calls)
+        assert len({c.id for c in choice.message.tool_calls}) == len(calls)
+        content, deltas, finish, usage = streamed(gateway, max_tokens=max_tokens, **ask)
+        assert (content, finish, usage.completion_tokens) == ("", "length", max_tokens)
+        assert [(d.index, d.function.name, d.function.arguments) for d in deltas] == [
+            x for i, (name, arguments) in enumerate(calls) for x in ((i, name, ""), (i, None, arguments))]
+        assert [d.id is not None and d.id.startswith("call_") for d in deltas] == [True, False] * len(calls)
 
 
 @pytest.mark.parametrize(("tool_choice", "so_far"), [("required", '{"city'), ("auto", '{"city": "')])

@@ -50,9 +50,11 @@ class OutputPlan(msgspec.Struct, kw_only=True):
 
     def message(self, text: str, finish_reason: str) -> tuple[dict[str, Any], str]:
         """The assistant message and finish reason for the generated `text` (`max_tokens` cutting a later call
-        after complete ones: those calls, and `length`, as OpenAI says when generation stopped on max_tokens)."""
+        after complete ones: those calls, the cut one as a partial call, and `length`, as OpenAI returns them)."""
         calls = parse_tool_calls(text) if self.calls_tools else None
         if calls:
+            if finish_reason == "length" and (cut := cut_tool_call(after_calls(text))) is not None:
+                calls.append(cut)
             return {"role": "assistant", "content": None, "tool_calls": calls}, calls_finish_reason(finish_reason)
         if self.calls_tools and finish_reason == "length" and is_cut_call(text, self.probe_names):
             cut = cut_tool_call(text)  # the first call cut: OpenAI's partial call, never the model's markup
@@ -84,6 +86,14 @@ def parse_tool_calls(text: str) -> list[dict[str, Any]] | None:
             return None
         calls.append(call)
     return calls or None
+
+
+def after_calls(text: str) -> str:
+    """What follows the last complete `<tool_call>` block of `text` (a later call that max_tokens cut)."""
+    end = 0
+    for match in _CALL.finditer(text):
+        end = match.end()
+    return text[end:]
 
 
 def is_cut_call(text: str, probe_names: tuple[str, ...]) -> bool:
@@ -174,9 +184,10 @@ class DeltaStream:
 
     def finish(self, finish_reason: str) -> tuple[list[dict[str, Any]], str]:
         """Deltas for whatever is left, and the final finish reason."""
-        if self.mode == "tools" and self.calls:
-            return [], calls_finish_reason(finish_reason)
         rest, self.buffer = self.buffer, ""
+        if self.mode == "tools" and self.calls:  # a later call cut by max_tokens: its partial call too
+            cut = cut_tool_call(rest) if finish_reason == "length" else None
+            return (self._call_deltas(cut) if cut else []), calls_finish_reason(finish_reason)
         if self.mode != "text" and finish_reason == "length":  # the first call cut: its partial call, no markup
             cut = cut_tool_call(rest)
             return (self._call_deltas(cut) if cut else []), finish_reason
