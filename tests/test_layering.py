@@ -6,7 +6,9 @@ from __future__ import annotations
 import inspect
 
 from gateway.costs import CostModel
-from tools.layering import api_importers, import_cycles, request_accountants, request_metric_writers
+from tools.layering import (
+    PACKAGE, api_importers, import_cycles, imports_of, modules, request_accountants, request_metric_writers,
+)
 
 
 def test_nothing_outside_the_http_layer_imports_it() -> None:
@@ -22,6 +24,11 @@ def test_the_savings_formula_is_in_costs() -> None:
     assert "max(0.0, upstream_price - cost)" in inspect.getsource(CostModel.charge)
     accounting = (inspect.getsourcefile(CostModel) or "").replace("costs.py", "accounting.py")
     assert "upstream_price" not in open(accounting, encoding="utf-8").read()
+
+
+def test_the_task_helper_is_on_the_bottom_floor() -> None:
+    """`gateway/tasks.py` (cancel_and_wait, used by the layers and learning) imports nothing of the gateway."""
+    assert imports_of(PACKAGE / "tasks.py", set(modules())) == set()
 
 
 def test_no_import_cycle_in_gateway() -> None:

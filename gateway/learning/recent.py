@@ -16,6 +16,8 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway.tasks import cancel_and_wait
+
 log = logging.getLogger("slm_gateway.learning")
 
 WRITE_QUEUE = 1000
@@ -59,8 +61,7 @@ class RecentRequests:
 
     async def stop(self) -> None:
         if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+            await cancel_and_wait(self._writer)
             self._writer = None
 
     def remember(self, item: Remembered) -> None:

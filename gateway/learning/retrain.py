@@ -38,6 +38,7 @@ from redis.exceptions import RedisError
 from gateway.learning.labels import export_stream
 from gateway.learning.metrics import LearningMetrics
 from gateway.settings import AutoRetrainSettings
+from gateway.tasks import cancel_and_wait
 
 log = logging.getLogger("slm_gateway.learning")
 
@@ -102,8 +103,7 @@ class AutoRetrain:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _loop(self) -> None:

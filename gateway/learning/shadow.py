@@ -35,6 +35,7 @@ from gateway.learning.metrics import LearningMetrics
 from gateway.learning.privacy import PrivacyGuard
 from gateway.routing.capabilities import required_features
 from gateway.settings import LearningSettings
+from gateway.tasks import cancel_and_wait
 from gateway.tiers.base import Backend, Completion
 
 log = logging.getLogger("slm_gateway.learning")
@@ -105,9 +106,7 @@ class ShadowJudge:
         ]
 
     async def stop(self) -> None:
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await cancel_and_wait(*self._workers)
         self._workers = []
 
     async def _work(self) -> None:
@@ -164,14 +163,12 @@ class ShadowJudge:
                 if done:
                     return task.result()
                 if getattr(backend, "waiting", 0) > 0:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+                    await cancel_and_wait(task)
                     self.metrics.dropped.labels("preempted").inc()
                     return None
         finally:
             if not task.done():  # this job itself was cancelled (shutdown)
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                await cancel_and_wait(task)
 
     async def judge(self, finished: Finished) -> dict[str, Any] | None:
         """Shadow, judge and label one finished request; the row written, or None (the reason is counted)."""

@@ -31,6 +31,7 @@ from gateway.cache.semantic.recent import RecentEntries
 from gateway.cache.semantic.scope import SemanticScope
 from gateway.cache.store import CacheStore
 from gateway.embedding.base import Embedder
+from gateway.tasks import cancel_and_wait
 
 T = TypeVar("T")
 
@@ -149,9 +150,7 @@ class SemanticCache:
         await self.index.start()
 
     async def close(self) -> None:
-        for task in list(self._indexing):
-            task.cancel()
-        await asyncio.gather(*self._indexing, return_exceptions=True)
+        await cancel_and_wait(*self._indexing)
         await self.index.close()
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
