@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from classifier import DEFAULT_MODEL_PATH, load_model  # noqa: E402
 from gateway.routing.calibration import calibrate  # noqa: E402
+from quantiles import quantile_line  # noqa: E402
 
 EASY = ["Write a haiku about autumn leaves.", "What is the capital of France?", "Say hello in Spanish.",
         "Give me a synonym for happy.", "Tell me a joke about cats.", "What colour is the sky on a clear day?"]
@@ -96,9 +97,7 @@ def main() -> int:
             times[i] += _latency(model, prompts)
     print("\nscore_messages latency, thread CPU (us), alternating rounds:")
     for path, t in zip(paths, times):
-        arr = np.sort(np.array(t)) / 1e3
-        print(f"  {path}: p50 {np.percentile(arr, 50):.0f}  p90 {np.percentile(arr, 90):.0f}  "
-              f"p99 {np.percentile(arr, 99):.0f}  max {arr[-1]:.0f}")
+        print(f"  {path}: {quantile_line(t, scale=1e-3)}")
     print(f"load after: {os.getloadavg()[0]:.2f}")
     return 0
 

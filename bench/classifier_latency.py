@@ -24,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from classifier import DEFAULT_MODEL_PATH, load_model  # noqa: E402
+from quantiles import quantile_line  # noqa: E402
 
 _WORDS = (
     "the of model gradient integral probability theorem energy market contract patient protein "
@@ -82,20 +83,12 @@ def main() -> int:
         model.score(p)
         wall.append(time.perf_counter_ns() - t)
         cpu.append(time.thread_time_ns() - c)
-    wall.sort()
-    cpu.sort()
-
-    def line(times: list[int]) -> str:
-        def pct(q: float) -> float:
-            return times[min(len(times) - 1, int(q * len(times)))] / 1e3
-
-        return f"p50 {pct(0.50):.0f}  p90 {pct(0.90):.0f}  p99 {pct(0.99):.0f}  max {times[-1] / 1e3:.0f}"
 
     lengths = sorted(len(p) for p in prompts)
     print(f"model: {model_path} ({model_path.stat().st_size / 1024:.0f} KiB), load {load_ms:.0f} ms")
     print(f"prompts: {len(prompts)} (chars p50 {lengths[len(lengths) // 2]}, max {lengths[-1]})")
-    print(f"decision latency, wall (us):       {line(wall)}")
-    print(f"decision latency, thread CPU (us): {line(cpu)}  (wall is inflated when the host is busy)")
+    print(f"decision latency, wall (us):       {quantile_line(wall, scale=1e-3)}")
+    print(f"decision latency, thread CPU (us): {quantile_line(cpu, scale=1e-3)}  (wall is inflated when the host is busy)")
     return 0
 
 

@@ -27,6 +27,7 @@ from gateway.cache.semantic.ann import IvfIndex  # noqa: E402
 from gateway.cache.semantic.calibrate import shipped_threshold  # noqa: E402
 from gateway.cache.semantic.index import ScopeMatrix  # noqa: E402
 from gateway.embedding import WordLlamaEmbedder  # noqa: E402
+from quantiles import quantile_line  # noqa: E402
 
 DEV = Path("/work/shared/data/routing/dev.jsonl")
 ARENA = Path("/work/shared/data/chat/arena-hard-prompts.jsonl")
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             agree += bool(found) and found[0].entry_key == best[0].entry_key
     print(f"{len(paraphrases)} queries, {above} with an exact candidate above {threshold}: the index proposes the same "
           f"best for {agree} ({agree / max(1, above):.1%})")
-    print(f"search p50: exact {np.percentile(exact_ms, 50):.3f} ms, approximate {np.percentile(approx_ms, 50):.3f} ms")
+    print(f"search ms, exact:       {quantile_line(exact_ms, digits=3)}")
+    print(f"search ms, approximate: {quantile_line(approx_ms, digits=3)}")
     return 0
 
 

@@ -45,6 +45,12 @@ def flushed_redis(url: str) -> Iterator[redis.Redis]:
         client.close()
 
 
+@pytest.fixture(scope="module")
+def redis_db(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    """`flushed_redis` on the test module's own `REDIS_URL`, for the whole module."""
+    with flushed_redis(request.module.REDIS_URL) as client:
+        yield client
+
 
 class RunningGateway:
     """A `slm-gateway serve` subprocess: its base URL (`.../v1`), root URL and process."""

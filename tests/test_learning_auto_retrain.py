@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,7 +23,7 @@ from classifier.install import rollback_path
 from classifier.model import metrics_path_for
 from classifier.train import train
 from gateway.devtools.process import run_fake_upstream
-from tests.conftest import run_gateway, flushed_redis
+from tests.conftest import run_gateway
 from tests.test_learning_e2e import metric, wait_for
 from tests.test_learning_loop_e2e import CODE_WORDS, POLICY, SYNONYM_WORDS, base_rows, coding, expected_reason, synonym
 
@@ -41,12 +40,6 @@ def label_rows() -> list[dict]:
                for p in (coding(pair[0]) + v, synonym(pair[1]) + v)]
     return [{"prompt": p, "weak_correct": "Python" not in p, "strong_correct": True, "source": "judge",
              "ts": T0 + 60.0 * i, "request_id": f"r-{i}"} for i, p in enumerate(prompts)]
-
-
-@pytest.fixture(scope="module")
-def redis_db() -> Iterator[redis.Redis]:
-    with flushed_redis(REDIS_URL) as client:
-        yield client
 
 
 def test_auto_retrain_promotes_a_better_model_and_reloads(redis_db: redis.Redis, tmp_path: Path) -> None:

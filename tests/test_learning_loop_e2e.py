@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from classifier.train import train
 from gateway.devtools.process import run_fake_upstream
 from gateway.routing.calibration import calibrate
 from gateway.routing.policy_router import _fmt
-from tests.conftest import REPO_ROOT, RunningGateway, run_gateway, flushed_redis
+from tests.conftest import REPO_ROOT, RunningGateway, run_gateway
 from tests.test_learning_e2e import metric, wait_for
 
 pytest.importorskip("llama_cpp")
@@ -98,12 +97,6 @@ def expected_reason(model: Any, prompt: str) -> tuple[str, str]:
     if score >= threshold:
         return "upstream", f"classifier p_strong={_fmt(score)} >= threshold {_fmt(threshold)} (rule 'auto')" + tail
     return "local", f"classifier p_strong={_fmt(score)} < threshold {_fmt(threshold)} (rule 'auto')" + tail
-
-
-@pytest.fixture(scope="module")
-def redis_db() -> Iterator[redis.Redis]:
-    with flushed_redis(REDIS_URL) as client:
-        yield client
 
 
 def test_shadow_labels_train_promote_and_reload_change_the_routes(redis_db: redis.Redis, tmp_path: Path) -> None:

@@ -1,0 +1,18 @@
+"""One line of latency quantiles for the in-process benches: `p50 X  p90 Y  p99 Z  max W`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def quantile_line(values: Iterable[float], *, scale: float = 1.0, digits: int = 0) -> str:
+    """p50, p90, p99 (nearest rank) and max of `values` times `scale`, with `digits` decimals ("n=0" when empty)."""
+    data = sorted(values)
+    if not data:
+        return "n=0"
+
+    def at(q: float) -> float:
+        return data[min(len(data) - 1, int(q * len(data)))] * scale
+
+    return "  ".join(f"{name} {value:.{digits}f}" for name, value in (
+        ("p50", at(0.50)), ("p90", at(0.90)), ("p99", at(0.99)), ("max", data[-1] * scale)))
