@@ -1,10 +1,14 @@
 """Router decision latency: one text at a time, in-process, one thread, features included.
 
-Usage: python bench/classifier_latency.py [--model PATH] [--data JSONL] [-n 5000]
+Usage: python bench/classifier_latency.py [--model PATH] [--data JSONL] [-n 5000] [--messages]
+       python bench/classifier_latency.py --baseline-tree /work/wt/base --messages [--rounds 3] [--data ...]
 
 Prompts come from ``--data`` (default: ../shared/data/routing/dev.jsonl beside
 the repo, if present) mixed with synthetic long chat messages; otherwise they
-are synthetic only.
+are synthetic only. ``--messages`` times what the gateway runs, ``score_messages``
+on the prompt as one user message (its cut of the text included), not ``score``.
+``--baseline-tree`` runs this bench on the baseline tree's classifier and on this
+tree's, in alternating rounds (one subprocess each), and prints both side by side.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,10 +26,14 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+if "--tree" in sys.argv:  # the classifier (and gateway) of another tree: its path first
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()))
+else:
+    sys.path.insert(0, str(REPO_ROOT))
 
 from classifier import DEFAULT_MODEL_PATH, load_model  # noqa: E402
-from quantiles import quantile_line  # noqa: E402
+from procstat import load_average  # noqa: E402
+from quantiles import quantile_line, quantiles  # noqa: E402
 
 _WORDS = (
     "the of model gradient integral probability theorem energy market contract patient protein "
@@ -60,30 +69,63 @@ def _load_prompts(data: Path | None, n: int, seed: int) -> list[str]:
     return prompts
 
 
+def _side_by_side(args: argparse.Namespace) -> int:
+    """Alternating rounds, baseline tree then this one, each a subprocess of this bench with `--tree`."""
+    trees = {"baseline": Path(args.baseline_tree).resolve(), "this tree": REPO_ROOT}
+    common = ["--data", args.data, "-n", str(args.n), "--seed", str(args.seed), "--json"]
+    common += ["--messages"] if args.messages else []
+    common += ["--model", args.model] if args.model else []
+    print(f"decision latency, thread CPU (us), {'score_messages' if args.messages else 'score'}, "
+          f"{args.rounds} alternating rounds; load average {load_average()}")
+    for r in range(args.rounds):
+        for name, tree in trees.items():
+            out = subprocess.run([sys.executable, __file__, "--tree", str(tree), *common],
+                                 check=True, capture_output=True, text=True).stdout
+            got = json.loads(out.strip().splitlines()[-1])
+            cpu = "  ".join(f"{k} {v:.0f}" for k, v in got["cpu_us"].items())
+            print(f"  round {r + 1} {name:<9} {cpu}   (wall p50 {got['wall_us']['p50']:.0f}; load {load_average()})")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
     ap.add_argument("--data", default=str(REPO_ROOT.parent / "shared/data/routing/dev.jsonl"))
     ap.add_argument("-n", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--messages", action="store_true", help="time score_messages (the gateway's path), not score")
+    ap.add_argument("--baseline-tree", default=None, help="run on that tree and this one, alternating rounds")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tree", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.baseline_tree:
+        return _side_by_side(args)
 
     model_path = Path(args.model) if args.model else DEFAULT_MODEL_PATH
     t0 = time.perf_counter()
     model = load_model(model_path)
     load_ms = (time.perf_counter() - t0) * 1e3
     prompts = _load_prompts(Path(args.data) if args.data else None, args.n, args.seed)
+    if args.messages:
+        score = model.score_messages
+        inputs: list = [[{"role": "user", "content": p}] for p in prompts]
+    else:
+        score, inputs = model.score, prompts
 
-    for p in prompts[:200]:  # warm-up
-        model.score(p)
+    for x in inputs[:200]:  # warm-up
+        score(x)
     wall, cpu = [], []
-    for p in prompts:
+    for x in inputs:
         c = time.thread_time_ns()
         t = time.perf_counter_ns()
-        model.score(p)
+        score(x)
         wall.append(time.perf_counter_ns() - t)
         cpu.append(time.thread_time_ns() - c)
 
+    if args.json:
+        print(json.dumps({"wall_us": quantiles(wall, scale=1e-3), "cpu_us": quantiles(cpu, scale=1e-3)}))
+        return 0
     lengths = sorted(len(p) for p in prompts)
     print(f"model: {model_path} ({model_path.stat().st_size / 1024:.0f} KiB), load {load_ms:.0f} ms")
     print(f"prompts: {len(prompts)} (chars p50 {lengths[len(lengths) // 2]}, max {lengths[-1]})")

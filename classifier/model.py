@@ -123,12 +123,18 @@ def messages_text(messages: Sequence[Mapping[str, Any]], max_chars: int = 2000) 
     """Text to score for a chat: the last user turn first, then earlier user turns.
 
     Falls back to all message text when there is no user turn.  The result is
-    cut to ``max_chars`` so the most recent user request always dominates.
+    cut to ``max_chars`` so the most recent user request always dominates; a
+    last turn longer than that is the whole text (the earlier turns left out),
+    uncut: the scorer then reads it as it read each training prompt, its family
+    from the text itself (a long multiple-choice question keeps its options,
+    which come last) and its features from its own head-and-tail cut.
     """
     user = [_content_text(m.get("content")) for m in messages if m.get("role") == "user"]
     if not user:
         user = [_content_text(m.get("content")) for m in messages]
     texts = [t for t in reversed(user) if t]
+    if texts and len(texts[0]) > max_chars:
+        return texts[0]
     return "\n".join(texts)[:max_chars]
 
 

@@ -6,6 +6,8 @@ Run alone: ``python -m pytest tests/test_classifier_chat.py -q``.  Uses the real
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -15,15 +17,19 @@ import pytest
 from classifier import DEFAULT_MODEL_PATH, ModelLoadError, load_model
 from classifier.chathead import LEVELS, ChatHead
 from classifier.data import RoutingDataset
-from classifier.features import CHAT, family, segment, word_problem_shaped
+from classifier.features import CHAT, family, segment, truncate, word_problem_shaped
 from classifier.fit import RouterConfig, fit_router
 from classifier.generic import GENERIC_FEATURE_NAMES, generic_features, question_text
-from classifier.model import bundled_embedder, chat_inputs, save_model
+from classifier.model import bundled_embedder, chat_inputs, messages_text, save_model
 
 MC = "Which planet is largest?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth\nAnswer:"
 WORD_PROBLEM = "Tom buys 3 boxes of 12 eggs and breaks 5. How many eggs are left?"
 HAIKU = "Write a haiku about autumn leaves."
 CODE = "Implement a lock-free queue in C++ with std::atomic; explain the memory orderings."
+
+DEV_DATA = Path(os.environ.get("SLM_ROUTING_DEV_DATA")
+                or Path(__file__).resolve().parents[1].parent / "shared/data/routing/dev.jsonl")
+"""The routing dev set: shared/ beside the repository (as CI lays it), or SLM_ROUTING_DEV_DATA."""
 
 
 def test_families_of_prompts() -> None:
@@ -201,3 +207,55 @@ def test_the_gateway_hands_its_one_embedder_to_the_router() -> None:
     results = asyncio.run(router.reload())  # a reload keeps using it
     assert [(r.component, r.result) for r in results] == [("policy", "success"), ("classifier", "success")]
     assert router.current is not first and router.current.scorer.embedder is shared.get()
+
+
+LONG_STEM = (
+    "A 54-year-old man comes to the emergency department because of chest pain that began two hours ago while he "
+    "was shovelling snow. The pain is substernal, pressure-like and radiates to his left arm and jaw. "
+) * 7 + "Which of the following is the most appropriate next step in management?"
+LONG_MC = LONG_STEM + ("\nA. Aspirin and a 12-lead electrocardiogram\nB. Discharge with a follow-up visit"
+                       "\nC. Oral antibiotics for 10 days\nD. Abdominal ultrasonography\nAnswer:")
+CUT = 1200  # the shipped featurizer's max_chars: the text the gateway scored was cut there
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_PATH.is_file(), reason="shipped model not built yet")
+def test_a_long_multiple_choice_prompt_is_scored_with_its_options() -> None:
+    """A multiple-choice question whose options start after the cut: the gateway used to score its first 1,200
+    characters, options lost, as chat. Now the whole prompt: the `mc` family, and exactly the score of the
+    features the model was trained on (head and tail halves, the prompt's own length): `score` of the prompt, and
+    within float32 rounding (2.4e-8 here) `score_many`, the training path (featurizer.transform, sklearn's
+    predict_proba)."""
+    model = load_model()
+    assert model.featurizer.max_chars == CUT and LONG_MC.index("\nA. ") > CUT
+    messages = [{"role": "user", "content": LONG_MC}]
+    assert messages_text(messages, CUT) == LONG_MC
+    assert (model.family_of(LONG_MC[:CUT]), model.family_of(LONG_MC)) == (CHAT, "mc")  # before, now
+    seen = truncate(LONG_MC, CUT)  # what the mc head reads: all four options, after the stem's head
+    assert [seen.count(f"\n{c}. ") for c in "ABCD"] == [1, 1, 1, 1]
+    expected = float(model.score_many([LONG_MC])[0])
+    assert model.score_messages(messages) == model.score(LONG_MC)
+    assert abs(model.score_messages(messages) - expected) < 1e-7
+    assert round(expected, 4) == LONG_MC_SCORE
+    assert round(model.score(LONG_MC[:CUT]), 4) == LONG_MC_CUT_SCORE  # what the old cut scored, as chat
+
+
+LONG_MC_SCORE, LONG_MC_CUT_SCORE = 0.5808, 0.5599  # the default threshold is 0.5661: upstream now, local before
+
+
+def test_a_long_last_turn_is_scored_whole_and_short_ones_as_before() -> None:
+    long_turn, short = "x" * 30 + "?", "What is 2 + 2?"
+    chat = [{"role": "user", "content": short}, {"role": "assistant", "content": "4"}, {"role": "user", "content": long_turn}]
+    assert messages_text(chat, 20) == long_turn  # longer than the cut: whole, the earlier turns left out
+    assert messages_text(chat[:2] + [{"role": "user", "content": "Why?"}], 12) == "Why?\nWhat is"  # cut as before
+    assert messages_text([{"role": "user", "content": "y" * 20}], 20) == "y" * 20
+
+
+@pytest.mark.skipif(not DEV_DATA.is_file(), reason="dev data not available")
+def test_dev_prompts_under_the_cut_are_scored_as_before() -> None:
+    """Every dev prompt no longer than the cut, sent as one user message, is scored on the very text the old
+    cut gave (so every decision is the same); the longer ones are scored whole."""
+    prompts = [json.loads(line)["prompt"] for line in DEV_DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+    short = [p for p in prompts if len(p) <= CUT]
+    assert (len(prompts), len(short)) == (10_588, 9_718)
+    assert sum(messages_text([{"role": "user", "content": p}], CUT) != p[:CUT] for p in short) == 0
+    assert all(messages_text([{"role": "user", "content": p}], CUT) == p for p in prompts if len(p) > CUT)
