@@ -25,7 +25,7 @@ from gateway.auth import tenant_of
 from gateway.devtools.process import run_fake_upstream
 from gateway.learning.judge import JUDGE_SCHEMA_NAME, judge_user_message, quoted_prompt
 from gateway.learning.labels import hash_tenant
-from tests.conftest import BUNDLED_MODEL_ID, REPO_ROOT, RunningGateway, run_gateway, flushed_redis
+from tests.conftest import BUNDLED_MODEL_ID, REPO_ROOT, RunningGateway, run_gateway
 
 REDIS_URL = os.environ.get("SLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/6")
 STREAM = "slmgw:labels:v1"
@@ -100,12 +100,6 @@ def words(text: str) -> int:
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def redis_db() -> Iterator[redis.Redis]:
-    with flushed_redis(REDIS_URL) as client:
-        yield client
-
-
 @pytest.fixture(scope="module")
 def judge_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     script = tmp_path_factory.mktemp("judge") / "script.json"
