@@ -129,7 +129,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from classifier.model import load_model, messages_text
+    from classifier.model import load_model
 
     model = load_model(args.model)
     out = sys.stdout
@@ -147,7 +147,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         if isinstance(row.get("prompt"), str):
             p = model.score(row["prompt"])
         elif isinstance(row.get("messages"), list):
-            p = model.score(messages_text(row["messages"]))
+            p = model.score_messages(row["messages"])  # the text the gateway scores
         else:
             print(f"error: stdin line {lineno} has no string 'prompt'", file=sys.stderr)
             return 2

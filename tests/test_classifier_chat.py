@@ -239,7 +239,23 @@ def test_a_long_multiple_choice_prompt_is_scored_with_its_options() -> None:
     assert round(model.score(LONG_MC[:CUT]), 4) == LONG_MC_CUT_SCORE  # what the old cut scored, as chat
 
 
-LONG_MC_SCORE, LONG_MC_CUT_SCORE = 0.5808, 0.5599  # the default threshold is 0.5661: upstream now, local before
+LONG_MC_SCORE, LONG_MC_CUT_SCORE = 0.5808, 0.5599
+
+@pytest.mark.skipif(not DEFAULT_MODEL_PATH.is_file(), reason="shipped model not built yet")
+def test_the_score_cli_scores_messages_as_the_gateway_does() -> None:
+    """`classifier score` on a `messages` row gives the gateway's score (`score_messages`), also past the cut."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    row = {"id": "long-mc", "messages": [{"role": "user", "content": LONG_MC}]}
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "classifier.cli", "classifier", "score"], input=json.dumps(row) + "\n",
+                          capture_output=True, text=True, cwd=repo, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"id": "long-mc", "p_strong": round(load_model().score_messages(row["messages"]), 6)}
+    assert round(json.loads(proc.stdout)["p_strong"], 4) == LONG_MC_SCORE  # not the old cut's 0.5599
+  # the default threshold is 0.5661: upstream now, local before
 
 
 def test_a_long_last_turn_is_scored_whole_and_short_ones_as_before() -> None:
