@@ -1,4 +1,4 @@
-"""The pipelined Redis connection of the limit store (gateway/limits/resp.py): on the REAL Redis
+"""The pipelined Redis connection (gateway/resp.py), as the limit store uses it: on the REAL Redis
 (`SLM_TEST_REDIS_URL`), concurrent commands share one connection and each gets its own reply; against a server
 that never answers, a command fails with TimeoutError and the stuck connection is dropped."""
 
@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from gateway.limits.resp import PipelinedRedis, ReplyError
+from gateway.resp import PipelinedRedis, ReplyError
 from tests.test_limits import REDIS_URL
 
 

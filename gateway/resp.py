@@ -1,6 +1,8 @@
 """`PipelinedRedis`: one Redis connection on which every caller's command is written at once and answered in order.
 
-Why not redis-py's asyncio client here: `bench/redis_client.py` (redis-py 8.1.0 with hiredis, the pool
+Used where a command's own CPU cost matters: the limit store (`gateway.limits.redis_store`, every command) and the
+cache store's entry reads (`gateway.cache.redis_store`, the `GET` of every exact lookup and semantic hit).
+Why not redis-py's asyncio client there: `bench/redis_client.py` (redis-py 8.1.0 with hiredis, the pool
 `gateway/redis_link.py` builds; 2 shared cores at load ~7) measured 130-160 µs of this process' CPU per EVALSHA
 (its layers, a pooled connection per command in flight), against 12-36 µs here: redis-py alone would be half
 the whole budget of a limit check (0.3 ms). The protocol itself is hiredis' (C): `pack_command` writes a
@@ -119,6 +121,9 @@ class PipelinedRedis:
         self.linger = linger
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
+
+    def __repr__(self) -> str:  # the URL may carry a password
+        return "PipelinedRedis()"
 
     async def close(self) -> None:
         if self._conn is not None and self._conn.transport is not None:
