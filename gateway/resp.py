@@ -16,7 +16,8 @@ a command: commands issued in one event-loop turn leave in one write, and a `laz
 nobody waits for) waits up to `linger` seconds for the next command to ride along with.
 
 A command not answered within `timeout` seconds fails with `TimeoutError` (checked by one watchdog timer per
-connection, not a timer per command; a command may time out up to `linger` late). If nothing at all came back
+connection, not a timer per command; a command may time out up to `linger` late, and a millisecond later than its
+deadline, after one more read of the socket). If nothing at all came back
 on the connection for that long (Redis hung, or the network gone without a reset), the connection is aborted:
 every command waiting on it fails with `ConnectionError`, and the next command reconnects. A reply that arrives
 after its command timed out is read and dropped, so the order of the others is kept.
@@ -31,6 +32,10 @@ from typing import Any
 
 import hiredis
 from redis.connection import parse_url
+
+
+SECOND_LOOK = 0.001
+"""How long after a command's deadline the watchdog looks again before failing it (see `_Connection.check`)."""
 
 
 class ReplyError(Exception):
@@ -85,12 +90,20 @@ class _Connection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
 
-    def check(self, timeout: float) -> None:
+    def check(self, timeout: float, second_look: bool = False) -> None:
         """The watchdog: fail the commands past their deadline (and abort a connection that has been silent for
-        `timeout`); run again at the next deadline while commands wait."""
+        `timeout`); run again at the next deadline while commands wait.
+
+        A command past its deadline is failed only on a second look, after the event loop has read the socket
+        once more (`SECOND_LOOK` later): on a busy loop the watchdog's timer can be due before the reply that is
+        already in the socket has been read (uvloop runs timers before polling), which made commands answered
+        in microseconds fail as timeouts (and open the cache's breaker) under overload."""
         self.watch = None
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if not second_look and any(deadline <= now and not f.done() for f, deadline in self.waiting):
+            self.watch = loop.call_later(SECOND_LOOK, self.check, timeout, True)
+            return
         expired = False
         next_deadline = 0.0
         for future, deadline in self.waiting:
