@@ -168,7 +168,7 @@ def run_gateway(upstream: str, redis_url: str, semantic_rows: int = 0,
 
 @contextmanager
 def run_gateway_process(upstream: str, redis_url: str, semantic_rows: int = 0,
-                        tree: Path = ROOT) -> Iterator[tuple[str, dict[str, str], Any]]:
+                        tree: Path = ROOT, workers: int = 1) -> Iterator[tuple[str, dict[str, str], Any]]:
     """`python -m gateway serve` from `tree` (this checkout, or a baseline's); yields (base URL, headers, server)."""
     port = free_port()
     cache: dict[str, Any] = {"key_prefix": GATEWAY_PREFIX}
@@ -180,7 +180,7 @@ def run_gateway_process(upstream: str, redis_url: str, semantic_rows: int = 0,
         config = Path(tmp) / "gateway.yaml"
         config.write_text(json.dumps({"cache": cache}))
         argv = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
-                "--upstream-url", upstream, "--redis-url", redis_url, "--config", str(config), "--log-level", "warning"]
+                "--upstream-url", upstream, "--redis-url", redis_url, "--config", str(config), "--log-level", "warning", "--workers", str(workers)]
         env = {"PYTHONPATH": os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH")) if p)}
         with spawn_server(argv, f"http://127.0.0.1:{port}/readyz", timeout=120, env=env, cwd=tree) as server:
             yield f"http://127.0.0.1:{port}/v1", {"x-gateway-route": "upstream"}, server
@@ -414,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                              "`git worktree add --detach /tmp/base main`), alternating which goes first")
     parser.add_argument("--closed", action="store_true",
                         help="with --semantic: also closed loops (throughput) of semantic hits and misses")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="with --semantic: gateway worker processes (both trees; default 1, as deployed by default)")
     parser.add_argument("--settle", type=float, default=30.0, metavar="SECONDS",
                         help="with --semantic: wait up to this long after warming for a large scope's approximate "
                              "index (until a sequential paraphrase hit is within 1 ms of an exact hit)")
@@ -446,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                     clear(r)
                     for scope in range(scopes):
                         seed_semantic_scope(r, rows // scopes, scope)
-                    with run_gateway_process(upstream, args.redis_url, semantic_rows=rows, tree=tree) as (
+                    with run_gateway_process(upstream, args.redis_url, semantic_rows=rows, tree=tree,
+                                             workers=args.workers) as (
                             base, headers, server):
                         results["semantic"].append(measure_semantic(
                             base, headers, upstream, args, rows=rows, scopes=scopes, pgid=server.pid, label=label))

@@ -1,4 +1,4 @@
-"""What one Redis command costs this process: redis-py's asyncio client vs `gateway.limits.resp.PipelinedRedis`.
+"""What one Redis command costs this process: redis-py's asyncio client vs `gateway.resp.PipelinedRedis`.
 
     python bench/redis_client.py                          # 20,000 commands per run, 3 rounds
     python bench/redis_client.py --commands 50000 --rounds 5 --redis-url redis://127.0.0.1:6379/6
@@ -57,7 +57,7 @@ async def measure(call: Callable[[], Awaitable[Any]], commands: int, concurrent:
 async def run(url: str, commands: int, rounds: int) -> list[dict[str, tuple[float, float]]]:
     import redis
 
-    from gateway.limits.resp import PipelinedRedis
+    from gateway.resp import PipelinedRedis
     from gateway.redis_link import redis_client
 
     sha = redis.Redis.from_url(url).script_load(SCRIPT)

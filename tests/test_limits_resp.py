@@ -1,4 +1,4 @@
-"""The pipelined Redis connection of the limit store (gateway/limits/resp.py): on the REAL Redis
+"""The pipelined Redis connection (gateway/resp.py), as the limit store uses it: on the REAL Redis
 (`SLM_TEST_REDIS_URL`), concurrent commands share one connection and each gets its own reply; against a server
 that never answers, a command fails with TimeoutError and the stuck connection is dropped."""
 
@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from gateway.limits.resp import PipelinedRedis, ReplyError
+from gateway.resp import PipelinedRedis, ReplyError
 from tests.test_limits import REDIS_URL
 
 
@@ -49,3 +49,26 @@ async def test_a_silent_server_times_out_and_the_connection_is_dropped() -> None
         for writer in accepted:
             writer.close()
         await server.wait_closed()
+
+
+def test_a_reply_read_late_by_a_busy_uvloop_is_not_a_timeout() -> None:
+    """The gateway serves on uvloop, which runs due timers before it polls the sockets: a command whose reply sat
+    in the socket while the loop was busy past the deadline gets that reply (the watchdog looks once more after
+    the loop has read the socket), not a `TimeoutError`."""
+    import time
+
+    import uvloop
+
+    async def main() -> list[object]:
+        redis = PipelinedRedis(REDIS_URL, timeout=0.05)
+        try:
+            await redis.execute("PING")  # connected
+            pending = [asyncio.ensure_future(redis.execute("ECHO", f"late{i}")) for i in range(3)]
+            await asyncio.sleep(0)  # written
+            time.sleep(0.15)  # the loop is busy elsewhere, past the deadline; the replies arrive meanwhile
+            return list(await asyncio.gather(*pending, return_exceptions=True))
+        finally:
+            await redis.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(main()) == [b"late0", b"late1", b"late2"]

@@ -2,7 +2,7 @@
 
 Keys: hash `<prefix>:keys` (key id -> JSON record, with the key's sha256, never the key), hash `<prefix>:teams`
 (team -> JSON caps), counter `<prefix>:version` (bumped by the same script as every change). Counters: one hash
-per scope, `<prefix>:c:<scope>` (its fields: `gateway.limits.scripts`). Commands go through one pipelined connection (`gateway.limits.resp`); connection failures and
+per scope, `<prefix>:c:<scope>` (its fields: `gateway.limits.scripts`). Commands go through one pipelined connection (`gateway.resp`); connection failures and
 timeouts open a breaker (calls are skipped for a short, growing pause) and surface as `StoreUnavailable`.
 """
 
@@ -16,7 +16,7 @@ import msgspec
 
 from gateway.cache.breaker import Breaker
 from gateway.limits.records import KeyRecord, Limits
-from gateway.limits.resp import PipelinedRedis, ReplyError
+from gateway.resp import PipelinedRedis, ReplyError
 from gateway.limits.scripts import HOLD, RESERVE, SETTLE, USAGE
 from gateway.limits.store import (
     Denied,

@@ -27,6 +27,7 @@ import numpy as np
 
 from gateway.cache.semantic.guard import GuardSignature, LexicalGuard, decode_signature, encode_signature
 from gateway.cache.semantic.index import VectorIndex
+from gateway.cache.semantic.prompts import PromptMemo
 from gateway.cache.semantic.recent import RecentEntries
 from gateway.cache.semantic.scope import SemanticScope
 from gateway.cache.store import CacheStore
@@ -145,6 +146,8 @@ class SemanticCache:
         `gateway.cache.semantic.recent` for the freshness bound)."""
         self._indexing: set[asyncio.Task[bool]] = set()
         """`store_soon`'s writes still under way (held so they are not collected; cancelled by `close`)."""
+        self.prompts = PromptMemo()
+        """Embeddings and guard signatures of prompts looked up lately (pure functions of the text)."""
 
     async def start(self) -> None:
         await self.index.start()
@@ -182,13 +185,16 @@ class SemanticCache:
         if len(text) > self.settings.max_chars:
             return self._miss("length")
         deadline = asyncio.get_running_loop().time() + self.settings.deadline_seconds
-        try:
-            async with asyncio.timeout_at(deadline):
-                vector = await self._embed(text)
-        except TimeoutError:
-            return self._miss("timeout")
-        except Exception:  # fail open: the embedder broke; the request goes on as a miss
-            return self._miss("error")
+        vector = self.prompts.vector(text)
+        if vector is None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    vector = await self._embed(text)
+            except TimeoutError:
+                return self._miss("timeout")
+            except Exception:  # fail open: the embedder broke; the request goes on as a miss
+                return self._miss("error")
+            self.prompts.remember(text, vector)
         try:
             async with asyncio.timeout_at(deadline) as timeout:
                 return await self._lookup(scope, text, vector, timeout, deadline)
@@ -209,7 +215,10 @@ class SemanticCache:
         above = [c for c in found if c.similarity >= self.settings.threshold]
         if not above:
             return self._miss("threshold", best=best, vector=vector)
-        signature = self.guard.signature(text)
+        signature = self.prompts.signature(text)
+        if signature is None:
+            signature = self.guard.signature(text)
+            self.prompts.remember(text, vector, signature)
         refused = None
         for candidate in above:
             stored = decode_signature(candidate.guard)

@@ -72,6 +72,11 @@ ANN_MIN_ROWS = 32_768
 """A scope this large gets an approximate index (`gateway.cache.semantic.ann`); 0: never."""
 ANN_EXTRA = 8
 """The approximate index is asked for this many more rows than wanted (some may have expired)."""
+SEARCHES_KEPT = 32
+"""Queries whose result a scope remembers (`ScopeMatrix.search`)."""
+SEARCHES_MIN_ROWS = 1024
+"""Only a scope of at least this many rows remembers searches (a smaller one is scanned in ~0.03 ms): so what is
+remembered (~1 KiB a query at 256-d) stays within ~3 % of the scope's own matrix."""
 
 
 class ScopeMatrix:
@@ -80,7 +85,7 @@ class ScopeMatrix:
 
     __slots__ = (
         "dim", "max_rows", "_vectors", "_expires", "_keys", "_guards", "_rows", "_next",
-        "ann_min_rows", "_ann", "_changed", "_build_at",
+        "ann_min_rows", "_ann", "_changed", "_build_at", "_version", "_searches",
     )
 
     def __init__(self, dim: int, max_rows: int, *, ann_min_rows: int = ANN_MIN_ROWS) -> None:
@@ -98,6 +103,10 @@ class ScopeMatrix:
         self._guards: list[bytes] = []
         self._rows: dict[str, int] = {}
         self._next = 0  # once full, the ring position of the oldest row
+        self._version = 0
+        """Bumped by every change of the rows (or of the approximate index) a search reads."""
+        self._searches: OrderedDict[tuple[bytes, int], tuple[int, float, list[Candidate]]] = OrderedDict()
+        """Recent searches: (query bytes, k) -> (version, valid until, result); see `search`."""
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -106,6 +115,7 @@ class ScopeMatrix:
         row = self._rows.get(entry_key)
         if row is not None and self._expires[row] == expires and self._guards[row] == guard:
             return  # the same store seen again (a replica reading its own write back from the stream)
+        self._version += 1
         new = False
         if row is None:
             if len(self._keys) < self.max_rows:
@@ -156,54 +166,86 @@ class ScopeMatrix:
         self._ann = index
         self._changed = None
         self._build_at = 2 * built
+        self._version += 1
 
     def abandon_build(self) -> None:
         self._build_at = 2 * max(len(self._keys), self._build_at)
         self._changed = None
 
     def search(self, vector: np.ndarray, k: int, now: float) -> list[Candidate]:
+        """Up to `k` live rows nearest `vector`, best first.
+
+        The same query again (same bytes, same `k`) gets the same result without a scan while no row changed
+        (`_version`) and none of the rows the result was read from has expired since (`valid until`: the
+        earliest expiry among the rows returned, and for the approximate index among every row it proposed):
+        rows only leave a result by expiring or by a change, so that is the result a new scan would give. At most
+        `SEARCHES_KEPT` queries are remembered in a scope of at least `SEARCHES_MIN_ROWS` rows (a popular paraphrase
+        asked again and again)."""
         n = len(self._keys)
         if n == 0 or k <= 0:
             return []
+        if n < SEARCHES_MIN_ROWS:
+            return self._search_exact(vector, k, now)[0]
+        query = (vector.tobytes(), k)
+        known = self._searches.get(query)
+        if known is not None and known[0] == self._version and now < known[1]:
+            self._searches.move_to_end(query)
+            return list(known[2])
         if self._ann is not None:
-            return self._search_approximate(vector, k, now)
+            found, until = self._search_approximate(vector, k, now)
+        else:
+            found, until = self._search_exact(vector, k, now)
+        self._searches[query] = (self._version, until, found)
+        self._searches.move_to_end(query)
+        while len(self._searches) > SEARCHES_KEPT:
+            self._searches.popitem(last=False)
+        return list(found)
+
+    def _until(self, rows: list[int] | np.ndarray) -> float:
+        """The earliest expiry among `rows` (+inf for none): a search's result holds until then."""
+        return float(self._expires[rows].min()) if len(rows) else math.inf
+
+    def _search_exact(self, vector: np.ndarray, k: int, now: float) -> tuple[list[Candidate], float]:
+        n = len(self._keys)
         # vecdot (numpy >= 2.0) and einsum run in the calling thread; `@` goes to a multi-threaded BLAS, which on
         # a busy machine was 10-20x slower for this size. vecdot's SIMD loop scans 10,000 x 256 in ~0.23 ms CPU
         # here, einsum in ~0.47 ms (bench/semantic_cache.py)
         scores = _dot_rows(self._vectors[:n], vector)
         scores[self._expires[:n] <= now] = -np.inf
         if k <= SMALL_K:  # k passes of argmax: ~0.01 ms at 10,000 rows, ~0.04 ms at 100,000 (argpartition: 0.08, 1.1)
-            found = []
+            found, picked = [], []
             for _ in range(min(k, n)):
                 i = int(scores.argmax())
                 score = float(scores[i])
                 if not math.isfinite(score):
                     break
                 found.append(Candidate(self._keys[i], score, self._guards[i]))
+                picked.append(i)
                 scores[i] = -np.inf
-            return found
+            return found, self._until(picked)
         if k < n:
             top = np.argpartition(scores, n - k)[n - k:]
         else:
             top = np.arange(n)
         top = top[np.argsort(scores[top])[::-1]]
-        return [
-            Candidate(self._keys[i], float(scores[i]), self._guards[i]) for i in top if np.isfinite(scores[i])
-        ]
+        top = top[np.isfinite(scores[top])]
+        return [Candidate(self._keys[i], float(scores[i]), self._guards[i]) for i in top], self._until(top)
 
-    def _search_approximate(self, vector: np.ndarray, k: int, now: float) -> list[Candidate]:
+    def _search_approximate(self, vector: np.ndarray, k: int, now: float) -> tuple[list[Candidate], float]:
         assert self._ann is not None
         rows = self._ann.search(vector, k + ANN_EXTRA)
         expired = self._expires[rows] <= now
         if expired.any():  # out of the index for good (a row written again goes back in)
             for row in rows[expired]:
                 self._ann.remove(int(row))
+            self._version += 1  # the index proposes other rows from now on
             rows = rows[~expired]
         if not len(rows):
-            return []
+            return [], math.inf
         scores = _dot_rows(self._vectors[rows], vector)  # exact, from the matrix: the index only proposes rows
         order = np.argsort(scores)[::-1][:k]
-        return [Candidate(self._keys[int(rows[i])], float(scores[i]), self._guards[int(rows[i])]) for i in order]
+        found = [Candidate(self._keys[int(rows[i])], float(scores[i]), self._guards[int(rows[i])]) for i in order]
+        return found, self._until(rows)
 
     def live(self, now: float) -> int:
         return int((self._expires[: len(self._keys)] > now).sum())

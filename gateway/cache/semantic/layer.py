@@ -83,14 +83,21 @@ class SemanticLayer:
         return dropped
 
     async def __call__(self, ex: Exchange) -> Answer | StreamAnswer:
+        found = await self.answer(ex)
+        return found if found is not None else await self.inner(ex)
+
+    async def answer(self, ex: Exchange) -> Answer | StreamAnswer | None:
+        """A semantic hit's replay for an exact-cache miss (`ex.cache == "miss"`) that wants a lookup, else None
+        (then `ex.on_stored` indexes the prompt once its answer is stored). The exact layer calls this itself,
+        before it takes the collapse lock (a hit then costs no lock round trips), and then goes on to `inner`."""
         assert ex.parsed is not None and ex.decision is not None
         if ex.cache != "miss" or not wants_semantic(ex, self.default, self.tenants):
-            return await self.inner(ex)
+            return None
         tenant = tenant_of_request(ex.tenant, ex.headers, self.tenant_header)
         scoped = scope_of_request(tenant, ex.decision.tier, ex.model, ex.parsed.raw)
         if isinstance(scoped, str):  # not a text prompt: counted as a `scope` miss
             await self.semantic.lookup(None, "")
-            return await self.inner(ex)
+            return None
         scope, text = scoped
         found = await self.semantic.lookup(scope, text)
         if isinstance(found, SemanticHit):
@@ -103,4 +110,4 @@ class SemanticLayer:
                 return replay(entry, ex, SEMANTIC_HIT)
         elif found.vector is not None:  # embedded: index the prompt once its answer is stored
             ex.on_stored = _Indexing(self.semantic, scope, text, found, self.ttl_ms)
-        return await self.inner(ex)
+        return None

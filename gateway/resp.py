@@ -1,6 +1,8 @@
 """`PipelinedRedis`: one Redis connection on which every caller's command is written at once and answered in order.
 
-Why not redis-py's asyncio client here: `bench/redis_client.py` (redis-py 8.1.0 with hiredis, the pool
+Used where a command's own CPU cost matters: the limit store (`gateway.limits.redis_store`, every command) and the
+cache store's entry reads (`gateway.cache.redis_store`, the `GET` of every exact lookup and semantic hit).
+Why not redis-py's asyncio client there: `bench/redis_client.py` (redis-py 8.1.0 with hiredis, the pool
 `gateway/redis_link.py` builds; 2 shared cores at load ~7) measured 130-160 µs of this process' CPU per EVALSHA
 (its layers, a pooled connection per command in flight), against 12-36 µs here: redis-py alone would be half
 the whole budget of a limit check (0.3 ms). The protocol itself is hiredis' (C): `pack_command` writes a
@@ -14,7 +16,8 @@ a command: commands issued in one event-loop turn leave in one write, and a `laz
 nobody waits for) waits up to `linger` seconds for the next command to ride along with.
 
 A command not answered within `timeout` seconds fails with `TimeoutError` (checked by one watchdog timer per
-connection, not a timer per command; a command may time out up to `linger` late). If nothing at all came back
+connection, not a timer per command; a command may time out up to `linger` late, and a millisecond later than its
+deadline, after one more read of the socket). If nothing at all came back
 on the connection for that long (Redis hung, or the network gone without a reset), the connection is aborted:
 every command waiting on it fails with `ConnectionError`, and the next command reconnects. A reply that arrives
 after its command timed out is read and dropped, so the order of the others is kept.
@@ -29,6 +32,10 @@ from typing import Any
 
 import hiredis
 from redis.connection import parse_url
+
+
+SECOND_LOOK = 0.001
+"""How long after a command's deadline the watchdog looks again before failing it (see `_Connection.check`)."""
 
 
 class ReplyError(Exception):
@@ -83,12 +90,20 @@ class _Connection(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
 
-    def check(self, timeout: float) -> None:
+    def check(self, timeout: float, second_look: bool = False) -> None:
         """The watchdog: fail the commands past their deadline (and abort a connection that has been silent for
-        `timeout`); run again at the next deadline while commands wait."""
+        `timeout`); run again at the next deadline while commands wait.
+
+        A command past its deadline is failed only on a second look, after the event loop has read the socket
+        once more (`SECOND_LOOK` later): on a busy loop the watchdog's timer can be due before the reply that is
+        already in the socket has been read (uvloop runs timers before polling), which made commands answered
+        in microseconds fail as timeouts (and open the cache's breaker) under overload."""
         self.watch = None
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if not second_look and any(deadline <= now and not f.done() for f, deadline in self.waiting):
+            self.watch = loop.call_later(SECOND_LOOK, self.check, timeout, True)
+            return
         expired = False
         next_deadline = 0.0
         for future, deadline in self.waiting:
@@ -119,6 +134,9 @@ class PipelinedRedis:
         self.linger = linger
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
+
+    def __repr__(self) -> str:  # the URL may carry a password
+        return "PipelinedRedis()"
 
     async def close(self) -> None:
         if self._conn is not None and self._conn.transport is not None:

@@ -1,0 +1,106 @@
+"""What a semantic hit costs in Redis commands, on the REAL Redis (`SLM_TEST_REDIS_URL`), counted with MONITOR:
+a repeated paraphrase hit is one `GET` (its own exact key's miss), like an exact hit; no collapse lock is taken
+for it (the semantic lookup comes before `SET NX` / the unlock script), the entry is reused from `recent.py`
+and a warm mirror is not caught up within its interval."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import uuid
+from typing import Any
+
+import redis
+
+from gateway.cache import build_cache_layer
+from gateway.cache.flow import CacheLayer
+from gateway.devtools.fake_backend import FakeBackend
+from gateway.dispatch import Dispatcher, Tiers
+from gateway.embedding import WordLlamaEmbedder
+from gateway.exchange import Exchange
+from gateway.metrics import GatewayMetrics
+from gateway.openai.request import parse_chat_request
+from gateway.routing.decision import RouteDecision
+from gateway.settings import load_settings
+
+URL = os.environ.get("SLM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+FIRST, PARAPHRASE = "What is the capital city of France?", "what's the capital of France?"
+
+
+class Monitor:
+    """Every command Redis runs on the test's database while it is open (MONITOR in a thread)."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.db = self.client.connection_pool.connection_kwargs.get("db", 0)
+        self.start, self.end = f"start-{uuid.uuid4().hex}", f"end-{uuid.uuid4().hex}"
+        self.commands: list[str] = []
+        self.started = False
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.client.monitor() as monitor:
+            self.ready.set()
+            while True:
+                command = monitor.next_command()
+                if command["db"] != self.db:
+                    continue
+                if self.end in command["command"]:
+                    return
+                if self.started:
+                    self.commands.append(command["command"])
+                self.started = self.started or self.start in command["command"]
+
+    def __enter__(self) -> Monitor:
+        self.thread.start()
+        self.ready.wait(5)
+        self.client.echo(self.start)  # what comes before it (this client's own connection set-up) is not counted
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.echo(self.end)
+        self.thread.join(5)
+        self.client.close()
+
+
+async def ask(layer: CacheLayer, text: str) -> Exchange:
+    ex = Exchange(uuid.uuid4().hex, {}, 0.0)
+    body = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": text}]}
+    ex.accept("anonymous", parse_chat_request(json.dumps(body).encode()))
+    ex.routed(RouteDecision(tier="upstream", reason="pinned", detail="pinned"), "gpt-4o-mini")
+    answer = await layer(ex)
+    assert answer.status == 200
+    return ex
+
+
+async def test_a_repeated_semantic_hit_is_one_get_and_takes_no_lock() -> None:
+    prefix = f"t:semhit-{uuid.uuid4().hex[:8]}"
+    overrides: dict[str, Any] = {"cache": {"redis_url": URL, "key_prefix": prefix, "semantic": {
+        "enabled": True, "default": True, "sync_interval_seconds": 60, "deadline_seconds": 1}}}
+    settings = load_settings(environ={}, overrides=overrides)
+    upstream = FakeBackend("upstream", reply="Paris.")
+    tiers = Tiers(local=None, upstream=upstream, upstream_default_model="gpt-4o-mini", local_model_name="local")
+    layer = build_cache_layer(settings.cache, Dispatcher(tiers), GatewayMetrics(), WordLlamaEmbedder())
+    await layer.start()
+    cleanup = redis.Redis.from_url(URL)
+    try:
+        first = await ask(layer, FIRST)
+        assert (first.cache, first.tier) == ("miss", "upstream")
+        semantic = layer.semantic.semantic  # type: ignore[union-attr]
+        await asyncio.gather(*semantic._indexing)
+        assert (await ask(layer, PARAPHRASE)).cache == "semantic-hit"  # reads the entry once
+        paraphrase_key = layer.key_for(await ask(layer, PARAPHRASE))
+        first_key = layer.key_for(first)
+        with Monitor(URL) as seen:
+            hits = [await ask(layer, PARAPHRASE), await ask(layer, PARAPHRASE), await ask(layer, FIRST)]
+        assert [(ex.cache, ex.tier) for ex in hits] == [("semantic-hit", "cache")] * 2 + [("hit", "cache")]
+        assert seen.commands == ['GET ' + paraphrase_key] * 2 + ['GET ' + first_key]
+        assert len(upstream.calls) == 1
+    finally:
+        await layer.close()
+        for key in cleanup.scan_iter(match=f"{prefix}:*"):
+            cleanup.unlink(key)
+        cleanup.close()
