@@ -256,7 +256,55 @@ def _word_unigrams_and_bigrams(text: str) -> list[str]:
     """What ``HashingVectorizer(lowercase=True, token_pattern=_TOKEN_PATTERN, ngram_range=(1, 2))`` analyses
     a text into: its tokens, then each pair of neighbours joined by a space."""
     tokens = _TOKEN.findall(text.lower())
-    return tokens + [a + " " + b for a, b in zip(tokens, tokens[1:])]
+    return tokens + list(map(" ".join, zip(tokens, tokens[1:])))
+
+
+def _counted_columns(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(cols, return_counts=True)`` (counts as float64) of a non-empty array, sorting it in place."""
+    cols.sort()
+    n = cols.size
+    edges = np.empty(n + 1, dtype=bool)
+    edges[0] = edges[n] = True
+    np.not_equal(cols[1:], cols[:-1], out=edges[1:n])
+    bounds = np.flatnonzero(edges)
+    return cols[bounds[:-1]], np.subtract(bounds[1:], bounds[:-1], dtype=np.float64)
+
+
+def _word_featurizer(
+    n_features: int,
+    max_chars: int,
+    hand_weight: float,
+    hand_cols: np.ndarray,
+    wp_function: Callable[[str], list[float]] | None,
+    wp_weight: float,
+    n_uni: int,
+) -> Callable[[str], tuple[np.ndarray, ...]]:
+    """:meth:`PromptFeaturizer.compile_single` for a featurizer with word n-grams only (no char n-grams) and,
+    with ``n_uni``, unigram columns taken from the word columns: the same arrays, fewer numpy calls."""
+    no_uni = np.zeros(0, np.int64)
+
+    def featurize(text: str) -> tuple[np.ndarray, ...]:
+        t = text if len(text) <= max_chars else truncate(text, max_chars)
+        tokens = _word_unigrams_and_bigrams(t)
+        row = np.array(hand_features(t, len(text)), dtype=np.float64)
+        row *= hand_weight
+        if wp_function is not None:
+            wp = np.array(wp_function(t), dtype=np.float64)
+            wp *= wp_weight
+            row = np.concatenate((row, wp))
+        dense = row.astype(np.float32)  # float32 like transform(), so both paths see the same values
+        if tokens:
+            cols = _hash_columns(tokens, n_features)
+            uni = cols[: (len(tokens) + 1) // 2] % n_uni if n_uni else None  # the first entries are the unigrams
+            uniq, vals = _counted_columns(cols)
+            idx = np.concatenate((uniq, hand_cols))
+            val = np.concatenate((vals / math.sqrt(float(vals @ vals)), dense))
+        else:
+            uni = no_uni if n_uni else None
+            idx, val = hand_cols, dense.astype(np.float64)
+        return (idx, val) if uni is None else (idx, val, uni)
+
+    return featurize
 
 
 def _hash_columns(tokens: list[str], n_features: int) -> np.ndarray:
@@ -356,15 +404,38 @@ def truncate(text: str, max_chars: int) -> str:
     return text[:half] + "\n" + text[-half:]
 
 
+# ASCII letters -> b"a", every other byte -> b" ": the runs of "a" in a text's UTF-8 bytes (after a leading
+# space) are its ``[A-Za-z]+`` words (no ASCII byte occurs inside a multi-byte UTF-8 sequence)
+_LETTER_RUNS = bytes(
+    ord("a") if (65 <= b <= 90 or 97 <= b <= 122) else ord(" ") for b in range(256)
+)
+_ASCII_MATH = "".join(c for c in _MATH if c.isascii()).encode("ascii")
+_LONG_WORD = b" " + b"a" * 9  # a word of 9 or more letters starts here (occurrences cannot overlap)
+_ANY_DIGIT = re.compile(r"\d")  # truthy exactly when _NUMBER.search is
+
+
+def _word_counts(text: str) -> tuple[int, int, int]:
+    """``(words, letters in them, words of 9+ letters)`` for the ``[A-Za-z]+`` words of ``text``, in C passes."""
+    runs = b" " + text.encode("utf-8", "surrogatepass").translate(_LETTER_RUNS)
+    return runs.count(b" a"), runs.count(b"a"), runs.count(_LONG_WORD)
+
+
+def _math_count(text: str) -> int:
+    """How many characters of ``text`` are maths characters (``_MATH``)."""
+    if text.isascii():
+        raw = text.encode("ascii")
+        return len(raw) - len(raw.translate(None, _ASCII_MATH))
+    return sum(map(text.count, _MATH))
+
+
 def hand_features(text: str, original_len: int | None = None) -> list[float]:
     """Hand-made numeric features of one (already truncated) prompt, ~unit scale."""
     n = len(text) or 1
     orig = original_len if original_len is not None else len(text)
-    words = _WORD.findall(text)
-    n_words = len(words)
+    n_words, letters, long_words = _word_counts(text)
     numbers = _NUMBER.findall(text)
     digits, upper = _digits_and_upper(text)
-    math_chars = sum(text.count(c) for c in _MATH)
+    math_chars = _math_count(text)
     options = _OPTION.findall(text)
     if len(options) >= 2:
         q_end = _OPTION.search(text)
@@ -372,13 +443,13 @@ def hand_features(text: str, original_len: int | None = None) -> list[float]:
         opt_lens = [len(o[1]) for o in options]
         mean_opt = sum(opt_lens) / len(opt_lens)
         spread = (max(opt_lens) - min(opt_lens)) / (mean_opt + 1.0)
-        numeric_opts = sum(bool(_NUMBER.search(o[1])) for o in options) / len(options)
+        numeric_opts = sum(_ANY_DIGIT.search(o[1]) is not None for o in options) / len(options)
     else:
         question_chars = len(text)
         mean_opt = 0.0
         spread = 0.0
         numeric_opts = 0.0
-    word_lens = list(map(len, words)) or [0]
+    n_lens = n_words or 1  # no word: one word of length 0, as the mean and fraction below read it
     return [
         math.log1p(orig) / 8.0,
         math.log1p(n_words) / 6.0,
@@ -386,13 +457,13 @@ def hand_features(text: str, original_len: int | None = None) -> list[float]:
         digits / n * 5.0,
         math.log1p(len(numbers)) / 3.0,
         math.log1p(len(set(numbers))) / 3.0,
-        min(max((len(x) for x in numbers), default=0), 12) / 6.0,
+        min(max(map(len, numbers), default=0), 12) / 6.0,
         float(any("." in x for x in numbers)),
         math_chars / n * 10.0,
         math.log1p(math_chars) / 3.0,
         upper / n * 5.0,
-        (sum(word_lens) / len(word_lens)) / 6.0,
-        sum(w >= 9 for w in word_lens) / len(word_lens) * 3.0,
+        (letters / n_lens) / 6.0,
+        long_words / n_lens * 3.0,
         min(len(options), 6) / 4.0,
         math.log1p(question_chars) / 8.0,
         math.log1p(mean_opt) / 5.0,
@@ -570,6 +641,9 @@ class PromptFeaturizer(TransformerMixin, BaseEstimator):
         # word unigram columns modulo n_uni are the unigram columns (same tokens, same hash)
         from_words = bool(n_uni) and bool(self.word_features) and int(self.word_features) % n_uni == 0
         uni_analyzer = None if (not n_uni or from_words) else unigram_vectorizer(n_uni).build_analyzer()
+
+        if len(specs) == 1 and self.word_features and (not n_uni or from_words):
+            return _word_featurizer(specs[0][1], max_chars, hand_weight, hand_cols, wp_function, wp_weight, n_uni)
 
         def featurize(text: str) -> tuple[np.ndarray, ...]:
             t = truncate(text, max_chars)

@@ -306,11 +306,11 @@ class TreeHead:
         return self.value[cur].sum(axis=1) + self.baseline
 
     def predict(self, h: np.ndarray) -> float:
-        """Sum of the trees for one row of inputs."""
-        h = h[: self.n_inputs]
+        """Sum of the trees for one row of inputs: every node's branch at once, then ``depth`` hops."""
+        branch = np.where(h[self.feature] <= self.threshold, self.left, self.right)  # a leaf's is itself
         cur = self.roots
         for _ in range(self.depth):
-            cur = np.where(h[self.feature[cur]] <= self.threshold[cur], self.left[cur], self.right[cur])
+            cur = branch[cur]
         return float(self.value[cur].sum()) + self.baseline
 
     def combine(self, score: Any, trees: Any) -> Any:
