@@ -44,6 +44,9 @@ __all__ = [
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[A-Za-z]+")
 _OPTION = re.compile(r"^\s*([A-D])[.)]\s?(.*)$", re.MULTILINE)
+# _OPTION after the newline that starts its line: on "\n" + text, the same matches (and groups) at the same
+# offsets, found ~6x faster (the scan looks for a literal newline instead of trying ``^`` at every position)
+_OPTION_AFTER_NEWLINE = re.compile(r"\n\s*([A-D])[.)]\s?(.*)$", re.MULTILINE)
 _MATH = tuple("+-*/=^<>%$√∑∫π×÷≤≥")
 _NEGATION = re.compile(r"\b(?:not|except|false|incorrect|least|never)\b", re.IGNORECASE)
 _QUANTITY = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
@@ -345,10 +348,14 @@ def unigram_vectorizer(n_features: int) -> HashingVectorizer:
     )
 
 
+def _options(text: str) -> list[tuple[str, str]]:
+    """``_OPTION.findall(text)``: the (letter, option text) of each option line."""
+    return _OPTION_AFTER_NEWLINE.findall("\n" + text)
+
+
 def segment(text: str) -> str:
     """Prompt family from text alone: ``"mc"`` (lettered answer options) or ``"text"``."""
-    head = text[:4000]
-    return "mc" if len(_OPTION.findall(head)) >= 2 else "text"
+    return "mc" if len(_options(text[:4000])) >= 2 else "text"
 
 
 CHAT = "chat"
@@ -436,9 +443,9 @@ def hand_features(text: str, original_len: int | None = None) -> list[float]:
     numbers = _NUMBER.findall(text)
     digits, upper = _digits_and_upper(text)
     math_chars = _math_count(text)
-    options = _OPTION.findall(text)
+    options = _options(text)
     if len(options) >= 2:
-        q_end = _OPTION.search(text)
+        q_end = _OPTION_AFTER_NEWLINE.search("\n" + text)  # its offset there is _OPTION's in text
         question_chars = q_end.start() if q_end else len(text)
         opt_lens = [len(o[1]) for o in options]
         mean_opt = sum(opt_lens) / len(opt_lens)
