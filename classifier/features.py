@@ -50,7 +50,7 @@ _OPTION_AFTER_NEWLINE = re.compile(r"\n\s*([A-D])[.)]\s?(.*)$", re.MULTILINE)
 _MATH = tuple("+-*/=^<>%$√∑∫π×÷≤≥")
 _NEGATION = re.compile(r"\b(?:not|except|false|incorrect|least|never)\b", re.IGNORECASE)
 _QUANTITY = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
-_SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
+_SENTENCE_END = re.compile(r"\s(?<=[.?!]\s)\s*")  # (?<=[.?!])\s+, led by \s so the scan skips ahead
 _ASCII_DIGITS = b"0123456789"
 _ASCII_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -98,10 +98,13 @@ _MULTIPLIER_WORDS = frozenset(
     "couple".split()
 )
 _WP2_TOKEN = re.compile(r"[a-z]+|\d+(?:,\d{3})*(?:\.\d+)?|[%$/:]")
-_CLOCK_TIME = re.compile(r"\b\d{1,2}:\d{2}\b|\b\d{1,2}\s?(?:am|pm|a\.m\.|p\.m\.)", re.IGNORECASE)
+# the next three are led by a character class, not \b or a look-behind, so the scan skips ahead to a candidate;
+# each matches what its plain form (in the comment) does: \b before a word character = no word character before
+# \b\d{1,2}:\d{2}\b|\b\d{1,2}\s?(?:am|pm|a\.m\.|p\.m\.)
+_CLOCK_TIME = re.compile(r"\d(?<!\w\d)(?:\d?:\d{2}\b|\d?\s?(?:am|pm|a\.m\.|p\.m\.))", re.IGNORECASE)
 _CENTS = re.compile(r"\$\d+\.\d\d")
-_DIGIT_FRACTION = re.compile(r"\b\d+/\d+\b")
-_CAPITALISED = re.compile(r"(?<![.?!]\s)(?<!^)\b[A-Z][a-z]+")
+_DIGIT_FRACTION = re.compile(r"\d(?<!\w\d)\d*/\d+\b")  # \b\d+/\d+\b
+_CAPITALISED = re.compile(r"[A-Z](?<!\w[A-Z])(?<![.?!]\s[A-Z])(?<!^[A-Z])[a-z]+")  # (?<![.?!]\s)(?<!^)\b[A-Z][a-z]+
 _COMMON_CAPITALISED = frozenset(
     "How What If The He She They In On At A An It Then After Each There This When I His Her Their".split()
 )
@@ -204,7 +207,7 @@ def word_problem_features_v2(text: str) -> list[float]:
     n_all = len(nums) + n_number_words + n_multipliers
     logs = [math.log10(v) for v in vals if 0 < v < math.inf] or [0.0]  # a 400-digit number parses as inf
     names = set(_CAPITALISED.findall(text)) - _COMMON_CAPITALISED
-    n_words = sum(t.isalpha() for t in tokens)
+    n_words = sum(map(str.isalpha, tokens))
     n_sentences = max(len(sentences), 1)
     counts = [
         len(nums),
@@ -238,8 +241,8 @@ def word_problem_features_v2(text: str) -> list[float]:
         float(bool(question) and question in sentences and sentences.index(question) < len(sentences) - 1),
         sum(v % 10 == 0 for v in vals),
     ]
-    counts += [sum(token_counts[w] for w in cue) for cue in _CUE_FAMILIES.values()]
-    return [_signed_log1p(float(c)) for c in counts]
+    counts += [sum(map(token_counts.__getitem__, cue & token_set)) for cue in _CUE_FAMILIES.values()]
+    return [math.copysign(math.log1p(abs(x)), x) for x in map(float, counts)]  # _signed_log1p, inlined
 
 
 def _digits_and_upper(text: str) -> tuple[int, int]:
