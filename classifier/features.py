@@ -372,6 +372,7 @@ _WP_ASK = re.compile(
 )
 _WP_ASK_LOOSE = re.compile(r"\b(?:calculate|compute|what'?s|what (?:is|was|will|would|are|were|did|does)|find|determine)\b",
                            re.IGNORECASE)
+_QUANTITY_WORDS = _NUMBER_WORDS | _MULTIPLIER_WORDS
 _WP_NOT = frozenset("{}<>=_\\`|#[]^")
 
 
@@ -384,7 +385,7 @@ def word_problem_shaped(text: str) -> bool:
     if not t or len(t) > 1000 or "\n" in t or not _WP_NOT.isdisjoint(t):
         return False
     words = _WORD.findall(t.lower())
-    n_quantities = len(_WP_QUANTITY.findall(t)) + sum(w in _NUMBER_WORDS or w in _MULTIPLIER_WORDS for w in words)
+    n_quantities = len(_WP_QUANTITY.findall(t)) + sum(map(_QUANTITY_WORDS.__contains__, words))
     if n_quantities < 1:
         return False
     sentences = [s for s in _SENTENCE_END.split(t) if s]

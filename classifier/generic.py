@@ -95,9 +95,9 @@ def generic_features(text: str, original_len: int | None = None) -> list[float]:
     digits, upper = _digits_and_upper(text)
     math_chars = sum(map(text.count, _MATH_CHARS))
     sentences = max(len(_SENTENCE_END.findall(text)), 1)
-    code = sum(map(text.count, _CODE_MARKS)) + sum(w in _CODE_WORDS for w in words)
-    instructions = sum(w in _INSTRUCTION_WORDS for w in words)
-    constraints = sum(w in _CONSTRAINT_WORDS for w in words) + sum(map(lower.count, _CONSTRAINT_PHRASES))
+    code = sum(map(text.count, _CODE_MARKS)) + sum(map(_CODE_WORDS.__contains__, words))
+    instructions = sum(map(_INSTRUCTION_WORDS.__contains__, words))
+    constraints = sum(map(_CONSTRAINT_WORDS.__contains__, words)) + sum(map(lower.count, _CONSTRAINT_PHRASES))
     return [
         math.log1p(orig),
         math.log1p(n_words),
@@ -115,7 +115,7 @@ def generic_features(text: str, original_len: int | None = None) -> list[float]:
         math.log1p(constraints),
         math.log1p(len(_ENUMERATION.findall(text))),
         sum(word_lens) / len(word_lens),
-        sum(w >= 9 for w in word_lens) / len(word_lens),
+        sum(map((9).__le__, word_lens)) / len(word_lens),  # words of 9+ letters
         upper / n,
         float(not _NEGATION_WORDS.isdisjoint(words)),
         math.log1p(n_words / sentences),

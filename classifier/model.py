@@ -185,8 +185,11 @@ class SubjectPrior:
 
     def expected_gain_cols(self, cols: np.ndarray) -> float:
         """Expected routing gain of one text from its hashed unigram columns (repeats = counts)."""
-        joint = self.log_prior + self.log_prob_t[cols].sum(axis=0, dtype=np.float64)
-        return float(self._blend(joint))
+        joint = self.log_prob_t[cols].sum(axis=0, dtype=np.float64)
+        joint += self.log_prior  # :meth:`_blend` for one row, in place
+        joint -= joint.max()
+        np.exp(joint, out=joint)
+        return float(joint @ self.gain) / float(joint.sum())
 
     def expected_gain_many(self, texts: Sequence[str]) -> np.ndarray:
         """Expected routing gain of many (already truncated) texts."""
