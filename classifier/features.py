@@ -330,7 +330,8 @@ WORD_PROBLEM_VERSION = 2  # the only word-problem feature set (version 1 was rem
 
 
 _TOKEN_PATTERN = r"(?u)\b\w+\b|[^\w\s]"  # words and single punctuation marks
-_TOKEN = re.compile(_TOKEN_PATTERN)
+# the same findall as _TOKEN_PATTERN (a scan never starts inside a run of word characters, so the \b's always hold)
+_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def unigram_vectorizer(n_features: int) -> HashingVectorizer:

@@ -41,6 +41,7 @@ _CONSTRAINT_WORDS = frozenset("must should exactly without only each every ensur
 _CONSTRAINT_PHRASES = ("at least", "at most", "make sure", "do not", "no more than", "no less than", "such that",
                        "if and only if")
 _NEGATION_WORDS = frozenset("not except false incorrect least never cannot".split())
+_ASCII_MATH = "".join(c for c in _MATH_CHARS if c.isascii()).encode("ascii")
 _ASCII_DIGITS = b"0123456789"
 _ASCII_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -84,6 +85,14 @@ def _digits_and_upper(text: str) -> tuple[int, int]:
     return sum(map(str.isdigit, text)), sum(map(str.isupper, text))
 
 
+def _math_count(text: str) -> int:
+    """How many characters of ``text`` are maths characters (``_MATH_CHARS``); ASCII in one C pass."""
+    if text.isascii():
+        raw = text.encode("ascii")
+        return len(raw) - len(raw.translate(None, _ASCII_MATH))
+    return sum(map(text.count, _MATH_CHARS))
+
+
 def generic_features(text: str, original_len: int | None = None) -> list[float]:
     """Format-free counts of one (already stripped and truncated) prompt, log-compressed (see the module doc)."""
     n = len(text) or 1
@@ -93,7 +102,7 @@ def generic_features(text: str, original_len: int | None = None) -> list[float]:
     n_words = len(words)
     word_lens = list(map(len, words)) or [0]
     digits, upper = _digits_and_upper(text)
-    math_chars = sum(map(text.count, _MATH_CHARS))
+    math_chars = _math_count(text)
     sentences = max(len(_SENTENCE_END.findall(text)), 1)
     code = sum(map(text.count, _CODE_MARKS)) + sum(map(_CODE_WORDS.__contains__, words))
     instructions = sum(map(_INSTRUCTION_WORDS.__contains__, words))
