@@ -75,7 +75,9 @@ def _load_prompts(data: Path | None, n: int, seed: int, min_chars: int = 0) -> l
 
 def _side_by_side(args: argparse.Namespace) -> int:
     """Alternating rounds, baseline tree then this one, each a subprocess of this bench with `--tree`."""
-    trees = {"baseline": Path(args.baseline_tree).resolve(), "this tree": REPO_ROOT}
+    bases = [Path(b).resolve() for b in args.baseline_tree]
+    trees = {("baseline" if len(bases) == 1 else f"baseline {b.name}"): b for b in bases} | {"this tree": REPO_ROOT}
+    width = max(map(len, trees))
     common = ["--data", args.data, "-n", str(args.n), "--seed", str(args.seed), "--json"]
     common += ["--min-chars", str(args.min_chars)]
     common += ["--messages"] if args.messages else []
@@ -91,11 +93,11 @@ def _side_by_side(args: argparse.Namespace) -> int:
             got = json.loads(out.strip().splitlines()[-1])
             rounds[name].append(got["cpu_us"])
             cpu = "  ".join(f"{k} {v:.0f}" for k, v in got["cpu_us"].items())
-            print(f"  round {r + 1} {name:<9} {cpu}   (wall p50 {got['wall_us']['p50']:.0f}; load {load_average()})")
+            print(f"  round {r + 1} {name:<{width}} {cpu}   (wall p50 {got['wall_us']['p50']:.0f}; load {load_average()})")
     for name, got in rounds.items():
         med = {k: statistics.median(q[k] for q in got) for k in ("p50", "p99")}
         ranges = {k: f"{min(q[k] for q in got):.0f}-{max(q[k] for q in got):.0f}" for k in ("p50", "p99")}
-        print(f"  median of rounds, {name:<9} p50 {med['p50']:.0f} ({ranges['p50']})  p99 {med['p99']:.0f} "
+        print(f"  median of rounds, {name:<{width}} p50 {med['p50']:.0f} ({ranges['p50']})  p99 {med['p99']:.0f} "
               f"({ranges['p99']})")
     return 0
 
@@ -117,7 +119,8 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--messages", action="store_true", help="time score_messages (the gateway's path), not score")
-    ap.add_argument("--baseline-tree", default=None, help="run on that tree and this one, alternating rounds")
+    ap.add_argument("--baseline-tree", action="append", default=None,
+                    help="run on that tree and this one, alternating rounds (repeat for several baselines)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--min-chars", type=int, default=0, help="only the data's prompts longer than this")
     ap.add_argument("--suite", action="store_true",
