@@ -272,7 +272,7 @@ def _counted_columns(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     edges = np.empty(n + 1, dtype=bool)
     edges[0] = edges[n] = True
     np.not_equal(cols[1:], cols[:-1], out=edges[1:n])
-    bounds = np.flatnonzero(edges)
+    bounds = edges.nonzero()[0]
     return cols[bounds[:-1]], np.subtract(bounds[1:], bounds[:-1], dtype=np.float64)
 
 
