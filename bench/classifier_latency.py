@@ -2,13 +2,16 @@
 
 Usage: python bench/classifier_latency.py [--model PATH] [--data JSONL] [-n 5000] [--messages]
        python bench/classifier_latency.py --baseline-tree /work/wt/base --messages [--rounds 3] [--data ...]
+       python bench/classifier_latency.py --baseline-tree /work/wt/base --messages --rounds 4 -n 2000 --suite
 
 Prompts come from ``--data`` (default: ../shared/data/routing/dev.jsonl beside
 the repo, if present) mixed with synthetic long chat messages; otherwise they
 are synthetic only. ``--messages`` times what the gateway runs, ``score_messages``
 on the prompt as one user message (its cut of the text included), not ``score``.
 ``--baseline-tree`` runs this bench on the baseline tree's classifier and on this
-tree's, in alternating rounds (one subprocess each), and prints both side by side.
+tree's, in alternating rounds (one subprocess each), and prints both side by side (and the median of the rounds);
+``--suite`` does that on the dev set, on Arena-Hard and on the dev prompts over 1,200 characters (``--min-chars``:
+only the data's prompts longer than that, still mixed with 10% synthetic ones).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -57,12 +61,12 @@ def _synthetic(rng: random.Random, n: int) -> list[str]:
     return out
 
 
-def _load_prompts(data: Path | None, n: int, seed: int) -> list[str]:
+def _load_prompts(data: Path | None, n: int, seed: int, min_chars: int = 0) -> list[str]:
     rng = random.Random(seed)
     prompts: list[str] = []
     if data is not None and data.is_file():
         with open(data, encoding="utf-8") as fh:
-            real = [json.loads(line)["prompt"] for line in fh if line.strip()]
+            real = [p for line in fh if line.strip() and len(p := json.loads(line)["prompt"]) > min_chars]
         prompts = rng.sample(real, min(len(real), int(n * 0.9)))
     prompts += _synthetic(rng, n - len(prompts))
     rng.shuffle(prompts)
@@ -71,19 +75,40 @@ def _load_prompts(data: Path | None, n: int, seed: int) -> list[str]:
 
 def _side_by_side(args: argparse.Namespace) -> int:
     """Alternating rounds, baseline tree then this one, each a subprocess of this bench with `--tree`."""
-    trees = {"baseline": Path(args.baseline_tree).resolve(), "this tree": REPO_ROOT}
+    bases = [Path(b).resolve() for b in args.baseline_tree]
+    trees = {("baseline" if len(bases) == 1 else f"baseline {b.name}"): b for b in bases} | {"this tree": REPO_ROOT}
+    width = max(map(len, trees))
     common = ["--data", args.data, "-n", str(args.n), "--seed", str(args.seed), "--json"]
+    common += ["--min-chars", str(args.min_chars)]
     common += ["--messages"] if args.messages else []
     common += ["--model", args.model] if args.model else []
     print(f"decision latency, thread CPU (us), {'score_messages' if args.messages else 'score'}, "
-          f"{args.rounds} alternating rounds; load average {load_average()}")
+          f"{args.rounds} alternating rounds; {Path(args.data).name}"
+          f"{f' (prompts over {args.min_chars} characters)' if args.min_chars else ''}; load average {load_average()}")
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     for r in range(args.rounds):
         for name, tree in trees.items():
             out = subprocess.run([sys.executable, __file__, "--tree", str(tree), *common],
                                  check=True, capture_output=True, text=True).stdout
             got = json.loads(out.strip().splitlines()[-1])
+            rounds[name].append(got["cpu_us"])
             cpu = "  ".join(f"{k} {v:.0f}" for k, v in got["cpu_us"].items())
-            print(f"  round {r + 1} {name:<9} {cpu}   (wall p50 {got['wall_us']['p50']:.0f}; load {load_average()})")
+            print(f"  round {r + 1} {name:<{width}} {cpu}   (wall p50 {got['wall_us']['p50']:.0f}; load {load_average()})")
+    for name, got in rounds.items():
+        med = {k: statistics.median(q[k] for q in got) for k in ("p50", "p99")}
+        ranges = {k: f"{min(q[k] for q in got):.0f}-{max(q[k] for q in got):.0f}" for k in ("p50", "p99")}
+        print(f"  median of rounds, {name:<{width}} p50 {med['p50']:.0f} ({ranges['p50']})  p99 {med['p99']:.0f} "
+              f"({ranges['p99']})")
+    return 0
+
+
+def _suite(args: argparse.Namespace) -> int:
+    """``--suite``: the side-by-side bench on the dev set, Arena-Hard and the dev prompts over the scoring cut."""
+    shared = REPO_ROOT.parent / "shared/data"
+    for data, min_chars in ((shared / "routing/dev.jsonl", 0), (shared / "chat/arena-hard-prompts.jsonl", 0),
+                            (shared / "routing/dev.jsonl", 1200)):
+        args.data, args.min_chars = str(data), min_chars
+        _side_by_side(args)
     return 0
 
 
@@ -94,19 +119,23 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--messages", action="store_true", help="time score_messages (the gateway's path), not score")
-    ap.add_argument("--baseline-tree", default=None, help="run on that tree and this one, alternating rounds")
+    ap.add_argument("--baseline-tree", action="append", default=None,
+                    help="run on that tree and this one, alternating rounds (repeat for several baselines)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--min-chars", type=int, default=0, help="only the data's prompts longer than this")
+    ap.add_argument("--suite", action="store_true",
+                    help="with --baseline-tree: dev set, Arena-Hard, and dev prompts over 1,200 characters")
     ap.add_argument("--tree", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.baseline_tree:
-        return _side_by_side(args)
+        return _suite(args) if args.suite else _side_by_side(args)
 
     model_path = Path(args.model) if args.model else DEFAULT_MODEL_PATH
     t0 = time.perf_counter()
     model = load_model(model_path)
     load_ms = (time.perf_counter() - t0) * 1e3
-    prompts = _load_prompts(Path(args.data) if args.data else None, args.n, args.seed)
+    prompts = _load_prompts(Path(args.data) if args.data else None, args.n, args.seed, args.min_chars)
     if args.messages:
         score = model.score_messages
         inputs: list = [[{"role": "user", "content": p}] for p in prompts]

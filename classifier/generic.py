@@ -17,6 +17,8 @@ import re
 __all__ = ["GENERIC_FEATURE_NAMES", "generic_features", "question_text"]
 
 _OPTION_LINE = re.compile(r"^\s*[A-D][.)]\s?.*$\n?", re.MULTILINE)
+# counts as many matches on "\n" + text as _OPTION_LINE on text, ~6x faster (a literal newline to scan for)
+_OPTION_AFTER_NEWLINE = re.compile(r"\n\s*[A-D][.)]\s?.*$", re.MULTILINE)
 _ANSWER_CUE = re.compile(r"\s*\bAnswer:\s*$")
 _CUE_TAIL = 64
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -39,6 +41,7 @@ _CONSTRAINT_WORDS = frozenset("must should exactly without only each every ensur
 _CONSTRAINT_PHRASES = ("at least", "at most", "make sure", "do not", "no more than", "no less than", "such that",
                        "if and only if")
 _NEGATION_WORDS = frozenset("not except false incorrect least never cannot".split())
+_ASCII_MATH = "".join(c for c in _MATH_CHARS if c.isascii()).encode("ascii")
 _ASCII_DIGITS = b"0123456789"
 _ASCII_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -68,7 +71,8 @@ GENERIC_FEATURE_NAMES: tuple[str, ...] = (
 
 def question_text(text: str) -> str:
     """``text`` without multiple-choice scaffolding: option lines ``A.``-``D.`` and a trailing ``Answer:``."""
-    stripped = (_OPTION_LINE.sub("", text) if len(_OPTION_LINE.findall(text[:4000])) >= 2 else text).rstrip()
+    has_options = len(_OPTION_AFTER_NEWLINE.findall("\n" + text[:4000])) >= 2
+    stripped = (_OPTION_LINE.sub("", text) if has_options else text).rstrip()
     # the cue can only end the text: look at its tail (a search over a long prompt cost ~0.5 ms)
     head, tail = stripped[:-_CUE_TAIL], stripped[-_CUE_TAIL:]
     return (head + _ANSWER_CUE.sub("", tail)).strip()
@@ -81,6 +85,14 @@ def _digits_and_upper(text: str) -> tuple[int, int]:
     return sum(map(str.isdigit, text)), sum(map(str.isupper, text))
 
 
+def _math_count(text: str) -> int:
+    """How many characters of ``text`` are maths characters (``_MATH_CHARS``); ASCII in one C pass."""
+    if text.isascii():
+        raw = text.encode("ascii")
+        return len(raw) - len(raw.translate(None, _ASCII_MATH))
+    return sum(map(text.count, _MATH_CHARS))
+
+
 def generic_features(text: str, original_len: int | None = None) -> list[float]:
     """Format-free counts of one (already stripped and truncated) prompt, log-compressed (see the module doc)."""
     n = len(text) or 1
@@ -90,11 +102,11 @@ def generic_features(text: str, original_len: int | None = None) -> list[float]:
     n_words = len(words)
     word_lens = list(map(len, words)) or [0]
     digits, upper = _digits_and_upper(text)
-    math_chars = sum(map(text.count, _MATH_CHARS))
+    math_chars = _math_count(text)
     sentences = max(len(_SENTENCE_END.findall(text)), 1)
-    code = sum(map(text.count, _CODE_MARKS)) + sum(w in _CODE_WORDS for w in words)
-    instructions = sum(w in _INSTRUCTION_WORDS for w in words)
-    constraints = sum(w in _CONSTRAINT_WORDS for w in words) + sum(map(lower.count, _CONSTRAINT_PHRASES))
+    code = sum(map(text.count, _CODE_MARKS)) + sum(map(_CODE_WORDS.__contains__, words))
+    instructions = sum(map(_INSTRUCTION_WORDS.__contains__, words))
+    constraints = sum(map(_CONSTRAINT_WORDS.__contains__, words)) + sum(map(lower.count, _CONSTRAINT_PHRASES))
     return [
         math.log1p(orig),
         math.log1p(n_words),
@@ -112,7 +124,7 @@ def generic_features(text: str, original_len: int | None = None) -> list[float]:
         math.log1p(constraints),
         math.log1p(len(_ENUMERATION.findall(text))),
         sum(word_lens) / len(word_lens),
-        sum(w >= 9 for w in word_lens) / len(word_lens),
+        sum(map((9).__le__, word_lens)) / len(word_lens),  # words of 9+ letters
         upper / n,
         float(not _NEGATION_WORDS.isdisjoint(words)),
         math.log1p(n_words / sentences),

@@ -185,8 +185,11 @@ class SubjectPrior:
 
     def expected_gain_cols(self, cols: np.ndarray) -> float:
         """Expected routing gain of one text from its hashed unigram columns (repeats = counts)."""
-        joint = self.log_prior + self.log_prob_t[cols].sum(axis=0, dtype=np.float64)
-        return float(self._blend(joint))
+        joint = self.log_prob_t[cols].sum(axis=0, dtype=np.float64)
+        joint += self.log_prior  # :meth:`_blend` for one row, in place
+        joint -= joint.max()
+        np.exp(joint, out=joint)
+        return float(joint @ self.gain) / float(joint.sum())
 
     def expected_gain_many(self, texts: Sequence[str]) -> np.ndarray:
         """Expected routing gain of many (already truncated) texts."""
@@ -306,11 +309,11 @@ class TreeHead:
         return self.value[cur].sum(axis=1) + self.baseline
 
     def predict(self, h: np.ndarray) -> float:
-        """Sum of the trees for one row of inputs."""
-        h = h[: self.n_inputs]
+        """Sum of the trees for one row of inputs: every node's branch at once, then ``depth`` hops."""
+        branch = np.where(h[self.feature] <= self.threshold, self.left, self.right)  # a leaf's is itself
         cur = self.roots
         for _ in range(self.depth):
-            cur = np.where(h[self.feature[cur]] <= self.threshold[cur], self.left[cur], self.right[cur])
+            cur = branch[cur]
         return float(self.value[cur].sum()) + self.baseline
 
     def combine(self, score: Any, trees: Any) -> Any:
