@@ -1,7 +1,7 @@
 """`Limiter`: the per key and per team caps of one request: reserve an estimate before, settle the real use after.
 
-The estimate (what is held until the request settles): prompt tokens as the request's JSON bytes / 3 (an
-over-estimate for most text), completion tokens as `max_tokens` (else the local tier's default for local
+The estimate (what is held until the request settles): prompt tokens as the request's JSON bytes / 3 (the body
+as received; an over-estimate for most text), completion tokens as `max_tokens` (else the local tier's default for local
 requests, else `limits.reserve_completion_tokens`) times `n`, and dollars as `CostModel.charge` of those tokens
 on the decided tier or its fallback, whichever costs more. What a request settles: the tokens and the cost
 (`CostModel.charge`) of what it used; a stream the client left: what was generated plus the estimated prompt; a
@@ -149,7 +149,7 @@ class Limiter:
         """(prompt tokens, total tokens, nano-dollars) to hold for the exchange."""
         assert ex.parsed is not None and ex.decision is not None
         chat = ex.parsed.chat
-        prompt = len(msgspec.json.encode(ex.parsed.raw)) // 3
+        prompt = (ex.parsed.size or len(msgspec.json.encode(ex.parsed.raw))) // 3  # the body as received
         default = self.local_max_tokens if ex.tier == "local" else self.settings.reserve_completion_tokens
         completion = (ex.parsed.max_new_tokens or default) * max(1, chat.n or 1)
         usage = Usage(prompt, completion)
