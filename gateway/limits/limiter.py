@@ -394,7 +394,7 @@ class Limiter:
             return
         now = self.clock()
         try:
-            usage = await self.store.settle(hold.scopes, hold.hold_id, tokens, nano, now)
+            usage = await self.store.settle(hold.scopes, hold.hold_id, tokens, nano, now, held=(hold.tokens, hold.nano))
         except StoreUnavailable as exc:
             self.metrics.store_errors.labels("settle", "lost").inc()
             log.warning("limits: a settle was lost (%s): %d tokens, $%.6f of team %s not counted", exc, tokens, cost, team)

@@ -163,10 +163,12 @@ class RedisLimitStore(LimitStore):
             return Denied(scopes[int(out[1])].name, reason, float(out[3]), float(out[4]))
         return Granted(_usage_rows(scopes, out[1:]))
 
-    async def settle(self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float) -> list[ScopeUsage]:
+    async def settle(
+        self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float, *, held: tuple[int, int]
+    ) -> list[ScopeUsage]:
         loop = asyncio.get_running_loop()
-        settle = _Settle(scopes, [self._key(s.name) for s in scopes], [len(scopes), "h:" + request_id, tokens, nano],
-                         now, loop.create_future())
+        args = [len(scopes), "h:" + request_id, tokens, nano, *held]
+        settle = _Settle(scopes, [self._key(s.name) for s in scopes], args, now, loop.create_future())
         if self._settles and self._settles_loop is not loop:  # another loop's wait there (tests): this one leaves now
             self._spawn(self._check([settle], [], []))
             return await settle.future

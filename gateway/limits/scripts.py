@@ -2,8 +2,9 @@
 then reserve one, in one call (`CHECK`); and the read of a scope's counters (`USAGE`).
 
 One Redis hash per scope (KEYS: one per scope, `<prefix>:c:<scope>`), so that a reserve is two commands per
-scope (HGET, HSET) and a settle four (one HMGET, HDEL, HSET, EXPIRE); a settle that rides along with a reserve of
-the same scope shares its read and write (four in all). Inside a script every `redis.call` and every value passed to or from one
+scope (HGET, HSET) and a settle three (HGET, HDEL: its hold, whose amounts the caller passes, HSET); a settle that
+rides along with a reserve of the same scope shares its read and write (three in all). EXPIRE (32 days) is set on
+a scope's first write and its first of each UTC day, not on every one. Inside a script every `redis.call` and every value passed to or from one
 costs µs of its own (more than the command itself), so a scope's counters travel as one packed field:
 
 - `s`: eleven doubles (`struct.pack('<ddddddddddd')`, Redis' own Lua library): the UTC minute (its number) and
@@ -35,9 +36,10 @@ local function state(v, w)
   if v then s = {{struct.unpack('{FORMAT}', v)}} end
   local minute, day, month = tonumber(ARGV[w]), tonumber(ARGV[w + 1]), tonumber(ARGV[w + 2])
   if s[1] < minute then s[1], s[2], s[3] = minute, 0, 0 end
-  if s[4] < day then s[4], s[5] = day, 0 end
+  local rolled = s[4] < day
+  if rolled then s[4], s[5] = day, 0 end
   if s[6] < month then s[6], s[7] = month, 0 end
-  return s, not v
+  return s, not v, rolled
 end
 local function packed(s)
   return struct.pack('{FORMAT}', s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11])
@@ -48,29 +50,21 @@ CHECK = (
     _STATE
     + f"""
 -- ARGV: now ms, minute, day, month, the number of settles, then per settle: its scopes' count, hold field,
--- tokens used, nano-dollars spent; then, for a reserve (none when ARGV ends there): hold field, hold value,
+-- tokens used, nano-dollars spent, tokens and nano-dollars held (what its reserve held); then, for a reserve (none when ARGV ends there): hold field, hold value,
 -- tokens, nano-dollars, lease end ms, and 5 caps per scope (-1: none): rpm, tpm, concurrency, nano-dollars per
 -- day, per month. KEYS: each settle's scopes in turn, then the reserve's. The settles come first, so a request
 -- that ended before this one was admitted never counts against it.
 local now = tonumber(ARGV[1])
 local states, order = {{}}, {{}}
--- a scope's state, read once per call (`field`: also read that hold, in the same call)
-local function load(key, field)
+-- a scope's state, read once per call
+local function load(key)
   local st = states[key]
-  if st then
-    return st, field and redis.call('HGET', key, field)
+  if not st then
+    local s, new, rolled = state(redis.call('HGET', key, 's'), 2)
+    st = {{s = s, new = new, rolled = rolled, write = false}}
+    states[key], order[#order + 1] = st, key
   end
-  local v, h
-  if field then
-    local both = redis.call('HMGET', key, 's', field)
-    v, h = both[1], both[2]
-  else
-    v = redis.call('HGET', key, 's')
-  end
-  local s, new = state(v, 2)
-  st = {{s = s, new = new, write = false, settled = false}}
-  states[key], order[#order + 1] = st, key
-  return st, h
+  return st
 end
 local function rows(out, s)
   out[#out + 1] = s[2]
@@ -101,19 +95,18 @@ end
 local settled, k, a = {{}}, 0, 6
 for _ = 1, tonumber(ARGV[5]) do
   local n, field, t, u = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  a = a + 4
+  local held_t, held_u = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  a = a + 6
   for _ = 1, n do
     k = k + 1
-    local st, h = load(KEYS[k], field)
+    local st = load(KEYS[k])
     local s = st.s
-    if h then  -- else no hold left to drop (its lease ended and a reserve purged it)
-      local _, held_t, held_u = struct.unpack('{HOLD}', h)
-      redis.call('HDEL', KEYS[k], field)
+    if redis.call('HDEL', KEYS[k], field) == 1 then  -- else no hold left (its lease ended, a reserve purged it)
       s[8], s[9], s[10] = s[8] - held_t, s[9] - held_u, s[10] - 1
       if s[10] == 0 then s[11] = 0 end
     end
     s[3], s[5], s[7] = s[3] + t, s[5] + u, s[7] + u
-    st.write, st.settled = true, true
+    st.write = true
     rows(settled, s)
   end
 end
@@ -157,7 +150,8 @@ for _, key in ipairs(order) do
   elseif st.write then
     redis.call('HSET', key, 's', packed(st.s))
   end
-  if st.settled or (st.new and st.hold) then redis.call('EXPIRE', key, {MONTH_TTL}) end
+  -- the counters outlive the month: set on a key's first write and again on its first write of each UTC day
+  if (st.new or st.rolled) and (st.hold or st.write) then redis.call('EXPIRE', key, {MONTH_TTL}) end
 end
 return {{settled, out}}
 """
