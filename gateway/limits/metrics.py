@@ -87,7 +87,7 @@ class BudgetGauges:
     a new period as unspent once the old one has ended (else an idle team's gauges, and the 80% alert, would keep
     the last period's spend until its next request)."""
 
-    __slots__ = ("remaining", "used", "period", "cap", "window")
+    __slots__ = ("remaining", "used", "period", "cap", "window", "_day")
 
     def __init__(self, metrics: LimitMetrics, scope: str, team: str, period: str) -> None:
         """`scope`: `t:<team>` or `k:<key id>` (a key's series also carry its team)."""
@@ -100,10 +100,18 @@ class BudgetGauges:
         self.period = period
         self.cap = 0.0
         self.window = ""
+        self._day = -1  # the UTC day (Unix days) `window` was computed for: a day or month changes only with it
+
+    def _window(self, now: float) -> str:
+        day = int(now // 86_400)
+        if day != self._day:
+            self._day, self.window = day, period_id(self.period, now)
+        return self.window
 
     def show(self, cap: float, spent: float, now: float) -> None:
         """`spent` dollars of `cap` in the period of `now`."""
-        self.cap, self.window = cap, period_id(self.period, now)
+        self.cap = cap
+        self._window(now)
         self.remaining.set(max(0.0, cap - spent))
         self.used.set(spent / cap if cap > 0 else 1.0)
 
