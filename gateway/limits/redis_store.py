@@ -9,6 +9,7 @@ timeouts open a breaker (calls are skipped for a short, growing pause) and surfa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import struct
 from typing import Any
@@ -82,7 +83,8 @@ class RedisLimitStore(LimitStore):
 
     async def close(self) -> None:
         if self._settles and self._settles_loop is asyncio.get_running_loop():
-            await self._check(self._take_settles(), [], [])
+            with contextlib.suppress(StoreUnavailable):  # the settles' futures carry it (counted as lost)
+                await self._check(self._take_settles(), [], [])
         while self._sending:
             await asyncio.gather(*self._sending, return_exceptions=True)
         if self._redis is not None:
@@ -218,10 +220,11 @@ class RedisLimitStore(LimitStore):
             all_keys += settle.keys
         try:
             settled, out = await self._script("check", all_keys + keys, head + args)
-        except StoreUnavailable as exc:
+        except BaseException as exc:  # cancelled too (shutdown): whoever waits for a settle learns it was lost
+            lost = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"settle not sent: {exc!r}")
             for settle in settles:
                 if not settle.future.done():
-                    settle.future.set_exception(exc)
+                    settle.future.set_exception(lost)
             raise
         i = 0
         for settle in settles:
