@@ -1,8 +1,8 @@
 """`Limiter`: the per key and per team caps of one request: reserve an estimate before, settle the real use after.
 
 The estimate (what is held until the request settles): prompt tokens as the request's JSON bytes / 3 (the body
-as received; an over-estimate for most text), completion tokens as `max_tokens` (else the local tier's default for local
-requests, else `limits.reserve_completion_tokens`) times `n`, and dollars as `CostModel.charge` of those tokens
+as received; an over-estimate for most text), completion tokens as `max_tokens` (else the local tier's default
+for local requests, else `limits.reserve_completion_tokens`) times `n`, and dollars as `CostModel.charge` of those tokens
 on the decided tier or its fallback, whichever costs more. What a request settles: the tokens and the cost
 (`CostModel.charge`) of what it used; a stream the client left: what was generated plus the estimated prompt; a
 complete answer the client left before it was ready: its reservation when it was upstream (the upstream may bill
