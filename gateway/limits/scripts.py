@@ -4,8 +4,9 @@ then reserve one, in one call (`CHECK`); and the read of a scope's counters (`US
 One Redis hash per scope (KEYS: one per scope, `<prefix>:c:<scope>`), so that a reserve is two commands per
 scope (HGET, HSET) and a settle three (HGET, HDEL: its hold, whose amounts the caller passes, HSET); a settle that
 rides along with a reserve of the same scope shares its read and write (three in all). EXPIRE (32 days) is set on
-a scope's first write and its first of each UTC day, not on every one. Inside a script every `redis.call` and every value passed to or from one
-costs µs of its own (more than the command itself), so a scope's counters travel as one packed field:
+a scope's first write and its first of each UTC day, not on every one. Inside a script every `redis.call` and
+every value passed to or from one costs µs of its own (more than the command itself), so a scope's counters
+travel as one packed field:
 
 - `s`: eleven doubles (`struct.pack('<ddddddddddd')`, Redis' own Lua library): the UTC minute (its number) and
   its requests and settled tokens; the UTC day (`YYYYMMDD`) and its settled nano-dollars; the UTC month
@@ -50,9 +51,9 @@ CHECK = (
     _STATE
     + f"""
 -- ARGV: now ms, minute, day, month, the number of settles, then per settle: its scopes' count, hold field,
--- tokens used, nano-dollars spent, tokens and nano-dollars held (what its reserve held); then, for a reserve (none when ARGV ends there): hold field, hold value,
--- tokens, nano-dollars, lease end ms, and 5 caps per scope (-1: none): rpm, tpm, concurrency, nano-dollars per
--- day, per month. KEYS: each settle's scopes in turn, then the reserve's. The settles come first, so a request
+-- tokens used, nano-dollars spent, tokens and nano-dollars held (what its reserve held); then, for a reserve
+-- (none when ARGV ends there): hold field, hold value, tokens, nano-dollars, lease end ms, and 5 caps per scope
+-- (-1: none): rpm, tpm, concurrency, nano-dollars per day, per month. KEYS: each settle's scopes in turn, then the reserve's. The settles come first, so a request
 -- that ended before this one was admitted never counts against it.
 local now = tonumber(ARGV[1])
 local states, order = {{}}, {{}}
