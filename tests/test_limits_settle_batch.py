@@ -42,7 +42,8 @@ async def test_a_settle_rides_along_with_the_next_reserve_and_is_applied_first(
     second = await store.reserve([scope], "r2", 300, 5_000, NOW + 1, 600.0)
     # concurrency 1: admitted only because r1's settle ran first, in the same call
     assert second == Granted([ScopeUsage("k:key-a", 2, 120 + 300, 2_000, 2_000)])
-    assert settle.done() and settle.result() == [ScopeUsage("k:key-a", 1, 120, 2_000, 2_000)]
+    # answered by that call: well before its own delay (5 s) would have sent it
+    assert await asyncio.wait_for(settle, 1.0) == [ScopeUsage("k:key-a", 1, 120, 2_000, 2_000)]
     assert fields(prefix, "k:key-a") == [b"h:r2", b"s"]
 
 
@@ -85,3 +86,32 @@ async def test_close_sends_the_settles_still_waiting(prefix: str) -> None:  # no
     await store.close()
     assert await settle == [ScopeUsage("k:key-c", 1, 3, 0, 0)]
     assert fields(prefix, "k:key-c") == [b"s"]
+
+
+async def test_settles_riding_with_a_reserve_whose_caller_leaves_are_counted_exactly_once(
+        store: RedisLimitStore, prefix: str) -> None:  # noqa: F811
+    scope = Scope("k:key-d", Limits(tpm=10_000))
+    assert isinstance(await store.reserve([scope], "r1", 300, 5_000, NOW, 600.0), Granted)
+    settle = asyncio.ensure_future(store.settle([scope], "r1", 120, 2_000, NOW, held=(300, 5_000)))
+    await asyncio.sleep(0)
+    reserve = asyncio.ensure_future(store.reserve([scope], "r2", 300, 5_000, NOW, 600.0))
+    await asyncio.sleep(0)  # its call (with r1's settle) is written
+    reserve.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reserve
+    # r2's call ran in Redis; r1's settle, sent again, finds no hold and adds nothing more
+    assert await settle == [ScopeUsage("k:key-d", 2, 120 + 300, 2_000, 2_000)]
+    assert await store.usage("k:key-d", NOW) == ScopeUsage("k:key-d", 2, 120 + 300, 2_000, 2_000)
+    assert fields(prefix, "k:key-d") == [b"h:r2", b"s"]
+
+
+async def test_a_settle_sent_again_counts_when_its_first_call_never_ran(store: RedisLimitStore) -> None:
+    scope = Scope("t:qa", Limits(rpm=10))
+    assert isinstance(await store.reserve([scope], "r1", 30, 400, NOW, 600.0), Granted)
+    settle = asyncio.ensure_future(store.settle([scope], "r1", 20, 300, NOW, held=(30, 400)))
+    await asyncio.sleep(0)
+    reserve = asyncio.ensure_future(store.reserve([scope], "r2", 30, 400, NOW, 600.0))
+    reserve.cancel()  # before its first step: nothing was sent
+    with pytest.raises(asyncio.CancelledError):
+        await reserve
+    assert await asyncio.wait_for(asyncio.shield(settle), 10) == [ScopeUsage("t:qa", 1, 20, 300, 300)]

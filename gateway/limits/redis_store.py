@@ -155,11 +155,8 @@ class RedisLimitStore(LimitStore):
         for s in scopes:
             args += s.caps
         keys = [self._key(s.name) for s in scopes]
-        if self._settles and self._settles_loop is asyncio.get_running_loop():  # they ride along
-            task = self._spawn(self._check(self._take_settles(), keys, args, now_ms, w))
-            out = await asyncio.shield(task)  # a caller that leaves does not cancel the settles with it
-        else:
-            out = await self._check([], keys, args, now_ms, w)
+        settles = self._take_settles() if self._settles and self._settles_loop is asyncio.get_running_loop() else []
+        out = await self._check(settles, keys, args, now_ms, w)  # the settles ride along
         if out[0] == 0:
             reason = out[2].decode() if isinstance(out[2], bytes) else out[2]
             return Denied(scopes[int(out[1])].name, reason, float(out[3]), float(out[4]))
@@ -169,7 +166,7 @@ class RedisLimitStore(LimitStore):
         self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float, *, held: tuple[int, int]
     ) -> list[ScopeUsage]:
         loop = asyncio.get_running_loop()
-        args = [len(scopes), "h:" + request_id, tokens, nano, *held]
+        args = [len(scopes), "h:" + request_id, tokens, nano, *held, 0]
         settle = _Settle(scopes, [self._key(s.name) for s in scopes], args, now, loop.create_future())
         if self._settles and self._settles_loop is not loop:  # another loop's wait there (tests): this one leaves now
             self._spawn(self._check([settle], [], []))
@@ -220,11 +217,18 @@ class RedisLimitStore(LimitStore):
             all_keys += settle.keys
         try:
             settled, out = await self._script("check", all_keys + keys, head + args)
-        except BaseException as exc:  # cancelled too (shutdown): whoever waits for a settle learns it was lost
-            lost = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"settle not sent: {exc!r}")
-            for settle in settles:
-                if not settle.future.done():
-                    settle.future.set_exception(lost)
+        except asyncio.CancelledError as exc:
+            # the reserve's caller left (its client hung up): the call may have run, so the settles riding in it go
+            # again, counted only where their hold is still there, i.e. exactly once either way
+            again = [settle for settle in settles if not settle.args[-1]]
+            for settle in again:
+                settle.args[-1] = 1
+            if again:
+                self._spawn(self._check(again, [], []))
+            _lost([settle for settle in settles if settle not in again], exc)
+            raise
+        except BaseException as exc:  # whoever waits for a settle learns it was lost
+            _lost(settles, exc)
             raise
         i = 0
         for settle in settles:
@@ -238,6 +242,14 @@ class RedisLimitStore(LimitStore):
         w = self._windows.at(now)
         out = await self._script("usage", [self._key(scope)], [w.minute, w.day, w.month])
         return ScopeUsage(scope, int(out[0]), int(out[1]), int(out[2]), int(out[3]))
+
+
+def _lost(settles: list[_Settle], exc: BaseException) -> None:
+    """Tell whoever waits for `settles` that they were not counted."""
+    lost = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"settle not sent: {exc!r}")
+    for settle in settles:
+        if not settle.future.done():
+            settle.future.set_exception(lost)
 
 
 def _usage_rows(scopes: list[Scope], flat: list[int]) -> list[ScopeUsage]:

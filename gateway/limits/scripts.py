@@ -51,7 +51,8 @@ CHECK = (
     _STATE
     + f"""
 -- ARGV: now ms, minute, day, month, the number of settles, then per settle: its scopes' count, hold field,
--- tokens used, nano-dollars spent, tokens and nano-dollars held (what its reserve held); then, for a reserve
+-- tokens used, nano-dollars spent, tokens and nano-dollars held (what its reserve held), 1 to count it only
+-- while its hold is there (a settle sent again, that may have run already) else 0; then, for a reserve
 -- (none when ARGV ends there): hold field, hold value, tokens, nano-dollars, lease end ms, and 5 caps per scope
 -- (-1: none): rpm, tpm, concurrency, nano-dollars per day, per month. KEYS: each settle's scopes in turn, then the reserve's. The settles come first, so a request
 -- that ended before this one was admitted never counts against it.
@@ -96,18 +97,21 @@ end
 local settled, k, a = {{}}, 0, 6
 for _ = 1, tonumber(ARGV[5]) do
   local n, field, t, u = tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local held_t, held_u = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-  a = a + 6
+  local held_t, held_u, strict = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), ARGV[a + 6] == '1'
+  a = a + 7
   for _ = 1, n do
     k = k + 1
     local st = load(KEYS[k])
     local s = st.s
-    if redis.call('HDEL', KEYS[k], field) == 1 then  -- else no hold left (its lease ended, a reserve purged it)
+    local held = redis.call('HDEL', KEYS[k], field) == 1  -- else no hold left (its lease ended, a reserve purged it)
+    if held then
       s[8], s[9], s[10] = s[8] - held_t, s[9] - held_u, s[10] - 1
       if s[10] == 0 then s[11] = 0 end
     end
-    s[3], s[5], s[7] = s[3] + t, s[5] + u, s[7] + u
-    st.write = true
+    if held or not strict then
+      s[3], s[5], s[7] = s[3] + t, s[5] + u, s[7] + u
+      st.write = true
+    end
     rows(settled, s)
   end
 end
