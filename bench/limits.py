@@ -1,6 +1,7 @@
 """What per key and per team limits add to a request, side by side with limits off, in one run.
 
-    python bench/limits.py                                  # 320 req/s, 10 s per run, 2 rounds
+    python bench/limits.py                                  # 320 req/s, 10 s per run, 2 rounds, both parts
+    python bench/limits.py --duration 3 --rounds 3 --redis-url redis://127.0.0.1:PORT/0   # a private Redis
     python bench/limits.py --rate 320 --duration 5 --rounds 3 --redis-url redis://127.0.0.1:6379/10
 
 Two gateways are started as their own processes (uvicorn with the options `slm-gateway serve` uses, tiers: the
@@ -18,7 +19,8 @@ headers, the settle).
 
 Each round loads `off` then `on` with the same open loop (bench/loadgen.py: `--rate` req/s, latency from each
 request's scheduled send time). The table gives p50/p99 of every run, and the medians over the rounds of what
-`on` adds to `off`: the added latency of the limit checks (target: at most 0.3 ms at p50). Part 2 also prints
+`on` adds to `off`: the added latency of the limit checks (target: at most 0.3 ms at p50). The last lines
+(`headline:`) repeat what limits add through HTTP and in process, one line each. Part 2 also prints
 two figures that a busy machine disturbs less than latency: the CPU this process spends per request (user +
 system) more with limits on, and Redis' own time running the reserve and settle scripts per request.
 """
@@ -34,6 +36,7 @@ import sys
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -42,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from loadgen import Target, open_loop, settle  # noqa: E402
-from procstat import group_cpu_seconds, load_average, machine_line  # noqa: E402
+from procstat import group_cpu_seconds, load_average, machine_line, voluntary_switches  # noqa: E402
 
 from gateway.devtools.process import LOOPBACK, free_port, run_fake_upstream, spawn_server  # noqa: E402
 
@@ -136,7 +139,7 @@ async def inprocess(rate: float, duration: float, redis_url: str, prefix: str) -
             latencies.append((time.perf_counter() - scheduled) * 1000)
 
         tasks = []
-        redis_before = _evalsha_usec(redis_url) if name == "on" else 0.0
+        redis_before = _evalsha_usec(redis_url) if name == "on" else (0.0, 0)
         cpu_before = os.times()
         t0 = time.perf_counter() + 0.01
         count = int(rate * (duration + 1)) if rate > 0 else 2200
@@ -153,12 +156,14 @@ async def inprocess(rate: float, duration: float, redis_url: str, prefix: str) -
         if pipeline.limits is not None:
             await pipeline.limits.drain()
         cpu_after = os.times()
-        redis_us = (_evalsha_usec(redis_url) - redis_before) / count if name == "on" else 0.0
+        redis_after = _evalsha_usec(redis_url) if name == "on" else (0.0, 0)
+        redis_us = (redis_after[0] - redis_before[0]) / count
+        calls = (redis_after[1] - redis_before[1]) / count
         await pipeline.stop()
         recorded = sorted(latencies[int(rate) if rate > 0 else 200:])  # the first second (200 requests) warms up
         cpu_us = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) * 1e6 / count
         out[name] = {"p50": percentile(recorded, 50), "p99": percentile(recorded, 99), "cpu": cpu_us,
-                     "redis": redis_us}
+                     "redis": redis_us, "calls": calls}
     return out
 
 
@@ -178,8 +183,12 @@ def main() -> int:
 
     prefix = f"slmgw:bench-limits:{uuid.uuid4().hex[:8]}"
     print(f"machine: {machine_line()}; load average before: {load_average()}")
+    headline: list[str] = []
     if args.only != "inprocess":
-        http_part(args, prefix)
+        added_http = http_part(args, prefix)
+        headline.append(f"  through HTTP (two gateway processes), {args.rate:.0f} req/s: p50 {added_http['p50']:+.3f} ms "
+                        f"({added_http['verdict']}), p99 {added_http['p99']:+.3f} ms, CPU {added_http['cpu']:+.3f} ms "
+                        f"per request, {added_http['wakeups']:+.2f} wake-ups of the gateway per request")
     if args.only != "http":
         for rate, what in ((args.rate, f"{args.rate:.0f} req/s open loop, {args.duration:.0f} s"),
                            (0.0, "one request at a time, 2000 requests")):
@@ -191,16 +200,24 @@ def main() -> int:
                       f"on p50 {r['on']['p50']:.3f} p99 {r['on']['p99']:.3f} ms")
             added = {q: statistics.median(r["on"][q] - r["off"][q] for r in rounds) for q in ("p50", "p99", "cpu")}
             redis_us = statistics.median(r["on"]["redis"] for r in rounds)
+            calls = statistics.median(r["on"]["calls"] for r in rounds)
+            verdict = "met" if added["p50"] <= 0.3 else "NOT met"
             print(f"  added by the limit layer (median over {args.rounds} rounds): p50 {added['p50']:+.3f} ms, "
-                  f"p99 {added['p99']:+.3f} ms (target p50 <= 0.300 ms: {'met' if added['p50'] <= 0.3 else 'NOT met'}); "
+                  f"p99 {added['p99']:+.3f} ms (target p50 <= 0.300 ms: {verdict}); "
                   f"CPU of this process {added['cpu']:+.1f} µs per request; Redis running the scripts "
-                  f"{redis_us:.1f} µs per request (INFO commandstats, EVALSHA of every client of that Redis)")
+                  f"{redis_us:.1f} µs per request in {calls:.2f} calls (INFO commandstats, EVALSHA of every client of "
+                  f"that Redis)")
+            headline.append(f"  in process, {what}: p50 {added['p50']:+.3f} ms ({verdict}), p99 {added['p99']:+.3f} ms, "
+                            f"CPU {added['cpu'] / 1000:+.3f} ms per request, Redis scripts {redis_us:.0f} µs in {calls:.2f} "
+                            f"calls per request")
+    print(f"headline: what limits add (medians over {args.rounds} rounds; target p50 <= 0.300 ms):")
+    print("\n".join(headline))
     print(f"load average after: {load_average()}")
     return 0
 
 
-def http_part(args: argparse.Namespace, prefix: str) -> None:
-    """Part 1: two gateway processes over HTTP."""
+def http_part(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    """Part 1: two gateway processes over HTTP; what limits add (medians: p50, p99, cpu in ms, and the verdict)."""
     with ExitStack() as stack:
         upstream = stack.enter_context(run_fake_upstream())
         common = {"upstream": {"url": upstream, "api_key": "sk-fake"}, "cache": {"enabled": False}}
@@ -212,16 +229,18 @@ def http_part(args: argparse.Namespace, prefix: str) -> None:
         targets = {"off": Target(f"{off}/v1", headers=pin),
                    "on": Target(f"{on}/v1", headers={**pin, "authorization": f"Bearer {key}"})}
         pids = {"off": off_pid, "on": on_pid}
-        rows: list[tuple[int, str, dict[str, float], int, int, float]] = []
+        rows: list[tuple[int, str, dict[str, float], int, int, float, float]] = []
 
         async def run() -> None:
             for rnd in range(1, args.rounds + 1):
                 for name, target in targets.items():
                     await settle(target)
-                    cpu = group_cpu_seconds(pids[name])
+                    cpu, sleeps = group_cpu_seconds(pids[name]), voluntary_switches(pids[name])
                     result = await open_loop(target, rate=args.rate, duration=args.duration)
-                    cpu_ms = (group_cpu_seconds(pids[name]) - cpu) * 1000 / max(1, result.sent + int(args.rate))
-                    rows.append((rnd, name, result.stats(), result.ok, result.error_count, cpu_ms))
+                    count = max(1, result.sent + int(args.rate))
+                    cpu_ms = (group_cpu_seconds(pids[name]) - cpu) * 1000 / count
+                    wakeups = (voluntary_switches(pids[name]) - sleeps) / count
+                    rows.append((rnd, name, result.stats(), result.ok, result.error_count, cpu_ms, wakeups))
                     if result.errors:
                         print(f"round {rnd} {name}: errors {dict(result.errors)}")
 
@@ -232,27 +251,32 @@ def http_part(args: argparse.Namespace, prefix: str) -> None:
     _cleanup(args.redis_url, prefix)
 
     print(f"open loop, {args.rate:.0f} req/s offered, {args.duration:.0f} s per run, non-streaming, upstream pinned")
-    print(f"{'round':>5} {'limits':>6} {'ok':>6} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10}")
-    for rnd, name, stats, ok, errors, cpu_ms in rows:
-        print(f"{rnd:>5} {name:>6} {ok:>6} {errors:>6} {stats['p50']:>8.3f} {stats['p99']:>8.3f} {cpu_ms:>10.3f}")
+    print(f"{'round':>5} {'limits':>6} {'ok':>6} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10} "
+          f"{'wake-ups/req':>12}")
+    for rnd, name, stats, ok, errors, cpu_ms, wakeups in rows:
+        print(f"{rnd:>5} {name:>6} {ok:>6} {errors:>6} {stats['p50']:>8.3f} {stats['p99']:>8.3f} {cpu_ms:>10.3f} "
+              f"{wakeups:>12.2f}")
     added = {q: statistics.median(
         on_s[q] - off_s[q] for (_, a, off_s, *_), (_, b, on_s, *_) in zip(rows[0::2], rows[1::2])) for q in ("p50", "p99")}
     failed = any(row[4] for row in rows)
     verdict = "no verdict: a run had errors" if failed else ("met" if added["p50"] <= 0.3 else "NOT met")
     added_cpu = statistics.median(b[5] - a[5] for a, b in zip(rows[0::2], rows[1::2]))
+    added_wakeups = statistics.median(b[6] - a[6] for a, b in zip(rows[0::2], rows[1::2]))
     print(f"added by limits (median over {args.rounds} rounds): p50 {added['p50']:+.3f} ms, p99 {added['p99']:+.3f} ms, "
-          f"CPU {added_cpu:+.3f} ms per request"
+          f"CPU {added_cpu:+.3f} ms per request, {added_wakeups:+.2f} wake-ups of the gateway per request"
           f"  (target p50 <= 0.300 ms: {verdict})")
     print("the `on` gateway's own limit metrics (non-zero):")
     print("\n".join("  " + line for line in limits_lines))
+    return {**added, "cpu": added_cpu, "wakeups": added_wakeups, "verdict": verdict}
 
 
-def _evalsha_usec(url: str) -> float:
-    """Redis' own time in EVALSHA so far (µs, every client of that server: a shared Redis adds others' scripts)."""
+def _evalsha_usec(url: str) -> tuple[float, int]:
+    """Redis' own time in EVALSHA so far (µs) and the calls (every client of that server: a shared Redis adds
+    others' scripts)."""
     import redis
 
     stats = redis.Redis.from_url(url).info("commandstats").get("cmdstat_evalsha")
-    return float(stats["usec"]) if stats else 0.0
+    return (float(stats["usec"]), int(stats["calls"])) if stats else (0.0, 0)
 
 
 def _cleanup(url: str, prefix: str) -> None:

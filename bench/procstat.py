@@ -43,3 +43,16 @@ def load_average() -> str:
     """The 1/5/15-minute load averages, as text (other work on the machine skews figures)."""
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def voluntary_switches(pid: int) -> int:
+    """Times process `pid`'s threads went to sleep waiting (voluntary context switches: each is one wake-up later)."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total

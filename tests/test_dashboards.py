@@ -349,6 +349,9 @@ def _exercise_standin(metrics: Any, rng: random.Random) -> None:
     limits.team_spend.labels("eng").inc(rng.uniform(0, 1e-4))
     limits.budget_remaining.labels("eng", "month").set(rng.uniform(0, 100))
     limits.budget_used.labels("eng", "month").set(rng.random())
+    limits.key_spend.labels("key-0123456789ab", "eng").inc(rng.uniform(0, 1e-4))
+    limits.key_budget_remaining.labels("key-0123456789ab", "eng", "month").set(rng.uniform(0, 10))
+    limits.key_budget_used.labels("key-0123456789ab", "eng", "month").set(rng.random())
     limits.check_seconds.observe(rng.uniform(0.0001, 0.002))
 
 
@@ -414,7 +417,8 @@ EXPECTED_TIER_ERRORS = {("upstream", "status_4xx"), ("local", "context_too_long"
 @pytest.fixture(scope="module")
 def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapeTarget]:
     """A real `slm-gateway serve` (bundled local model, fake upstream, response cache on, limits on: the traffic
-    carries a stored key of a team with day and month budgets); `drive` sends traffic.
+    carries a stored key with a monthly budget of its own, of a team with day and month budgets); `drive` sends
+    traffic.
 
     Traffic, each request sent twice so that the repeat is a cache hit: local (plain and streamed) and upstream
     (plain and streamed) requests, where the fake upstream answers 400 to 40% of requests (seeded: upstream
@@ -469,7 +473,8 @@ def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         admin = {"authorization": f"Bearer {DASHBOARD_ADMIN_KEY}"}
         client.put(f"{gw.root}/admin/teams/dash/limits", json={"usd_per_day": 100.0, "usd_per_month": 1000.0},
                    headers=admin).raise_for_status()
-        created = client.post(f"{gw.root}/admin/keys", json={"team": "dash", "limits": {"rpm": 10_000}}, headers=admin)
+        created = client.post(f"{gw.root}/admin/keys", json={"team": "dash", "limits": {"rpm": 10_000, "usd_per_month": 50.0}},
+                              headers=admin)  # a $ cap of its own: the key's budget gauges
         client.headers["authorization"] = f"Bearer {created.raise_for_status().json()['key']}"
 
         def drive() -> None:

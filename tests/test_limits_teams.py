@@ -9,6 +9,8 @@ import calendar
 import time
 from typing import Any
 
+import pytest
+
 from tests.test_limits import ADMIN, CHAT, body, estimate_tokens, mini_cost, new_key, prefix, ratelimit_headers  # noqa: F401
 from gateway.devtools.fake_backend import FakeBackend
 from tests.test_limits import REPLY, config, freeze, start
@@ -90,3 +92,41 @@ async def test_a_monthly_team_budget_refuses_then_resets_on_the_first_utc(prefix
     assert usage["usd_this_month"] == round(actual * 1e9) / 1e9
     assert gw.metric("slm_gateway_team_budget_used_ratio", team="eng", period="month") == (
         round(actual * 1e9) / 1e9 / cap)
+
+
+async def test_a_key_with_a_dollar_cap_of_its_own_has_budget_gauges_that_roll_with_the_month(
+        prefix: str, app_factory: Any) -> None:  # noqa: F811
+    """Only keys with a $ cap of their own get series (bounded label cardinality): key id, team, period."""
+    gw = await start(app_factory, prefix)
+    day_cap, month_cap = 0.0005, 0.001
+    capped, capped_id = await new_key(gw, "eng", limits={"usd_per_day": day_cap, "usd_per_month": month_cap})
+    plain, plain_id = await new_key(gw, "eng", limits={"rpm": 100})  # caps, but no $ cap: no key series
+    first_of_next = month_start(time.time())
+    now = freeze(gw, first_of_next - 5.0)
+    limiter = gw.pipeline.limits
+    assert limiter is not None
+    headers = {"x-gateway-route": "upstream"}
+    for key in (capped, capped, plain):
+        r = await gw.client.post(CHAT, json=body(max_tokens=6), headers={**headers, "authorization": f"Bearer {key}"})
+        assert r.status_code == 200
+        await limiter.drain()
+    spent = 2 * round(mini_cost(12, 6) * 1e9) / 1e9  # settled in nano-dollars
+    usage = (await gw.client.get(f"/admin/keys/{capped_id}/usage", headers=ADMIN)).json()
+    assert usage["usd_this_month"] == spent
+    key = {"key": capped_id, "team": "eng"}
+    assert gw.metric("slm_gateway_key_budget_remaining_dollars", **key, period="month") == month_cap - spent
+    assert gw.metric("slm_gateway_key_budget_used_ratio", **key, period="month") == spent / month_cap
+    assert gw.metric("slm_gateway_key_budget_remaining_dollars", **key, period="day") == day_cap - spent
+    assert gw.metric("slm_gateway_key_budget_used_ratio", **key, period="day") == spent / day_cap
+    assert gw.metric("slm_gateway_key_spend_dollars_total", **key) == pytest.approx(2 * mini_cost(12, 6), rel=1e-9)
+    registry = gw.pipeline.metrics.registry
+    assert [s for m in registry.collect() for s in m.samples if s.labels.get("key") == plain_id] == []
+    assert {(s.name, s.labels["period"]) for m in registry.collect() for s in m.samples
+            if s.labels.get("key") == capped_id and "period" in s.labels} == {
+        (f"slm_gateway_key_budget_{g}", p) for g in ("remaining_dollars", "used_ratio") for p in ("day", "month")}
+
+    now[0] = first_of_next + 1.0  # a new UTC day and month: no request yet, the gauges show them unspent
+    limiter.roll_budgets(now[0])
+    for period, cap in (("day", day_cap), ("month", month_cap)):
+        assert gw.metric("slm_gateway_key_budget_used_ratio", **key, period=period) == 0.0
+        assert gw.metric("slm_gateway_key_budget_remaining_dollars", **key, period=period) == cap

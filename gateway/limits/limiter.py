@@ -1,8 +1,8 @@
 """`Limiter`: the per key and per team caps of one request: reserve an estimate before, settle the real use after.
 
-The estimate (what is held until the request settles): prompt tokens as the request's JSON bytes / 3 (an
-over-estimate for most text), completion tokens as `max_tokens` (else the local tier's default for local
-requests, else `limits.reserve_completion_tokens`) times `n`, and dollars as `CostModel.charge` of those tokens
+The estimate (what is held until the request settles): prompt tokens as the request's JSON bytes / 3 (the body
+as received; an over-estimate for most text), completion tokens as `max_tokens` (else the local tier's default
+for local requests, else `limits.reserve_completion_tokens`) times `n`, and dollars as `CostModel.charge` of those tokens
 on the decided tier or its fallback, whichever costs more. What a request settles: the tokens and the cost
 (`CostModel.charge`) of what it used; a stream the client left: what was generated plus the estimated prompt; a
 complete answer the client left before it was ready: its reservation when it was upstream (the upstream may bill
@@ -92,7 +92,7 @@ class Limiter:
         self._hold_prefix = os.urandom(8).hex()  # hold ids: unique across replicas and restarts, no syscall each
         self._hold_numbers = itertools.count()
         self._store_down = False
-        self._team_series: dict[str, Any] = {}  # team -> its metric children (labels() costs µs each)
+        self._metric_series: dict[str, Any] = {}  # team, or `k:<id>` of a key with a $ cap -> its metric children
         self._roller: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -118,7 +118,7 @@ class Limiter:
 
     def roll_budgets(self, now: float) -> None:
         """Show the budget gauges of a UTC day or month that has begun as unspent (run just after midnight UTC)."""
-        for series in self._team_series.values():
+        for series in self._metric_series.values():
             for period in ("day", "month"):
                 gauges = series.get(period)
                 if gauges is not None:
@@ -149,7 +149,7 @@ class Limiter:
         """(prompt tokens, total tokens, nano-dollars) to hold for the exchange."""
         assert ex.parsed is not None and ex.decision is not None
         chat = ex.parsed.chat
-        prompt = len(msgspec.json.encode(ex.parsed.raw)) // 3
+        prompt = (ex.parsed.size or len(msgspec.json.encode(ex.parsed.raw))) // 3  # the body as received
         default = self.local_max_tokens if ex.tier == "local" else self.settings.reserve_completion_tokens
         completion = (ex.parsed.max_new_tokens or default) * max(1, chat.n or 1)
         usage = Usage(prompt, completion)
@@ -382,15 +382,19 @@ class Limiter:
         await self._write(hold, *self.spent(hold, ex, outcome))
 
     async def _write(self, hold: Hold, tokens: int, nano: int, cost: float) -> None:
-        """Drop the hold and add what was used (and count the team's spend)."""
-        team = hold.record.team
+        """Drop the hold and add what was used (and count the team's spend, and the key's when it has a $ cap)."""
+        record = hold.record
+        team = record.team
         series = self._series(team)
         series["spend"].inc(cost)  # at zero too: the team's series exists from its first request
+        own = record.limits
+        if own.usd_per_day is not None or own.usd_per_month is not None:
+            self._series("k:" + record.id, team)["spend"].inc(cost)
         if not hold.scopes:
             return
         now = self.clock()
         try:
-            usage = await self.store.settle(hold.scopes, hold.hold_id, tokens, nano, now)
+            usage = await self.store.settle(hold.scopes, hold.hold_id, tokens, nano, now, held=(hold.tokens, hold.nano))
         except StoreUnavailable as exc:
             self.metrics.store_errors.labels("settle", "lost").inc()
             log.warning("limits: a settle was lost (%s): %d tokens, $%.6f of team %s not counted", exc, tokens, cost, team)
@@ -398,21 +402,28 @@ class Limiter:
         for scope, used in zip(hold.scopes, usage):
             if scope.name.startswith("t:"):
                 self._budget_gauges(series, scope, used, now)
+            elif scope.limits.usd_per_day is not None or scope.limits.usd_per_month is not None:
+                self._budget_gauges(self._series(scope.name, team), scope, used, now)
 
-    def _series(self, team: str) -> dict[str, Any]:
-        series = self._team_series.get(team)
+    def _series(self, name: str, team: str | None = None) -> dict[str, Any]:
+        """The metric children of a team (`name`: the team) or of a key with a $ cap (`name`: `k:<id>`)."""
+        series = self._metric_series.get(name)
         if series is None:
             m = self.metrics
-            series = self._team_series[team] = {"team": team, "spend": m.team_spend.labels(team)}
+            if team is None:
+                series = {"scope": "t:" + name, "team": name, "spend": m.team_spend.labels(name)}
+            else:
+                series = {"scope": name, "team": team, "spend": m.key_spend.labels(name[2:], team)}
+            self._metric_series[name] = series
         return series
 
     def _budget_gauges(self, series: dict[str, Any], scope: Scope, used: ScopeUsage, now: float) -> None:
-        """Budget left and used of the periods the team has a cap for (a gauge appears with its cap)."""
+        """Budget left and used of the periods the team (or key) has a cap for (a gauge appears with its cap)."""
         for period, cap, spent in (("day", scope.limits.usd_per_day, used.day_nano),
                                    ("month", scope.limits.usd_per_month, used.month_nano)):
             if cap is None:
                 continue
             gauges = series.get(period)
             if gauges is None:
-                gauges = series[period] = BudgetGauges(self.metrics, series["team"], period)
+                gauges = series[period] = BudgetGauges(self.metrics, series["scope"], series["team"], period)
             gauges.show(cap, spent / NANO, now)

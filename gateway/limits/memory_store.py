@@ -146,7 +146,9 @@ class MemoryLimitStore(LimitStore):
             usage.append(ScopeUsage(s.name, reqs, toks + tokens, day, mon))
         return Granted(usage)
 
-    async def settle(self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float) -> list[ScopeUsage]:
+    async def settle(
+        self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float, *, held: tuple[int, int]
+    ) -> list[ScopeUsage]:
         w = self._windows.at(now)
         usage = []
         for s in scopes:

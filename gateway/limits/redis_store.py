@@ -8,6 +8,8 @@ timeouts open a breaker (calls are skipped for a short, growing pause) and surfa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import struct
 from typing import Any
@@ -16,8 +18,7 @@ import msgspec
 
 from gateway.cache.breaker import Breaker
 from gateway.limits.records import KeyRecord, Limits
-from gateway.resp import PipelinedRedis, ReplyError
-from gateway.limits.scripts import HOLD, RESERVE, SETTLE, USAGE
+from gateway.limits.scripts import CHECK, HOLD, USAGE
 from gateway.limits.store import (
     Denied,
     Granted,
@@ -26,22 +27,47 @@ from gateway.limits.store import (
     ScopeUsage,
     StoreUnavailable,
     WindowClock,
+    Windows,
 )
+from gateway.resp import PipelinedRedis, ReplyError
 
 _record = msgspec.json.Decoder(KeyRecord)
 _limits = msgspec.json.Decoder(Limits)
 _hold = struct.Struct(HOLD)
 _PUT = "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return redis.call('INCR', KEYS[2])"
-SCRIPTS = {"reserve": RESERVE, "settle": SETTLE, "usage": USAGE, "put": _PUT}
+SCRIPTS = {"check": CHECK, "usage": USAGE, "put": _PUT}
+
+
+class _Settle:
+    """A settle waiting to ride along with the next reserve (or to leave alone `settle_delay` s later)."""
+
+    __slots__ = ("scopes", "keys", "args", "now", "future")
+
+    def __init__(
+        self, scopes: list[Scope], keys: list[str], args: list[Any], now: float, future: asyncio.Future[list[ScopeUsage]]
+    ) -> None:
+        self.scopes = scopes
+        self.keys = keys
+        self.args = args
+        self.now = now
+        self.future = future
 
 
 class RedisLimitStore(LimitStore):
+    """`settle_delay`: how long a settle waits for a reserve to ride along with (one script call, one round trip
+    and one wake-up of this process fewer per request); it leaves alone after that."""
+
     shared = True
 
-    def __init__(self, url: str, *, prefix: str, timeout_seconds: float = 0.5) -> None:
+    def __init__(self, url: str, *, prefix: str, timeout_seconds: float = 0.5, settle_delay: float = 0.01) -> None:
         self.url = url
         self.prefix = prefix
         self.timeout_seconds = timeout_seconds
+        self.settle_delay = settle_delay
+        self._settles: list[_Settle] = []
+        self._settles_loop: asyncio.AbstractEventLoop | None = None
+        self._settles_timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Task[Any]] = set()
         self.breaker = Breaker()
         self._redis: PipelinedRedis | None = None
         self._windows = WindowClock()
@@ -56,6 +82,11 @@ class RedisLimitStore(LimitStore):
             self._redis = PipelinedRedis(self.url, timeout=self.timeout_seconds)
 
     async def close(self) -> None:
+        if self._settles and self._settles_loop is asyncio.get_running_loop():
+            with contextlib.suppress(StoreUnavailable):  # the settles' futures carry it (counted as lost)
+                await self._check(self._take_settles(), [], [])
+        while self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
         if self._redis is not None:
             redis, self._redis = self._redis, None
             await redis.close()
@@ -120,26 +151,105 @@ class RedisLimitStore(LimitStore):
         w = self._windows.at(now)
         now_ms = int(now * 1000)
         ends = now_ms + int(lease * 1000)
-        args: list[Any] = [now_ms, "h:" + request_id, _hold.pack(ends, tokens, nano), tokens, nano, ends, w.minute,
-                           w.day, w.month]
+        args: list[Any] = ["h:" + request_id, _hold.pack(ends, tokens, nano), tokens, nano, ends]
         for s in scopes:
             args += s.caps
-        out = await self._script("reserve", [self._key(s.name) for s in scopes], args)
+        keys = [self._key(s.name) for s in scopes]
+        settles = self._take_settles() if self._settles and self._settles_loop is asyncio.get_running_loop() else []
+        out = await self._check(settles, keys, args, now_ms, w)  # the settles ride along
         if out[0] == 0:
             reason = out[2].decode() if isinstance(out[2], bytes) else out[2]
             return Denied(scopes[int(out[1])].name, reason, float(out[3]), float(out[4]))
         return Granted(_usage_rows(scopes, out[1:]))
 
-    async def settle(self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float) -> list[ScopeUsage]:
-        w = self._windows.at(now)
-        out = await self._script("settle", [self._key(s.name) for s in scopes],
-                                 ["h:" + request_id, tokens, nano, w.minute, w.day, w.month], lazy=True)
-        return _usage_rows(scopes, out)
+    async def settle(
+        self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float, *, held: tuple[int, int]
+    ) -> list[ScopeUsage]:
+        loop = asyncio.get_running_loop()
+        args = [len(scopes), "h:" + request_id, tokens, nano, *held, 0]
+        settle = _Settle(scopes, [self._key(s.name) for s in scopes], args, now, loop.create_future())
+        if self._settles and self._settles_loop is not loop:  # another loop's wait there (tests): this one leaves now
+            self._spawn(self._check([settle], [], []))
+            return await settle.future
+        self._settles.append(settle)
+        self._settles_loop = loop
+        if self._settles_timer is None:
+            self._settles_timer = loop.call_later(self.settle_delay, self._send_settles)
+        return await settle.future
+
+    def _take_settles(self) -> list[_Settle]:
+        settles, self._settles = self._settles, []
+        if self._settles_timer is not None:
+            self._settles_timer.cancel()
+            self._settles_timer = None
+        return settles
+
+    def _send_settles(self) -> None:
+        """No reserve came in time: the waiting settles leave on their own."""
+        settles = self._take_settles()
+        if settles:
+            self._spawn(self._check(settles, [], []))
+
+    def _spawn(self, work: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(work)
+        self._sending.add(task)
+        task.add_done_callback(self._sent)
+        return task
+
+    def _sent(self, task: asyncio.Task[Any]) -> None:
+        self._sending.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here: the settles' futures carry it to whoever waits for them
+
+    async def _check(
+        self, settles: list[_Settle], keys: list[str], args: list[Any], now_ms: int | None = None,
+        w: Windows | None = None,
+    ) -> list[Any]:
+        """One `CHECK` call: `settles`, then the reserve of `keys` / `args` (none when empty); the reserve's reply.
+        Each settle's future gets its scopes' counters, or the `StoreUnavailable`."""
+        if w is None or now_ms is None:  # settles alone: the windows of the latest one
+            now = max(settle.now for settle in settles)
+            w, now_ms = self._windows.at(now), int(now * 1000)
+        head: list[Any] = [now_ms, w.minute, w.day, w.month, len(settles)]
+        all_keys: list[str] = []
+        for settle in settles:
+            head += settle.args
+            all_keys += settle.keys
+        try:
+            settled, out = await self._script("check", all_keys + keys, head + args)
+        except asyncio.CancelledError as exc:
+            # the reserve's caller left (its client hung up): the call may have run, so the settles riding in it go
+            # again, counted only where their hold is still there, i.e. exactly once either way
+            again = [settle for settle in settles if not settle.args[-1]]
+            for settle in again:
+                settle.args[-1] = 1
+            if again:
+                self._spawn(self._check(again, [], []))
+            _lost([settle for settle in settles if settle not in again], exc)
+            raise
+        except BaseException as exc:  # whoever waits for a settle learns it was lost
+            _lost(settles, exc)
+            raise
+        i = 0
+        for settle in settles:
+            n = len(settle.scopes)
+            if not settle.future.done():
+                settle.future.set_result(_usage_rows(settle.scopes, settled[i * 4:(i + n) * 4]))
+            i += n
+        return out
 
     async def usage(self, scope: str, now: float) -> ScopeUsage:
         w = self._windows.at(now)
         out = await self._script("usage", [self._key(scope)], [w.minute, w.day, w.month])
         return ScopeUsage(scope, int(out[0]), int(out[1]), int(out[2]), int(out[3]))
+
+
+def _lost(settles: list[_Settle], exc: BaseException) -> None:
+    """Tell whoever waits for `settles` that they were not counted."""
+    lost = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"settle not sent: {exc!r}")
+    for settle in settles:
+        if not settle.future.done():
+            settle.future.set_exception(lost)
 
 
 def _usage_rows(scopes: list[Scope], flat: list[int]) -> list[ScopeUsage]:

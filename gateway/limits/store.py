@@ -162,8 +162,11 @@ class LimitStore(ABC):
         """Admit and hold `tokens` / `nano` in every scope, atomically, or say which cap it would break."""
 
     @abstractmethod
-    async def settle(self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float) -> list[ScopeUsage]:
-        """Drop the request's hold (if it still has one) and count what it used, atomically."""
+    async def settle(
+        self, scopes: list[Scope], request_id: str, tokens: int, nano: int, now: float, *, held: tuple[int, int]
+    ) -> list[ScopeUsage]:
+        """Drop the request's hold (if it still has one: `held`, the tokens and nano-dollars its reserve held) and
+        count what it used, atomically."""
 
     @abstractmethod
     async def usage(self, scope: str, now: float) -> ScopeUsage:

@@ -78,6 +78,8 @@ class ParsedRequest(msgspec.Struct):
     cache_request: Any = None
     """The body extension `"x-gateway-cache"` (like the header: off, exact, semantic), taken out of `raw` so it
     never reaches a tier nor the cache key; validated by `gateway.cache.rules.requested_cache`."""
+    size: int = 0
+    """The body's length in bytes as received (0: built in process, not received)."""
 
     @property
     def include_usage(self) -> bool:
@@ -141,7 +143,7 @@ def parse_chat_request(body: bytes) -> ParsedRequest:
         raise InvalidRequest(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
         )
-    return ParsedRequest(raw=raw, chat=chat, cache_request=cache_request)
+    return ParsedRequest(raw=raw, chat=chat, cache_request=cache_request, size=len(body))
 
 
 RANGES: tuple[tuple[str, float, float], ...] = (
