@@ -45,7 +45,7 @@ def build_dropin_routes(dropin: DropIn, passthrough_max_body_bytes: int) -> list
 
     def begin(request: Request) -> tuple[Exchange, str]:
         """The request's exchange and the caller's tenant (a bad key ends the exchange as refused)."""
-        request_id = request_id_of(request)
+        request_id = request_id_of(request.headers)
         request.state.request_id = request_id
         ex = pipeline.exchange(request_id, request.headers, time.perf_counter())
         try:
@@ -94,7 +94,7 @@ def build_dropin_routes(dropin: DropIn, passthrough_max_body_bytes: int) -> list
             return Response(found, media_type=JSON)
         if dropin.proxy is not None:
             proxied = await dropin.proxy.send("GET", f"models/{model_id}", "", request.headers.items(), None,
-                                              request_id_of(request))
+                                              request_id_of(request.headers))
             return _proxied(proxied)
         body = error_json(f"The model '{model_id}' does not exist", "invalid_request_error", "model",
                           "model_not_found")

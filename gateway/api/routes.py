@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.background_tasks import BackgroundTask
 from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
+from litestar.types import ASGIApp, Scope
 
+from gateway.api.asgi_answers import EventStreamAnswer, JSONAnswer
 from gateway.api.cache_admin import build_cache_admin_routes
 from gateway.api.disconnect import unless_disconnected
-from gateway.api.event_stream import EventStream
 from gateway.auth import authorization_of
 from gateway.dispatch import StreamAnswer
 from gateway.exchange import CLIENT_CLOSED_REQUEST
@@ -27,12 +28,23 @@ JSON = "application/json"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def request_id_of(request: Request) -> str:
+def request_id_of(headers: Mapping[str, str]) -> str:
     """The caller's `x-request-id` when it sent a sane one, else a new id."""
-    given = request.headers.get("x-request-id")
+    given = headers.get("x-request-id")
     if given and len(given) <= 128 and given.isascii():
         return given
     return uuid.uuid4().hex
+
+
+def headers_of(scope: Scope) -> dict[str, str]:
+    """The request's headers as a plain dict (lower-case names; the first of repeated ones, as litestar's `Headers`
+    gives), for the exchange: read a few times per request, never a litestar `Headers` built per read."""
+    headers: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1").lower()
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
+    return headers
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -51,13 +63,16 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
     """Route handlers bound to one `Pipeline` (no module-level state)."""
 
     @post("/v1/chat/completions", status_code=200)
-    async def chat_completions(request: Request) -> Response:
+    async def chat_completions(request: Request) -> ASGIApp:
         started = time.perf_counter()
-        request_id = request_id_of(request)
-        request.state.request_id = request_id
-        exchange = gateway.exchange(request_id, request.headers, started)
+        headers = headers_of(request.scope)
+        request_id = request_id_of(headers)
+        state = request.scope.get("state")
+        if state is not None:  # where the error handlers look for it (`request.state` is a view of this dict)
+            state["request_id"] = request_id
+        exchange = gateway.exchange(request_id, headers, started)
         try:
-            tenant = exchange.tenant = gateway.keys.check(authorization_of(request.headers))  # logged if the body fails
+            tenant = exchange.tenant = gateway.keys.check(authorization_of(headers))  # logged if the body fails
             exchange.accept(tenant, parse_chat_request(await read_body(request, gateway.settings.max_body_bytes)))
         except GatewayError as exc:
             gateway.refuse(exchange, exc)
@@ -68,12 +83,11 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
         answer = await (unless_disconnected(request.receive, work) if gateway.frees_a_slot(exchange) else work)
         if answer is None:  # the client left before the answer was ready; its work was cancelled
             return Response(b"", status_code=CLIENT_CLOSED_REQUEST, media_type=JSON)
-        after = BackgroundTask(answer.after_send) if answer.after_send is not None else None  # once it is sent
+        # sent as plain ASGI apps (gateway/api/asgi_answers.py); `after_send` runs once the client has it all
         if isinstance(answer, StreamAnswer):
             answer.headers.update(SSE_HEADERS)
-            return EventStream(answer.chunks, media_type="text/event-stream", headers=answer.headers, background=after)
-        return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers,
-                        background=after)
+            return EventStreamAnswer(answer.chunks, answer.headers, answer.after_send)
+        return JSONAnswer(answer.status, answer.headers, answer.body, answer.after_send)
 
     @get("/healthz")
     async def healthz() -> Response:
@@ -108,7 +122,7 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
     @post("/v1/feedback", status_code=200)
     async def feedback(request: Request) -> Response:
         """A one-sided label for a recent request of the caller's (gateway/learning/feedback.py)."""
-        request.state.request_id = request_id_of(request)
+        request.state.request_id = request_id_of(request.headers)
         tenant = gateway.keys.check(request.headers.get("authorization"))
         assert gateway.learning is not None
         row = await gateway.learning.feedback(await read_body(request, gateway.settings.max_body_bytes), tenant)
