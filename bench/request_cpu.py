@@ -8,6 +8,7 @@ loop at --rate req/s (bench/loadgen.py) with, in turn:
   relay-stream  the same streamed (`stream_options.include_usage`)
   hit           an exact cache hit (`x-gateway-cache: exact`, stored by one warm-up request)
   hit-stream    the same streamed
+  hit-auto      an exact hit routed by the policy (not pinned: the classifier scores the prompt first)
 
 and prints p50/p99 (ms, from the scheduled send time) and the gateway process group's CPU per request
 (user + system, over the warm-up and recorded seconds), per round and as the median over rounds.
@@ -48,6 +49,7 @@ KINDS: dict[str, tuple[dict[str, str], bool]] = {
     "relay-stream": (PIN, True),
     "hit": ({**PIN, "x-gateway-cache": "exact"}, False),
     "hit-stream": ({**PIN, "x-gateway-cache": "exact"}, True),
+    "hit-auto": ({"x-gateway-cache": "exact"}, False),
 }
 
 

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.exceptions import HTTPException
+from litestar.exceptions import ClientException, HTTPException, InternalServerException
 from litestar.handlers import HTTPRouteHandler
-from litestar.types import ASGIApp, Scope
+from litestar.types import ASGIApp, Receive, Scope
 
 from gateway.api.asgi_answers import EventStreamAnswer, JSONAnswer
 from gateway.api.cache_admin import build_cache_admin_routes
@@ -47,6 +47,12 @@ def headers_of(scope: Scope) -> dict[str, str]:
     return headers
 
 
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(
+        f"Request body is larger than this gateway accepts ({limit} bytes).", param=None, code="request_too_large"
+    )
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body; `RequestTooLarge` when it is over `limit` bytes (litestar stops reading there)."""
     try:
@@ -54,13 +60,42 @@ async def read_body(request: Request, limit: int) -> bytes:
     except HTTPException as exc:
         if exc.status_code != 413:
             raise
-        raise RequestTooLarge(
-            f"Request body is larger than this gateway accepts ({limit} bytes).", param=None, code="request_too_large"
-        ) from None
+        raise _too_large(limit) from None
+
+
+async def receive_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+    """`read_body` straight from ASGI `receive` with the headers already read (what litestar's `Request.body`
+    does, without building its `Headers` and async generator): `RequestTooLarge` once the announced length or
+    the bytes received are over `limit`; a 400 for an unreadable `content-length`; a 500 when the client left
+    before the end of the body."""
+    announced = headers.get("content-length")
+    if announced is not None:
+        try:
+            length = int(announced)
+        except ValueError:
+            raise ClientException(f"Invalid content-length: {announced!r}") from None
+        if length > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        event = await receive()
+        if event["type"] == "http.request":
+            body = event.get("body", b"")
+            if body:
+                total += len(body)
+                if total > limit:
+                    raise _too_large(limit)
+                chunks.append(body)
+            if not event.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        elif event["type"] == "http.disconnect":
+            raise InternalServerException("client disconnected prematurely")
 
 
 def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
     """Route handlers bound to one `Pipeline` (no module-level state)."""
+    max_body = gateway.settings.max_body_bytes
 
     @post("/v1/chat/completions", status_code=200)
     async def chat_completions(request: Request) -> ASGIApp:
@@ -73,7 +108,7 @@ def build_routes(gateway: Pipeline) -> list[HTTPRouteHandler]:
         exchange = gateway.exchange(request_id, headers, started)
         try:
             tenant = exchange.tenant = gateway.keys.check(authorization_of(headers))  # logged if the body fails
-            exchange.accept(tenant, parse_chat_request(await read_body(request, gateway.settings.max_body_bytes)))
+            exchange.accept(tenant, parse_chat_request(await receive_body(request.receive, headers, max_body)))
         except GatewayError as exc:
             gateway.refuse(exchange, exc)
             raise
