@@ -17,6 +17,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from gateway.api.asgi_answers import EventStreamAnswer, JSONAnswer
 from gateway.api.cache_admin import build_cache_admin_routes
 from gateway.api.disconnect import unless_disconnected
+from gateway.api.request_ids import RequestIds
 from gateway.auth import authorization_of
 from gateway.dispatch import StreamAnswer
 from gateway.exchange import CLIENT_CLOSED_REQUEST
@@ -30,12 +31,16 @@ CHAT_PATH = "/v1/chat/completions"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def request_id_of(headers: Mapping[str, str]) -> str:
-    """The caller's `x-request-id` when it sent a sane one, else a new id."""
+def _uuid4_hex() -> str:
+    return uuid.uuid4().hex
+
+
+def request_id_of(headers: Mapping[str, str], new_id: Callable[[], str] = _uuid4_hex) -> str:
+    """The caller's `x-request-id` when it sent a sane one, else a new id (`new_id()`, a uuid4's hex)."""
     given = headers.get("x-request-id")
     if given and len(given) <= 128 and given.isascii():
         return given
-    return uuid.uuid4().hex
+    return new_id()
 
 
 def headers_of(scope: Scope) -> dict[str, str]:
@@ -101,13 +106,14 @@ def build_routes(
     """Route handlers bound to one `Pipeline` (no module-level state); `stored_completions` answers a GET of the
     chat path (`gateway.api.dropin_routes`)."""
     max_body = gateway.settings.max_body_bytes
+    new_id = RequestIds()
     allow = "POST, OPTIONS, GET" if stored_completions is not None else "POST, OPTIONS"
 
     async def chat(scope: Scope, receive: Receive) -> ASGIApp:
         """A chat completion: the answer as an ASGI app (gateway/api/asgi_answers.py)."""
         started = time.perf_counter()
         headers = headers_of(scope)
-        request_id = request_id_of(headers)
+        request_id = request_id_of(headers, new_id)
         state = scope.get("state")
         if state is not None:  # where the error handlers look for it (`request.state` is a view of this dict)
             state["request_id"] = request_id
