@@ -11,7 +11,9 @@ loop at --rate req/s (bench/loadgen.py) with, in turn:
   hit-auto      an exact hit routed by the policy (not pinned: the classifier scores the prompt first)
 
 and prints p50/p99 (ms, from the scheduled send time) and the gateway process group's CPU per request
-(user + system, over the warm-up and recorded seconds), per round and as the median over rounds.
+(user + system, over the warm-up and recorded seconds), then the same kind as a closed loop (wrk, 32
+connections, --duration seconds): req/s and CPU per request (the process runs hot there, so this figure moves
+less with the machine's load than the open loop's); per round and as the median over rounds.
 
     python bench/request_cpu.py --baseline-tree /work/wt/base --redis-url redis://127.0.0.1:6405/0 \
         [--rounds 3] [--duration 5] [--rate 320] [--kinds relay hit]
@@ -38,7 +40,7 @@ if str(ROOT) not in sys.path:
 import httpx  # noqa: E402
 import procstat  # noqa: E402
 import redis  # noqa: E402
-from loadgen import Target, open_loop, run_async  # noqa: E402
+from loadgen import Target, closed_loop_wrk, open_loop, run_async  # noqa: E402
 
 from gateway.devtools.process import ServerProcess, free_port, run_fake_upstream, spawn_server  # noqa: E402
 
@@ -79,7 +81,12 @@ def measure(base: str, server: ServerProcess, kind: str, rate: float, duration: 
     cpu = procstat.group_cpu_seconds(server.pid) - cpu0
     served = result.sent + int(rate)  # the recorded requests and the 1 s warm-up before them
     s = result.stats()
-    return {"p50": s["p50"], "p99": s["p99"], "cpu_ms": 1000 * cpu / served, "errors": result.error_count}
+    # then a closed loop (wrk, 32 connections): the process runs hot, so its CPU per request moves less with load
+    cpu0 = procstat.group_cpu_seconds(server.pid)
+    closed = closed_loop_wrk(target, connections=32, duration=duration, warmup=0)
+    closed_cpu = procstat.group_cpu_seconds(server.pid) - cpu0
+    return {"p50": s["p50"], "p99": s["p99"], "cpu_ms": 1000 * cpu / served, "errors": result.error_count,
+            "closed_cpu_ms": 1000 * closed_cpu / max(closed.ok, 1), "closed_rps": closed.achieved_rate}
 
 
 def clear(redis_url: str) -> None:
@@ -114,17 +121,21 @@ def main(argv: list[str] | None = None) -> int:
                             f = measure(base, server, kind, args.rate, args.duration)
                             figures.setdefault((kind, name), []).append(f)
                             print(f"round {round_no + 1} {name:<8} {kind:<12} p50 {f['p50']:6.2f}  p99 {f['p99']:7.2f}"
-                                  f"  cpu {f['cpu_ms']:.3f} ms/req  errors {f['errors']:.0f}  "
+                                  f"  cpu {f['cpu_ms']:.3f} ms/req | closed {f['closed_rps']:6.0f} req/s "
+                                  f"cpu {f['closed_cpu_ms']:.3f} ms/req  errors {f['errors']:.0f}  "
                                   f"(load {procstat.load_average()})", flush=True)
                             time.sleep(0.5)
     finally:
         clear(args.redis_url)
     print(f"\nmedian of {args.rounds} rounds (per-round CPU ms/req in brackets), load now {procstat.load_average()}")
-    print(f"{'kind':<12} {'tree':<8} {'p50':>6} {'p99':>7} {'cpu ms/req':>10}  rounds")
+    print(f"{'kind':<12} {'tree':<8} {'p50':>6} {'p99':>7} {'cpu ms/req':>10}  {'rounds':<22} {'closed r/s':>10} "
+          f"{'closed cpu':>10}  rounds")
     for (kind, name), runs in sorted(figures.items(), key=lambda kv: (args.kinds.index(kv[0][0]), kv[0][1] != "baseline")):
-        med = {k: statistics.median(r[k] for r in runs) for k in ("p50", "p99", "cpu_ms")}
-        per = ", ".join(f"{r['cpu_ms']:.3f}" for r in runs)
-        print(f"{kind:<12} {name:<8} {med['p50']:6.2f} {med['p99']:7.2f} {med['cpu_ms']:10.3f}  [{per}]")
+        med = {k: statistics.median(r[k] for r in runs) for k in ("p50", "p99", "cpu_ms", "closed_rps", "closed_cpu_ms")}
+        per = "[" + ", ".join(f"{r['cpu_ms']:.3f}" for r in runs) + "]"
+        per_closed = ", ".join(f"{r['closed_cpu_ms']:.3f}" for r in runs)
+        print(f"{kind:<12} {name:<8} {med['p50']:6.2f} {med['p99']:7.2f} {med['cpu_ms']:10.3f}  {per:<22} "
+              f"{med['closed_rps']:10.0f} {med['closed_cpu_ms']:10.3f}  [{per_closed}]")
     return 0
 
 
