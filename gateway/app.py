@@ -63,11 +63,9 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> Litestar
     router = pipeline.router
     reloadable = isinstance(router, ReloadableRouter)
     dropin = build_dropin(settings, pipeline)
+    dropin_routes, stored_completions = build_dropin_routes(dropin, settings.passthrough_max_body_bytes)
     return Litestar(
-        route_handlers=[
-            *build_routes(pipeline), *build_dropin_routes(dropin, settings.passthrough_max_body_bytes),
-            *build_key_routes(pipeline),
-        ],
+        route_handlers=[*build_routes(pipeline, stored_completions), *dropin_routes, *build_key_routes(pipeline)],
         cors_config=cors_config(settings.cors),
         on_startup=[pipeline.start, *([router.install_sighup] if reloadable else [])],
         on_shutdown=[pipeline.stop, dropin.close, *([router.remove_sighup] if reloadable else [])],

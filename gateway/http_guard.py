@@ -9,7 +9,8 @@ make a worker buffer a 200 MB header, or hold connections open by trickling byte
   after its first byte, on a kept-alive connection), or a body `body_timeout` seconds after its head;
 - answers uvicorn's own 400 (a request llhttp cannot parse) OpenAI-shaped instead of in plain text.
 
-Per request it adds two timer arms and cancels (uvloop `call_later`) and one comparison per read.
+Per request it adds two timer arms and cancels (uvloop `call_later`) and one comparison per read. And it writes a
+response's head with its first body bytes (`CoalescingCycle`): one socket write per complete answer instead of two.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from http import HTTPStatus
 from typing import Any
 
 import msgspec
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from gateway.errors import error_json
 
@@ -45,6 +46,65 @@ def raw_error(status: int, message: str, code: str) -> bytes:
 
 _INVALID = raw_error(400, "Invalid HTTP request received.", "invalid_http_request")
 _TIMEOUT = raw_error(408, "The request did not arrive in time.", "request_timeout")
+
+
+class _HeldHead:
+    """Stands in for the transport while uvicorn writes a response head: keeps the bytes."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+class _HeadFirst:
+    """Stands in for the transport while uvicorn writes the first body bytes: the held head goes with them."""
+
+    __slots__ = ("transport", "head")
+
+    def __init__(self, transport: asyncio.Transport, head: bytes) -> None:
+        self.transport = transport
+        self.head = head
+
+    def write(self, data: bytes) -> None:
+        self.transport.writelines((self.head, data))  # one socket write (uvloop: writev)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class CoalescingCycle(RequestResponseCycle):
+    """uvicorn's request/response cycle, writing a response's head together with its first body bytes: a complete
+    answer leaves in one socket write instead of two (each a system call that wakes the client). Not for HEAD
+    requests (uvicorn writes no body for them)."""
+
+    _head: bytes | None = None
+
+    async def send(self, message: Any) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" and not self.response_started and self.scope["method"] != "HEAD":
+            transport, held = self.transport, _HeldHead()
+            self.transport = held  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.transport = transport
+            self._head = held.data or None
+            return
+        head = self._head
+        if head is not None and kind == "http.response.body":
+            self._head = None
+            transport = self.transport
+            self.transport = _HeadFirst(transport, head)  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.transport = transport
+            return
+        await super().send(message)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -127,6 +187,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._arm(self._limits.body_timeout)
         super().on_headers_complete()
+        cycle = self.cycle
+        if type(cycle) is RequestResponseCycle:  # its task has not run yet
+            cycle.__class__ = CoalescingCycle
 
     def on_message_complete(self) -> None:
         self._disarm()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from litestar import Request, Response, get, post, route
 from litestar.handlers import HTTPRouteHandler
@@ -38,14 +38,18 @@ def _answer(answer: Answer | StreamAnswer | Proxied) -> Response:
     return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers)
 
 
-def build_dropin_routes(dropin: DropIn, passthrough_max_body_bytes: int) -> list[HTTPRouteHandler]:
-    """Route handlers bound to one `DropIn` (no module-level state)."""
+def build_dropin_routes(
+    dropin: DropIn, passthrough_max_body_bytes: int
+) -> tuple[list[HTTPRouteHandler], Callable[[Request], Awaitable[Response]]]:
+    """Route handlers bound to one `DropIn` (no module-level state), and the relay of `GET /v1/chat/completions`
+    (OpenAI's stored completions), which the chat route (`gateway.api.routes`, an ASGI handler owning the path)
+    hands its GETs to."""
     pipeline = dropin.pipeline
     max_body = pipeline.settings.max_body_bytes
 
     def begin(request: Request) -> tuple[Exchange, str]:
         """The request's exchange and the caller's tenant (a bad key ends the exchange as refused)."""
-        request_id = request_id_of(request)
+        request_id = request_id_of(request.headers)
         request.state.request_id = request_id
         ex = pipeline.exchange(request_id, request.headers, time.perf_counter())
         try:
@@ -94,7 +98,7 @@ def build_dropin_routes(dropin: DropIn, passthrough_max_body_bytes: int) -> list
             return Response(found, media_type=JSON)
         if dropin.proxy is not None:
             proxied = await dropin.proxy.send("GET", f"models/{model_id}", "", request.headers.items(), None,
-                                              request_id_of(request))
+                                              request_id_of(request.headers))
             return _proxied(proxied)
         body = error_json(f"The model '{model_id}' does not exist", "invalid_request_error", "model",
                           "model_not_found")
@@ -104,9 +108,8 @@ def build_dropin_routes(dropin: DropIn, passthrough_max_body_bytes: int) -> list
     async def passthrough(request: Request, path: FromPath[str]) -> Response:
         return await relay(request, path)
 
-    @get("/v1/chat/completions")
     async def stored_completions(request: Request) -> Response:
-        """OpenAI's list of stored chat completions (`store: true` requests, answered upstream): the POST handler
+        """OpenAI's list of stored chat completions (`store: true` requests, answered upstream): the chat route
         owns the path, so without this a GET was a 405 instead of reaching the upstream."""
         return await relay(request, "chat/completions")
 
@@ -142,4 +145,4 @@ def build_dropin_routes(dropin: DropIn, passthrough_max_body_bytes: int) -> list
         extra = {"x-request-id": ex.request_id, "x-gateway-route": "upstream", **dropin.limit_headers(hold, proxied)}
         return _proxied(proxied, extra)
 
-    return [responses, completions, embeddings, list_models, get_model, passthrough, stored_completions]
+    return [responses, completions, embeddings, list_models, get_model, passthrough], stored_completions

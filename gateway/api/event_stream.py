@@ -3,7 +3,9 @@
 Litestar's `Stream` sends every chunk with `more_body: True` and then an empty terminating message: with
 chunked encoding that is one extra socket write per response. A stream's producer here knows which chunk is
 its last (`data: [DONE]`, or an error event) and marks it with `gateway.openai.wire.FinalChunk`; `EventStream`
-sends that chunk with `more_body: False`, so the server writes it and the chunked terminator together.
+sends that chunk with `more_body: False`, so the server writes it and the chunked terminator together
+(`gateway.api.asgi_answers.send_events`; the chat route sends its streams as `EventStreamAnswer`, without a
+litestar response).
 
 A client that leaves cancels the producer, as with litestar's `Stream`, but with one plain asyncio task watching
 for `http.disconnect` (`gateway.api.disconnect`) instead of an anyio task group (about 15 µs per response
@@ -16,26 +18,18 @@ from typing import Any
 
 from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse, Stream
-from litestar.types import HTTPResponseBodyEvent, Receive, Send
+from litestar.types import Receive, Send
 
+from gateway.api.asgi_answers import send_events
 from gateway.api.disconnect import unless_disconnected
-from gateway.openai.wire import FinalChunk
 
 
 class _ASGIEventStream(ASGIStreamingResponse):
     __slots__ = ()
 
-    async def _stream(self, send: Send) -> None:
-        async for chunk in self.iterator:
-            final = isinstance(chunk, FinalChunk)
-            event: HTTPResponseBodyEvent = {"type": "http.response.body", "body": chunk, "more_body": not final}
-            await send(event)
-            if final:
-                return
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
     async def send_body(self, send: Send, receive: Receive) -> None:
-        await unless_disconnected(receive, self._stream(send))  # a client that left ends the response quietly
+        # a client that left ends the response quietly
+        await unless_disconnected(receive, send_events(self.iterator, send))  # type: ignore[arg-type]
 
 
 class EventStream(Stream):

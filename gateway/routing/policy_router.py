@@ -25,6 +25,7 @@ from gateway.routing.policy import (
     check_tier_names,
     keeps_pii_local,
 )
+from gateway.routing.score_memo import ScoreMemo
 from gateway.routing.static import pinned_tier
 
 REJECTED = "rejected"
@@ -99,6 +100,7 @@ class PolicyRouter:
             check_tier_names(spec, slm_tiers)
         self.spec = spec
         self.scorer = scorer
+        self._memo = ScoreMemo(scorer) if scorer is not None else None  # exact repeats scored once (this router's)
         problem = scorer_problem or ("no classifier loaded" if scorer is None else None)
         # it ends up in a response header: keep it one short ASCII line
         self.scorer_problem = problem and problem.encode("ascii", "replace").decode()[:200].replace("\n", " ")
@@ -175,7 +177,7 @@ class PolicyRouter:
         d = self.spec.defaults
         return RequestFeatures(
             ctx,
-            self.scorer,
+            self._memo,
             pii_max_chars=d.pii_max_chars,
             pii_beyond_cap=d.pii_beyond_cap,
             observe_score_seconds=self._observe,
