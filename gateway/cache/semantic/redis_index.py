@@ -12,9 +12,16 @@ the local scan, and every replica sees every other's entries on its next lookup.
 (the gateway: `cache.semantic.sync_interval_seconds`, 0.1) a mirror caught up that recently is scanned without
 the round trip, and a warm mirror due for a catch-up is scanned as it is while the catch-up runs in the background
 (a lookup never waits for a round trip once the mirror is warm): other replicas' entries (and purges) then reach it
-within the interval plus a round trip, its own adds at once. Catching up a large scope is
+within the interval plus `sync_linger_seconds` plus a round trip, its own adds at once. Catching up a large scope is
 done by a background task the lookup only waits for up to its deadline (a first lookup on a cold replica may
 miss). A stream that vanished (purged, expired) empties the mirror.
+
+Index writes carry the catch-up (see `_write`): one `MULTI` per batch reads, for every warm mirror it writes to,
+what the stream gained since the mirror's last id (`EXISTS`, `XRANGE`), then appends the batch's rows, so the mirror
+is caught up to its own new rows without reading them back, and its next catch-up is due an interval later. A warm
+mirror's catch-up waits up to `sync_linger_seconds` (0.02) for an index write to ride on, or for other scopes'
+catch-ups to share its round trip (a semantic miss's lookup is followed by its write within milliseconds: one round
+trip instead of two; over many scopes, several catch-ups per round trip).
 
 Redis Stack's vector search (FT.SEARCH KNN) is not used: this machine's Redis (7.0, no modules) cannot run it,
 and the mirror needs nothing but streams. Scale: a scope costs `dim * 4` bytes per vector in Redis and in every
@@ -44,6 +51,25 @@ from gateway.redis_link import RedisLink
 
 SYNC_BATCH = 256
 """Stream entries per catch-up round trip (~270 KB at 256-d): small enough to finish within a socket timeout."""
+SYNC_LINGER = 0.02
+"""Seconds a warm mirror's catch-up waits for an index write (or other scopes' catch-ups) to share its round trip."""
+
+
+def _stream_id(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _later(a: str, b: str) -> str:
+    """The later of two stream ids (`ms-seq`)."""
+    ams, _, aseq = a.partition("-")
+    bms, _, bseq = b.partition("-")
+    return a if (int(ams), int(aseq or 0)) >= (int(bms), int(bseq or 0)) else b
+
+
+def _seen(future: asyncio.Future[bool]) -> None:
+    """Mark a catch-up's failure as seen (its sync task, if still waiting, got it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -83,6 +109,7 @@ class RedisVectorIndex:
         sync_interval_seconds: float = 0.0,
         ann_min_rows: int = ANN_MIN_ROWS,
         write_linger_seconds: float = WRITE_LINGER,
+        sync_linger_seconds: float = SYNC_LINGER,
     ) -> None:
         self.dim = dim
         self.ann_min_rows = ann_min_rows
@@ -103,6 +130,12 @@ class RedisVectorIndex:
         self._mirrors: OrderedDict[str, _Mirror] = OrderedDict()
         self._writes: WriteBatches[tuple[str, dict[str, object], int]] = WriteBatches(self._write, linger_seconds=write_linger_seconds)
         """Index writes issued within `write_linger_seconds` of each other go to Redis in one pipeline."""
+        self.sync_linger = sync_linger_seconds
+        """How long a warm mirror's catch-up waits to share a round trip (with an index write or other catch-ups)."""
+        self._catchups: dict[str, asyncio.Future[bool]] = {}
+        """Warm mirrors' catch-ups waiting for the next `_write` (True once caught up, False if more is behind)."""
+        self._catchup_timer: asyncio.TimerHandle | None = None
+        self._catching: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:  # the URL may carry a password
         return "RedisVectorIndex()"
@@ -115,6 +148,15 @@ class RedisVectorIndex:
 
     async def close(self) -> None:
         await self._writes.close()
+        if self._catchup_timer is not None:
+            self._catchup_timer.cancel()
+            self._catchup_timer = None
+        for future in self._catchups.values():
+            future.cancel()
+        self._catchups.clear()
+        for task in list(self._catching):
+            task.cancel()
+        await asyncio.gather(*self._catching, return_exceptions=True)
         await self.builds.close()
         for mirror in self._mirrors.values():
             if mirror.syncing is not None:
@@ -138,7 +180,11 @@ class RedisVectorIndex:
         return mirror
 
     async def _sync(self, scope_id: str, mirror: _Mirror) -> None:
-        """Append what the stream gained since `mirror.last_id` (in batches), or reset a vanished stream."""
+        """Append what the stream gained since `mirror.last_id` (in batches), or reset a vanished stream. A warm
+        mirror first waits up to `sync_linger` to share a round trip (`_catch_up_soon`)."""
+        if self.sync_interval > 0 and self.sync_linger > 0 and mirror.synced_at != -math.inf:
+            if await self._catch_up_soon(scope_id):
+                return
         redis = self.link.client("get")
         key = self.key(scope_id)
         started = time.monotonic()
@@ -164,7 +210,7 @@ class RedisVectorIndex:
                 if vector.shape == (self.dim,):
                     expires = int(fields.get(b"x", b"0")) / 1000.0
                     mirror.matrix.add(fields[b"k"].decode(), vector, fields.get(b"g", b""), expires)
-                mirror.last_id = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+                mirror.last_id = _later(mirror.last_id, _stream_id(stream_id))  # a write may have read further
             self.builds.after_add(mirror.matrix)
             if len(rows) < SYNC_BATCH:
                 mirror.synced_at = started
@@ -185,7 +231,6 @@ class RedisVectorIndex:
         return mirror.matrix.search(vector, k, self._clock())
 
     async def add(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes, ttl_ms: int) -> None:
-        key = self.key(scope_id)
         ttl_ms = max(1, ttl_ms)
         expires_ms = int(self._clock() * 1000) + ttl_ms
         fields = {
@@ -195,29 +240,112 @@ class RedisVectorIndex:
             "x": str(expires_ms),
         }
         mirror = self._mirrors.get(scope_id)
-        if mirror is not None:  # visible here at once, before the write (the next catch-up reads the row again:
-            # same key); a failed write leaves it here only, pointing at an entry that was stored
+        if mirror is not None:  # visible here at once, before the write (which catches a warm mirror up past its
+            # own rows; a cold one's catch-up reads them again: same key); a failed write leaves it here only,
+            # pointing at an entry that was stored
             mirror.added_at = time.monotonic()
             mirror.matrix.add(entry_key, np.asarray(vector, dtype=np.float32), guard, expires_ms / 1000.0)
             self.builds.after_add(mirror.matrix)
-        await asyncio.shield(self._writes.queue((key, fields, ttl_ms)))  # a waiter giving up leaves the batch alone
+        await asyncio.shield(self._writes.queue((scope_id, fields, ttl_ms)))  # a waiter giving up leaves the batch
+
+    def _catch_up_soon(self, scope_id: str) -> asyncio.Future[bool]:
+        """The scope's catch-up in the next `_write` (an index write's, or one of catch-ups only after
+        `sync_linger`): True once caught up, False when more than `SYNC_BATCH` rows were behind."""
+        future = self._catchups.get(scope_id)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = self._catchups[scope_id] = loop.create_future()
+            future.add_done_callback(_seen)
+            if self._catchup_timer is None:
+                self._catchup_timer = loop.call_later(self.sync_linger, self._catch_up_now)
+        return future
+
+    def _catch_up_now(self) -> None:
+        self._catchup_timer = None
+        if self._catchups:
+            task = asyncio.get_running_loop().create_task(self._write([]))
+            self._catching.add(task)
+            task.add_done_callback(self._catching.discard)
+            task.add_done_callback(_retrieve)
 
     async def _write(self, batch: list[tuple[str, dict[str, object], int]]) -> None:
-        """One pipeline: every row's `XADD ... MAXLEN ~`, then each stream's TTL pushed out once (NX, then GT)."""
-        redis = self.link.client("set")
+        """One `MULTI`: for every warm mirror of a written scope and every catch-up waiting (`_catch_up_soon`),
+        `EXISTS` and `XRANGE` from the mirror's last id; then every row's `XADD ... MAXLEN ~`, then each stream's
+        TTL pushed out once (NX, then GT). Atomic, so a mirror caught up before its own rows has them all up to
+        the last of them, without reading them back."""
+        waiting, self._catchups = self._catchups, {}
+        if self._catchup_timer is not None:
+            self._catchup_timer.cancel()
+            self._catchup_timer = None
+        started = time.monotonic()
+        catching: dict[str, tuple[_Mirror, str]] = {}  # scope -> (its mirror, read from)
+        for scope_id in [*waiting, *(item[0] for item in batch)]:
+            mirror = self._mirrors.get(scope_id)
+            if mirror is not None and mirror.synced_at != -math.inf and scope_id not in catching:
+                catching[scope_id] = (mirror, mirror.last_id)  # a cold mirror is caught up by its own sync
+        operation = "set" if batch else "get"
         ttls: dict[str, int] = {}
         try:
-            async with redis.pipeline(transaction=False) as pipe:
-                for key, fields, ttl_ms in batch:
+            redis = self.link.client(operation)
+            async with redis.pipeline(transaction=True) as pipe:
+                for scope_id, (_, last_id) in catching.items():
+                    pipe.exists(self.key(scope_id))
+                    pipe.xrange(self.key(scope_id), min=f"({last_id}", max="+", count=SYNC_BATCH)
+                for scope_id, fields, ttl_ms in batch:
+                    key = self.key(scope_id)
                     pipe.xadd(key, fields, maxlen=self.max_rows_per_scope, approximate=True)  # type: ignore[arg-type]
                     ttls[key] = max(ttl_ms, ttls.get(key, 0))
                 for key, ttl_ms in ttls.items():
                     pipe.pexpire(key, ttl_ms, nx=True)
                     pipe.pexpire(key, ttl_ms, gt=True)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise self.link.failed("set", exc) from None
+                replies = await pipe.execute()
+        except (RedisError, OSError, StoreError) as exc:
+            error = exc if isinstance(exc, StoreError) else self.link.failed(operation, exc)
+            for future in waiting.values():
+                if not future.done():
+                    future.set_exception(error)
+            raise error from None
         self.link.ok()
+        caught_up = {scope_id: self._caught_up(scope_id, mirror, replies[2 * i], replies[2 * i + 1], batch, started)
+                     for i, (scope_id, (mirror, _)) in enumerate(catching.items())}
+        for (scope_id, _, _), stream_id in zip(batch, replies[2 * len(catching):], strict=False):
+            if caught_up.get(scope_id):  # everything before this row is in the mirror: it need not read it back
+                mirror = catching[scope_id][0]
+                mirror.last_id = _later(mirror.last_id, _stream_id(stream_id))
+        for scope_id, future in waiting.items():
+            if not future.done():
+                future.set_result(caught_up.get(scope_id, True))  # a mirror dropped meanwhile needs nothing
+
+    def _caught_up(self, scope_id: str, mirror: _Mirror, exists: int, rows: list, batch: list, started: float) -> bool:
+        """Apply one scope's `EXISTS` / `XRANGE` of `_write` to its mirror; whether it is now caught up."""
+        if not exists:  # before this batch's rows: the stream vanished (purged, expired) since the last catch-up
+            if mirror.added_at >= started:  # added here since: those rows are not written yet; look again next time
+                return False
+            if len(mirror.matrix) or mirror.last_id != "0-0":
+                mirror.matrix = ScopeMatrix(self.dim, self.max_rows_per_scope, ann_min_rows=self.ann_min_rows)
+                mirror.last_id = "0-0"
+                for written, fields, _ in batch:  # this batch's own rows stay (their stream starts with them)
+                    if written == scope_id:
+                        self._mirror_row(mirror, fields)
+        for stream_id, fields in rows:
+            self._mirror_row(mirror, fields)
+            mirror.last_id = _later(mirror.last_id, _stream_id(stream_id))
+        self.builds.after_add(mirror.matrix)
+        if len(rows) >= SYNC_BATCH:
+            return False
+        mirror.synced_at = max(mirror.synced_at, started)
+        return True
+
+    def _mirror_row(self, mirror: _Mirror, fields: dict) -> None:
+        """One stream entry's row (fields as read, bytes keys, or as written, str keys) into the mirror."""
+        get = fields.get
+        vector = get(b"v", get("v", b""))
+        vector = np.frombuffer(vector, dtype=np.float32)
+        if vector.shape == (self.dim,):
+            key = get(b"k", get("k"))
+            expires = int(get(b"x", get("x", b"0"))) / 1000.0
+            mirror.matrix.add(key.decode() if isinstance(key, bytes) else str(key), vector, get(b"g", get("g", b"")),
+                              expires)
 
     async def purge_tenant(self, tenant_ns: str) -> int:
         """Drop the tenant's mirrors here and its streams in Redis (other replicas reset on their next lookup)."""
