@@ -128,14 +128,14 @@ class RedisVectorIndex:
         """A mirror caught up less than this long ago is scanned without a round trip (this replica's own adds
         are in it at once; other replicas' reach it within the interval)."""
         self._mirrors: OrderedDict[str, _Mirror] = OrderedDict()
-        self._writes: WriteBatches[tuple[str, dict[str, object], int]] = WriteBatches(self._write, linger_seconds=write_linger_seconds)
+        self._writes: WriteBatches[tuple[str, dict[str, object], int] | None] = WriteBatches(
+            self._write, linger_seconds=write_linger_seconds)
         """Index writes issued within `write_linger_seconds` of each other go to Redis in one pipeline."""
         self.sync_linger = sync_linger_seconds
         """How long a warm mirror's catch-up waits to share a round trip (with an index write or other catch-ups)."""
         self._catchups: dict[str, asyncio.Future[bool]] = {}
         """Warm mirrors' catch-ups waiting for the next `_write` (True once caught up, False if more is behind)."""
         self._catchup_timer: asyncio.TimerHandle | None = None
-        self._catching: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:  # the URL may carry a password
         return "RedisVectorIndex()"
@@ -147,16 +147,13 @@ class RedisVectorIndex:
         self.link.open()
 
     async def close(self) -> None:
-        await self._writes.close()
         if self._catchup_timer is not None:
             self._catchup_timer.cancel()
             self._catchup_timer = None
         for future in self._catchups.values():
             future.cancel()
         self._catchups.clear()
-        for task in list(self._catching):
-            task.cancel()
-        await asyncio.gather(*self._catching, return_exceptions=True)
+        await self._writes.close()
         await self.builds.close()
         for mirror in self._mirrors.values():
             if mirror.syncing is not None:
@@ -261,18 +258,17 @@ class RedisVectorIndex:
         return future
 
     def _catch_up_now(self) -> None:
+        """A batch without rows for the catch-ups waiting (behind the batch in flight, if any: one at a time)."""
         self._catchup_timer = None
         if self._catchups:
-            task = asyncio.get_running_loop().create_task(self._write([]))
-            self._catching.add(task)
-            task.add_done_callback(self._catching.discard)
-            task.add_done_callback(_retrieve)
+            self._writes.queue(None)
 
-    async def _write(self, batch: list[tuple[str, dict[str, object], int]]) -> None:
+    async def _write(self, queued: list[tuple[str, dict[str, object], int] | None]) -> None:
         """One `MULTI`: for every warm mirror of a written scope and every catch-up waiting (`_catch_up_soon`),
         `EXISTS` and `XRANGE` from the mirror's last id; then every row's `XADD ... MAXLEN ~`, then each stream's
         TTL pushed out once (NX, then GT). Atomic, so a mirror caught up before its own rows has them all up to
-        the last of them, without reading them back."""
+        the last of them, without reading them back (`None` items: catch-ups only, see `_catch_up_now`)."""
+        batch = [item for item in queued if item is not None]
         waiting, self._catchups = self._catchups, {}
         if self._catchup_timer is not None:
             self._catchup_timer.cancel()
