@@ -51,6 +51,8 @@ from gateway.redis_link import RedisLink
 
 SYNC_BATCH = 256
 """Stream entries per catch-up round trip (~270 KB at 256-d): small enough to finish within a socket timeout."""
+OWN_IDS = 4 * SYNC_BATCH
+"""At most this many own stream ids are remembered per mirror (beyond, own rows are re-read and de-duplicated)."""
 SYNC_LINGER = 0.02
 """Seconds a warm mirror's catch-up waits for an index write (or other scopes' catch-ups) to share its round trip."""
 
@@ -79,7 +81,7 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 
 
 class _Mirror:
-    __slots__ = ("matrix", "last_id", "syncing", "synced_at", "added_at")
+    __slots__ = ("matrix", "last_id", "syncing", "synced_at", "added_at", "own")
 
     def __init__(self, dim: int, max_rows: int, ann_min_rows: int) -> None:
         self.matrix = ScopeMatrix(dim, max_rows, ann_min_rows=ann_min_rows)
@@ -89,6 +91,9 @@ class _Mirror:
         """`time.monotonic()` when the last successful catch-up started."""
         self.added_at = -math.inf
         """`time.monotonic()` of this replica's last add to the scope."""
+        self.own: set[str] = set()
+        """Stream ids of this replica's rows written without the catch-up: already in the matrix, skipped when a
+        catch-up reads them (bounded by `OWN_IDS`)."""
 
 
 class RedisVectorIndex:
@@ -203,11 +208,15 @@ class RedisVectorIndex:
                 mirror.synced_at = started
                 return
             for stream_id, fields in rows:
-                vector = np.frombuffer(fields.get(b"v", b""), dtype=np.float32)
-                if vector.shape == (self.dim,):
-                    expires = int(fields.get(b"x", b"0")) / 1000.0
-                    mirror.matrix.add(fields[b"k"].decode(), vector, fields.get(b"g", b""), expires)
-                mirror.last_id = _later(mirror.last_id, _stream_id(stream_id))  # a write may have read further
+                sid = _stream_id(stream_id)
+                if sid in mirror.own:  # this replica's row, in the matrix since its add
+                    mirror.own.discard(sid)
+                else:
+                    vector = np.frombuffer(fields.get(b"v", b""), dtype=np.float32)
+                    if vector.shape == (self.dim,):
+                        expires = int(fields.get(b"x", b"0")) / 1000.0
+                        mirror.matrix.add(fields[b"k"].decode(), vector, fields.get(b"g", b""), expires)
+                mirror.last_id = _later(mirror.last_id, sid)  # a write may have read further
             self.builds.after_add(mirror.matrix)
             if len(rows) < SYNC_BATCH:
                 mirror.synced_at = started
@@ -264,10 +273,11 @@ class RedisVectorIndex:
             self._writes.queue(None)
 
     async def _write(self, queued: list[tuple[str, dict[str, object], int] | None]) -> None:
-        """One `MULTI`: for every warm mirror of a written scope and every catch-up waiting (`_catch_up_soon`),
-        `EXISTS` and `XRANGE` from the mirror's last id; then every row's `XADD ... MAXLEN ~`, then each stream's
-        TTL pushed out once (NX, then GT). Atomic, so a mirror caught up before its own rows has them all up to
-        the last of them, without reading them back (`None` items: catch-ups only, see `_catch_up_now`)."""
+        """One `MULTI`: for every catch-up waiting (`_catch_up_soon`) and every warm mirror of a written scope due
+        for one, `EXISTS` and `XRANGE` from the mirror's last id; then every row's `XADD ... MAXLEN ~`, then each
+        stream's TTL pushed out once (NX, then GT). Atomic, so a mirror caught up before its own rows has them all
+        up to the last of them, without reading them back (`None` items: catch-ups only, see `_catch_up_now`).
+        Without a catch-up, a plain pipeline; the rows' ids go into their mirror's `own`, skipped when read."""
         batch = [item for item in queued if item is not None]
         waiting, self._catchups = self._catchups, {}
         if self._catchup_timer is not None:
@@ -277,13 +287,16 @@ class RedisVectorIndex:
         catching: dict[str, tuple[_Mirror, str]] = {}  # scope -> (its mirror, read from)
         for scope_id in [*waiting, *(item[0] for item in batch)]:
             mirror = self._mirrors.get(scope_id)
-            if mirror is not None and mirror.synced_at != -math.inf and scope_id not in catching:
-                catching[scope_id] = (mirror, mirror.last_id)  # a cold mirror is caught up by its own sync
+            if (mirror is not None and mirror.synced_at != -math.inf and scope_id not in catching
+                    and (scope_id in waiting or started - mirror.synced_at >= self.sync_interval)):
+                # a cold mirror is caught up by its own sync; one caught up within the interval is not read
+                # again for a write (its own rows are noted in `own` instead)
+                catching[scope_id] = (mirror, mirror.last_id)
         operation = "set" if batch else "get"
         ttls: dict[str, int] = {}
         try:
             redis = self.link.client(operation)
-            async with redis.pipeline(transaction=True) as pipe:
+            async with redis.pipeline(transaction=bool(catching)) as pipe:
                 for scope_id, (_, last_id) in catching.items():
                     pipe.exists(self.key(scope_id))
                     pipe.xrange(self.key(scope_id), min=f"({last_id}", max="+", count=SYNC_BATCH)
@@ -308,6 +321,10 @@ class RedisVectorIndex:
             if caught_up.get(scope_id):  # everything before this row is in the mirror: it need not read it back
                 mirror = catching[scope_id][0]
                 mirror.last_id = _later(mirror.last_id, _stream_id(stream_id))
+            elif (mirror := self._mirrors.get(scope_id)) is not None:  # the next catch-up skips it
+                if len(mirror.own) >= OWN_IDS:
+                    mirror.own.clear()
+                mirror.own.add(_stream_id(stream_id))
         for scope_id, future in waiting.items():
             if not future.done():
                 future.set_result(caught_up.get(scope_id, True))  # a mirror dropped meanwhile needs nothing
@@ -324,8 +341,12 @@ class RedisVectorIndex:
                     if written == scope_id:
                         self._mirror_row(mirror, fields)
         for stream_id, fields in rows:
-            self._mirror_row(mirror, fields)
-            mirror.last_id = _later(mirror.last_id, _stream_id(stream_id))
+            sid = _stream_id(stream_id)
+            if sid in mirror.own:
+                mirror.own.discard(sid)
+            else:
+                self._mirror_row(mirror, fields)
+            mirror.last_id = _later(mirror.last_id, sid)
         self.builds.after_add(mirror.matrix)
         if len(rows) >= SYNC_BATCH:
             return False
