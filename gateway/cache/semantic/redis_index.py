@@ -205,6 +205,7 @@ class RedisVectorIndex:
                 if len(mirror.matrix) or mirror.last_id != "0-0":
                     mirror.matrix = ScopeMatrix(self.dim, self.max_rows_per_scope, ann_min_rows=self.ann_min_rows)
                     mirror.last_id = "0-0"
+                    mirror.own.clear()
                 mirror.synced_at = started
                 return
             for stream_id, fields in rows:
@@ -337,6 +338,7 @@ class RedisVectorIndex:
             if len(mirror.matrix) or mirror.last_id != "0-0":
                 mirror.matrix = ScopeMatrix(self.dim, self.max_rows_per_scope, ann_min_rows=self.ann_min_rows)
                 mirror.last_id = "0-0"
+                mirror.own.clear()
                 for written, fields, _ in batch:  # this batch's own rows stay (their stream starts with them)
                     if written == scope_id:
                         self._mirror_row(mirror, fields)
