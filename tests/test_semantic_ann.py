@@ -183,3 +183,28 @@ async def test_the_same_store_read_back_is_not_written_again() -> None:
     assert [(c.entry_key, round(c.similarity, 4)) for c in matrix.search(other, 1, NOW)] == [("mine", 1.0)]
     assert "mine" not in [c.entry_key for c in matrix.search(first, 4, NOW)]
     await builds.close()
+
+
+async def test_an_index_the_scope_outgrew_during_its_build_is_replaced_by_a_build_of_every_row() -> None:
+    """Rows written during a build go into the index in one call; when as many rows were added as the build had
+    (a cold mirror's catch-up), that index is dropped and every row is built at once."""
+    matrix = ScopeMatrix(DIM, 3 * ROWS, ann_min_rows=512)
+    for i, vector in enumerate(unit_rows(ROWS)):
+        matrix.add(f"k{i}", vector, b"g%d" % i, NOW + 60)
+    builds = IndexBuilds()
+    builds.after_add(matrix)  # built on 2,000 rows
+    fresh = unit_rows(ROWS + 1, seed=5)
+    for i, vector in enumerate(fresh):  # 2,001 rows written meanwhile
+        matrix.add(f"new{i}", vector, b"n", NOW + 60)
+    await builds.wait()
+    assert matrix.approximate and len(matrix._ann) == 2 * ROWS + 1  # type: ignore[arg-type]
+    assert [c.entry_key for c in matrix.search(fresh[1234], 1, NOW)] == ["new1234"]
+    assert [c.entry_key for c in matrix.search(unit_rows(ROWS)[17], 1, NOW)] == ["k17"]
+    few = filled(ROWS)
+    builds.after_add(few)
+    few.add("late", fresh[0], b"late", NOW + 60)
+    few.add("k3", fresh[1], b"moved", NOW + 60)
+    await builds.wait()
+    assert len(few._ann) == ROWS and few._build_at == 2 * ROWS  # type: ignore[arg-type]  (bounded: "late" took row 0)
+    assert [(c.entry_key, c.guard) for c in few.search(fresh[1], 1, NOW)] == [("k3", b"moved")]
+    await builds.close()

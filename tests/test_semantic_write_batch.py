@@ -44,3 +44,30 @@ async def test_close_sends_what_is_queued() -> None:
     await batches.close()
     await waiter
     assert sent == [["a"]]
+
+
+async def test_one_batch_in_flight_what_comes_meanwhile_goes_next_together() -> None:
+    sent: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def write(items: list[int]) -> None:
+        sent.append(items)
+        if items == [1]:
+            await gate.wait()  # the first batch's round trip
+
+    batches: WriteBatches[int] = WriteBatches(write)
+    first = batches.queue(1)
+    await asyncio.sleep(0.01)
+    later = [batches.queue(2)]
+    await asyncio.sleep(0.01)  # several turns while the first batch is in flight
+    later.append(batches.queue(3))
+    await asyncio.sleep(0.01)
+    assert sent == [[1]] and later[0] is later[1]
+    gate.set()
+    await first
+    await later[0]
+    assert sent == [[1], [2, 3]]
+    waiter = batches.queue(4)
+    await batches.close()
+    await waiter
+    assert sent == [[1], [2, 3], [4]]

@@ -112,6 +112,16 @@ class IvfIndex:
             self._ivf.remove_ids(self._one)
         self._ivf.add_with_ids(np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1), self._one)
 
+    def upsert_rows(self, rows: np.ndarray, vectors: np.ndarray, built: int) -> None:
+        """`upsert` of many rows at once (`rows` ascending int64, `vectors` theirs): rows below `built` were in
+        the index and are replaced, the others are new."""
+        if not len(rows):
+            return
+        replaced = rows[rows < built]
+        if len(replaced):
+            self._ivf.remove_ids(np.ascontiguousarray(replaced))
+        self._ivf.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(rows))
+
     def remove(self, row: int) -> None:
         self._one[0] = row
         self._ivf.remove_ids(self._one)
@@ -154,6 +164,7 @@ class IndexBuilds:
             matrix.abandon_build()
             return
         matrix.install(index)
+        self.after_add(matrix)  # outgrown while it was built: the next build starts now
 
     async def wait(self) -> None:
         """Until every build started so far is installed (tests and benchmarks)."""

@@ -158,13 +158,19 @@ class ScopeMatrix:
         return self._vectors[: len(self._keys)]
 
     def install(self, index: IvfIndex) -> None:
-        """Use `index` from now on, after giving it the rows written while it was built."""
-        index.adopt()
+        """Use `index` from now on, after giving it the rows written while it was built (in one call: row by row,
+        the ~67,000 rows a 100,000-row mirror's catch-up wrote during its first build held the event loop for
+        seconds). An index the scope outgrew meanwhile (as many rows new as it was built on: it would be rebuilt
+        at once) is dropped instead, and a build of every row is due now."""
         built = len(index)
-        for row in sorted(self._changed or ()):
-            index.upsert(row, self._vectors[row])
-        self._ann = index
+        changed = np.fromiter(sorted(self._changed or ()), dtype=np.int64)
         self._changed = None
+        if int((changed >= built).sum()) >= built:
+            self._build_at = len(self._keys)
+            return
+        index.adopt()
+        index.upsert_rows(changed, self._vectors[changed], built)
+        self._ann = index
         self._build_at = 2 * built
         self._version += 1
 

@@ -38,8 +38,10 @@ class SemanticMetrics:
             f"{PREFIX}_hit_similarity", "Cosine similarity of semantic hits.", buckets=SIMILARITY_BUCKETS,
             registry=registry,
         )
-        for reason in REJECT_REASONS:
-            self.rejected.labels(reason)
+        self._rejected = {reason: self.rejected.labels(reason) for reason in REJECT_REASONS}
+        self._refused: dict[str, Counter] = {}
+        """Each labelled series looked up once (`labels()` takes a lock and checks the labels: a guard miss
+        counts up to `candidates` refusals)."""
 
     # the observer interface SemanticCache calls
     def hit(self, similarity: float) -> None:
@@ -47,10 +49,14 @@ class SemanticMetrics:
         self.similarity.observe(similarity)
 
     def miss(self, reason: str) -> None:
-        self.rejected.labels(reason).inc()
+        series = self._rejected.get(reason)
+        (series if series is not None else self.rejected.labels(reason)).inc()
 
     def guard_refused(self, check: str) -> None:
-        self.guard_refusals.labels(check).inc()
+        series = self._refused.get(check)
+        if series is None:
+            series = self._refused[check] = self.guard_refusals.labels(check)
+        series.inc()
 
     def embedded(self, seconds: float) -> None:
         self.embed_seconds.observe(seconds)

@@ -12,9 +12,16 @@ the local scan, and every replica sees every other's entries on its next lookup.
 (the gateway: `cache.semantic.sync_interval_seconds`, 0.1) a mirror caught up that recently is scanned without
 the round trip, and a warm mirror due for a catch-up is scanned as it is while the catch-up runs in the background
 (a lookup never waits for a round trip once the mirror is warm): other replicas' entries (and purges) then reach it
-within the interval plus a round trip, its own adds at once. Catching up a large scope is
+within the interval plus `sync_linger_seconds` plus a round trip, its own adds at once. Catching up a large scope is
 done by a background task the lookup only waits for up to its deadline (a first lookup on a cold replica may
 miss). A stream that vanished (purged, expired) empties the mirror.
+
+Index writes carry the catch-up (see `_write`): one `MULTI` per batch reads, for every warm mirror it writes to,
+what the stream gained since the mirror's last id (`EXISTS`, `XRANGE`), then appends the batch's rows, so the mirror
+is caught up to its own new rows without reading them back, and its next catch-up is due an interval later. A warm
+mirror's catch-up waits up to `sync_linger_seconds` (0.02) for an index write to ride on, or for other scopes'
+catch-ups to share its round trip (a semantic miss's lookup is followed by its write within milliseconds: one round
+trip instead of two; over many scopes, several catch-ups per round trip).
 
 Redis Stack's vector search (FT.SEARCH KNN) is not used: this machine's Redis (7.0, no modules) cannot run it,
 and the mirror needs nothing but streams. Scale: a scope costs `dim * 4` bytes per vector in Redis and in every
@@ -44,6 +51,27 @@ from gateway.redis_link import RedisLink
 
 SYNC_BATCH = 256
 """Stream entries per catch-up round trip (~270 KB at 256-d): small enough to finish within a socket timeout."""
+OWN_IDS = 4 * SYNC_BATCH
+"""At most this many own stream ids are remembered per mirror (beyond, own rows are re-read and de-duplicated)."""
+SYNC_LINGER = 0.02
+"""Seconds a warm mirror's catch-up waits for an index write (or other scopes' catch-ups) to share its round trip."""
+
+
+def _stream_id(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _later(a: str, b: str) -> str:
+    """The later of two stream ids (`ms-seq`)."""
+    ams, _, aseq = a.partition("-")
+    bms, _, bseq = b.partition("-")
+    return a if (int(ams), int(aseq or 0)) >= (int(bms), int(bseq or 0)) else b
+
+
+def _seen(future: asyncio.Future[bool]) -> None:
+    """Mark a catch-up's failure as seen (its sync task, if still waiting, got it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -53,7 +81,7 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 
 
 class _Mirror:
-    __slots__ = ("matrix", "last_id", "syncing", "synced_at", "added_at")
+    __slots__ = ("matrix", "last_id", "syncing", "synced_at", "added_at", "own")
 
     def __init__(self, dim: int, max_rows: int, ann_min_rows: int) -> None:
         self.matrix = ScopeMatrix(dim, max_rows, ann_min_rows=ann_min_rows)
@@ -63,6 +91,9 @@ class _Mirror:
         """`time.monotonic()` when the last successful catch-up started."""
         self.added_at = -math.inf
         """`time.monotonic()` of this replica's last add to the scope."""
+        self.own: set[str] = set()
+        """Stream ids of this replica's rows written without the catch-up: already in the matrix, skipped when a
+        catch-up reads them (bounded by `OWN_IDS`)."""
 
 
 class RedisVectorIndex:
@@ -83,6 +114,7 @@ class RedisVectorIndex:
         sync_interval_seconds: float = 0.0,
         ann_min_rows: int = ANN_MIN_ROWS,
         write_linger_seconds: float = WRITE_LINGER,
+        sync_linger_seconds: float = SYNC_LINGER,
     ) -> None:
         self.dim = dim
         self.ann_min_rows = ann_min_rows
@@ -101,8 +133,14 @@ class RedisVectorIndex:
         """A mirror caught up less than this long ago is scanned without a round trip (this replica's own adds
         are in it at once; other replicas' reach it within the interval)."""
         self._mirrors: OrderedDict[str, _Mirror] = OrderedDict()
-        self._writes: WriteBatches[tuple[str, dict[str, object], int]] = WriteBatches(self._write, linger_seconds=write_linger_seconds)
+        self._writes: WriteBatches[tuple[str, dict[str, object], int] | None] = WriteBatches(
+            self._write, linger_seconds=write_linger_seconds)
         """Index writes issued within `write_linger_seconds` of each other go to Redis in one pipeline."""
+        self.sync_linger = sync_linger_seconds
+        """How long a warm mirror's catch-up waits to share a round trip (with an index write or other catch-ups)."""
+        self._catchups: dict[str, asyncio.Future[bool]] = {}
+        """Warm mirrors' catch-ups waiting for the next `_write` (True once caught up, False if more is behind)."""
+        self._catchup_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:  # the URL may carry a password
         return "RedisVectorIndex()"
@@ -114,6 +152,12 @@ class RedisVectorIndex:
         self.link.open()
 
     async def close(self) -> None:
+        if self._catchup_timer is not None:
+            self._catchup_timer.cancel()
+            self._catchup_timer = None
+        for future in self._catchups.values():
+            future.cancel()
+        self._catchups.clear()
         await self._writes.close()
         await self.builds.close()
         for mirror in self._mirrors.values():
@@ -138,7 +182,11 @@ class RedisVectorIndex:
         return mirror
 
     async def _sync(self, scope_id: str, mirror: _Mirror) -> None:
-        """Append what the stream gained since `mirror.last_id` (in batches), or reset a vanished stream."""
+        """Append what the stream gained since `mirror.last_id` (in batches), or reset a vanished stream. A warm
+        mirror first waits up to `sync_linger` to share a round trip (`_catch_up_soon`)."""
+        if self.sync_interval > 0 and self.sync_linger > 0 and mirror.synced_at != -math.inf:
+            if await self._catch_up_soon(scope_id):
+                return
         redis = self.link.client("get")
         key = self.key(scope_id)
         started = time.monotonic()
@@ -157,14 +205,19 @@ class RedisVectorIndex:
                 if len(mirror.matrix) or mirror.last_id != "0-0":
                     mirror.matrix = ScopeMatrix(self.dim, self.max_rows_per_scope, ann_min_rows=self.ann_min_rows)
                     mirror.last_id = "0-0"
+                    mirror.own.clear()
                 mirror.synced_at = started
                 return
             for stream_id, fields in rows:
-                vector = np.frombuffer(fields.get(b"v", b""), dtype=np.float32)
-                if vector.shape == (self.dim,):
-                    expires = int(fields.get(b"x", b"0")) / 1000.0
-                    mirror.matrix.add(fields[b"k"].decode(), vector, fields.get(b"g", b""), expires)
-                mirror.last_id = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+                sid = _stream_id(stream_id)
+                if sid in mirror.own:  # this replica's row, in the matrix since its add
+                    mirror.own.discard(sid)
+                else:
+                    vector = np.frombuffer(fields.get(b"v", b""), dtype=np.float32)
+                    if vector.shape == (self.dim,):
+                        expires = int(fields.get(b"x", b"0")) / 1000.0
+                        mirror.matrix.add(fields[b"k"].decode(), vector, fields.get(b"g", b""), expires)
+                mirror.last_id = _later(mirror.last_id, sid)  # a write may have read further
             self.builds.after_add(mirror.matrix)
             if len(rows) < SYNC_BATCH:
                 mirror.synced_at = started
@@ -185,7 +238,6 @@ class RedisVectorIndex:
         return mirror.matrix.search(vector, k, self._clock())
 
     async def add(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes, ttl_ms: int) -> None:
-        key = self.key(scope_id)
         ttl_ms = max(1, ttl_ms)
         expires_ms = int(self._clock() * 1000) + ttl_ms
         fields = {
@@ -195,29 +247,124 @@ class RedisVectorIndex:
             "x": str(expires_ms),
         }
         mirror = self._mirrors.get(scope_id)
-        if mirror is not None:  # visible here at once, before the write (the next catch-up reads the row again:
-            # same key); a failed write leaves it here only, pointing at an entry that was stored
+        if mirror is not None:  # visible here at once, before the write (which catches a warm mirror up past its
+            # own rows; a cold one's catch-up reads them again: same key); a failed write leaves it here only,
+            # pointing at an entry that was stored
             mirror.added_at = time.monotonic()
             mirror.matrix.add(entry_key, np.asarray(vector, dtype=np.float32), guard, expires_ms / 1000.0)
             self.builds.after_add(mirror.matrix)
-        await asyncio.shield(self._writes.queue((key, fields, ttl_ms)))  # a waiter giving up leaves the batch alone
+        await asyncio.shield(self._writes.queue((scope_id, fields, ttl_ms)))  # a waiter giving up leaves the batch
 
-    async def _write(self, batch: list[tuple[str, dict[str, object], int]]) -> None:
-        """One pipeline: every row's `XADD ... MAXLEN ~`, then each stream's TTL pushed out once (NX, then GT)."""
-        redis = self.link.client("set")
+    def _catch_up_soon(self, scope_id: str) -> asyncio.Future[bool]:
+        """The scope's catch-up in the next `_write` (an index write's, or one of catch-ups only after
+        `sync_linger`): True once caught up, False when more than `SYNC_BATCH` rows were behind."""
+        future = self._catchups.get(scope_id)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = self._catchups[scope_id] = loop.create_future()
+            future.add_done_callback(_seen)
+            if self._catchup_timer is None:
+                self._catchup_timer = loop.call_later(self.sync_linger, self._catch_up_now)
+        return future
+
+    def _catch_up_now(self) -> None:
+        """A batch without rows for the catch-ups waiting (behind the batch in flight, if any: one at a time)."""
+        self._catchup_timer = None
+        if self._catchups:
+            self._writes.queue(None)
+
+    async def _write(self, queued: list[tuple[str, dict[str, object], int] | None]) -> None:
+        """One `MULTI`: for every catch-up waiting (`_catch_up_soon`) and every warm mirror of a written scope due
+        for one, `EXISTS` and `XRANGE` from the mirror's last id; then every row's `XADD ... MAXLEN ~`, then each
+        stream's TTL pushed out once (NX, then GT). Atomic, so a mirror caught up before its own rows has them all
+        up to the last of them, without reading them back (`None` items: catch-ups only, see `_catch_up_now`).
+        Without a catch-up, a plain pipeline; the rows' ids go into their mirror's `own`, skipped when read."""
+        batch = [item for item in queued if item is not None]
+        waiting, self._catchups = self._catchups, {}
+        if self._catchup_timer is not None:
+            self._catchup_timer.cancel()
+            self._catchup_timer = None
+        started = time.monotonic()
+        catching: dict[str, tuple[_Mirror, str]] = {}  # scope -> (its mirror, read from)
+        for scope_id in [*waiting, *(item[0] for item in batch)]:
+            mirror = self._mirrors.get(scope_id)
+            if (mirror is not None and mirror.synced_at != -math.inf and scope_id not in catching
+                    and (scope_id in waiting or started - mirror.synced_at >= self.sync_interval)):
+                # a cold mirror is caught up by its own sync; one caught up within the interval is not read
+                # again for a write (its own rows are noted in `own` instead)
+                catching[scope_id] = (mirror, mirror.last_id)
+        operation = "set" if batch else "get"
         ttls: dict[str, int] = {}
         try:
-            async with redis.pipeline(transaction=False) as pipe:
-                for key, fields, ttl_ms in batch:
+            redis = self.link.client(operation)
+            async with redis.pipeline(transaction=bool(catching)) as pipe:
+                for scope_id, (_, last_id) in catching.items():
+                    pipe.exists(self.key(scope_id))
+                    pipe.xrange(self.key(scope_id), min=f"({last_id}", max="+", count=SYNC_BATCH)
+                for scope_id, fields, ttl_ms in batch:
+                    key = self.key(scope_id)
                     pipe.xadd(key, fields, maxlen=self.max_rows_per_scope, approximate=True)  # type: ignore[arg-type]
                     ttls[key] = max(ttl_ms, ttls.get(key, 0))
                 for key, ttl_ms in ttls.items():
                     pipe.pexpire(key, ttl_ms, nx=True)
                     pipe.pexpire(key, ttl_ms, gt=True)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise self.link.failed("set", exc) from None
+                replies = await pipe.execute()
+        except (RedisError, OSError, StoreError) as exc:
+            error = exc if isinstance(exc, StoreError) else self.link.failed(operation, exc)
+            for future in waiting.values():
+                if not future.done():
+                    future.set_exception(error)
+            raise error from None
         self.link.ok()
+        caught_up = {scope_id: self._caught_up(scope_id, mirror, replies[2 * i], replies[2 * i + 1], batch, started)
+                     for i, (scope_id, (mirror, _)) in enumerate(catching.items())}
+        for (scope_id, _, _), stream_id in zip(batch, replies[2 * len(catching):], strict=False):
+            if caught_up.get(scope_id):  # everything before this row is in the mirror: it need not read it back
+                mirror = catching[scope_id][0]
+                mirror.last_id = _later(mirror.last_id, _stream_id(stream_id))
+            elif (mirror := self._mirrors.get(scope_id)) is not None:  # the next catch-up skips it
+                if len(mirror.own) >= OWN_IDS:
+                    mirror.own.clear()
+                mirror.own.add(_stream_id(stream_id))
+        for scope_id, future in waiting.items():
+            if not future.done():
+                future.set_result(caught_up.get(scope_id, True))  # a mirror dropped meanwhile needs nothing
+
+    def _caught_up(self, scope_id: str, mirror: _Mirror, exists: int, rows: list, batch: list, started: float) -> bool:
+        """Apply one scope's `EXISTS` / `XRANGE` of `_write` to its mirror; whether it is now caught up."""
+        if not exists:  # before this batch's rows: the stream vanished (purged, expired) since the last catch-up
+            if mirror.added_at >= started:  # added here since: those rows are not written yet; look again next time
+                return False
+            if len(mirror.matrix) or mirror.last_id != "0-0":
+                mirror.matrix = ScopeMatrix(self.dim, self.max_rows_per_scope, ann_min_rows=self.ann_min_rows)
+                mirror.last_id = "0-0"
+                mirror.own.clear()
+                for written, fields, _ in batch:  # this batch's own rows stay (their stream starts with them)
+                    if written == scope_id:
+                        self._mirror_row(mirror, fields)
+        for stream_id, fields in rows:
+            sid = _stream_id(stream_id)
+            if sid in mirror.own:
+                mirror.own.discard(sid)
+            else:
+                self._mirror_row(mirror, fields)
+            mirror.last_id = _later(mirror.last_id, sid)
+        self.builds.after_add(mirror.matrix)
+        if len(rows) >= SYNC_BATCH:
+            return False
+        mirror.synced_at = max(mirror.synced_at, started)
+        return True
+
+    def _mirror_row(self, mirror: _Mirror, fields: dict) -> None:
+        """One stream entry's row (fields as read, bytes keys, or as written, str keys) into the mirror."""
+        get = fields.get
+        vector = get(b"v", get("v", b""))
+        vector = np.frombuffer(vector, dtype=np.float32)
+        if vector.shape == (self.dim,):
+            key = get(b"k", get("k"))
+            expires = int(get(b"x", get("x", b"0"))) / 1000.0
+            mirror.matrix.add(key.decode() if isinstance(key, bytes) else str(key), vector, get(b"g", get("g", b"")),
+                              expires)
 
     async def purge_tenant(self, tenant_ns: str) -> int:
         """Drop the tenant's mirrors here and its streams in Redis (other replicas reset on their next lookup)."""

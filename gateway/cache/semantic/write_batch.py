@@ -4,8 +4,11 @@ The Redis index's writes (one `XADD` and two `PEXPIRE`s per indexed prompt) cost
 machine ~0.3 ms of the gateway's CPU, most of it redis-py's layers and the socket's system calls (py-spy under
 bench/cache.py). Under load several semantic misses finish within a few milliseconds of each other, so each write
 waits up to `linger_seconds` (by default only to the end of the event loop's turn) for others to ride along in
-the same pipeline, and a stream's TTL is pushed out once per batch; each caller awaits its batch. The index's own
-replica sees a row at once (its mirror is written before the batch); other replicas up to `linger_seconds` later.
+the same pipeline, and a stream's TTL is pushed out once per batch; each caller awaits its batch. One batch is in
+flight at a time: what is queued meanwhile goes as the next batch once it is back (group commit: no wait when
+idle, larger batches under load, and the index's catch-ups never overlap each other). The index's own replica
+sees a row at once (its mirror is written before the batch); other replicas up to `linger_seconds` plus the
+batch ahead later.
 """
 
 from __future__ import annotations
@@ -53,13 +56,21 @@ class WriteBatches(Generic[T]):
         return self._done
 
     def _flush(self) -> None:
+        self._timer = None
+        if self._running:  # one batch at a time: this one goes when the batch in flight is back (`_sent`)
+            return
         items, done = self._items, self._done
-        self._items, self._done, self._timer = [], None, None
+        self._items, self._done = [], None
         if done is None:
             return
         task = asyncio.get_running_loop().create_task(self._send(items, done))
         self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._done is not None and self._timer is None and not task.cancelled():
+            self._flush()
 
     async def _send(self, items: list[T], done: asyncio.Future[None]) -> None:
         try:
@@ -78,4 +89,7 @@ class WriteBatches(Generic[T]):
         if self._timer is not None:
             self._timer.cancel()
             self._flush()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+            if self._done is not None and not self._running:
+                self._flush()
