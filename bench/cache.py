@@ -27,7 +27,9 @@ Semantic hits (`--paraphrases distinct`, the default) rotate through bench/parap
 paraphrases, checked at start to be hits in-process (bundled embedder, lexical guard, shipped threshold): each scope
 gets the whole set and no text comes back within 1,024 requests, so the gateway's prompt memo and a scope's
 remembered searches cannot serve them, as for real traffic. `--paraphrases repeat` sends the one PARAPHRASE each time
-(the memoised case). A semantic-hit run that made upstream calls prints its misses and the gateway's reason counters.
+(the memoised case); `--paraphrases distinct repeat` runs both in the same gateways (the repeated one as
+`semantic-hit-repeat`, after the distinct run). A semantic-hit run that made upstream calls prints its misses and the
+gateway's reason counters.
 
     python bench/cache.py --skip-litellm --skip-exact --semantic 10000 100000 --scopes 1 100 \
         --baseline-tree /tmp/base --redis-url redis://127.0.0.1:6379/5      # the issue's four configurations
@@ -336,12 +338,20 @@ and new prompts with `x-gateway-cache: exact` (the same without the semantic loo
 semantic miss adds, in the same process."""
 
 
+def semantic_kinds(modes: list[str]) -> tuple[str, ...]:
+    """`SEMANTIC_KINDS` for `--paraphrases`: `semantic-hit` is the distinct run when asked for, else the repeated
+    one; with both, the repeated one follows as `semantic-hit-repeat`."""
+    if "distinct" in modes and "repeat" in modes:
+        return ("semantic-hit", "semantic-hit-repeat", *SEMANTIC_KINDS[1:])
+    return SEMANTIC_KINDS
+
+
 def semantic_requests(kind: str, url: str, headers: dict[str, str], scopes: int,
                       texts: list[str] | None = None) -> RawFor:
     """`texts`: the distinct paraphrases a semantic-hit run rotates through (None: `PARAPHRASE` each time)."""
     if kind == "semantic-hit" and texts:
         return paraphrase_requests(url, {**headers, "cache-control": "no-store"}, texts, scopes)
-    if kind == "semantic-hit":
+    if kind in ("semantic-hit", "semantic-hit-repeat"):
         return hit_requests(url, {**headers, "cache-control": "no-store"}, PARAPHRASE, scopes)
     if kind == "exact-hit":
         return hit_requests(url, headers, HIT_PROMPT, scopes)
@@ -361,10 +371,11 @@ def measure_semantic(base: str, headers: dict[str, str], upstream: str, args: ar
     print(f"  {name}: {note}", flush=True)
     out: dict[str, Any] = {"target": name, "tree": label, "rows": rows, "scopes": scopes, "note": note,
                            "load_average": procstat.load_average()}
-    for kind in SEMANTIC_KINDS:
+    for kind in semantic_kinds(args.paraphrases):
+        hit_run = kind.startswith("semantic-hit")
         raw_for = semantic_requests(kind, url, headers, scopes, texts)
         figures: dict[str, Any] = {}
-        counters = semantic_counters(url) if kind == "semantic-hit" else {}
+        counters = semantic_counters(url) if hit_run else {}
         if args.closed and kind in ("semantic-hit", "semantic-miss"):
             c = run_async(lambda: closed(url, raw_for, connections=args.connections, duration=args.duration))
             cs = c.stats()
@@ -378,18 +389,18 @@ def measure_semantic(base: str, headers: dict[str, str], upstream: str, args: ar
         served = max(1, o.sent + int(args.rate))  # the recorded requests and the 1 s warm-up before them
         figures.update(open_p50=round(os_["p50"], 2), open_p99=round(os_["p99"], 2), achieved=round(o.achieved_rate, 1),
                        cpu_ms=round(cpu * 1000 / served, 3), errors=o.error_count, upstream_calls=calls, requests=o.ok)
-        if kind == "semantic-hit":
+        if hit_run:
             after = semantic_counters(url)
             moved = {k: round(v - counters.get(k, 0.0)) for k, v in after.items() if v != counters.get(k, 0.0)}
             figures.update(misses=sum(v for k, v in moved.items() if k.startswith("rejected:")), counters=moved)
         out[kind] = figures
         closed_part = (f"closed {figures['closed_rps']:7.1f} req/s p99 {figures['closed_p99']:7.2f} | "
                        if "closed_rps" in figures else "")
-        print(f"  {name:<30} {kind:<13} {closed_part}open {args.rate:.0f}/s ({o.achieved_rate:.0f}) p50 "
+        print(f"  {name:<30} {kind:<19} {closed_part}open {args.rate:.0f}/s ({o.achieved_rate:.0f}) p50 "
               f"{os_['p50']:7.2f}  p99 {os_['p99']:8.2f}  cpu {figures['cpu_ms']:.3f} ms/req | upstream calls {calls}"
               f"{'  ERRORS ' + str(o.error_count) if o.error_count else ''}", flush=True)
-        if kind == "semantic-hit" and (calls or figures["misses"]):
-            print(f"  {name:<30} {kind:<13} NOT ALL HITS: {figures['misses']} lookups missed, {calls} upstream calls; "
+        if hit_run and (calls or figures["misses"]):
+            print(f"  {name:<30} {kind:<19} NOT ALL HITS: {figures['misses']} lookups missed, {calls} upstream calls; "
                   f"counters moved: {figures['counters']}", flush=True)
     return out
 
@@ -464,10 +475,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --semantic: also closed loops (throughput) of semantic hits and misses")
     parser.add_argument("--workers", type=int, default=1,
                         help="with --semantic: gateway worker processes (both trees; default 1, as deployed by default)")
-    parser.add_argument("--paraphrases", choices=("distinct", "repeat"), default="distinct",
+    parser.add_argument("--paraphrases", choices=("distinct", "repeat"), nargs="+", default=["distinct"],
                         help="with --semantic: semantic-hit runs rotate through bench/paraphrases.py's distinct "
                              "paraphrases (more than the gateway's prompt memo holds; checked as hits in-process at "
-                             "start) or send the one PARAPHRASE each time (the memoised case)")
+                             "start) or send the one PARAPHRASE each time (the memoised case); both: both runs")
     parser.add_argument("--settle", type=float, default=30.0, metavar="SECONDS",
                         help="with --semantic: wait up to this long after warming for a large scope's approximate "
                              "index (until a sequential paraphrase hit is within 1 ms of an exact hit)")
@@ -488,8 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {results['machine']}; redis {redis_version}; load {results['load_average_before']}")
     print(f"hit work in-process: {results['hit_cost']}")
     texts = None
+    args.paraphrases = sorted(set(args.paraphrases))  # distinct first
     results["paraphrases"] = {"mode": args.paraphrases}
-    if args.semantic and args.paraphrases == "distinct":
+    if args.semantic and "distinct" in args.paraphrases:
         found = paraphrases.checked()
         print(found.summary())
         if len(found.kept) < paraphrases.MIN_DISTINCT:
@@ -537,25 +549,29 @@ def main(argv: list[str] | None = None) -> int:
               f"{gw['hit']['open_p99']:.2f} ms ({verdict}); closed-loop hit p99 with {args.connections} clients "
               f"back to back: {gw['hit']['closed_p99']:.2f} ms")
     if results["semantic"]:
-        mode = (f"{len(texts):,} distinct paraphrases, rotated" if texts
-                else f"one paraphrase repeated: {PARAPHRASE!r}")
+        kinds = semantic_kinds(args.paraphrases)
+        repeated = f"the one paraphrase {PARAPHRASE!r} each time"
+        mode = (f"semantic-hit: {len(texts):,} distinct paraphrases, rotated" if texts else f"semantic-hit: {repeated}")
+        if "semantic-hit-repeat" in kinds:
+            mode += f"; semantic-hit-repeat: {repeated}"
         print(f"\nsemantic cache, open loop at {args.rate:.0f} req/s over {args.connections} connections "
-              f"(ms; cpu: the gateway's CPU ms per request); semantic hits: --paraphrases {args.paraphrases} ({mode}):")
-        print(f"{'tree':<10} {'vectors':>8} {'scopes':>6} | " + " | ".join(f"{k:^28}" for k in SEMANTIC_KINDS)
+              f"(ms; cpu: the gateway's CPU ms per request); --paraphrases {' '.join(args.paraphrases)} ({mode}):")
+        print(f"{'tree':<10} {'vectors':>8} {'scopes':>6} | " + " | ".join(f"{k:^28}" for k in kinds)
               + " | miss adds p50")
         print(f"{'':<10} {'':>8} {'':>6} | " + " | ".join(f"{'p50':>7} {'p99':>8} {'cpu':>6} {'up':>4}"
-                                                          for _ in SEMANTIC_KINDS) + " |")
+                                                          for _ in kinds) + " |")
         for sem in results["semantic"]:
             cells = " | ".join(f"{sem[k]['open_p50']:>7.2f} {sem[k]['open_p99']:>8.2f} {sem[k]['cpu_ms']:>6.3f} "
-                               f"{sem[k]['upstream_calls']:>4}" for k in SEMANTIC_KINDS)
+                               f"{sem[k]['upstream_calls']:>4}" for k in kinds)
             adds = sem["semantic-miss"]["open_p50"] - sem["exact-miss"]["open_p50"]
             print(f"{sem['tree']:<10} {sem['rows']:>8,} {sem['scopes']:>6} | {cells} | {adds:+.2f} ms")
         print("('up': upstream calls in the run: 0 for hits; a hit run's calls are lookups that missed)")
         for sem in results["semantic"]:
-            hit = sem["semantic-hit"]
-            if hit["upstream_calls"] or hit["misses"]:
-                print(f"NOT ALL HITS [{sem['tree']}, {sem['rows']:,} in {sem['scopes']} scope(s)]: {hit['misses']} "
-                      f"semantic-hit lookups missed, {hit['upstream_calls']} upstream calls: {hit['counters']}")
+            for kind in kinds[:2]:
+                hit = sem[kind]
+                if kind.startswith("semantic-hit") and (hit["upstream_calls"] or hit["misses"]):
+                    print(f"NOT ALL HITS [{sem['tree']}, {sem['rows']:,} in {sem['scopes']} scope(s)]: {hit['misses']} "
+                          f"{kind} lookups missed, {hit['upstream_calls']} upstream calls: {hit['counters']}")
         for sem in results["semantic"]:
             hit = sem["semantic-hit"]["open_p99"]
             adds = sem["semantic-miss"]["open_p50"] - sem["exact-miss"]["open_p50"]
