@@ -10,7 +10,8 @@ counter shows that hits never reach it. Also prints what a hit costs in-process 
 
     python bench/cache.py [--duration 5] [--connections 32] [--rate 320] [--redis-url redis://127.0.0.1:6379/14]
                           [--skip-litellm] [--skip-exact] [--json bench/results/cache.json]
-                          [--semantic 10000 100000 [--scopes 1 100] [--baseline-tree /tmp/base] [--closed]]
+                          [--semantic 10000 100000 [--scopes 1 100] [--baseline-tree /tmp/base] [--closed]
+                           [--paraphrases distinct|repeat]]
 
 With --semantic N... a gateway with the semantic cache on (Redis index) is started per configuration (each N with
 each S of --scopes): N random unit vectors are written into S scopes of the bench's requests (straight into their
@@ -19,7 +20,16 @@ paraphrase hits (`semantic-hit`: embed, search, guard, entry read, replay), exac
 prompts (`semantic-miss`: exact miss, semantic miss, upstream, store, indexing) and new prompts asking for the
 exact cache only (`exact-miss`, same process): p50/p99, the gateway's CPU per request and upstream calls, then a
 table and the issue's targets (semantic hit p99 <= 3 ms; a semantic miss adds <= 0.5 ms p50 over an exact miss).
-With --baseline-tree the same configurations also run a gateway from that checkout, alternating which goes first.
+With --baseline-tree the same configurations also run a gateway from that checkout, alternating which goes first
+(this script drives both: only the gateway process runs from the baseline's code).
+
+Semantic hits (`--paraphrases distinct`, the default) rotate through bench/paraphrases.py's 2,400 distinct
+paraphrases, checked at start to be hits in-process (bundled embedder, lexical guard, shipped threshold): each scope
+gets the whole set and no text comes back within 1,024 requests, so the gateway's prompt memo and a scope's
+remembered searches cannot serve them, as for real traffic. `--paraphrases repeat` sends the one PARAPHRASE each time
+(the memoised case); `--paraphrases distinct repeat` runs both in the same gateways (the repeated one as
+`semantic-hit-repeat`, after the distinct run). A semantic-hit run that made upstream calls prints its misses and the
+gateway's reason counters.
 
     python bench/cache.py --skip-litellm --skip-exact --semantic 10000 100000 --scopes 1 100 \
         --baseline-tree /tmp/base --redis-url redis://127.0.0.1:6379/5      # the issue's four configurations
@@ -51,6 +61,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 import litellm_proxy  # noqa: E402
+import paraphrases  # noqa: E402
 import procstat  # noqa: E402
 import redis  # noqa: E402
 from loadgen import RunResult, arrival_offsets, run_async  # noqa: E402
@@ -77,13 +88,25 @@ def body(prompt: str, scope: int = 0) -> bytes:
     ).encode()
 
 
-HIT_PROMPT = "What is the capital of France? (cache bench)"
-PARAPHRASE = "what's the capital city of France? (cache bench)"
+HIT_PROMPT = paraphrases.HIT_PROMPT
+PARAPHRASE = paraphrases.PARAPHRASE
 
 
 def hit_requests(url: str, headers: dict[str, str], prompt: str = HIT_PROMPT, scopes: int = 1) -> RawFor:
     raws = [encode_request(url, body(prompt, s), headers) for s in range(scopes)]
     return lambda i: raws[i % scopes]
+
+
+def paraphrase_requests(url: str, headers: dict[str, str], texts: list[str], scopes: int = 1) -> RawFor:
+    """`--paraphrases distinct`: the i-th request sent (a counter of its own, so a closed loop before the open one
+    does not start the texts over) is `paraphrases.rotation`'s text in its scope."""
+    sent = itertools.count()
+
+    def raw_for(_: int) -> bytes:
+        scope, text = paraphrases.rotation(next(sent), len(texts), scopes)
+        return encode_request(url, body(texts[text], scope), headers)
+
+    return raw_for
 
 
 def miss_requests(url: str, headers: dict[str, str], scopes: int = 1) -> RawFor:
@@ -245,6 +268,20 @@ def semantic_rejections(url: str, reason: str) -> float:
     return 0.0
 
 
+def semantic_counters(url: str) -> dict[str, float]:
+    """The gateway's semantic miss reasons (`rejected:<reason>`), guard refusals (`guard:<check>`) and `hits`."""
+    names = {"slm_gateway_semantic_cache_rejected_total{reason=": "rejected",
+             "slm_gateway_semantic_cache_guard_refusals_total{check=": "guard"}
+    out: dict[str, float] = {}
+    for line in httpx.get(url.split("/v1", 1)[0] + "/metrics").text.splitlines():
+        if line.startswith("slm_gateway_semantic_cache_hits_total "):
+            out["hits"] = float(line.rsplit(" ", 1)[1])
+        for start, kind in names.items():
+            if line.startswith(start):
+                out[f"{kind}:{line[len(start):].split(chr(34))[1]}"] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def median_ms(url: str, content: bytes, headers: dict[str, str], n: int = 20) -> tuple[float, str]:
     """Median latency of `n` sequential requests, and the last one's `x-gateway-cache`."""
     times, outcome = [], ""
@@ -301,8 +338,20 @@ and new prompts with `x-gateway-cache: exact` (the same without the semantic loo
 semantic miss adds, in the same process."""
 
 
-def semantic_requests(kind: str, url: str, headers: dict[str, str], scopes: int) -> RawFor:
-    if kind == "semantic-hit":
+def semantic_kinds(modes: list[str]) -> tuple[str, ...]:
+    """`SEMANTIC_KINDS` for `--paraphrases`: `semantic-hit` is the distinct run when asked for, else the repeated
+    one; with both, the repeated one follows as `semantic-hit-repeat`."""
+    if "distinct" in modes and "repeat" in modes:
+        return ("semantic-hit", "semantic-hit-repeat", *SEMANTIC_KINDS[1:])
+    return SEMANTIC_KINDS
+
+
+def semantic_requests(kind: str, url: str, headers: dict[str, str], scopes: int,
+                      texts: list[str] | None = None) -> RawFor:
+    """`texts`: the distinct paraphrases a semantic-hit run rotates through (None: `PARAPHRASE` each time)."""
+    if kind == "semantic-hit" and texts:
+        return paraphrase_requests(url, {**headers, "cache-control": "no-store"}, texts, scopes)
+    if kind in ("semantic-hit", "semantic-hit-repeat"):
         return hit_requests(url, {**headers, "cache-control": "no-store"}, PARAPHRASE, scopes)
     if kind == "exact-hit":
         return hit_requests(url, headers, HIT_PROMPT, scopes)
@@ -312,18 +361,21 @@ def semantic_requests(kind: str, url: str, headers: dict[str, str], scopes: int)
 
 
 def measure_semantic(base: str, headers: dict[str, str], upstream: str, args: argparse.Namespace, *, rows: int,
-                     scopes: int, pgid: int, label: str) -> dict[str, Any]:
+                     scopes: int, pgid: int, label: str, texts: list[str] | None = None) -> dict[str, Any]:
     """Warm the gateway (`warm_semantic`), then one open-loop run per `SEMANTIC_KINDS` (and closed loops with
-    `--closed`): p50/p99, the gateway's CPU per request, upstream calls."""
+    `--closed`): p50/p99, the gateway's CPU per request, upstream calls; for a semantic-hit run with upstream calls
+    also the lookups that missed and why (the gateway's counters)."""
     url = base + "/chat/completions"
     note = warm_semantic(url, headers, scopes, args.settle)
     name = f"{label} {rows:,}" + (f" / {scopes} scopes" if scopes > 1 else "")
     print(f"  {name}: {note}", flush=True)
     out: dict[str, Any] = {"target": name, "tree": label, "rows": rows, "scopes": scopes, "note": note,
                            "load_average": procstat.load_average()}
-    for kind in SEMANTIC_KINDS:
-        raw_for = semantic_requests(kind, url, headers, scopes)
+    for kind in semantic_kinds(args.paraphrases):
+        hit_run = kind.startswith("semantic-hit")
+        raw_for = semantic_requests(kind, url, headers, scopes, texts)
         figures: dict[str, Any] = {}
+        counters = semantic_counters(url) if hit_run else {}
         if args.closed and kind in ("semantic-hit", "semantic-miss"):
             c = run_async(lambda: closed(url, raw_for, connections=args.connections, duration=args.duration))
             cs = c.stats()
@@ -337,12 +389,19 @@ def measure_semantic(base: str, headers: dict[str, str], upstream: str, args: ar
         served = max(1, o.sent + int(args.rate))  # the recorded requests and the 1 s warm-up before them
         figures.update(open_p50=round(os_["p50"], 2), open_p99=round(os_["p99"], 2), achieved=round(o.achieved_rate, 1),
                        cpu_ms=round(cpu * 1000 / served, 3), errors=o.error_count, upstream_calls=calls, requests=o.ok)
+        if hit_run:
+            after = semantic_counters(url)
+            moved = {k: round(v - counters.get(k, 0.0)) for k, v in after.items() if v != counters.get(k, 0.0)}
+            figures.update(misses=sum(v for k, v in moved.items() if k.startswith("rejected:")), counters=moved)
         out[kind] = figures
         closed_part = (f"closed {figures['closed_rps']:7.1f} req/s p99 {figures['closed_p99']:7.2f} | "
                        if "closed_rps" in figures else "")
-        print(f"  {name:<30} {kind:<13} {closed_part}open {args.rate:.0f}/s ({o.achieved_rate:.0f}) p50 "
+        print(f"  {name:<30} {kind:<19} {closed_part}open {args.rate:.0f}/s ({o.achieved_rate:.0f}) p50 "
               f"{os_['p50']:7.2f}  p99 {os_['p99']:8.2f}  cpu {figures['cpu_ms']:.3f} ms/req | upstream calls {calls}"
               f"{'  ERRORS ' + str(o.error_count) if o.error_count else ''}", flush=True)
+        if hit_run and (calls or figures["misses"]):
+            print(f"  {name:<30} {kind:<19} NOT ALL HITS: {figures['misses']} lookups missed, {calls} upstream calls; "
+                  f"counters moved: {figures['counters']}", flush=True)
     return out
 
 
@@ -416,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --semantic: also closed loops (throughput) of semantic hits and misses")
     parser.add_argument("--workers", type=int, default=1,
                         help="with --semantic: gateway worker processes (both trees; default 1, as deployed by default)")
+    parser.add_argument("--paraphrases", choices=("distinct", "repeat"), nargs="+", default=["distinct"],
+                        help="with --semantic: semantic-hit runs rotate through bench/paraphrases.py's distinct "
+                             "paraphrases (more than the gateway's prompt memo holds; checked as hits in-process at "
+                             "start) or send the one PARAPHRASE each time (the memoised case); both: both runs")
     parser.add_argument("--settle", type=float, default=30.0, metavar="SECONDS",
                         help="with --semantic: wait up to this long after warming for a large scope's approximate "
                              "index (until a sequential paraphrase hit is within 1 ms of an exact hit)")
@@ -435,6 +498,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"machine: {results['machine']}; redis {redis_version}; load {results['load_average_before']}")
     print(f"hit work in-process: {results['hit_cost']}")
+    texts = None
+    args.paraphrases = sorted(set(args.paraphrases))  # distinct first
+    results["paraphrases"] = {"mode": args.paraphrases}
+    if args.semantic and "distinct" in args.paraphrases:
+        found = paraphrases.checked()
+        print(found.summary())
+        if len(found.kept) < paraphrases.MIN_DISTINCT:
+            raise SystemExit(f"only {len(found.kept)} paraphrases are semantic hits (need {paraphrases.MIN_DISTINCT}): "
+                             f"refused {found.refused}")
+        texts = found.kept
+        results["paraphrases"].update(kept=len(found.kept), dropped=len(found.refused), threshold=found.threshold,
+                                      min_similarity=round(found.min_similarity, 4))
     try:
         with run_fake_upstream() as upstream:
             if not args.skip_exact:
@@ -452,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
                                              workers=args.workers) as (
                             base, headers, server):
                         results["semantic"].append(measure_semantic(
-                            base, headers, upstream, args, rows=rows, scopes=scopes, pgid=server.pid, label=label))
+                            base, headers, upstream, args, rows=rows, scopes=scopes, pgid=server.pid, label=label,
+                            texts=texts))
             if not args.skip_litellm:
                 name = f"litellm {litellm_proxy.version()}"
                 with run_litellm_cached(upstream, args.redis_url) as (base, headers):
@@ -473,18 +549,29 @@ def main(argv: list[str] | None = None) -> int:
               f"{gw['hit']['open_p99']:.2f} ms ({verdict}); closed-loop hit p99 with {args.connections} clients "
               f"back to back: {gw['hit']['closed_p99']:.2f} ms")
     if results["semantic"]:
+        kinds = semantic_kinds(args.paraphrases)
+        repeated = f"the one paraphrase {PARAPHRASE!r} each time"
+        mode = (f"semantic-hit: {len(texts):,} distinct paraphrases, rotated" if texts else f"semantic-hit: {repeated}")
+        if "semantic-hit-repeat" in kinds:
+            mode += f"; semantic-hit-repeat: {repeated}"
         print(f"\nsemantic cache, open loop at {args.rate:.0f} req/s over {args.connections} connections "
-              f"(ms; cpu: the gateway's CPU ms per request):")
-        print(f"{'tree':<10} {'vectors':>8} {'scopes':>6} | " + " | ".join(f"{k:^28}" for k in SEMANTIC_KINDS)
+              f"(ms; cpu: the gateway's CPU ms per request); --paraphrases {' '.join(args.paraphrases)} ({mode}):")
+        print(f"{'tree':<10} {'vectors':>8} {'scopes':>6} | " + " | ".join(f"{k:^28}" for k in kinds)
               + " | miss adds p50")
         print(f"{'':<10} {'':>8} {'':>6} | " + " | ".join(f"{'p50':>7} {'p99':>8} {'cpu':>6} {'up':>4}"
-                                                          for _ in SEMANTIC_KINDS) + " |")
+                                                          for _ in kinds) + " |")
         for sem in results["semantic"]:
             cells = " | ".join(f"{sem[k]['open_p50']:>7.2f} {sem[k]['open_p99']:>8.2f} {sem[k]['cpu_ms']:>6.3f} "
-                               f"{sem[k]['upstream_calls']:>4}" for k in SEMANTIC_KINDS)
+                               f"{sem[k]['upstream_calls']:>4}" for k in kinds)
             adds = sem["semantic-miss"]["open_p50"] - sem["exact-miss"]["open_p50"]
             print(f"{sem['tree']:<10} {sem['rows']:>8,} {sem['scopes']:>6} | {cells} | {adds:+.2f} ms")
         print("('up': upstream calls in the run: 0 for hits; a hit run's calls are lookups that missed)")
+        for sem in results["semantic"]:
+            for kind in kinds[:2]:
+                hit = sem[kind]
+                if kind.startswith("semantic-hit") and (hit["upstream_calls"] or hit["misses"]):
+                    print(f"NOT ALL HITS [{sem['tree']}, {sem['rows']:,} in {sem['scopes']} scope(s)]: {hit['misses']} "
+                          f"{kind} lookups missed, {hit['upstream_calls']} upstream calls: {hit['counters']}")
         for sem in results["semantic"]:
             hit = sem["semantic-hit"]["open_p99"]
             adds = sem["semantic-miss"]["open_p50"] - sem["exact-miss"]["open_p50"]
