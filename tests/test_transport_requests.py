@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -74,3 +75,57 @@ async def test_an_unparsable_url_is_a_protocol_failure() -> None:
     finally:
         await transport.aclose()
     assert (failure.value.kind, str(failure.value)) == ("protocol", "protocol: InvalidUrlClientError")
+
+
+@pytest.fixture
+async def cut_server() -> AsyncIterator[str]:
+    """A server that declares 100 bytes, sends 5 in two writes, and drops the connection."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-length": "100"})
+        await response.prepare(request)
+        await response.write(b"ab")
+        await asyncio.sleep(0.05)
+        await response.write(b"cde")
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/cut", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/v1/cut"
+    await runner.cleanup()
+
+
+async def test_a_body_cut_off_midway_is_a_protocol_failure_after_what_arrived(cut_server: str) -> None:
+    transport = AiohttpTransport()
+    received: list[bytes] = []
+    try:
+        response = await transport.send("GET", cut_server, {}, None, TIMEOUTS)
+        with pytest.raises(TransportError) as failure:
+            async for data in response.receive():
+                received.append(data)
+        await response.close()
+    finally:
+        await transport.aclose()
+    assert (b"".join(received), failure.value.kind, str(failure.value)) == (
+        b"abcde", "protocol", "protocol: ClientPayloadError"
+    )
+
+
+async def test_a_body_left_unread_midway_can_be_closed(cut_server: str) -> None:
+    transport = AiohttpTransport()
+    try:
+        response = await transport.send("GET", cut_server, {}, None, TIMEOUTS)
+        chunks = response.receive()
+        first = await anext(aiter(chunks))
+        await response.close()
+    finally:
+        await transport.aclose()
+    assert first == b"ab"

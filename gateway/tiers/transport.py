@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 import aiohttp
 import httpx
 import msgspec
+from aiohttp.streams import EofStream
 from yarl import URL
 
 FailureKind = Literal["connect", "timeout", "protocol"]
@@ -101,17 +102,40 @@ class _AiohttpResponse:
         except aiohttp.ClientError as exc:
             raise TransportError("protocol", type(exc).__name__) from None
 
-    async def receive(self) -> AsyncIterator[bytes]:
+    def receive(self) -> AsyncIterator[bytes]:
+        return _AiohttpChunks(self._response.content)
+
+    async def close(self) -> None:
+        self._response.release()
+
+
+class _AiohttpChunks:
+    """The body as it arrives (aiohttp's `iter_any`, failures as `TransportError`).
+
+    A plain iterator, not an async generator: one left unfinished (a stream ends at `[DONE]`, before the
+    body's end) needs no finalizer scheduled through the event loop's self-pipe.
+    """
+
+    __slots__ = ("_content",)
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self._content = content
+
+    def __aiter__(self) -> _AiohttpChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
         try:
-            async for data in self._response.content.iter_any():
-                yield data
+            data = await self._content.readany()
+        except EofStream:
+            raise StopAsyncIteration from None
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise TransportError("timeout", str(exc) or "read timed out") from None
         except aiohttp.ClientError as exc:
             raise TransportError("protocol", type(exc).__name__) from None
-
-    async def close(self) -> None:
-        self._response.release()
+        if not data:
+            raise StopAsyncIteration
+        return data
 
 
 class _LeanRequest(aiohttp.ClientRequest):
