@@ -97,7 +97,8 @@ def main() -> None:
                     rate, cpu = _run_child(tree, kind, base_url, args)
                     results.setdefault((kind, label), []).append((rate, cpu))
                     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-                    print(f"round {round_no} {label:8s} {kind:8s} {rate:7.0f} req/s  cpu {cpu:.4f} ms/req  (load {load})")
+                    print(f"round {round_no} {label:8s} {kind:8s} {rate:7.0f} req/s  cpu {cpu:.4f} ms/req"
+                          f"  (load {load})")
     print(f"\nmedian of {args.rounds} rounds; load now {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'kind':9s} {'tree':9s} {'req/s':>7s} {'cpu ms/req':>10s}  rounds")
     for kind in args.kinds:
