@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
+from multidict import CIMultiDict
 
 from gateway import __version__
 from gateway.errors import GatewayError, TierUnavailable
@@ -64,12 +65,12 @@ class OpenAIHTTPBackend:
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
-        self._headers = {
+        self._headers: CIMultiDict[str] = CIMultiDict({  # built once: the transport takes it as it is
             "content-type": "application/json",
             "accept-encoding": "identity",  # bodies pass through as received: never compressed
             "user-agent": f"slm-gateway/{__version__}",
             **upstream_auth_headers(api_key, auth_header),
-        }
+        })
         self._scrub = KeyScrubber([api_key])
         self._max_response_bytes = max_response_bytes
         self._request_stream_usage = request_stream_usage
@@ -103,7 +104,10 @@ class OpenAIHTTPBackend:
 
     async def _post(self, body: bytes, request_id: str | None) -> TransportResponse:
         """POST to /chat/completions; retry once when the connection could not be made (nothing was sent)."""
-        headers = self._headers if request_id is None else {**self._headers, "x-request-id": request_id}
+        headers = self._headers
+        if request_id is not None:
+            headers = headers.copy()
+            headers["x-request-id"] = request_id
         try:
             try:
                 return await self._transport.send("POST", self._completions_url, headers, body, self._timeouts)

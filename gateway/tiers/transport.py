@@ -16,8 +16,11 @@ from typing import Literal, Protocol
 import aiohttp
 import httpx
 import msgspec
+from aiohttp.streams import EofStream
+from yarl import URL
 
 FailureKind = Literal["connect", "timeout", "protocol"]
+_URL_CACHE_SIZE = 256
 
 
 class TransportError(Exception):
@@ -99,26 +102,68 @@ class _AiohttpResponse:
         except aiohttp.ClientError as exc:
             raise TransportError("protocol", type(exc).__name__) from None
 
-    async def receive(self) -> AsyncIterator[bytes]:
-        try:
-            async for data in self._response.content.iter_any():
-                yield data
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise TransportError("timeout", str(exc) or "read timed out") from None
-        except aiohttp.ClientError as exc:
-            raise TransportError("protocol", type(exc).__name__) from None
+    def receive(self) -> AsyncIterator[bytes]:
+        return _AiohttpChunks(self._response.content)
 
     async def close(self) -> None:
         self._response.release()
 
 
+class _AiohttpChunks:
+    """The body as it arrives (aiohttp's `iter_any`, failures as `TransportError`).
+
+    A plain iterator, not an async generator: one left unfinished (a stream ends at `[DONE]`, before the
+    body's end) needs no finalizer scheduled through the event loop's self-pipe.
+    """
+
+    __slots__ = ("_content",)
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self._content = content
+
+    def __aiter__(self) -> _AiohttpChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            data = await self._content.readany()
+        except EofStream:
+            raise StopAsyncIteration from None
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise TransportError("timeout", str(exc) or "read timed out") from None
+        except aiohttp.ClientError as exc:
+            raise TransportError("protocol", type(exc).__name__) from None
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+
+class _LeanRequest(aiohttp.ClientRequest):
+    """aiohttp's request with only `accept: */*` as an automatic header (no user-agent, no accept-encoding).
+
+    The same headers as `skip_auto_headers=("User-Agent", "Accept-Encoding")`, without the per-request copy
+    of the headers and the sorted skip list aiohttp builds for it.
+    """
+
+    def update_auto_headers(self, skip_auto_headers: object) -> None:
+        if "accept" not in self.headers:
+            self.headers["Accept"] = "*/*"
+
+
 class AiohttpTransport:
-    """One aiohttp connection pool (created lazily, inside the running event loop)."""
+    """One aiohttp connection pool (created lazily, inside the running event loop).
+
+    Per request it builds only what changes: the timeouts and parsed URLs are kept (the URLs in a small
+    bounded map), the session keeps no cookies (an upstream's `set-cookie` is relayed, never replayed to it on
+    another client's request).
+    """
 
     def __init__(self, max_connections: int = 256, keepalive_seconds: float = 30.0) -> None:
         self._max_connections = max_connections
         self._keepalive = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, URL] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -126,17 +171,36 @@ class AiohttpTransport:
                 limit=self._max_connections, limit_per_host=self._max_connections, keepalive_timeout=self._keepalive
             )
             self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding")
+                connector=connector, auto_decompress=False, request_class=_LeanRequest,
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
+
+    def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(timeouts)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.read)
+            self._timeouts[timeouts] = timeout
+        return timeout
+
+    def _url(self, url: str) -> URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            parsed = self._urls[url] = URL(url)
+        return parsed
 
     async def send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeouts: Timeouts
     ) -> TransportResponse:
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.read)
+        try:
+            target = self._url(url)
+        except ValueError:  # what aiohttp raises for an URL it cannot parse
+            raise TransportError("protocol", aiohttp.InvalidUrlClientError.__name__) from None
         try:
             response = await self._client().request(
-                method, url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                method, target, data=body, headers=headers, timeout=self._timeout(timeouts), allow_redirects=False
             )
         except aiohttp.ClientConnectorError as exc:
             raise TransportError("connect", type(exc).__name__) from None
