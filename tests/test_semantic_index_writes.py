@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.cache.semantic.redis_index import SYNC_LINGER, RedisVectorIndex
+from gateway.cache.store import StoreError
 from gateway.devtools.process import free_port
 from tests.test_cache_redis_outage import OwnRedis
 
@@ -126,3 +127,36 @@ async def test_a_write_to_a_purged_scope_drops_the_purged_rows_of_its_mirror(
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_catch_up_on_the_cheap_connection_fails_open_and_reconnects() -> None:
+    own = OwnRedis(free_port())
+    own.start()
+    one, two = await replicas(own)
+    try:
+        assert await one.search("tA:sem:1", unit(0), 4) == []  # warm, empty
+        await two.add("tA:sem:1", "f1", unit(1), b"g", TTL_MS)
+        await asyncio.sleep(0.11)
+        assert [c.entry_key for c in await one.search("tA:sem:1", unit(1), 4)] == []  # scanned as it is
+        await one._mirrors["tA:sem:1"].syncing
+        assert [c.entry_key for c in await one.search("tA:sem:1", unit(1), 4)] == ["f1"]  # caught up on `reads`
+        own.kill()
+        await asyncio.sleep(0.11)
+        assert [c.entry_key for c in await one.search("tA:sem:1", unit(1), 4)] == ["f1"]  # the mirror, no error
+        with pytest.raises(StoreError):
+            await one._mirrors["tA:sem:1"].syncing
+        assert one.breaker.is_open
+        own.start()  # empty: the stream is gone
+        await asyncio.sleep(0.25)  # past the breaker's pause
+        three = RedisVectorIndex(f"redis://127.0.0.1:{own.port}/0", DIM, prefix=PREFIX, timeout_seconds=1)
+        await three.start()  # (two's redis-py pool still holds its lost connection: writes are not retried)
+        await three.add("tA:sem:1", "f2", unit(2), b"g", TTL_MS)
+        await three.close()
+        await asyncio.sleep(0.11)
+        await one.search("tA:sem:1", unit(2), 4)
+        await one._mirrors["tA:sem:1"].syncing  # a new connection (the lost one is retried once at once)
+        assert [c.entry_key for c in await one.search("tA:sem:1", unit(2), 4)] == ["f2", "f1"]  # (re-created: not a reset)
+    finally:
+        await one.close()
+        await two.close()
+        own.kill()
