@@ -23,6 +23,9 @@ mirror's catch-up waits up to `sync_linger_seconds` (0.02) for an index write to
 catch-ups to share its round trip (a semantic miss's lookup is followed by its write within milliseconds: one round
 trip instead of two; over many scopes, several catch-ups per round trip).
 
+Catch-ups and writes go through a `gateway.resp.PipelinedRedis` connection of the index's own (hiredis; a
+fraction of redis-py's CPU per command), under the same breaker and timeout as the redis-py link (the purge's).
+
 Redis Stack's vector search (FT.SEARCH KNN) is not used: this machine's Redis (7.0, no modules) cannot run it,
 and the mirror needs nothing but streams. Scale: a scope costs `dim * 4` bytes per vector in Redis and in every
 replica's memory (256-d: ~1 KiB; 20,000 vectors ~21 MB per replica), twice that in a mirror large enough for an
@@ -134,9 +137,9 @@ class RedisVectorIndex:
             error=StoreError, what="vector index",
         )
         self.breaker = self.link.breaker
-        self.reads = PipelinedRedis(url, timeout=timeout_seconds)
-        """Catch-ups without rows to write (`EXISTS`, `XRANGE`) go through this connection (hiredis, pipelined:
-        ~0.04 ms of CPU a command against ~0.13-0.16 ms through redis-py), under the same breaker and timeout."""
+        self.resp = PipelinedRedis(url, timeout=timeout_seconds)
+        """Catch-ups and index writes go through this connection (hiredis, pipelined: ~0.04 ms of CPU a command
+        against ~0.13-0.16 ms through redis-py), under the link's breaker and timeout; the purge stays on redis-py."""
         self._clock = clock
         self.sync_interval = sync_interval_seconds
         """A mirror caught up less than this long ago is scanned without a round trip (this replica's own adds
@@ -173,7 +176,7 @@ class RedisVectorIndex:
             if mirror.syncing is not None:
                 mirror.syncing.cancel()
         self._mirrors.clear()
-        await self.reads.close()
+        await self.resp.close()
         await self.link.close()
 
     def _mirror(self, scope_id: str) -> _Mirror:
@@ -231,16 +234,16 @@ class RedisVectorIndex:
         return [("EXISTS", key), ("XRANGE", key, f"({last_id}", "+", "COUNT", SYNC_BATCH)]
 
     async def _read(self, commands: list[tuple[object, ...]]) -> list[object]:
-        """Read-only commands on `reads` (`StoreError` when they fail; refused without a network call while the
+        """Read-only commands on `resp` (`StoreError` when they fail; refused without a network call while the
         breaker is open); retried once at once when the connection was lost, never after a timeout."""
         self.link.client("get")  # started, and the breaker allows it
         try:
             try:
-                replies = await self.reads.execute_many(commands)
+                replies = await self.resp.execute_many(commands)
             except TimeoutError:
                 raise
             except ConnectionError:
-                replies = await self.reads.execute_many(commands)
+                replies = await self.resp.execute_many(commands)
         except (ReplyError, OSError) as exc:  # ConnectionError and TimeoutError are OSErrors: they open the breaker
             raise self.link.failed("get", exc) from None
         self.link.ok()
@@ -302,7 +305,7 @@ class RedisVectorIndex:
         stream's TTL pushed out once (NX, then GT). Atomic, so a mirror caught up before its own rows has them all
         up to the last of them, without reading them back (`None` items: catch-ups only, see `_catch_up_now`).
         Without a catch-up, a plain pipeline; the rows' ids go into their mirror's `own`, skipped when read. Without
-        rows (catch-ups only): the `EXISTS` / `XRANGE` pairs on `reads`, the cheap connection, not atomic (as `_sync`)."""
+        rows (catch-ups only): the `EXISTS` / `XRANGE` pairs on `resp`, the cheap connection, not atomic (as `_sync`)."""
         batch = [item for item in queued if item is not None]
         waiting, self._catchups = self._catchups, {}
         if self._catchup_timer is not None:
@@ -349,22 +352,34 @@ class RedisVectorIndex:
 
     async def _write_rows(self, catching: dict[str, tuple[_Mirror, str]], batch: list, ttls: dict[str, int],
                           operation: str) -> list:
-        """`_write`'s pipeline with rows (a `MULTI` when it catches mirrors up), on redis-py."""
-        redis = self.link.client(operation)
-        async with redis.pipeline(transaction=bool(catching)) as pipe:
-            for scope_id, (_, last_id) in catching.items():
-                pipe.exists(self.key(scope_id))
-                pipe.xrange(self.key(scope_id), min=f"({last_id}", max="+", count=SYNC_BATCH)
-            for scope_id, fields, ttl_ms in batch:
-                key = self.key(scope_id)
-                pipe.xadd(key, fields, maxlen=self.max_rows_per_scope, approximate=True)  # type: ignore[arg-type]
-                ttls[key] = max(ttl_ms, ttls.get(key, 0))
-            for key, ttl_ms in ttls.items():
-                pipe.pexpire(key, ttl_ms, nx=True)
-                pipe.pexpire(key, ttl_ms, gt=True)
-            replies = await pipe.execute()
+        """`_write`'s commands with rows on `resp`, in one write: a `MULTI` when it catches mirrors up (the
+        commands are queued together, so nothing else on the connection comes between `MULTI` and `EXEC`). Not
+        retried (a write that may have been applied is not repeated); replies as redis-py's pipeline gives them."""
+        self.link.client(operation)  # started, and the breaker allows it
+        commands: list[tuple[object, ...]] = []
+        for scope_id, (_, last_id) in catching.items():
+            commands += self._catch_up_commands(self.key(scope_id), last_id)
+        for scope_id, fields, ttl_ms in batch:
+            key = self.key(scope_id)
+            pairs = [part for field, value in fields.items() for part in (field, value)]
+            commands.append(("XADD", key, "MAXLEN", "~", self.max_rows_per_scope, "*", *pairs))
+            ttls[key] = max(ttl_ms, ttls.get(key, 0))
+        for key, ttl_ms in ttls.items():
+            commands += [("PEXPIRE", key, ttl_ms, "NX"), ("PEXPIRE", key, ttl_ms, "GT")]
+        if catching:
+            commands = [("MULTI",), *commands, ("EXEC",)]
+        try:
+            replies = await self.resp.execute_many(commands)
+            if catching:
+                replies = replies[-1]
+                failed = next((r for r in replies or () if isinstance(r, ReplyError)), None)
+                if replies is None or failed is not None:
+                    raise failed or ReplyError("EXEC aborted")
+        except (ReplyError, OSError) as exc:
+            raise self.link.failed(operation, exc) from None
         self.link.ok()
-        return replies
+        reads = 2 * len(catching)
+        return [_entries(r) if i < reads and i % 2 else r for i, r in enumerate(replies)]
 
     def _caught_up(self, scope_id: str, mirror: _Mirror, exists: int, rows: list, batch: list, started: float) -> bool:
         """Apply one scope's `EXISTS` / `XRANGE` of `_write` to its mirror; whether it is now caught up."""
