@@ -157,3 +157,19 @@ async def test_a_catch_up_on_the_cheap_connection_fails_open_and_reconnects() ->
         await one.close()
         await two.close()
         own.kill()
+
+
+async def test_an_error_inside_the_write_s_multi_fails_the_write(server: OwnRedis, r: aioredis.Redis) -> None:
+    one, two = await replicas(server)
+    try:
+        assert await one.search("tA:sem:1", unit(0), 4) == []  # warm, empty
+        await asyncio.sleep(0.11)  # due: the next write carries its catch-up (a MULTI)
+        await r.set(one.key("tA:sem:1"), b"not a stream")
+        await r.config_resetstat()
+        with pytest.raises(StoreError, match="WRONGTYPE"):
+            await one.add("tA:sem:1", "f1", unit(1), b"g", TTL_MS)
+        assert await calls(r) == {"multi": 1, "exec": 1, "exists": 1, "xrange": 1, "xadd": 1, "pexpire": 2}  # one MULTI
+        assert one.breaker.is_open is False  # an error reply is not an outage
+    finally:
+        await one.close()
+        await two.close()
