@@ -121,6 +121,9 @@ def test_small_scopes_and_unfit_rows_are_scanned_exactly() -> None:
     same(fast, exact, rows[:3])
     assert fast._half is None
     half = HalfScan(DIM)
+    import faiss
+
+    assert faiss.omp_get_max_threads() == 1  # in this (the event loop's) thread: no OpenMP threads to fight it
     half.set(0, rows[0])
     assert half.usable
     half.set(1, rows[1] * 1e6)
