@@ -208,3 +208,23 @@ class PipelinedRedis:
         if conn is None or conn.closed:
             conn = await self._connection()
         return await self._send(conn, command, lazy)
+
+    async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """`execute` of several commands, sent at once in one write (with whatever else was queued), their replies
+        in order; the first failure is raised (the others' are read and dropped)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        assert conn.transport is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        futures: list[asyncio.Future[Any]] = []
+        for command in commands:
+            future: asyncio.Future[Any] = loop.create_future()
+            conn.waiting.append((future, deadline))
+            conn.out.append(hiredis.pack_command(command))
+            futures.append(future)
+        conn.flush()
+        if conn.watch is None:
+            conn.watch = loop.call_at(deadline, conn.check, self.timeout)
+        return await asyncio.gather(*futures)

@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.cache.semantic.redis_index import SYNC_LINGER, RedisVectorIndex
+from gateway.cache.store import StoreError
 from gateway.devtools.process import free_port
 from tests.test_cache_redis_outage import OwnRedis
 
@@ -102,7 +103,7 @@ async def test_catch_ups_of_warm_mirrors_share_one_round_trip(server: OwnRedis, 
         assert await one.search("tA:sem:2", unit(2), 4) == []
         assert await calls(r) == {}
         await asyncio.gather(*(one._mirrors[s].syncing for s in ("tA:sem:1", "tA:sem:2")))  # within SYNC_LINGER
-        assert await calls(r) == {"multi": 1, "exec": 1, "exists": 2, "xrange": 2}
+        assert await calls(r) == {"exists": 2, "xrange": 2}  # one write on the cheap connection, no MULTI
         assert [c.entry_key for c in await one.search("tA:sem:1", unit(1), 4)] == ["f1"]
         assert [c.entry_key for c in await one.search("tA:sem:2", unit(2), 4)] == ["f2"]
         assert SYNC_LINGER == 0.02
@@ -123,6 +124,52 @@ async def test_a_write_to_a_purged_scope_drops_the_purged_rows_of_its_mirror(
         await two.add("tA:sem:1", "after-purge", unit(0), b"g", TTL_MS)
         assert await keys(two, "tA:sem:1") == ["after-purge"]
         assert [k[b"k"] for _, k in await r.xrange(f"{PREFIX}:tA:sem:1")] == [b"after-purge"]
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_a_catch_up_on_the_cheap_connection_fails_open_and_reconnects() -> None:
+    own = OwnRedis(free_port())
+    own.start()
+    one, two = await replicas(own)
+    try:
+        assert await one.search("tA:sem:1", unit(0), 4) == []  # warm, empty
+        await two.add("tA:sem:1", "f1", unit(1), b"g", TTL_MS)
+        await asyncio.sleep(0.11)
+        assert [c.entry_key for c in await one.search("tA:sem:1", unit(1), 4)] == []  # scanned as it is
+        await one._mirrors["tA:sem:1"].syncing
+        assert [c.entry_key for c in await one.search("tA:sem:1", unit(1), 4)] == ["f1"]  # caught up on `resp`
+        own.kill()
+        await asyncio.sleep(0.11)
+        assert [c.entry_key for c in await one.search("tA:sem:1", unit(1), 4)] == ["f1"]  # the mirror, no error
+        with pytest.raises(StoreError):
+            await one._mirrors["tA:sem:1"].syncing
+        assert one.breaker.is_open
+        own.start()  # empty: the stream is gone
+        await asyncio.sleep(0.25)  # past the breaker's pause
+        await two.add("tA:sem:1", "f2", unit(2), b"g", TTL_MS)  # its lost connection noticed: a new one
+        await asyncio.sleep(0.11)
+        await one.search("tA:sem:1", unit(2), 4)
+        await one._mirrors["tA:sem:1"].syncing  # a new connection (the lost one is retried once at once)
+        assert [c.entry_key for c in await one.search("tA:sem:1", unit(2), 4)] == ["f2", "f1"]  # (re-created: not a reset)
+    finally:
+        await one.close()
+        await two.close()
+        own.kill()
+
+
+async def test_an_error_inside_the_write_s_multi_fails_the_write(server: OwnRedis, r: aioredis.Redis) -> None:
+    one, two = await replicas(server)
+    try:
+        assert await one.search("tA:sem:1", unit(0), 4) == []  # warm, empty
+        await asyncio.sleep(0.11)  # due: the next write carries its catch-up (a MULTI)
+        await r.set(one.key("tA:sem:1"), b"not a stream")
+        await r.config_resetstat()
+        with pytest.raises(StoreError, match="WRONGTYPE"):
+            await one.add("tA:sem:1", "f1", unit(1), b"g", TTL_MS)
+        assert await calls(r) == {"multi": 1, "exec": 1, "exists": 1, "xrange": 1, "xadd": 1, "pexpire": 2}  # one MULTI
+        assert one.breaker.is_open is False  # an error reply is not an outage
     finally:
         await one.close()
         await two.close()

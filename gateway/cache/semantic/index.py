@@ -4,7 +4,9 @@ A lookup in a scope below `ann_min_rows` rows (32,768) is an exact scan of its m
 matrix-vector product, ~0.25 ms at 10,000 x 256). A larger scope gets an approximate index
 (`gateway.cache.semantic.ann`: faiss's IVF, built in a worker thread, rebuilt each time the scope doubles) that
 proposes rows, which are re-scored exactly here (~0.1 ms at 100,000, where the exact scan takes ~5 ms); until
-its first build is installed, or without faiss, the scope is scanned exactly. Scopes are bounded
+its first build is installed, or without faiss, the scope is scanned exactly. An exact scan of a scope of `HALF_MIN_ROWS` rows
+or more goes through an fp16 copy first (`gateway.cache.semantic.half`), whose proposals are re-scored exactly and
+used only when provably the float32 scan's result. Scopes are bounded
 (`max_rows_per_scope`, oldest replaced first) and so is the whole index (`max_vectors`, least recently used
 scope first).
 
@@ -26,6 +28,7 @@ import numpy as np
 
 from gateway.cache.semantic import ann
 from gateway.cache.semantic.ann import IndexBuilds, IvfIndex
+from gateway.cache.semantic.half import HalfScan
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,11 @@ ANN_MIN_ROWS = 32_768
 """A scope this large gets an approximate index (`gateway.cache.semantic.ann`); 0: never."""
 ANN_EXTRA = 8
 """The approximate index is asked for this many more rows than wanted (some may have expired)."""
+HALF_MIN_ROWS = 1024
+"""A scope this large (and below `ann_min_rows`) is scanned in fp16 first (`gateway.cache.semantic.half`), whose
+proposals are re-scored exactly; a smaller one is scanned exactly (~0.03 ms)."""
+HALF_EXTRA = 12
+"""The fp16 scan proposes this many more rows than wanted (room for expired rows and near-ties)."""
 SEARCHES_KEPT = 32
 """Queries whose result a scope remembers (`ScopeMatrix.search`)."""
 SEARCHES_MIN_ROWS = 1024
@@ -85,11 +93,16 @@ class ScopeMatrix:
 
     __slots__ = (
         "dim", "max_rows", "_vectors", "_expires", "_keys", "_guards", "_rows", "_next",
-        "ann_min_rows", "_ann", "_changed", "_build_at", "_version", "_searches",
+        "ann_min_rows", "_ann", "_changed", "_build_at", "_version", "_searches", "half_scan", "_half",
     )
 
-    def __init__(self, dim: int, max_rows: int, *, ann_min_rows: int = ANN_MIN_ROWS) -> None:
+    def __init__(
+        self, dim: int, max_rows: int, *, ann_min_rows: int = ANN_MIN_ROWS, half_scan: bool = True
+    ) -> None:
         self.dim = dim
+        self.half_scan = half_scan and ann.available()
+        """Whether an exact scan of `HALF_MIN_ROWS` rows or more is proposed by an fp16 scan first."""
+        self._half: HalfScan | None = None
         self.max_rows = max(1, max_rows)
         self.ann_min_rows = ann_min_rows if ann_min_rows > 0 and ann.available() else 0
         self._ann: IvfIndex | None = None
@@ -140,6 +153,8 @@ class ScopeMatrix:
         self._expires[row] = expires
         if self._ann is not None:
             self._ann.upsert(row, self._vectors[row], new=new)
+        if self._half is not None:
+            self._half.set(row, self._vectors[row])
         if self._changed is not None:
             self._changed.add(row)
 
@@ -171,6 +186,8 @@ class ScopeMatrix:
         index.adopt()
         index.upsert_rows(changed, self._vectors[changed], built)
         self._ann = index
+        self._half = None  # scans go through the approximate index from now on
+        self.half_scan = False
         self._build_at = 2 * built
         self._version += 1
 
@@ -213,6 +230,10 @@ class ScopeMatrix:
 
     def _search_exact(self, vector: np.ndarray, k: int, now: float) -> tuple[list[Candidate], float]:
         n = len(self._keys)
+        if self.half_scan and k <= SMALL_K and n >= HALF_MIN_ROWS:
+            proven = self._search_half(vector, k, now)
+            if proven is not None:
+                return proven
         # vecdot (numpy >= 2.0) and einsum run in the calling thread; `@` goes to a multi-threaded BLAS, which on
         # a busy machine was 10-20x slower for this size. vecdot's SIMD loop scans 10,000 x 256 in ~0.23 ms CPU
         # here, einsum in ~0.47 ms (bench/semantic_cache.py)
@@ -236,6 +257,29 @@ class ScopeMatrix:
         top = top[np.argsort(scores[top])[::-1]]
         top = top[np.isfinite(scores[top])]
         return [Candidate(self._keys[i], float(scores[i]), self._guards[i]) for i in top], self._until(top)
+
+    def _search_half(self, vector: np.ndarray, k: int, now: float) -> tuple[list[Candidate], float] | None:
+        """The exact scan's result through the fp16 scan's proposals, or None where that is not proven (then the
+        caller scans exactly): the k best live proposals by exact score (ties: the lower row first, as argmax)
+        are the exact scan's when the k-th scores above every unproposed row's fp16 score plus the fp16 error."""
+        half = self._half
+        if half is None:
+            half = self._half = HalfScan(self.dim)
+            for row in range(len(self._keys)):
+                half.set(row, self._vectors[row])
+        if not half.usable:
+            return None
+        rows, floor = half.propose(vector, k + HALF_EXTRA)
+        live = rows[self._expires[rows] > now]
+        if len(live) < k:
+            return None
+        scores = _dot_rows(self._vectors[live], vector)  # exact, as the full scan computes each row
+        order = np.lexsort((live, -scores))[:k]
+        kth = float(scores[order[-1]])
+        if not kth > floor + half.error(vector):
+            return None
+        found = [Candidate(self._keys[int(live[i])], float(scores[i]), self._guards[int(live[i])]) for i in order]
+        return found, self._until(live[order])
 
     def _search_approximate(self, vector: np.ndarray, k: int, now: float) -> tuple[list[Candidate], float]:
         assert self._ann is not None
