@@ -72,6 +72,8 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _CODE = re.compile(r"\w[\w]*(?:(?:\.|::|->)\w+)+(?:\(\))?|\w+\(\)|\w*_\w+|[a-z]+[A-Z]\w*")
 _QUOTED = re.compile(r"\"([^\"]{1,200})\"|“([^”]{1,200})”|`([^`]{1,200})`")
 _OPERATORS = re.compile(r"[=<>!+*/&|^~\\]+")
+_OPERATOR_CHARS = "=<>!+*/&|^~\\"
+"""What `_OPERATORS` matches (most prompts have none: a scan for each is cheaper than the pattern's)."""
 _SENTENCE_END = (".", "!", "?", ":", ";")
 
 _TONGUES: dict[str, frozenset[str]] = {
@@ -259,7 +261,10 @@ class LexicalGuard:
         hashes: set[int] = set()  # of those words
         marks: set[int] = set()
         content: set[int] = set()
-        numbers: set[str] = {_number(n) for n in _NUMBER.findall(text)}
+        numbers: set[str] = (
+            {_number(n) for n in _NUMBER.findall(text)}
+            if not text.isascii() or any(d in text for d in "0123456789") else set()  # ASCII `\d` is 0-9
+        )
         polarity: set[str] = set()
         languages: set[str] = set()
         forms: set[str] = set()
@@ -312,7 +317,7 @@ class LexicalGuard:
             {" ".join(next(g for g in m if g).lower().split()) for m in _QUOTED.findall(text)}
             if ('"' in text or "“" in text or "`" in text) else set()
         )
-        symbols = set(_OPERATORS.findall(text))
+        symbols = set(_OPERATORS.findall(text)) if any(c in text for c in _OPERATOR_CHARS) else set()
         classes = (
             numbers, {str(negation)}, polarity, languages, forms, units, wh, symbols, quoted, _scripts(text),
         )
