@@ -65,7 +65,6 @@ CLASSES: tuple[str, ...] = (
     "numbers", "negation", "polarity", "language", "form", "unit", "wh", "symbols", "quoted", "script",
 )
 
-_RAW = re.compile(r"\S+")
 _STRIP = "\"'“”‘’`.,!?;:()[]{}<>*"
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -252,11 +251,8 @@ class LexicalGuard:
             ends=token.endswith(_SENTENCE_END) or token in ("-", "*", "•"), comma=token.endswith(","),
         )
 
-    def _token(self, token: str) -> _Token:
-        return self._token_memo(token) if len(token) <= _TOKEN_MEMO_CHARS else self._token_of(token)
-
     def signature(self, text: str) -> GuardSignature:
-        token_of = self._token
+        memo, token_of = self._token_memo, self._token_of
         words: set[str] = set()  # lower-cased words (for the tongue)
         hashes: set[int] = set()  # of those words
         marks: set[int] = set()
@@ -275,7 +271,7 @@ class LexicalGuard:
         previous: _Part | None = None
         at_start = True
         for token in text.split():  # str.split() splits where `\s` matches
-            t = token_of(token)
+            t = memo(token) if len(token) <= _TOKEN_MEMO_CHARS else token_of(token)
             if t.cased is not None and not sentence_start:
                 languages.add(t.cased)
             elif t.language is not None:
