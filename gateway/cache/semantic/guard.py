@@ -39,6 +39,7 @@ import hashlib
 import re
 import unicodedata
 from collections import Counter
+from typing import NamedTuple
 
 import msgspec
 
@@ -64,13 +65,14 @@ CLASSES: tuple[str, ...] = (
     "numbers", "negation", "polarity", "language", "form", "unit", "wh", "symbols", "quoted", "script",
 )
 
-_RAW = re.compile(r"\S+")
 _STRIP = "\"'“”‘’`.,!?;:()[]{}<>*"
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _CODE = re.compile(r"\w[\w]*(?:(?:\.|::|->)\w+)+(?:\(\))?|\w+\(\)|\w*_\w+|[a-z]+[A-Z]\w*")
 _QUOTED = re.compile(r"\"([^\"]{1,200})\"|“([^”]{1,200})”|`([^`]{1,200})`")
 _OPERATORS = re.compile(r"[=<>!+*/&|^~\\]+")
+_OPERATOR_CHARS = "=<>!+*/&|^~\\"
+"""What `_OPERATORS` matches (most prompts have none: a scan for each is cheaper than the pattern's)."""
 _SENTENCE_END = (".", "!", "?", ":", ";")
 
 _TONGUES: dict[str, frozenset[str]] = {
@@ -139,7 +141,7 @@ def _scripts(text: str) -> set[str]:
     out: set[str] = set()
     if text.isascii():
         return out
-    for ch in text:
+    for ch in set(text):
         if ord(ch) > 0x24F and ch.isalpha():
             name = unicodedata.name(ch, "")
             if name:
@@ -147,11 +149,48 @@ def _scripts(text: str) -> set[str]:
     return out
 
 
-def _tongue(words: list[str]) -> str:
-    unique = set(words)
+def _tongue(unique: set[str]) -> str:
     counts = sorted(((len(unique & vocab), tongue) for tongue, vocab in _TONGUES.items()), reverse=True)
     (best, tongue), (second, _) = counts[0], counts[1]
     return tongue if best >= 2 and best >= second + 2 else "?"
+
+
+_UNIT_CHARS = frozenset(k for k in UNITS if len(k) == 1)
+"""Units written as one character ("%", "$", "€", "°"): counted wherever they occur in a token."""
+_TOKEN_MEMO_CHARS = 64
+"""Tokens up to this long are remembered (a memo entry stays small; longer ones are rare and computed each time)."""
+
+
+class _Part(NamedTuple):
+    """What one word (a `_WORD` match) contributes to a signature, whatever its position."""
+
+    h: int  # hash of `lower`
+    lower: str
+    mark: int  # 1: always a mark (all caps, letters and digits); 2: a mark when not at a sentence start; 0: never
+    number: str | None
+    negation: bool
+    on: bool  # the word "on" (a pole only after an `ON_VERBS` word)
+    pole: str | None
+    language: str | None
+    form: str | None
+    unit: str | None
+    wh: bool
+    content: int | None  # hash of its content word, None when the word-swap check ignores it
+    before_unit: bool  # a following unit is a quantity's ("5 miles", "five miles", "degrees Fahrenheit")
+    before_on: bool  # in `ON_VERBS`
+    before_wh: bool  # in `_WH_AFTER`
+
+
+class _Token(NamedTuple):
+    """What one whitespace-separated token contributes, whatever its position."""
+
+    cased: str | None  # `CASED_LANGUAGES` of the stripped token (counts when not at a sentence start)
+    language: str | None  # `LANGUAGES` of the stripped token, lower-cased ("c++", "c#")
+    codes: tuple[int, ...]  # hashes of its code tokens (marks)
+    parts: tuple[_Part, ...]
+    units: tuple[str, ...]  # of its one-character units
+    ends: bool  # a sentence starts after it
+    comma: bool
 
 
 class LexicalGuard:
@@ -159,17 +198,69 @@ class LexicalGuard:
 
     def __init__(self, memo: int = 65_536) -> None:
         self._polarity_stems = {_stem(word): pole for word, pole in POLARITY.items()}
-        # words repeat from prompt to prompt: their stems and hashes are remembered (a bounded memo per guard),
-        # which took a one-sentence signature from ~110 to ~65 us of CPU
+        # words and tokens repeat from prompt to prompt: what each contributes is remembered (bounded memos per
+        # guard), which took a one-sentence signature from ~110 to ~65 us of CPU, and the per-token memo further
         self._stem = functools.lru_cache(maxsize=memo)(_stem)
         self._h = functools.lru_cache(maxsize=memo)(_h)
+        self._part = functools.lru_cache(maxsize=memo)(self._part_of)
+        self._token_memo = functools.lru_cache(maxsize=memo)(self._token_of)
+
+    def _part_of(self, part: str) -> _Part:
+        lower = part.lower().replace("’", "'")
+        if part.isupper() and len(part) >= 2 and part.isalpha():
+            mark = 1
+        elif not part.isalpha() and any(c.isdigit() for c in part) and any(c.isalpha() for c in part):
+            mark = 1  # (an all-letter word has no digit)
+        elif (
+            part[0].isupper() and part != "I" and lower not in STOPWORDS
+            and lower not in LANGUAGES and lower not in FORMS and lower not in UNITS
+        ):
+            mark = 2
+        else:
+            mark = 0
+        on = lower == "on"
+        pole = None if on else (POLARITY.get(lower) or self._polarity_stems.get(self._stem(lower)))
+        if (lower in STOPWORDS or lower in REQUEST_WORDS or lower in NEGATIONS or lower in NUMBER_WORDS
+                or lower.isdigit() or len(lower) < 2):
+            content = None
+        else:
+            w = UNITS.get(lower, FORMS.get(lower, lower))
+            w = SYNONYMS.get(w, w)
+            stem = self._stem(w)
+            content = self._h(SYNONYMS.get(stem, stem))
+        return _Part(
+            h=self._h(lower), lower=lower, mark=mark, number=NUMBER_WORDS.get(lower),
+            negation=lower in NEGATIONS or lower.endswith("n't"), on=on, pole=pole, language=LANGUAGES.get(lower),
+            form=FORMS.get(lower), unit=UNITS.get(lower), wh=lower in WH_WORDS, content=content,
+            before_unit=lower in UNITS or lower in NUMBER_WORDS or lower[-1:].isdigit(),
+            before_on=lower in ON_VERBS, before_wh=lower in _WH_AFTER,
+        )
+
+    def _token_of(self, token: str) -> _Token:
+        stripped = token.strip(_STRIP)
+        if stripped.isalpha() and stripped.islower():
+            codes: tuple[int, ...] = ()  # no capital, `_`, `.`, `:`, `-` or `(`: no code token
+        else:
+            codes = tuple(self._h(code.lower()) for code in _CODE.findall(stripped))
+        # a token of letters between stripped punctuation is one word (`_WORD` would find just that)
+        words = (stripped,) if stripped.isalpha() else _WORD.findall(token)
+        return _Token(
+            cased=CASED_LANGUAGES.get(stripped), language=LANGUAGES.get(stripped.lower()), codes=codes,
+            parts=tuple(self._part(w) for w in words),
+            units=tuple(UNITS[ch] for ch in token if ch in _UNIT_CHARS),
+            ends=token.endswith(_SENTENCE_END) or token in ("-", "*", "•"), comma=token.endswith(","),
+        )
 
     def signature(self, text: str) -> GuardSignature:
-        _stem, _h = self._stem, self._h
-        raw = _RAW.findall(text)
-        words: list[str] = []
-        marks: set[str] = set()
-        numbers: set[str] = {_number(n) for n in _NUMBER.findall(text)}
+        memo, token_of = self._token_memo, self._token_of
+        words: set[str] = set()  # lower-cased words (for the tongue)
+        hashes: set[int] = set()  # of those words
+        marks: set[int] = set()
+        content: set[int] = set()
+        numbers: set[str] = (
+            {_number(n) for n in _NUMBER.findall(text)}
+            if not text.isascii() or any(d in text for d in "0123456789") else set()  # ASCII `\d` is 0-9
+        )
         polarity: set[str] = set()
         languages: set[str] = set()
         forms: set[str] = set()
@@ -177,78 +268,63 @@ class LexicalGuard:
         wh: set[str] = set()
         negation = 0
         sentence_start = True
-        previous = ""
+        previous: _Part | None = None
         at_start = True
-        for token in raw:
-            stripped = token.strip(_STRIP)
-            if stripped in CASED_LANGUAGES and not sentence_start:
-                languages.add(CASED_LANGUAGES[stripped])
-            elif stripped.lower() in LANGUAGES:  # "c++", "c#" survive as whole tokens
-                languages.add(LANGUAGES[stripped.lower()])
-            for code in _CODE.findall(stripped):
-                marks.add(code.lower())
-            for part in _WORD.findall(token):
-                lower = part.lower().replace("’", "'")
-                words.append(lower)
-                if part.isupper() and len(part) >= 2 and part.isalpha():
-                    marks.add(lower)
-                elif any(c.isdigit() for c in part) and any(c.isalpha() for c in part):
-                    marks.add(lower)
-                elif (
-                    part[0].isupper() and not sentence_start and part != "I" and lower not in STOPWORDS
-                    and lower not in LANGUAGES and lower not in FORMS and lower not in UNITS
-                ):
-                    marks.add(lower)
+        for token in text.split():  # str.split() splits where `\s` matches
+            t = memo(token) if len(token) <= _TOKEN_MEMO_CHARS else token_of(token)
+            if t.cased is not None and not sentence_start:
+                languages.add(t.cased)
+            elif t.language is not None:
+                languages.add(t.language)
+            marks.update(t.codes)
+            for part in t.parts:
+                words.add(part.lower)
+                hashes.add(part.h)
+                if part.mark == 1 or (part.mark == 2 and not sentence_start):
+                    marks.add(part.h)
                 sentence_start = False
-                if lower in NUMBER_WORDS:
-                    numbers.add(NUMBER_WORDS[lower])
-                if lower in NEGATIONS or lower.endswith("n't"):
+                if part.content is not None:
+                    content.add(part.content)
+                if part.number is not None:
+                    numbers.add(part.number)
+                if part.negation:
                     negation += 1
-                if lower == "on":
-                    if previous in ON_VERBS:
+                if part.on:
+                    if previous is not None and previous.before_on:
                         polarity.add("on+")
-                else:
-                    pole = POLARITY.get(lower) or self._polarity_stems.get(_stem(lower))
-                    if pole is not None:
-                        polarity.add(pole)
-                if lower in LANGUAGES:
-                    languages.add(LANGUAGES[lower])
-                if lower in FORMS:
-                    forms.add(FORMS[lower])
-                if lower in UNITS and (previous in UNITS or previous in NUMBER_WORDS or previous[-1:].isdigit()):
-                    units.add(UNITS[lower])  # a unit of a quantity: "5 miles", "40 degrees Fahrenheit"
-                if lower in WH_WORDS and (at_start or previous in _WH_AFTER):
-                    wh.add(lower)  # a question, not a relative pronoun ("a cat who learns")
-                previous = lower
+                elif part.pole is not None:
+                    polarity.add(part.pole)
+                if part.language is not None:
+                    languages.add(part.language)
+                if part.form is not None:
+                    forms.add(part.form)
+                if part.unit is not None and previous is not None and previous.before_unit:
+                    units.add(part.unit)  # a unit of a quantity: "5 miles", "40 degrees Fahrenheit"
+                if part.wh and (at_start or (previous is not None and previous.before_wh)):
+                    wh.add(part.lower)  # a question, not a relative pronoun ("a cat who learns")
+                previous = part
                 at_start = False
-            for ch in token:
-                if ch in UNITS:  # "%", "$", "€", "°"
-                    units.add(UNITS[ch])
-            if token.endswith(_SENTENCE_END) or token in ("-", "*", "•"):
+            if t.units:
+                units.update(t.units)  # "%", "$", "€", "°"
+            if t.ends:
                 sentence_start = True
-            at_start = sentence_start or token.endswith(",")
-        quoted = {" ".join(next(g for g in m if g).lower().split()) for m in _QUOTED.findall(text)}
-        symbols = set(_OPERATORS.findall(text))
+            at_start = sentence_start or t.comma
+        quoted = (
+            {" ".join(next(g for g in m if g).lower().split()) for m in _QUOTED.findall(text)}
+            if ('"' in text or "“" in text or "`" in text) else set()
+        )
+        symbols = set(_OPERATORS.findall(text)) if any(c in text for c in _OPERATOR_CHARS) else set()
         classes = (
             numbers, {str(negation)}, polarity, languages, forms, units, wh, symbols, quoted, _scripts(text),
         )
-        unique = set(words)
-        content = set()
-        for w in unique:
-            if w in STOPWORDS or w in REQUEST_WORDS or w in NEGATIONS or w in NUMBER_WORDS or w.isdigit() or len(w) < 2:
-                continue
-            w = UNITS.get(w, FORMS.get(w, w))
-            w = SYNONYMS.get(w, w)
-            stem = _stem(w)
-            content.add(SYNONYMS.get(stem, stem))
-        hashed = {w: _h(w) for w in unique | marks | content}
+        _h = self._h
         return GuardSignature(
             version=GUARD_VERSION,
             tongue=_tongue(words),
             classes=tuple(_h("\x1f".join(sorted(values))) for values in classes),
-            marks=frozenset(hashed[m] for m in marks),
-            words=frozenset(hashed[w] for w in unique | marks),
-            content=frozenset(hashed[c] for c in content),
+            marks=frozenset(marks),
+            words=frozenset(hashes | marks),
+            content=frozenset(content),
         )
 
     def disagreement(self, a: GuardSignature, b: GuardSignature) -> str | None:
