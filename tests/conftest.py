@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, ExitStack, contextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,25 @@ def flushed_redis(url: str) -> Iterator[redis.Redis]:
         client.flushdb()
         client.close()
 
+
+
+@asynccontextmanager
+async def aiohttp_site(routes: list[tuple[str, str, Callable[..., Awaitable[Any]]]]) -> AsyncIterator[str]:
+    """A small aiohttp server on 127.0.0.1 with `(method, path, handler)` routes; yields its base URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 @pytest.fixture(scope="module")
 def redis_db(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:

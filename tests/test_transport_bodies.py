@@ -8,6 +8,7 @@ import pytest
 from aiohttp import web
 
 from gateway.tiers.transport import AiohttpTransport, HttpxTransport, Timeouts
+from tests.conftest import aiohttp_site
 
 BODY = b'{"id": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}'
 GZIPPED = gzip.compress(BODY, mtime=0)
@@ -18,15 +19,8 @@ async def gzip_server() -> str:
     async def answer(_: web.Request) -> web.Response:
         return web.Response(body=GZIPPED, headers={"content-type": "application/json", "content-encoding": "gzip"})
 
-    app = web.Application()
-    app.router.add_get("/v1/files", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/v1/files"
-    await runner.cleanup()
+    async with aiohttp_site([("GET", "/v1/files", answer)]) as base:
+        yield f"{base}/v1/files"
 
 
 @pytest.mark.parametrize("transport_type", [AiohttpTransport, HttpxTransport])

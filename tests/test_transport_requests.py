@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 
 from gateway.tiers.transport import AiohttpTransport, Timeouts, TransportError
+from tests.conftest import aiohttp_site
 
 TIMEOUTS = Timeouts(5.0, 5.0)
 
@@ -24,15 +25,8 @@ async def echo_server() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         response.set_cookie("session", "upstream-secret")
         return response
 
-    app = web.Application()
-    app.router.add_route("*", "/v1/echo", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/v1/echo", seen
-    await runner.cleanup()
+    async with aiohttp_site([("*", "/v1/echo", answer)]) as base:
+        yield f"{base}/v1/echo", seen
 
 
 async def test_only_the_callers_headers_and_accept_are_sent(echo_server: tuple[str, list[dict[str, str]]]) -> None:
@@ -92,15 +86,8 @@ async def cut_server() -> AsyncIterator[str]:
         request.transport.close()
         return response
 
-    app = web.Application()
-    app.router.add_get("/v1/cut", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/v1/cut"
-    await runner.cleanup()
+    async with aiohttp_site([("GET", "/v1/cut", answer)]) as base:
+        yield f"{base}/v1/cut"
 
 
 async def test_a_body_cut_off_midway_is_a_protocol_failure_after_what_arrived(cut_server: str) -> None:
