@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gateway.cache.semantic.guard import LexicalGuard
 from gateway.cache.semantic.index import SEARCHES_MIN_ROWS, ScopeMatrix
 from gateway.cache.semantic.prompts import PromptMemo
 from gateway.embedding import WordLlamaEmbedder
@@ -72,4 +73,4 @@ async def test_a_prompt_looked_up_again_is_not_embedded_again(embedder: WordLlam
     assert [round(h.similarity, 4) for h in hits] == [0.9373] * 3  # type: ignore[union-attr]
     assert sample(registry, "slm_gateway_semantic_cache_embed_seconds_count") == 2
     assert sample(registry, "slm_gateway_semantic_cache_hits_total") == 3
-    assert cache.prompts.signature(prompt) is not None
+    assert cache.prompts.signature(prompt) == LexicalGuard().signature(prompt)  # the one a fresh guard computes
