@@ -208,3 +208,36 @@ async def test_an_index_the_scope_outgrew_during_its_build_is_replaced_by_a_buil
     assert len(few._ann) == ROWS and few._build_at == 2 * ROWS  # type: ignore[arg-type]  (bounded: "late" took row 0)
     assert [(c.entry_key, c.guard) for c in few.search(fresh[1], 1, NOW)] == [("k3", b"moved")]
     await builds.close()
+
+
+async def test_with_every_list_probed_the_index_gives_the_exact_scans_rows_and_similarities() -> None:
+    """The fp16 lists only rank proposals: probing every list, a search returns exactly the full scan's rows (ties:
+    the lower row first), with its similarities, and no expired row."""
+    vectors = unit_rows(ROWS)
+    vectors[1500] = vectors[40]  # ties: the same vector in two rows
+    vectors[1800] = vectors[40]
+    expiries = [NOW - 1 if i % 7 == 3 else NOW + 60 for i in range(ROWS)]
+    matrix = ScopeMatrix(DIM, ROWS, ann_min_rows=512)
+    exact = ScopeMatrix(DIM, ROWS, ann_min_rows=0, half_scan=False)
+    for i, vector in enumerate(vectors):
+        matrix.add(f"k{i}", vector, b"g%d" % i, expiries[i])
+        exact.add(f"k{i}", vector, b"g%d" % i, expiries[i])
+    builds = IndexBuilds()
+    builds.after_add(matrix)
+    await builds.wait()
+    assert matrix.approximate and not exact.approximate
+    matrix._ann._ivf.nprobe = matrix._ann.nlist  # every list
+    queries = [vectors[40], vectors[10], vectors[3], *unit_rows(5, seed=11)]
+    for query in queries:
+        assert matrix.search(query, 4, NOW) == exact.search(query, 4, NOW)
+    assert [c.entry_key for c in exact.search(vectors[40], 3, NOW)] == ["k40", "k1500", "k1800"]
+    assert all(c.entry_key != "k3" for c in matrix.search(vectors[3], 4, NOW))  # expired
+    await builds.close()
+
+
+def test_lists_are_fp16_within_its_range_and_float32_beyond() -> None:
+    faiss = ann._faiss()
+    rows = unit_rows(1000)
+    assert isinstance(IvfIndex.build(rows)._ivf, faiss.IndexIVFScalarQuantizer)
+    rows[5, 0] = 40_000.0
+    assert isinstance(IvfIndex.build(rows)._ivf, faiss.IndexIVFFlat)
