@@ -211,8 +211,8 @@ async def test_an_index_the_scope_outgrew_during_its_build_is_replaced_by_a_buil
 
 
 async def test_with_every_list_probed_the_index_gives_the_exact_scans_rows_and_similarities() -> None:
-    """The fp16 lists only rank proposals: probing every list, a search returns exactly the full scan's rows (ties:
-    the lower row first), with its similarities, and no expired row."""
+    """The index only proposes rows: probing every list, a search returns exactly the full scan's rows (ties: the
+    lower row first), with its similarities, and no expired row."""
     vectors = unit_rows(ROWS)
     vectors[1500] = vectors[40]  # ties: the same vector in two rows
     vectors[1800] = vectors[40]
@@ -234,10 +234,3 @@ async def test_with_every_list_probed_the_index_gives_the_exact_scans_rows_and_s
     assert all(c.entry_key != "k3" for c in matrix.search(vectors[3], 4, NOW))  # expired
     await builds.close()
 
-
-def test_lists_are_fp16_within_its_range_and_float32_beyond() -> None:
-    faiss = ann._faiss()
-    rows = unit_rows(1000)
-    assert isinstance(IvfIndex.build(rows)._ivf, faiss.IndexIVFScalarQuantizer)
-    rows[5, 0] = 40_000.0
-    assert isinstance(IvfIndex.build(rows)._ivf, faiss.IndexIVFFlat)

@@ -36,8 +36,6 @@ TRAIN_POINTS_PER_LIST = 64
 """k-means sees at most this many sampled rows per list (faiss wants at least 39)."""
 MIN_PROBES = 16
 PROBE_SHARE = 8
-FP16_SAFE = 32752.0
-"""Rows whose components all stay within this (half fp16's largest value) get fp16 lists (`IvfIndex.build`)."""
 """`nprobe` = max(MIN_PROBES, lists / PROBE_SHARE): ~1/8 of the rows are read. Fewer (1/16) lost the bench's
 paraphrase among 10,000 random vectors (no structure: an IVF's worst case) in one build out of two."""
 
@@ -61,8 +59,7 @@ def lists_for(rows: int) -> int:
 
 
 class IvfIndex:
-    """faiss `IndexIVFScalarQuantizer` with fp16 codes (`IndexIVFFlat` for rows beyond fp16's range), inner
-    product, whose ids are the matrix's row numbers."""
+    """faiss `IndexIVFFlat` (inner product) whose ids are the matrix's row numbers."""
 
     __slots__ = ("_ivf", "nlist", "nprobe", "_one")
 
@@ -85,14 +82,7 @@ class IvfIndex:
         faiss.omp_set_num_threads(1)
         n, dim = vectors.shape
         nlist = lists_for(n)
-        if float(np.abs(vectors).max(initial=0.0)) <= FP16_SAFE:
-            # the lists hold fp16 codes (of each row's residual to its centroid): half the bytes an IVFFlat reads
-            # per probed list, ~0.29 ms instead of ~0.51 ms a search at 100,000 x 256 (nprobe 39), same proposals
-            # for the bench's 2,400 paraphrases (the scores only rank proposals: `ScopeMatrix` re-scores them)
-            ivf = faiss.IndexIVFScalarQuantizer(
-                faiss.IndexFlatIP(dim), dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-        else:  # a component beyond fp16's range: float32 lists
-            ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.cp.seed = seed
         ivf.cp.niter = 10
         ivf.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST

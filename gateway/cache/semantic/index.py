@@ -2,7 +2,7 @@
 
 A lookup in a scope below `ann_min_rows` rows (32,768) is an exact scan of its matrix (one float32
 matrix-vector product, ~0.25 ms at 10,000 x 256). A larger scope gets an approximate index
-(`gateway.cache.semantic.ann`: faiss's IVF with fp16 lists, built in a worker thread, rebuilt each time the scope doubles) that
+(`gateway.cache.semantic.ann`: faiss's IVF, built in a worker thread, rebuilt each time the scope doubles) that
 proposes rows, which are re-scored exactly here (~0.1 ms at 100,000, where the exact scan takes ~5 ms); until
 its first build is installed, or without faiss, the scope is scanned exactly. An exact scan of a scope of `HALF_MIN_ROWS` rows
 or more goes through an fp16 copy first (`gateway.cache.semantic.half`), whose proposals are re-scored exactly and
