@@ -349,7 +349,7 @@ class LeasedLimitStore(LimitStore):
             # keep a free part only within the minute it was granted in, under the same caps, away from a cap
             fresh = b.generation == generation and b.minute == minute and not release and not b.near
             target = b.target(now, s.lease_demand_seconds, s.lease_min_requests) if not release else 0
-            if b.generation != generation:
+            if b.generation != generation and (b.held_t or b.held_u or b.held_s or b.free_r):
                 target = 0  # give the old grant back first; the next refresh grants under the new caps
             if (target == 0 and b.held_t == 0 and b.held_u == 0 and b.held_s == 0 and b.free_r == 0
                     and b.pend_t == 0 and b.pend_u == 0):
