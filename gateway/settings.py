@@ -269,6 +269,23 @@ class LimitSettings(_Section):
     over_budget_local: bool = False
     """A request over a dollar cap that would spend upstream is served by the local tier instead of a 429 (when
     the local tier can serve it and its cost fits); route reason `budget_exhausted`."""
+    lease_blocks: bool = True
+    """Each replica holds a block of each busy scope's caps in Redis and admits requests from it with no Redis
+    round trip on their path (`gateway.limits.lease`; docs/limits.md "Blocks"); off: one script call each."""
+    lease_demand_seconds: float = 0.15
+    """A block covers about this much of the replica's recent demand."""
+    lease_min_requests: int = 4
+    """No block for a scope whose demand over `lease_demand_seconds` is fewer requests than this."""
+    lease_headroom_fraction: float = 0.1
+    """A grant takes at most this fraction of any cap's headroom (what is neither settled nor held)."""
+    lease_min_headroom: int = 20
+    """No grant while a cap's headroom is under this many estimates (concurrency: slots): per-request reserves."""
+    lease_refresh_seconds: float = 0.1
+    """How often blocks are refilled and their use settled (sooner when one runs low)."""
+    lease_hold_seconds: float = 5.0
+    """The lease of a block's hold in Redis (renewed by each refresh): a dead replica's block expires after it."""
+    lease_stale_seconds: float = 1.0
+    """Nothing is admitted from a block this long after its last refresh that Redis answered."""
 
 
 class Settings(_Section):

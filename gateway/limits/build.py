@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.costs import CostModel
 from gateway.dispatch import Tiers
 from gateway.limits.directory import KeyDirectory
+from gateway.limits.lease import LeasedLimitStore
 from gateway.limits.limiter import Limiter
 from gateway.limits.memory_store import MemoryLimitStore
 from gateway.limits.metrics import LimitMetrics
@@ -29,6 +30,8 @@ def build_limits(
     if not settings.limits.enabled:
         return None
     store = build_limit_store(settings)
+    if settings.limits.lease_blocks and isinstance(store, RedisLimitStore):
+        store = LeasedLimitStore(store, settings.limits, metrics)
     directory = KeyDirectory(store, metrics, refresh_seconds=settings.limits.key_refresh_seconds)
     over_budget = OverBudgetLocal(tiers) if settings.limits.over_budget_local and tiers is not None else None
     return Limiter(store, directory, costs, metrics, settings.limits, local_max_tokens=settings.local.max_tokens_default,

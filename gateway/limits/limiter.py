@@ -125,9 +125,11 @@ class Limiter:
                     gauges.roll(now)
 
     async def drain(self) -> None:
-        """Wait for the settles still running (polled: they may run on another thread's loop, as in tests)."""
+        """Wait for the settles still running (polled: they may run on another thread's loop, as in tests), then
+        for the store to write what it keeps back (a leased store's blocks)."""
         while self._tasks:
             await asyncio.sleep(0.002)
+        await self.store.flush()
 
     # -- before -----------------------------------------------------------------------------------------------
     def scopes(self, record: KeyRecord) -> list[Scope]:

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from gateway.cache.breaker import Breaker
+from gateway.limits.lease_script import LEASE
 from gateway.limits.records import KeyRecord, Limits
 from gateway.limits.scripts import CHECK, HOLD, USAGE
 from gateway.limits.store import (
@@ -35,7 +36,7 @@ _record = msgspec.json.Decoder(KeyRecord)
 _limits = msgspec.json.Decoder(Limits)
 _hold = struct.Struct(HOLD)
 _PUT = "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return redis.call('INCR', KEYS[2])"
-SCRIPTS = {"check": CHECK, "usage": USAGE, "put": _PUT}
+SCRIPTS = {"check": CHECK, "usage": USAGE, "put": _PUT, "lease": LEASE}
 
 
 class _Settle:
@@ -237,6 +238,14 @@ class RedisLimitStore(LimitStore):
                 settle.future.set_result(_usage_rows(settle.scopes, settled[i * 4:(i + n) * 4]))
             i += n
         return out
+
+    def counters_key(self, scope: str) -> str:
+        """The Redis key of `scope`'s counters."""
+        return self._key(scope)
+
+    async def lease(self, keys: list[str], args: list[Any]) -> list[int]:
+        """One `LEASE` call (`gateway.limits.lease_script`): refresh this replica's blocks of `keys`."""
+        return await self._script("lease", keys, args)
 
     async def usage(self, scope: str, now: float) -> ScopeUsage:
         w = self._windows.at(now)

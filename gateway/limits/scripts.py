@@ -13,7 +13,8 @@ travel as one packed field:
   (`YYYYMM`) and its settled nano-dollars; the holds' sums (tokens, nano-dollars) and count (the requests in
   flight); and a time (ms) before which no hold's lease ends (0: no hold), so expired holds are looked for
   only when one may have expired;
-- `h:<request id>`: one hold, three doubles (`HOLD`): its lease end (ms), tokens and nano-dollars.
+- `h:<request id>`: one hold, three doubles (`HOLD`): its lease end (ms), tokens and nano-dollars; a replica's
+  block (`gateway.limits.lease`, field `h:L<replica>`) has a fourth, the concurrency slots it holds (`BLOCK`).
 
 A window is counted under its id: a replica whose clock is in a later window starts it from zero; one whose
 clock lags (an earlier window than stored) counts into the stored one. All the integers stay far below 2^53,
@@ -29,6 +30,8 @@ FORMAT = "<ddddddddddd"
 tokens, held nano, holds, earliest lease end."""
 HOLD = "<ddd"
 """A hold's layout: lease end (ms), tokens, nano-dollars."""
+BLOCK = "<dddd"
+"""A replica's block (`gateway.limits.lease`): lease end (ms), tokens, nano-dollars, concurrency slots."""
 
 _STATE = f"""
 -- a scope's counters, in the windows ARGV[w .. w + 2] (a later window starts from zero); `v`: the packed `s`
@@ -41,6 +44,14 @@ local function state(v, w)
   if rolled then s[4], s[5] = day, 0 end
   if s[6] < month then s[6], s[7] = month, 0 end
   return s, not v, rolled
+end
+-- a hold's lease end, tokens, nano-dollars and slots (a request's: 1; a replica's block, `gateway.limits.lease`:
+-- a fourth double)
+local function hold_of(v)
+  local ends, t, u = struct.unpack('{HOLD}', v)
+  local n = 1
+  if #v >= 32 then n = struct.unpack('<d', v, 25) end
+  return ends, t, u, n
 end
 local function packed(s)
   return struct.pack('{FORMAT}', s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11])
@@ -81,9 +92,9 @@ local function purge(key, st)
   for i = 1, #all, 2 do
     local f = all[i]
     if string.sub(f, 1, 2) == 'h:' then
-      local ends, t, u = struct.unpack('{HOLD}', all[i + 1])
+      local ends, t, u, n = hold_of(all[i + 1])
       if ends <= now then
-        s[8], s[9], s[10] = s[8] - t, s[9] - u, s[10] - 1
+        s[8], s[9], s[10] = s[8] - t, s[9] - u, s[10] - n
         table.insert(gone, f)
       elseif next_end == 0 or ends < next_end then
         next_end = ends

@@ -133,6 +133,9 @@ class LimitStore(ABC):
     async def close(self) -> None:
         """Release connections."""
 
+    async def flush(self) -> None:
+        """Write what the store keeps back to write later (a leased store's blocks: `gateway.limits.lease`)."""
+
     # -- keys and teams -----------------------------------------------------------------------------------------
     @abstractmethod
     async def put_key(self, record: KeyRecord) -> None:
