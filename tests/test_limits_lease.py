@@ -3,6 +3,7 @@ held, flushed spend exact, a dead replica's block expiring with its lease, a new
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 import uuid
@@ -141,3 +142,49 @@ async def test_near_a_cap_no_block_is_granted(prefix: str) -> None:
     s, fields = counters(prefix, "t:small")
     assert admitted == 40 and fields == [] and s[4] == 40 * 5_000  # exactly the cap, as without blocks
     await store.close()
+
+
+async def test_two_replicas_with_blocks_never_overshoot_a_dollar_cap(prefix: str) -> None:
+    """Two replicas admitting concurrently from blocks they hold (granted: the cap is 1,000 estimates), each
+    request using exactly its estimate: together they admit exactly the cap's 1,000 requests, never one more."""
+    clock = [NOW]
+    replicas = [await leased(prefix, clock), await leased(prefix, clock)]
+    cap = [Scope("t:shared", Limits(usd_per_day=1000 * 5_000 / 1e9))]
+    alone = [0, 0]
+    for n, store in enumerate(replicas):
+        inner_reserve = store.inner.reserve
+
+        async def counted(*args: object, _n: int = n, _inner: object = inner_reserve, **kw: object) -> object:
+            alone[_n] += 1
+            return await _inner(*args, **kw)  # type: ignore[operator]
+
+        store.inner.reserve = counted  # type: ignore[method-assign]
+    admitted = 0
+    sequence = iter(range(10**6))
+
+    async def one(store: LeasedLimitStore) -> bool:
+        rid = f"q{next(sequence)}"
+        if not isinstance(await store.reserve(cap, rid, 100, 5_000, NOW, 600), Granted):
+            return False
+        await store.settle(cap, rid, 100, 5_000, NOW, held=(100, 5_000))
+        return True
+
+    for _ in range(200):  # rounds of 20 concurrent requests on each replica, blocks refreshed in between
+        results = await asyncio.gather(*(one(store) for store in replicas for _ in range(20)))
+        admitted += sum(results)
+        if not any(results):
+            break
+        for store in replicas:
+            await store._refresh(release=False)
+    for store in replicas:
+        await store.flush()  # the blocks' free parts back: the last estimates are reserved alone
+    while await one(replicas[0]):
+        admitted += 1
+    assert not await one(replicas[1])
+    for store in replicas:
+        await store.flush()
+    s, fields = counters(prefix, "t:shared")
+    assert admitted == 1000 and s[4] == 1000 * 5_000 and fields == [] and s[7:10] == [0.0, 0.0, 0.0]
+    assert sum(alone) <= 500  # most were (162 of 1,000 in one run) admitted from blocks, not reserved alone
+    for store in replicas:
+        await store.close()
