@@ -47,21 +47,7 @@ for i = 1, #KEYS do
   local s, new, rolled = state(redis.call('HGET', key, 's'), 2)
   local dirty = false
   if s[11] > 0 and s[11] <= now then  -- expired holds (their replica died): dropped with their sums
-    local all, gone, next_end = redis.call('HGETALL', key), {{}}, 0
-    for j = 1, #all, 2 do
-      local g = all[j]
-      if string.sub(g, 1, 2) == 'h:' then
-        local e, t, u, n = hold_of(all[j + 1])
-        if e <= now then
-          s[8], s[9], s[10] = s[8] - t, s[9] - u, s[10] - n
-          table.insert(gone, g)
-        elseif next_end == 0 or e < next_end then
-          next_end = e
-        end
-      end
-    end
-    s[11] = next_end
-    if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+    drop_expired(key, s, now)
     dirty = true
   end
   local old = redis.call('HGET', key, field)

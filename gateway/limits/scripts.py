@@ -53,6 +53,25 @@ local function hold_of(v)
   if #v >= 32 then n = struct.unpack('<d', v, 25) end
   return ends, t, u, n
 end
+-- a scope's holds whose lease ended before `now` (their replica died): dropped with their sums from `s`, and the
+-- earliest lease end of those left recomputed (s[11])
+local function drop_expired(key, s, now)
+  local all, gone, next_end = redis.call('HGETALL', key), {{}}, 0
+  for i = 1, #all, 2 do
+    local f = all[i]
+    if string.sub(f, 1, 2) == 'h:' then
+      local ends, t, u, n = hold_of(all[i + 1])
+      if ends <= now then
+        s[8], s[9], s[10] = s[8] - t, s[9] - u, s[10] - n
+        table.insert(gone, f)
+      elseif next_end == 0 or ends < next_end then
+        next_end = ends
+      end
+    end
+  end
+  s[11] = next_end
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+end
 local function packed(s)
   return struct.pack('{FORMAT}', s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11])
 end
@@ -87,22 +106,7 @@ local function rows(out, s)
 end
 -- expired holds (their replica died): dropped with their sums, the earliest lease end recomputed
 local function purge(key, st)
-  local s, all = st.s, redis.call('HGETALL', key)
-  local gone, next_end = {{}}, 0
-  for i = 1, #all, 2 do
-    local f = all[i]
-    if string.sub(f, 1, 2) == 'h:' then
-      local ends, t, u, n = hold_of(all[i + 1])
-      if ends <= now then
-        s[8], s[9], s[10] = s[8] - t, s[9] - u, s[10] - n
-        table.insert(gone, f)
-      elseif next_end == 0 or ends < next_end then
-        next_end = ends
-      end
-    end
-  end
-  s[11] = next_end
-  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  drop_expired(key, st.s, now)
   st.write = true
 end
 local settled, k, a = {{}}, 0, 6
