@@ -17,6 +17,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.redis_url import redis_target
+
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 """Failures that say Redis is unreachable or too slow (they open the breaker)."""
 E = TypeVar("E", bound=Exception)
@@ -33,7 +35,9 @@ class Breaker(Protocol):
 def redis_client(url: str, *, timeout_seconds: float, max_connections: int, **pool_options: Any) -> Redis:
     """A client for `url` over a pool of at most `max_connections` (a caller waits up to `timeout_seconds` for
     one); connections open on first use, so a Redis that is down does not stop startup. `aclose()` closes the
-    pool too."""
+    pool too. `url` is checked first (`gateway.redis_url`: `RedisUrlError` for an option `gateway.resp` would not
+    honour alike, or a TLS file that cannot be loaded), then given to redis-py's `from_url` as it is."""
+    redis_target(url)
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,

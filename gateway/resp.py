@@ -31,7 +31,8 @@ from collections import deque
 from typing import Any
 
 import hiredis
-from redis.connection import parse_url
+
+from gateway.redis_url import RedisTarget, redis_target
 
 
 SECOND_LOOK = 0.001
@@ -40,6 +41,15 @@ SECOND_LOOK = 0.001
 
 class ReplyError(Exception):
     """Redis answered the command with an error (`-ERR ...`, `-NOSCRIPT ...`)."""
+
+
+class RedisAuthError(ConnectionError):
+    """Redis refused the connection's set-up (`AUTH`: `WRONGPASS`; a command before it: `NOAUTH`): like redis-py's
+    `AuthenticationError`, a connection failure (it opens the callers' breakers); its text is Redis', never the
+    password."""
+
+
+AUTH_REFUSALS = ("NOAUTH", "WRONGPASS")
 
 
 class _Connection(asyncio.Protocol):
@@ -75,7 +85,8 @@ class _Connection(asyncio.Protocol):
             if future.done():
                 continue
             if isinstance(reply, ReplyError):
-                future.set_exception(reply)
+                future.set_exception(RedisAuthError(f"redis refused: {reply}") if str(reply).startswith(AUTH_REFUSALS)
+                                     else reply)
             else:
                 future.set_result(reply)
 
@@ -125,11 +136,11 @@ class _Connection(asyncio.Protocol):
 
 
 class PipelinedRedis:
-    """Commands over one connection to `url` (redis://, rediss://, unix://), reconnecting when it is lost."""
+    """Commands over one connection to `url` (redis://, rediss://, unix://, read as redis-py reads it:
+    `gateway.redis_url`), reconnecting when it is lost. `RedisUrlError` here for a URL it cannot honour."""
 
     def __init__(self, url: str, *, timeout: float = 0.5, linger: float = 0.01) -> None:
-        self.options = parse_url(url)
-        self.tls = url.startswith("rediss://")
+        self.target: RedisTarget = redis_target(url)
         self.timeout = timeout
         self.linger = linger
         self._conn: _Connection | None = None
@@ -144,23 +155,33 @@ class PipelinedRedis:
         self._conn = None
 
     async def _open(self) -> _Connection:
+        """A connection, set up as redis-py's would be: TLS (its context), AUTH, CLIENT SETNAME, SELECT."""
         loop = asyncio.get_running_loop()
-        opts = self.options
-        if "path" in opts:
-            connect = loop.create_unix_connection(_Connection, opts["path"])
+        target = self.target
+        if target.path is not None:
+            connect = loop.create_unix_connection(_Connection, target.path)
         else:
-            context = ssl.create_default_context() if self.tls else None
-            connect = loop.create_connection(_Connection, opts.get("host", "127.0.0.1"), opts.get("port", 6379),
-                                             ssl=context)
+            connect = loop.create_connection(_Connection, target.host, target.port, ssl=target.tls,
+                                             server_hostname=target.server_hostname if target.tls else None)
         _, conn = await asyncio.wait_for(connect, self.timeout)
         setup: list[tuple[Any, ...]] = []
-        if opts.get("password"):
-            setup.append(("AUTH", opts["username"], opts["password"]) if opts.get("username")
-                         else ("AUTH", opts["password"]))
-        if opts.get("db"):
-            setup.append(("SELECT", opts["db"]))
-        for command in setup:
-            await self._send(conn, command)
+        if target.username is not None:
+            setup.append(("AUTH", target.username, target.password or ""))
+        elif target.password:
+            setup.append(("AUTH", target.password))
+        if target.client_name:
+            setup.append(("CLIENT", "SETNAME", target.client_name))
+        if target.db:
+            setup.append(("SELECT", target.db))
+        try:
+            for command in setup:
+                await self._send(conn, command)
+        except ReplyError as exc:
+            conn.abort()
+            raise RedisAuthError(f"redis refused the connection set-up: {exc}") from None
+        except BaseException:
+            conn.abort()
+            raise
         return conn
 
     async def _connection(self) -> _Connection:

@@ -11,6 +11,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from gateway.redis_url import RedisUrlError, redis_target
+
 ENV_PREFIX = "SLM_GATEWAY_"
 
 
@@ -360,10 +362,7 @@ class Settings(_Section):
             raise SettingsError(f"local.context_size must be at least 256, got {self.local.context_size}")
         if self.local.model_path is not None and not Path(self.local.model_path).is_file():
             raise SettingsError(f"local.model_path: no such file {self.local.model_path!r}")
-        if self.cache.redis_url is not None and not self.cache.redis_url.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise SettingsError(f"cache.redis_url must start with redis://, rediss:// or unix://, got {self.cache.redis_url!r}")
+        _validate_redis_url("cache.redis_url", self.cache.redis_url)
         if self.cache.ttl_seconds < 1:
             raise SettingsError(f"cache.ttl_seconds must be at least 1, got {self.cache.ttl_seconds}")
         if self.cache.max_entry_bytes < 1 or self.cache.max_memory_entries < 1:
@@ -446,9 +445,18 @@ def _validate_learning(learning: LearningSettings) -> None:
                             "min_new_labels >= 1")
 
 
+def _validate_redis_url(name: str, url: str | None) -> None:
+    """A Redis URL both clients honour alike (`gateway.redis_url`; its TLS files loaded now), else a startup error
+    that names the option, never the password."""
+    if url is not None:
+        try:
+            redis_target(url)
+        except RedisUrlError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
+
+
 def _validate_limits(limits: LimitSettings) -> None:
-    if limits.redis_url is not None and not limits.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"limits.redis_url must start with redis://, rediss:// or unix://, got {limits.redis_url!r}")
+    _validate_redis_url("limits.redis_url", limits.redis_url)
     if min(limits.timeout_seconds, limits.lease_seconds, limits.key_refresh_seconds) <= 0:
         raise SettingsError("limits.timeout_seconds, lease_seconds and key_refresh_seconds must be positive")
     if limits.reserve_completion_tokens < 1:
