@@ -39,7 +39,7 @@ from typing import Any
 
 from gateway.limits.lease_script import PER_SCOPE
 from gateway.limits.metrics import LimitMetrics
-from gateway.limits.records import KeyRecord, Limits
+from gateway.limits.records import NANO, KeyRecord, Limits
 from gateway.limits.redis_store import RedisLimitStore
 from gateway.limits.store import Denied, Granted, LimitStore, Scope, ScopeUsage, StoreUnavailable, WindowClock
 from gateway.settings import LimitSettings
@@ -393,7 +393,7 @@ class LeasedLimitStore(LimitStore):
                 if self.metrics is not None:
                     self.metrics.store_errors.labels("settle", "lost").inc(len(lost))
                 log.warning("limits: a blocks' settle was lost (%s): $%.6f not counted", exc,
-                            sum(p.pend_u for p in lost) / 1e9)
+                            sum(p.pend_u for p in lost) / NANO)
             return True
         for i, part in enumerate(sent):
             b = part.block
