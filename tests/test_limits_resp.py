@@ -54,24 +54,38 @@ async def test_a_silent_server_times_out_and_the_connection_is_dropped() -> None
 def test_a_reply_read_late_by_a_busy_uvloop_is_not_a_timeout() -> None:
     """The gateway serves on uvloop, which runs due timers before it polls the sockets: a command whose reply sat
     in the socket while the loop was busy past the deadline gets that reply (the watchdog looks once more after
-    the loop has read the socket), not a `TimeoutError`."""
+    the loop has read the socket), not a `TimeoutError`. The busy spell is a socket callback (as a request's
+    handling is): after it, the next loop iteration starts with the due timers, the replies still unread."""
+    import socket
     import time
 
     import uvloop
 
     async def main() -> list[object]:
         redis = PipelinedRedis(REDIS_URL, timeout=0.05)
+        wake, trigger = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        pending: list[asyncio.Future[object]] = []
+
+        def busy() -> None:  # written from the callback, so the replies come while it is busy, not before it
+            wake.recv(1)
+            conn = redis._conn
+            assert conn is not None
+            pending.extend(redis._send(conn, ("ECHO", f"late{i}")) for i in range(3))
+            conn.flush()
+            time.sleep(0.15)
+
         try:
             await redis.execute("PING")  # connected
-            pending = [asyncio.ensure_future(redis.execute("ECHO", f"late{i}")) for i in range(3)]
-            # written: the first command leaves at once, the other two in a flush queued for the next loop turn
-            # (one turn was not enough: they then left after the busy spell, and a loaded Redis could take longer
-            # than the watchdog's second look to answer them, so the test failed now and then)
-            for _ in range(2):
-                await asyncio.sleep(0)
-            time.sleep(0.15)  # the loop is busy elsewhere, past the deadline; the replies arrive meanwhile
+            loop.add_reader(wake.fileno(), busy)
+            trigger.send(b"x")
+            while not pending:
+                await asyncio.sleep(0.001)
             return list(await asyncio.gather(*pending, return_exceptions=True))
         finally:
+            loop.remove_reader(wake.fileno())
+            wake.close()
+            trigger.close()
             await redis.close()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
