@@ -102,6 +102,10 @@ VALUE_SETS: dict[str, list[str]] = {
         "--set", "model.source=bundled", "--set", "redis.url=redis://:pw@redis.example:6379/1",
         "--set", "auth.apiKeys={key-one,key-two}", "--set", "podDisruptionBudget.enabled=true",
     ],
+    "redis-tls-secret": [
+        "--set-string", "redis.url=rediss://redis.example:6380/0?ssl_ca_certs=/etc/redis-tls/ca.crt",
+        "--set", "redis.tls.existingSecret=redis-ca",
+    ],
     "model-volume-policy-path": [
         "--set", "model.source=volume", "--set", "model.volume.nfs.server=nfs.example",
         "--set", "model.volume.nfs.path=/models", "--set", "policy.path=/etc/policies/cost-saver.yaml",
@@ -266,6 +270,16 @@ def test_model_from_existing_claim(helm: str) -> None:
     assert volumes["model"]["persistentVolumeClaim"] == {"claimName": "slm-models", "readOnly": True}
     mount = next(m for m in container(docs)["volumeMounts"] if m["name"] == "model")
     assert mount["readOnly"] is True
+
+
+def test_redis_tls_secret_is_mounted_read_only(helm: str) -> None:
+    docs = render(helm, *VALUE_SETS["redis-tls-secret"])
+    volumes = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["redis-tls"] == {"name": "redis-tls", "secret": {"secretName": "redis-ca", "defaultMode": 0o444}}
+    mounts = [m for m in container(docs)["volumeMounts"] if m["name"] == "redis-tls"]
+    assert mounts == [{"name": "redis-tls", "mountPath": "/etc/redis-tls", "readOnly": True}]
+    # without the value, nothing is mounted
+    assert "redis-tls" not in {v["name"] for v in one(render(helm), "Deployment")["spec"]["template"]["spec"]["volumes"]}
 
 
 def test_bundled_model_has_no_model_path(helm: str) -> None:
@@ -439,6 +453,9 @@ def test_schema_rejects_bad_values(helm: str, args: list[str], message: str) -> 
     ("args", "message"),
     [
         (["--set", "redis.enabled=true", "--set", "redis.url=redis://r:6379/0"], "set either redis.enabled"),
+        (["--set", "redis.tls.existingSecret=ca"], "redis.tls.existingSecret is for an external Redis"),
+        (["--set", "redis.url=rediss://r:6380/0", "--set", "redis.tls.existingSecret=ca", "--set", "redis.tls.mountPath=/tmp"],
+         "redis.tls.mountPath must not be a path the chart already mounts"),
         (["--set", "model.source=existingClaim"], "set model.existingClaim"),
         (["--set", "model.source=volume", "--set", "model.volume.hostPath.path=/m"], "hostPath volumes are not supported"),
         (["--set", "upstream.apiKey=k"], "upstream.url is empty"),

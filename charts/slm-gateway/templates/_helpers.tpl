@@ -99,6 +99,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.redis.enabled (or .Values.redis.url .Values.redis.existingSecret) }}
 {{- fail "redis: set either redis.enabled (in-chart Redis) or redis.url / redis.existingSecret (external Redis), not both" }}
 {{- end }}
+{{- if and .Values.redis.tls.existingSecret (not (or .Values.redis.url .Values.redis.existingSecret)) }}
+{{- fail "redis.tls.existingSecret is for an external Redis over rediss://: set redis.url or redis.existingSecret (the in-chart Redis has no TLS)" }}
+{{- end }}
+{{- if has (trimSuffix "/" .Values.redis.tls.mountPath) (list "/etc/slm-gateway" "/tmp" (trimSuffix "/" .Values.model.cacheDir) (trimSuffix "/" .Values.model.mountPath)) }}
+{{- fail "redis.tls.mountPath must not be a path the chart already mounts (/etc/slm-gateway, /tmp, model.cacheDir, model.mountPath)" }}
+{{- end }}
 {{- if and (eq .Values.model.source "existingClaim") (not .Values.model.existingClaim) }}
 {{- fail "model.source is existingClaim: set model.existingClaim to the name of the PersistentVolumeClaim holding the model" }}
 {{- end }}
