@@ -24,10 +24,17 @@ them; the guard does. Each prompt gets a `GuardSignature`; two signatures agree 
    dropped, suffixes stripped and a few everyday synonyms merged (fast = quick, built = constructed), if each prompt has content words the other lacks, and the prompts share at
    least as many content words as either one changed, they are the same prompt with a word swapped ("sort" /
    "reverse a list in Python") and do not agree. Reported as `swap`.
+4. No dropped qualifier: a word that narrows what is asked (`QUALIFIERS` in the lexicon, in groups of forms:
+   vegetarian, vegan, gluten, beginner(s), kids/children, pregnant, legal, safe, cheap/budget, healthy, raw, ...)
+   in one prompt needs a word of its group in the other ("a vegetarian lasagna recipe" / "a lasagna recipe", where
+   check 3 sees a word added, none swapped). Reported as `qualifier`. Computed from the stored word hashes: the
+   signature's format is unchanged.
 
 Known gaps (the threshold is the only defence there): a sentence-initial capitalised entity is not marked
 (the swap check usually catches it), synonyms outside the small table count as a swap (a lost hit, not a wrong
-one), and meaning carried by word order alone ("A beat B" / "B beat A") passes.
+one), meaning carried by word order alone ("A beat B" / "B beat A", "convert celsius to fahrenheit" /
+"fahrenheit to celsius") passes, and so does an added narrowing word outside `QUALIFIERS` ("a lasagna recipe"
+/ "a lasagna recipe with meat" is caught only when the threshold is not met).
 
 Signatures keep 64-bit hashes of words, never the words, so the vector store holds no readable prompt text.
 """
@@ -51,6 +58,7 @@ from gateway.cache.semantic.lexicon import (
     NUMBER_WORDS,
     ON_VERBS,
     POLARITY,
+    QUALIFIERS,
     REQUEST_WORDS,
     STOPWORDS,
     SYNONYMS,
@@ -204,6 +212,8 @@ class LexicalGuard:
         self._h = functools.lru_cache(maxsize=memo)(_h)
         self._part = functools.lru_cache(maxsize=memo)(self._part_of)
         self._token_memo = functools.lru_cache(maxsize=memo)(self._token_of)
+        self._qualifier_groups = tuple(frozenset(_h(word) for word in group) for group in QUALIFIERS)
+        self._qualifiers = frozenset().union(*self._qualifier_groups)
 
     def _part_of(self, part: str) -> _Part:
         lower = part.lower().replace("’", "'")
@@ -342,6 +352,10 @@ class LexicalGuard:
         b_only = b.content - a.content
         if a_only and b_only and len(a.content & b.content) >= max(len(a_only), len(b_only)):
             return "swap"
+        if (a.words ^ b.words) & self._qualifiers and any(
+            bool(a.words & group) != bool(b.words & group) for group in self._qualifier_groups
+        ):
+            return "qualifier"
         return None
 
     def agree(self, a: str, b: str) -> str | None:
