@@ -329,6 +329,7 @@ def test_a_streamed_hit_is_valid_sse_with_usage_when_asked(
     first, paraphrase, seed = "How do I reverse a list in Python?", "How can I reverse a Python list?", new_scope()
     _, original, usage = ask(sdk(gw), first, seed)
     before = calls(upstream)
+    savings = metric(gw, "slm_gateway_semantic_cache_savings_dollars_total")
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": paraphrase}], "temperature": 0,
             "seed": seed, "stream": True, **({"stream_options": {"include_usage": True}} if include_usage else {})}
     response = httpx.post(f"{gw.base_url}/chat/completions", json=body, timeout=30,
@@ -352,6 +353,8 @@ def test_a_streamed_hit_is_valid_sse_with_usage_when_asked(
             "total_tokens": usage.prompt_tokens + usage.completion_tokens}
     else:
         assert len(decoded) == 3 and not any("usage" in c for c in decoded)
+    saved = (usage.prompt_tokens * PRICE_IN + usage.completion_tokens * PRICE_OUT) / 1e6  # a streamed hit saves too
+    assert metric(gw, "slm_gateway_semantic_cache_savings_dollars_total") == pytest.approx(savings + saved, rel=1e-9)
 
 
 def test_n_above_one_and_other_tools_are_never_served_semantically(gw: RunningGateway, upstream: str) -> None:
