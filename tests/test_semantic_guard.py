@@ -46,6 +46,8 @@ guard = LexicalGuard()
         ("Give me a vegan chocolate cake recipe", "Give me a chocolate cake recipe", "qualifier"),
         ("Is it safe to eat raw cookie dough?", "Is it safe to eat cookie dough?", "qualifier"),
         ("Suggest healthy snacks for kids", "Suggest snacks for kids", "qualifier"),
+        ("How do I read a file in python", "How do I write a file in python", "qualifier"),  # `write`: a request word
+        ("How do I delete a branch in git", "How do I delete a remote branch in git", "qualifier"),
     ],
 )
 def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:

@@ -25,7 +25,8 @@ them; the guard does. Each prompt gets a `GuardSignature`; two signatures agree 
    least as many content words as either one changed, they are the same prompt with a word swapped ("sort" /
    "reverse a list in Python") and do not agree. Reported as `swap`.
 4. No dropped qualifier: a word that narrows what is asked (`QUALIFIERS` in the lexicon, in groups of forms:
-   vegetarian, vegan, gluten, beginner(s), kids/children, pregnant, legal, safe, cheap/budget, healthy, raw, ...)
+   vegetarian, vegan, gluten, beginner(s), kids/children, pregnant, legal, safe, cheap/budget, healthy, raw,
+   remote, local, read: its opposite `write` is a request word, which check 3 ignores, ...)
    in one prompt needs a word of its group in the other ("a vegetarian lasagna recipe" / "a lasagna recipe", where
    check 3 sees a word added, none swapped). Reported as `qualifier`. Computed from the stored word hashes: the
    signature's format is unchanged.
@@ -34,7 +35,8 @@ Known gaps (the threshold is the only defence there): a sentence-initial capital
 (the swap check usually catches it), synonyms outside the small table count as a swap (a lost hit, not a wrong
 one), meaning carried by word order alone ("A beat B" / "B beat A", "convert celsius to fahrenheit" /
 "fahrenheit to celsius") passes, and so does an added narrowing word outside `QUALIFIERS` ("a lasagna recipe"
-/ "a lasagna recipe with meat" is caught only when the threshold is not met).
+/ "a lasagna recipe with meat" is caught only when the threshold is not met), and lower-cased entities that are
+also stop words ("the population of the us" / "of the uk": `us` is a pronoun to the guard, `uk` one word added).
 
 Signatures keep 64-bit hashes of words, never the words, so the vector store holds no readable prompt text.
 """
