@@ -351,3 +351,15 @@ async def test_a_tenant_header_subdivides_semantic_scopes_too(app_factory: Start
     assert status == 200 and headers["x-gateway-cache"] == "semantic-hit"
     assert len(upstream.calls) == 4
     assert gw.metric("slm_gateway_semantic_cache_rejected_total", reason="empty") == 4.0
+
+
+async def test_the_purge_endpoint_is_disabled_without_an_admin_key(app_factory: Start) -> None:
+    """Tenant keys but no `admin_api_keys`: nobody may purge (a tenant key never can; see README for open gateways)."""
+    gw = await app_factory(upstream=FakeBackend("upstream"), config={
+        "api_keys": [KEY_A], "cache": {"semantic": {"enabled": True}}})
+    response = await gw.client.post("/admin/cache/purge", json={"api_key": KEY_A},
+                                    headers={"authorization": f"Bearer {KEY_A}"})
+    assert response.status_code == 403
+    assert response.json()["error"] == {
+        "message": "Admin endpoints are disabled: this gateway has no admin key (admin_api_keys).",
+        "type": "permission_error", "param": None, "code": "admin_disabled"}
