@@ -354,8 +354,9 @@ class LexicalGuard:
         b_only = b.content - a.content
         if a_only and b_only and len(a.content & b.content) >= max(len(a_only), len(b_only)):
             return "swap"
-        if (a.words ^ b.words) & self._qualifiers and any(
-            bool(a.words & group) != bool(b.words & group) for group in self._qualifier_groups
+        qualifiers = self._qualifiers  # most prompts have none: two disjointness tests, no set built
+        if (not qualifiers.isdisjoint(a.words) or not qualifiers.isdisjoint(b.words)) and any(
+            a.words.isdisjoint(group) != b.words.isdisjoint(group) for group in self._qualifier_groups
         ):
             return "qualifier"
         return None

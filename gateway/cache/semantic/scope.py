@@ -79,8 +79,9 @@ def scope_of_request(
     canonical = canonical_request(raw)
     params = {name: value for name, value in canonical.items() if name != "messages"}
     context = [canonical_request(m) if isinstance(m, Mapping) else m for m in messages[:-1]]
-    extra = {name: value for name, value in canonical_request(last).items() if name not in ("role", "content")}
-    if extra:  # only then: a plain last message keeps the scope ids written before this field was hashed
-        context.append({"last": extra})
+    if len(last) > 2:  # fields besides role and content (a plain last message keeps the scope ids written before)
+        extra = {name: value for name, value in canonical_request(last).items() if name not in ("role", "content")}
+        if extra:
+            context.append({"last": extra})
     turns = sum(1 for m in messages if isinstance(m, Mapping) and m.get("role") == "user")
     return SemanticScope(tenant, tier, model, _digest(params), _digest(context), turns), text
