@@ -419,3 +419,65 @@ def test_a_frozen_redis_mid_traffic_gives_misses_within_the_deadline(
         assert elapsed < 10, f"5 requests took {elapsed:.1f}s with Redis frozen"
         assert metric(gw, "slm_gateway_semantic_cache_hits_total") == before
         hit_again()
+
+
+def test_redis_killed_while_semantic_requests_are_in_flight(own_redis: OwnRedis, upstream: str, tmp_path: Path) -> None:
+    """40 paraphrase requests, 8 at a time, Redis killed while the third 8 are in flight: each is answered 200, a
+    semantic hit with a stored answer or a miss with the upstream's answer to it (streamed or not); after the kill,
+    only misses."""
+    import asyncio
+
+    config = {
+        "api_keys": [KEY_A], "upstream": {"url": upstream},
+        # generous time limits: before the outage, a slow moment of this busy machine must not make a miss
+        "cache": {"key_prefix": "inflight", "timeout_seconds": 1.0,
+                  "semantic": {"enabled": True, "default": True, "deadline_seconds": 2.0}},
+    }
+    first, paraphrase, seed = "What is the capital city of Italy?", "what's the capital of Italy?", new_scope()
+    with run_gateway("--redis-url", f"redis://{LOOPBACK}:{own_redis.port}/0", config=config, tmp_dir=tmp_path) as gw:
+        client = sdk(gw)
+        _, original, _ = ask(client, first, seed)
+        deadline = time.monotonic() + 20
+        while ask(client, paraphrase, seed)[0]["x-gateway-cache"] != "semantic-hit":  # a busy moment may overrun
+            assert time.monotonic() < deadline, "no semantic hit before the outage"
+
+        async def traffic(texts: list[str], kill_in_batch: int | None = None) -> list[httpx.Response]:
+            """8 requests at a time; Redis is killed while batch `kill_in_batch` is in flight."""
+            headers = {"authorization": f"Bearer {KEY_A}", **PIN_UPSTREAM}
+            async with httpx.AsyncClient(timeout=30) as http:
+                out: list[httpx.Response] = []
+                for batch, start in enumerate(range(0, len(texts), 8)):
+                    requests = [
+                        http.post(f"{gw.base_url}/chat/completions", headers=headers, json={
+                            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}],
+                            "temperature": 0, "seed": seed, "stream": i % 2 == 1})
+                        for i, text in enumerate(texts[start:start + 8], start)]
+                    if batch == kill_in_batch:
+                        *responses, _ = await asyncio.gather(*requests, asyncio.to_thread(own_redis.kill))
+                    else:
+                        responses = await asyncio.gather(*requests)
+                    out += responses
+                return out
+
+        def outcome(response: httpx.Response, text: str) -> str:
+            assert response.status_code == 200, response.text
+            kind = response.headers["x-gateway-cache"]
+            # a hit's answer is the stored one's, or another variant's that missed (a lookup over its deadline) and
+            # was stored and indexed before Redis died
+            expected = {original, *answers} if kind == "semantic-hit" else {f"fake answer to: {text}"}
+            if response.headers["content-type"].startswith("text/event-stream"):
+                *chunks, done = sse_events(response.content)
+                assert done == b"[DONE]"
+                body = "".join(c["choices"][0]["delta"].get("content") or "" for c in map(json.loads, chunks)
+                               if c["choices"])
+            else:
+                body = response.json()["choices"][0]["message"]["content"]
+            assert body in expected, (kind, body)
+            return kind
+
+        texts = [paraphrase + " " * i for i in range(1, 41)]  # another exact key each, the same embedding
+        answers = {f"fake answer to: {t}" for t in texts}
+        kinds = [outcome(r, t) for r, t in zip(asyncio.run(traffic(texts, kill_in_batch=2)), texts)]
+        assert kinds[:16] == ["semantic-hit"] * 16, kinds  # before the outage
+        assert len(kinds) == 40 and set(kinds[16:24]) <= {"semantic-hit", "miss"}  # in flight when Redis died
+        assert kinds[24:] == ["miss"] * 16, kinds
