@@ -48,6 +48,9 @@ guard = LexicalGuard()
         ("Suggest healthy snacks for kids", "Suggest snacks for kids", "qualifier"),
         ("How do I read a file in python", "How do I write a file in python", "qualifier"),  # `write`: a request word
         ("How do I delete a branch in git", "How do I delete a remote branch in git", "qualifier"),
+        ("How much water should I drink per day?", "How much water should my dog drink per day?", "qualifier"),
+        ("what does ls -la do", "what does ls -l do", "entity"),  # flags are code tokens
+        ("git push --force to main", "git push to main", "entity"),
     ],
 )
 def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
@@ -70,6 +73,8 @@ def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
         ("Give me a vegetarian lasagna recipe", "What is a good vegetarian lasagna recipe?"),
         ("Explain recursion for beginners", "Explain recursion to a beginner"),  # forms of one group
         ("Is it legal to record a phone call?", "Is recording a phone call legal?"),
+        ("What does ls -la do?", "Explain ls -la"),
+        ("Tell me a joke about cats", "Tell me a cat joke"),
     ],
 )
 def test_paraphrases_agree(a: str, b: str) -> None:
