@@ -46,6 +46,23 @@ def test_calibrate_prints_and_writes(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert out.splitlines()[0] == "embedder wordllama-l2_supercat-256: threshold 0.6249 (fitted on split 'calib')"
 
 
+def test_calibrate_of_the_shipped_pairs_reproduces_the_shipped_threshold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cache.semantic.calibrate import DEFAULT_PAIRS, THRESHOLDS_FILE
+
+    thresholds = tmp_path / "thresholds.json"
+    assert main(["cache", "calibrate", "--pairs", str(DEFAULT_PAIRS), "--write", "--thresholds", str(thresholds)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "embedder wordllama-l2_supercat-256: threshold 0.6206 (fitted on split 'calib')"
+    assert [line.split("   false hits ") for line in lines if line.startswith("  ") and "recall" in line] == [
+        ["  calib    recall 162/180 = 90.0%", "1/438 = 0.23%"],
+        ["  heldout  recall 142/174 = 81.6%", "0/439 = 0.00%"],
+        ["  all      recall 304/354 = 85.9%", "1/877 = 0.11%"],
+    ]
+    assert json.loads(thresholds.read_text()) == json.loads(THRESHOLDS_FILE.read_text())  # what is shipped
+
+
 def test_calibrate_refuses_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n")

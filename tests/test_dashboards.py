@@ -179,10 +179,14 @@ def test_substitution() -> None:
 
 
 def test_every_metric_in_dashboards_is_defined() -> None:
-    """Every slm_gateway_* name a panel reads is a metric of GatewayMetrics."""
+    """Every slm_gateway_* name a panel reads is a metric of GatewayMetrics (or of SemanticMetrics, registered on
+    the same registry when the semantic cache is on)."""
+    from gateway.cache.semantic.metrics import SemanticMetrics
     from gateway.metrics import GatewayMetrics
 
-    defined = {m.name for m in GatewayMetrics().registry.collect()}
+    metrics = GatewayMetrics()
+    SemanticMetrics(metrics.registry)
+    defined = {m.name for m in metrics.registry.collect()}
     defined |= {n + "_total" for n in defined}  # prometheus_client strips _total from counter family names
     used = set().union(*(metric_names(expr) for *_, expr in all_queries()))
     assert used, "no metric found in the dashboards"
@@ -297,6 +301,14 @@ def prometheus(metrics_target: ScrapeTarget, tmp_path_factory: pytest.TempPathFa
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _exercise_semantic(semantic: Any, rng: random.Random) -> None:
+    """One round on the semantic cache's series (`SemanticMetrics`, registered when `cache.semantic` is on)."""
+    semantic.hit(rng.uniform(0.62, 1.0))
+    semantic.miss(rng.choice(("empty", "threshold", "guard")))
+    semantic.guard_refused(rng.choice(("numbers", "polarity", "qualifier")))
+    semantic.embedded(rng.uniform(0.00002, 0.0005))
+
+
 def _exercise_standin(metrics: Any, rng: random.Random) -> None:
     """One round of plausible observations on every metric and label value the dashboards read."""
     for tier in ("local", "upstream", "cache"):
@@ -362,7 +374,10 @@ def standin_metrics_target() -> Iterator[ScrapeTarget]:
 
     from gateway.metrics import GatewayMetrics
 
+    from gateway.cache.semantic.metrics import SemanticMetrics
+
     metrics = GatewayMetrics()
+    semantic = SemanticMetrics(metrics.registry)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
     stop = threading.Event()
@@ -371,8 +386,10 @@ def standin_metrics_target() -> Iterator[ScrapeTarget]:
     def feed() -> None:
         while not stop.wait(0.2):
             _exercise_standin(metrics, rng)
+            _exercise_semantic(semantic, rng)
 
     _exercise_standin(metrics, rng)
+    _exercise_semantic(semantic, rng)
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     try:
@@ -422,7 +439,8 @@ def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
     Traffic, each request sent twice so that the repeat is a cache hit: local (plain and streamed) and upstream
     (plain and streamed) requests, where the fake upstream answers 400 to 40% of requests (seeded: upstream
-    status_4xx errors, responses with status >= 400); then Redis is stopped and one more request is sent (cache
+    status_4xx errors, responses with status >= 400); a prompt and its paraphrase asking for the semantic cache
+    (semantic lookups, embeddings); then Redis is stopped and one more request is sent (cache
     errors); a prompt longer than the local context (a context_too_long rejection, spilled upstream: a fallback);
     a request to the `edge` tier, a remote SLM server nobody listens for (a connect error, answered upstream);
     then a SIGHUP (reloads). `learning.auto_retrain` runs every second and skips (too few new labels): the
@@ -455,7 +473,9 @@ def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator
             time.sleep(0.1)
     policy = tmp / "policy.yaml"  # the shipped default policy, plus a rule whose local requests may spill
     policy.write_text((REPO_ROOT / "policies" / "default.yaml").read_text().replace("rules:\n", SPILL_RULE, 1))
-    config = {"local": {"context_size": 512}, "cache": {"enabled": True}, "policy": str(policy),
+    config = {"local": {"context_size": 512}, "policy": str(policy),
+              # the semantic cache built (its series exist); requests opt in with `x-gateway-cache: semantic`
+              "cache": {"enabled": True, "semantic": {"enabled": True, "deadline_seconds": 2.0}},
               # learning on (feedback; its metrics start at zero). Not shadow judging: its upstream calls would
               # take draws from the fake upstream's seeded error injection, in an order that depends on timing.
               "learning": {"feedback": True, "labels_path": str(tmp / "labels.jsonl"),
@@ -485,6 +505,10 @@ def gateway_metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 for i in range(4):
                     statuses.append(_chat(client, gw.base_url, "gpt-4o-mini", f"Write a Python function number {i}"))
                 statuses.append(_chat(client, gw.base_url, "gpt-4o-mini", "Say hello", stream=True))
+            semantic = {"x-gateway-cache": "semantic"}  # a lookup each ("empty", then a hit when the first was a 200)
+            statuses.append(_chat(client, gw.base_url, "gpt-4o-mini", "What is the capital city of France?",
+                                  headers=semantic))
+            statuses.append(_chat(client, gw.base_url, "gpt-4o-mini", "what's the capital of France?", headers=semantic))
             redis.terminate()  # the cache backend goes away: cache errors, the request is still answered
             redis.wait(timeout=10)
             statuses.append(_chat(client, gw.base_url, "gpt-4o-mini", "Write a Python function number 0"))

@@ -4,8 +4,10 @@ the official `openai` SDK over HTTP; the similarities expected are computed with
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -309,3 +311,173 @@ def test_redis_outage_turns_semantic_lookups_into_misses(own_redis: OwnRedis, up
         assert failed() == before + 3  # each of the three lookups failed open
         down = purge(gw, {"api_key": KEY_A})
         assert down.status_code == 503 and down.json()["error"]["code"] == "cache_unavailable"
+
+
+# -- the stream of a hit, byte for byte; requests a semantic answer must never serve ------------------------------
+def sse_events(body: bytes) -> list[bytes]:
+    """The `data:` payloads of an SSE body, checking its framing: every event one `data: ` line, blank-line ended."""
+    assert body.endswith(b"\n\n")
+    events = body[:-2].split(b"\n\n")
+    assert all(e.startswith(b"data: ") and b"\n" not in e for e in events), body
+    return [e.removeprefix(b"data: ") for e in events]
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_streamed_hit_is_valid_sse_with_usage_when_asked(
+    gw: RunningGateway, upstream: str, embedder: WordLlamaEmbedder, include_usage: bool
+) -> None:
+    first, paraphrase, seed = "How do I reverse a list in Python?", "How can I reverse a Python list?", new_scope()
+    _, original, usage = ask(sdk(gw), first, seed)
+    before = calls(upstream)
+    savings = metric(gw, "slm_gateway_semantic_cache_savings_dollars_total")
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": paraphrase}], "temperature": 0,
+            "seed": seed, "stream": True, **({"stream_options": {"include_usage": True}} if include_usage else {})}
+    response = httpx.post(f"{gw.base_url}/chat/completions", json=body, timeout=30,
+                          headers={"authorization": f"Bearer {KEY_A}", **PIN_UPSTREAM})
+    assert (response.status_code, calls(upstream)) == (200, before)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["x-gateway-cache"] == "semantic-hit"
+    assert response.headers["x-gateway-cache-similarity"] == similarity(embedder, paraphrase, first)
+    *chunks, done = sse_events(response.content)
+    assert done == b"[DONE]"
+    decoded = [json.loads(c) for c in chunks]
+    assert {(c["id"], c["object"], c["model"]) for c in decoded} == {
+        (decoded[0]["id"], "chat.completion.chunk", "gpt-4o-mini")}
+    choices = [c["choices"][0] for c in decoded if c["choices"]]
+    assert [ch["delta"] for ch in choices] == [{"role": "assistant", "content": ""}, {"content": original}, {}]
+    assert [ch["finish_reason"] for ch in choices] == [None, None, "stop"]
+    if include_usage:
+        assert len(decoded) == 4 and [c["usage"] for c in decoded[:3]] == [None, None, None]
+        assert decoded[3]["choices"] == [] and decoded[3]["usage"] == {
+            "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens}
+    else:
+        assert len(decoded) == 3 and not any("usage" in c for c in decoded)
+    saved = (usage.prompt_tokens * PRICE_IN + usage.completion_tokens * PRICE_OUT) / 1e6  # a streamed hit saves too
+    assert metric(gw, "slm_gateway_semantic_cache_savings_dollars_total") == pytest.approx(savings + saved, rel=1e-9)
+
+
+def test_n_above_one_and_other_tools_are_never_served_semantically(gw: RunningGateway, upstream: str) -> None:
+    first, paraphrase, seed = "What is the capital city of Spain?", "what's the capital of Spain?", new_scope()
+    client = sdk(gw, KEY_B, **{"x-gateway-cache": "semantic"})
+    empty = metric(gw, "slm_gateway_semantic_cache_rejected_total", reason="empty")
+    ask(client, first, seed)
+    before = calls(upstream)
+    # n > 1: an entry holds one choice, so not cacheable at all, even when asked for (never looked up nor stored)
+    headers, _, _ = ask(client, paraphrase, seed, n=2)
+    assert (headers["x-gateway-cache"], "x-gateway-cache-similarity" in headers) == ("bypass", False)
+    # tools are a generation parameter: another scope; the fake upstream answers a tool call there, which is
+    # never stored, so never indexed: the paraphrase with the same tools finds nothing either
+    tool = {"type": "function", "function": {"name": "lookup_capital", "parameters": {"type": "object",
+                                                                                      "properties": {}}}}
+    for text in (first, paraphrase):
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": text}], temperature=0, seed=seed, tools=[tool])
+        choice = raw.parse().choices[0]
+        assert (raw.headers["x-gateway-cache"], choice.finish_reason, choice.message.tool_calls[0].function.name) == (
+            "miss", "tool_calls", "lookup_capital")
+    for extra in ({"response_format": {"type": "json_object"}}, {"stop": ["\n"]}, {"logit_bias": {"50256": -100}}):
+        headers, text, _ = ask(client, paraphrase, seed, **extra)
+        assert (headers["x-gateway-cache"], text) == ("miss", f"fake answer to: {paraphrase}")
+    assert calls(upstream) == before + 6
+    # the first prompt; the tools' scope twice (its tool call was not indexed); 3 other scopes once each
+    assert metric(gw, "slm_gateway_semantic_cache_rejected_total", reason="empty") == empty + 6
+    assert ask(client, paraphrase, seed)[0]["x-gateway-cache"] == "semantic-hit"  # the plain one still hits
+
+
+def test_a_frozen_redis_mid_traffic_gives_misses_within_the_deadline(
+    own_redis: OwnRedis, upstream: str, tmp_path: Path
+) -> None:
+    """Redis accepts connections and never answers (SIGSTOP): every lookup is a miss within the store's timeout,
+    never an error; after SIGCONT the paraphrase is a semantic hit again."""
+    config = {
+        "api_keys": [KEY_A], "upstream": {"url": upstream},
+        "cache": {"key_prefix": "frozen", "timeout_seconds": 0.25,
+                  "semantic": {"enabled": True, "default": True, "deadline_seconds": 0.5}},
+    }
+    first, paraphrase, seed = "What is the capital city of Italy?", "what's the capital of Italy?", new_scope()
+    with run_gateway("--redis-url", f"redis://{LOOPBACK}:{own_redis.port}/0", config=config, tmp_dir=tmp_path) as gw:
+        client = sdk(gw)
+
+        def hit_again() -> None:  # a slow moment of this busy machine may overrun 0.25 s: ask until it hits
+            deadline = time.monotonic() + 20
+            while ask(client, paraphrase, seed)[0]["x-gateway-cache"] != "semantic-hit":
+                assert time.monotonic() < deadline, "no semantic hit"
+                time.sleep(0.1)
+
+        ask(client, first, seed)
+        hit_again()
+        before = metric(gw, "slm_gateway_semantic_cache_hits_total")
+        own_redis.signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            answers = [ask(client, paraphrase, seed)[:2] for _ in range(5)]
+            elapsed = time.monotonic() - started
+        finally:
+            own_redis.signal(signal.SIGCONT)
+        assert [(h["x-gateway-cache"], t) for h, t in answers] == [("miss", f"fake answer to: {paraphrase}")] * 5
+        assert elapsed < 10, f"5 requests took {elapsed:.1f}s with Redis frozen"
+        assert metric(gw, "slm_gateway_semantic_cache_hits_total") == before
+        hit_again()
+
+
+def test_redis_killed_while_semantic_requests_are_in_flight(own_redis: OwnRedis, upstream: str, tmp_path: Path) -> None:
+    """40 paraphrase requests, 8 at a time, Redis killed while the third 8 are in flight: each is answered 200, a
+    semantic hit with a stored answer or a miss with the upstream's answer to it (streamed or not); after the kill,
+    only misses."""
+    import asyncio
+
+    config = {
+        "api_keys": [KEY_A], "upstream": {"url": upstream},
+        # generous time limits: before the outage, a slow moment of this busy machine must not make a miss
+        "cache": {"key_prefix": "inflight", "timeout_seconds": 1.0,
+                  "semantic": {"enabled": True, "default": True, "deadline_seconds": 2.0}},
+    }
+    first, paraphrase, seed = "What is the capital city of Italy?", "what's the capital of Italy?", new_scope()
+    with run_gateway("--redis-url", f"redis://{LOOPBACK}:{own_redis.port}/0", config=config, tmp_dir=tmp_path) as gw:
+        client = sdk(gw)
+        _, original, _ = ask(client, first, seed)
+        deadline = time.monotonic() + 20
+        while ask(client, paraphrase, seed)[0]["x-gateway-cache"] != "semantic-hit":  # a busy moment may overrun
+            assert time.monotonic() < deadline, "no semantic hit before the outage"
+
+        async def traffic(texts: list[str], kill_in_batch: int | None = None) -> list[httpx.Response]:
+            """8 requests at a time; Redis is killed while batch `kill_in_batch` is in flight."""
+            headers = {"authorization": f"Bearer {KEY_A}", **PIN_UPSTREAM}
+            async with httpx.AsyncClient(timeout=30) as http:
+                out: list[httpx.Response] = []
+                for batch, start in enumerate(range(0, len(texts), 8)):
+                    requests = [
+                        http.post(f"{gw.base_url}/chat/completions", headers=headers, json={
+                            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}],
+                            "temperature": 0, "seed": seed, "stream": i % 2 == 1})
+                        for i, text in enumerate(texts[start:start + 8], start)]
+                    if batch == kill_in_batch:
+                        *responses, _ = await asyncio.gather(*requests, asyncio.to_thread(own_redis.kill))
+                    else:
+                        responses = await asyncio.gather(*requests)
+                    out += responses
+                return out
+
+        def outcome(response: httpx.Response, text: str) -> str:
+            assert response.status_code == 200, response.text
+            kind = response.headers["x-gateway-cache"]
+            # a hit's answer is the stored one's, or another variant's that missed (a lookup over its deadline) and
+            # was stored and indexed before Redis died
+            expected = {original, *answers} if kind == "semantic-hit" else {f"fake answer to: {text}"}
+            if response.headers["content-type"].startswith("text/event-stream"):
+                *chunks, done = sse_events(response.content)
+                assert done == b"[DONE]"
+                body = "".join(c["choices"][0]["delta"].get("content") or "" for c in map(json.loads, chunks)
+                               if c["choices"])
+            else:
+                body = response.json()["choices"][0]["message"]["content"]
+            assert body in expected, (kind, body)
+            return kind
+
+        texts = [paraphrase + " " * i for i in range(1, 41)]  # another exact key each, the same embedding
+        answers = {f"fake answer to: {t}" for t in texts}
+        kinds = [outcome(r, t) for r, t in zip(asyncio.run(traffic(texts, kill_in_batch=2)), texts)]
+        assert kinds[:16] == ["semantic-hit"] * 16, kinds  # before the outage
+        assert len(kinds) == 40 and set(kinds[16:24]) <= {"semantic-hit", "miss"}  # in flight when Redis died
+        assert kinds[24:] == ["miss"] * 16, kinds

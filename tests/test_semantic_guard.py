@@ -42,6 +42,15 @@ guard = LexicalGuard()
         ("How do I merge two dictionaries in Python?", "How do I compare two dictionaries in Python?", "swap"),
         ("What is the boiling point of water?", "What is the freezing point of water?", "polarity"),
         ("What are the symptoms of flu?", "What are the treatments for flu?", "swap"),
+        ("Give me a vegetarian lasagna recipe", "Give me a lasagna recipe", "qualifier"),
+        ("Give me a vegan chocolate cake recipe", "Give me a chocolate cake recipe", "qualifier"),
+        ("Is it safe to eat raw cookie dough?", "Is it safe to eat cookie dough?", "qualifier"),
+        ("Suggest healthy snacks for kids", "Suggest snacks for kids", "qualifier"),
+        ("How do I read a file in python", "How do I write a file in python", "qualifier"),  # `write`: a request word
+        ("How do I delete a branch in git", "How do I delete a remote branch in git", "qualifier"),
+        ("How much water should I drink per day?", "How much water should my dog drink per day?", "qualifier"),
+        ("what does ls -la do", "what does ls -l do", "entity"),  # flags are code tokens
+        ("git push --force to main", "git push to main", "entity"),
     ],
 )
 def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
@@ -61,6 +70,11 @@ def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
         ("Write a short story about a cat who learns to fly.", "Create a short story about a cat that learns to fly."),
         ("How do I turn on dark mode?", "How can I switch on dark mode?"),
         ("Summarize the plot of Inception.", "Give me a summary of the plot of Inception."),
+        ("Give me a vegetarian lasagna recipe", "What is a good vegetarian lasagna recipe?"),
+        ("Explain recursion for beginners", "Explain recursion to a beginner"),  # forms of one group
+        ("Is it legal to record a phone call?", "Is recording a phone call legal?"),
+        ("What does ls -la do?", "Explain ls -la"),
+        ("Tell me a joke about cats", "Tell me a cat joke"),
     ],
 )
 def test_paraphrases_agree(a: str, b: str) -> None:

@@ -333,3 +333,33 @@ async def test_warm_mirror_and_indexing_never_wait_for_redis() -> None:
         await client.aclose()
         await cache.close()
         await other.close()
+
+
+async def test_a_tenant_header_subdivides_semantic_scopes_too(app_factory: Start) -> None:
+    """`cache.tenant_header` narrows the caller's namespace: sub-tenants of one key never share a semantic answer,
+    and the header cannot reach another key's scopes."""
+    upstream = FakeBackend("upstream", reply="Paris.")
+    settings = config(default=True)
+    settings["cache"]["tenant_header"] = "x-team-id"
+    gw = await app_factory(upstream=upstream, config=settings, router=PolicyRouter(parse_policy(POLICY, "t.yaml"), None))
+    red, blue = {"x-team-id": "red"}, {"x-team-id": "blue"}
+    assert (await ask(gw, FIRST, KEY_A, **red))[1] == {"x-gateway-cache": "miss"}
+    assert (await ask(gw, PARAPHRASE, KEY_A, **blue))[1] == {"x-gateway-cache": "miss"}  # another sub-tenant
+    assert (await ask(gw, PARAPHRASE + "!", KEY_A))[1] == {"x-gateway-cache": "miss"}  # the key itself, no header
+    assert (await ask(gw, PARAPHRASE + "?", KEY_B, **red))[1] == {"x-gateway-cache": "miss"}  # another key, same header
+    status, headers = await ask(gw, PARAPHRASE + " ", KEY_A, **red)
+    assert status == 200 and headers["x-gateway-cache"] == "semantic-hit"
+    assert len(upstream.calls) == 4
+    assert gw.metric("slm_gateway_semantic_cache_rejected_total", reason="empty") == 4.0
+
+
+async def test_the_purge_endpoint_is_disabled_without_an_admin_key(app_factory: Start) -> None:
+    """Tenant keys but no `admin_api_keys`: nobody may purge (a tenant key never can; see README for open gateways)."""
+    gw = await app_factory(upstream=FakeBackend("upstream"), config={
+        "api_keys": [KEY_A], "cache": {"semantic": {"enabled": True}}})
+    response = await gw.client.post("/admin/cache/purge", json={"api_key": KEY_A},
+                                    headers={"authorization": f"Bearer {KEY_A}"})
+    assert response.status_code == 403
+    assert response.json()["error"] == {
+        "message": "Admin endpoints are disabled: this gateway has no admin key (admin_api_keys).",
+        "type": "permission_error", "param": None, "code": "admin_disabled"}

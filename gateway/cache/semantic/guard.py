@@ -19,15 +19,25 @@ them; the guard does. Each prompt gets a `GuardSignature`; two signatures agree 
 2. Marks: every named entity and code token of each prompt occurs as a word of the other (case-insensitive).
    Entities are capitalised words not at the start of a sentence, all-caps words (`NASA`, `API`) and words
    mixing letters and digits (`GPT4`, `H2O`); code tokens contain `_`, `.`, `::`, `()` between word characters,
-   or an inner capital (`camelCase`). Reported as `entity`.
+   or an inner capital (`camelCase`), and command-line flags (`-la`, `--force`). Reported as `entity`.
 3. No word swap: with stop words and request words (explain, describe, write, compose, give, list, ...)
    dropped, suffixes stripped and a few everyday synonyms merged (fast = quick, built = constructed), if each prompt has content words the other lacks, and the prompts share at
    least as many content words as either one changed, they are the same prompt with a word swapped ("sort" /
    "reverse a list in Python") and do not agree. Reported as `swap`.
+4. No dropped qualifier: a word that narrows what is asked (`QUALIFIERS` in the lexicon, in groups of forms:
+   vegetarian, vegan, gluten, beginner(s), kids/children, pregnant, legal, safe, cheap/budget, healthy, raw,
+   remote, local, read: its opposite `write` is a request word, which check 3 ignores, ...)
+   in one prompt needs a word of its group in the other ("a vegetarian lasagna recipe" / "a lasagna recipe", where
+   check 3 sees a word added, none swapped). Reported as `qualifier`. Computed from the stored word hashes: the
+   signature's format is unchanged.
 
 Known gaps (the threshold is the only defence there): a sentence-initial capitalised entity is not marked
 (the swap check usually catches it), synonyms outside the small table count as a swap (a lost hit, not a wrong
-one), and meaning carried by word order alone ("A beat B" / "B beat A") passes.
+one), meaning carried by word order alone ("A beat B" / "B beat A", "convert celsius to fahrenheit" /
+"fahrenheit to celsius") passes, and so does an added narrowing word outside `QUALIFIERS` ("a lasagna recipe"
+/ "a lasagna recipe with meat" is caught only when the threshold is not met), and lower-cased entities that are
+also stop words ("the population of the us" / "of the uk": `us` is a pronoun to the guard, `uk` one word added;
+"say thank you" / "say sorry in japanese": `thank` is a stop word), and "every day" / "every other day".
 
 Signatures keep 64-bit hashes of words, never the words, so the vector store holds no readable prompt text.
 """
@@ -51,6 +61,7 @@ from gateway.cache.semantic.lexicon import (
     NUMBER_WORDS,
     ON_VERBS,
     POLARITY,
+    QUALIFIERS,
     REQUEST_WORDS,
     STOPWORDS,
     SYNONYMS,
@@ -69,6 +80,8 @@ _STRIP = "\"'“”‘’`.,!?;:()[]{}<>*"
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _CODE = re.compile(r"\w[\w]*(?:(?:\.|::|->)\w+)+(?:\(\))?|\w+\(\)|\w*_\w+|[a-z]+[A-Z]\w*")
+_FLAG = re.compile(r"--?[A-Za-z][\w-]*")
+"""A command-line flag (a code token: `-la` and `-l` differ, though `l` is too short to be a word)."""
 _QUOTED = re.compile(r"\"([^\"]{1,200})\"|“([^”]{1,200})”|`([^`]{1,200})`")
 _OPERATORS = re.compile(r"[=<>!+*/&|^~\\]+")
 _OPERATOR_CHARS = "=<>!+*/&|^~\\"
@@ -204,6 +217,8 @@ class LexicalGuard:
         self._h = functools.lru_cache(maxsize=memo)(_h)
         self._part = functools.lru_cache(maxsize=memo)(self._part_of)
         self._token_memo = functools.lru_cache(maxsize=memo)(self._token_of)
+        self._qualifier_groups = tuple(frozenset(_h(word) for word in group) for group in QUALIFIERS)
+        self._qualifiers = frozenset().union(*self._qualifier_groups)
 
     def _part_of(self, part: str) -> _Part:
         lower = part.lower().replace("’", "'")
@@ -242,6 +257,8 @@ class LexicalGuard:
             codes: tuple[int, ...] = ()  # no capital, `_`, `.`, `:`, `-` or `(`: no code token
         else:
             codes = tuple(self._h(code.lower()) for code in _CODE.findall(stripped))
+            if _FLAG.fullmatch(stripped):  # a command-line flag: `ls -la` / `ls -l`, `--force`
+                codes += (self._h(stripped.lower()),)
         # a token of letters between stripped punctuation is one word (`_WORD` would find just that)
         words = (stripped,) if stripped.isalpha() else _WORD.findall(token)
         return _Token(
@@ -342,6 +359,11 @@ class LexicalGuard:
         b_only = b.content - a.content
         if a_only and b_only and len(a.content & b.content) >= max(len(a_only), len(b_only)):
             return "swap"
+        qualifiers = self._qualifiers  # most prompts have none: two disjointness tests, no set built
+        if (not qualifiers.isdisjoint(a.words) or not qualifiers.isdisjoint(b.words)) and any(
+            a.words.isdisjoint(group) != b.words.isdisjoint(group) for group in self._qualifier_groups
+        ):
+            return "qualifier"
         return None
 
     def agree(self, a: str, b: str) -> str | None:

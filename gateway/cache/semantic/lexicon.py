@@ -213,3 +213,20 @@ STOPWORDS: frozenset[str] = frozenset(
 ) - NEGATIONS - WH_WORDS
 """Words the word-swap check ignores (negations and wh-words are compared on their own)."""
 
+
+
+QUALIFIERS: tuple[frozenset[str], ...] = tuple(
+    frozenset(group.split("/"))
+    for group in (
+        "vegetarian/vegetarians vegan/vegans keto paleo halal kosher gluten dairy lactose sugar/sugarless eggless "
+        "meatless beginner/beginners kid/kids/child/children toddler/toddlers teen/teens/teenager/teenagers "
+        "baby/babies pregnant/pregnancy elderly/senior/seniors expert/experts advanced legal/legally "
+        "illegal/illegally safe/safely/safety cheap/cheapest/budget/affordable healthy/healthier/healthiest spicy "
+        "mild raw organic homemade offline wireless portable remote/remotely local/locally read/reads/reading "
+        "dog/dogs/puppy/puppies cat/cats/kitten/kittens pet/pets"
+    ).split()
+)
+"""Words that narrow what is asked ("a vegetarian lasagna recipe", "for beginners", "is it legal", "a remote
+branch", "should my dog drink"; `read`, whose opposite `write` is a request word the swap check ignores), in groups of
+forms that mean the same: a prompt with a word of a group and a prompt with none of it do not agree, even when
+nothing else differs (the word-swap check needs a word changed on both sides)."""

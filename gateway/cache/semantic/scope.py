@@ -2,8 +2,8 @@
 
 Equal means: the same tenant, the same tier and model, the same hash of every generation parameter (the
 canonical request of `gateway.cache.keys` without `messages`: temperature, max_tokens, tools, response_format,
-seed, stop, ...) and the same hash of the system prompt and every earlier turn. Only the last user message
-may differ, and it is what gets embedded.
+seed, stop, ...) and the same hash of the system prompt and every earlier turn. Only the last user message's
+text may differ, and it is what gets embedded; its other fields (a `name`, say) are part of the context hash.
 """
 
 from __future__ import annotations
@@ -79,5 +79,9 @@ def scope_of_request(
     canonical = canonical_request(raw)
     params = {name: value for name, value in canonical.items() if name != "messages"}
     context = [canonical_request(m) if isinstance(m, Mapping) else m for m in messages[:-1]]
+    if len(last) > 2:  # fields besides role and content (a plain last message keeps the scope ids written before)
+        extra = {name: value for name, value in canonical_request(last).items() if name not in ("role", "content")}
+        if extra:
+            context.append({"last": extra})
     turns = sum(1 for m in messages if isinstance(m, Mapping) and m.get("role") == "user")
     return SemanticScope(tenant, tier, model, _digest(params), _digest(context), turns), text
