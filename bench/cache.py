@@ -301,13 +301,16 @@ def warm_semantic(url: str, headers: dict[str, str], scopes: int, settle_seconds
     post = {"headers": {**headers, "content-type": "application/json"}, "timeout": 30}
     no_store = {**headers, "cache-control": "no-store"}
     deadline = time.monotonic() + 120
-    # a lookup on a cold mirror waits for the catch-up only up to its deadline (a miss, not indexed): warm it first
+    # a lookup on a cold mirror waits for the catch-up only up to its deadline (a miss, not indexed): warm it first.
+    # The warm-up prompts are not stored (no-store): stored, a later one could come near an earlier one (two random
+    # hex strings reach the threshold now and then), be refused by the guard instead, and the wait never end
     for scope in range(scopes):
         before = semantic_rejections(url, "threshold")
         while semantic_rejections(url, "threshold") == before:
             if time.monotonic() > deadline:
                 raise RuntimeError("the mirror of a seeded scope never caught up")
-            httpx.post(url, content=body(f"warm-up {uuid.uuid4().hex}", scope), **post).raise_for_status()
+            httpx.post(url, content=body(f"warm-up {uuid.uuid4().hex}", scope), timeout=30,
+                       headers={**no_store, "content-type": "application/json"}).raise_for_status()
             time.sleep(0.05)
         while True:
             # (again each time: on a loaded machine the store of its answer, or its indexing, may be over a deadline)
