@@ -143,6 +143,8 @@ async def test_a_semantic_hit_through_the_approximate_index_of_the_in_process_in
     assert index._scopes[scope.scope_id].approximate
     hit = await cache.lookup(scope, "what's the capital of France?")
     assert isinstance(hit, SemanticHit) and (hit.entry_key, hit.value) == ("the-entry", b"Paris.")
+    matrix = index._scopes[scope.scope_id]
+    assert list(matrix._served) == [matrix._rows["the-entry"]]  # re-scored by every later search of the scope
     await cache.close()
 
 
@@ -282,3 +284,33 @@ def test_recall_of_the_shipped_probes_among_100000_random_rows() -> None:
     assert len(queries) == 2400 + len(pairs)
     assert found == [[0, 1], [0, 0]]  # lost: [bench paraphrases, pair-set paraphrases] per seed
 
+
+async def test_a_row_that_served_a_hit_is_rescored_by_every_search_whatever_the_index_proposes() -> None:
+    """With one list probed the index misses most nearest rows; once a row has served a hit (`served`), searches
+    get it with its exact similarity, until it expires or its slot goes to another entry."""
+    matrix = filled(ROWS)
+    exact = filled(ROWS, min_rows=0)
+    builds = IndexBuilds()
+    builds.after_add(matrix)
+    await builds.wait()
+    matrix._ann._ivf.nprobe = 1  # type: ignore[union-attr]
+    queries = unit_rows(40, seed=21)
+    missed = [q for q in queries if matrix.search(q, 1, NOW)[0].entry_key != exact.search(q, 1, NOW)[0].entry_key]
+    assert len(missed) == 40
+    query = missed[0]
+    best = exact.search(query, 1, NOW)[0]
+    matrix.served(best.entry_key)
+    matrix.served("no-such-key")
+    assert matrix.search(query, 1, NOW) == [best]
+    assert matrix.search(query, 4, NOW)[0] == best
+    assert matrix.search(query, 1, NOW + 61) == []  # expired (every row expires at NOW + 60)
+    assert matrix._served == {}
+    matrix.served(best.entry_key)
+    row = matrix._rows[best.entry_key]
+    full = ScopeMatrix(DIM, 4, ann_min_rows=0)
+    for i, vector in enumerate(unit_rows(4)):
+        full.add(f"k{i}", vector, b"g", NOW + 60)
+    full.served("k0")
+    full.add("k4", unit_rows(1, seed=3)[0], b"g", NOW + 60)  # the oldest slot (k0's) goes to k4
+    assert full._served == {} and row in matrix._served
+    await builds.close()
