@@ -5,6 +5,8 @@ never returned, rows written during a build are found once it is installed, repl
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from gateway.cache.memory import MemoryStore
 from gateway.cache.semantic import ann
 from gateway.cache.semantic.ann import IndexBuilds, IvfIndex, lists_for
 from gateway.cache.semantic.cache import SemanticCache, SemanticHit, SemanticSettings
-from gateway.cache.semantic.calibrate import shipped_threshold
+from gateway.cache.semantic.calibrate import DEFAULT_PAIRS, load_pairs, shipped_threshold
 from gateway.cache.semantic.guard import LexicalGuard, encode_signature
 from gateway.cache.semantic.index import MemoryVectorIndex, ScopeMatrix
 from gateway.cache.semantic.redis_index import RedisVectorIndex
@@ -141,6 +143,8 @@ async def test_a_semantic_hit_through_the_approximate_index_of_the_in_process_in
     assert index._scopes[scope.scope_id].approximate
     hit = await cache.lookup(scope, "what's the capital of France?")
     assert isinstance(hit, SemanticHit) and (hit.entry_key, hit.value) == ("the-entry", b"Paris.")
+    matrix = index._scopes[scope.scope_id]
+    assert list(matrix._served) == [matrix._rows["the-entry"]]  # re-scored by every later search of the scope
     await cache.close()
 
 
@@ -234,3 +238,79 @@ async def test_with_every_list_probed_the_index_gives_the_exact_scans_rows_and_s
     assert all(c.entry_key != "k3" for c in matrix.search(vectors[3], 4, NOW))  # expired
     await builds.close()
 
+
+
+def _recall_scope(embedder: WordLlamaEmbedder, stored: list[str], seed: int) -> ScopeMatrix:
+    """100,000 random unit rows (no clusters: an IVF's worst case), then `stored` embedded, built as a mirror's
+    first catch-up builds it (every row at once)."""
+    matrix = ScopeMatrix(DIM, 200_000, ann_min_rows=50_000)
+    for i, vector in enumerate(unit_rows(100_000, seed=seed)):
+        matrix.add(f"filler{i}", vector, b"", NOW + 60)
+    for text, vector in zip(stored, embedder.embed(stored), strict=True):
+        matrix.add(text, vector, b"", NOW + 60)
+    matrix.install(IvfIndex.build(matrix.start_build()))
+    return matrix
+
+
+def test_recall_of_the_shipped_probes_among_100000_random_rows() -> None:
+    """What the approximate index costs in recall (it never costs a wrong hit): with the shipped lists and probes
+    (316 and 39 at 100,000 rows), of bench/paraphrases.py's 2,400 paraphrases of its stored prompt (bench/cache.py's
+    semantic-hit run) and of the pair set's paraphrase pairs, how many find their stored prompt first among the
+    candidates above the threshold, as the exact scan does. Two scopes (two seeds of the random rows)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import paraphrases
+
+    embedder = WordLlamaEmbedder()
+    threshold = shipped_threshold(embedder.name)
+    pairs = [pair for pair in load_pairs(DEFAULT_PAIRS)[0] if pair.same]
+    stored = sorted({pair.a for pair in pairs} | {paraphrases.HIT_PROMPT})
+    queries = [(text, paraphrases.HIT_PROMPT) for text in paraphrases.checked().kept]
+    queries += [(pair.b, pair.a) for pair in pairs]
+    vectors = embedder.embed([text for text, _ in queries])
+    found = []
+    for seed in (7, 8):
+        matrix = _recall_scope(embedder, stored, seed)
+        assert matrix.approximate and (matrix._ann.nlist, matrix._ann.nprobe) == (316, 39)  # type: ignore[union-attr]
+        exact = ScopeMatrix(DIM, 200_000, ann_min_rows=0, half_scan=False)
+        exact._vectors, exact._expires = matrix._vectors, matrix._expires
+        exact._keys, exact._guards = matrix._keys, matrix._guards
+        lost = [0, 0]
+        for i, ((_, want), vector) in enumerate(zip(queries, vectors, strict=True)):
+            best = [c.entry_key for c in matrix.search(vector, 4, NOW) if c.similarity >= threshold][:1]
+            if best != [want]:
+                truth = [c.entry_key for c in exact._search_exact(vector, 4, NOW)[0] if c.similarity >= threshold]
+                lost[i >= 2400] += truth[:1] == [want]
+        found.append(lost)
+    assert len(queries) == 2400 + len(pairs)
+    assert found == [[0, 1], [0, 0]]  # lost: [bench paraphrases, pair-set paraphrases] per seed
+
+
+async def test_a_row_that_served_a_hit_is_rescored_by_every_search_whatever_the_index_proposes() -> None:
+    """With one list probed the index misses most nearest rows; once a row has served a hit (`served`), searches
+    get it with its exact similarity, until it expires or its slot goes to another entry."""
+    matrix = filled(ROWS)
+    exact = filled(ROWS, min_rows=0)
+    builds = IndexBuilds()
+    builds.after_add(matrix)
+    await builds.wait()
+    matrix._ann._ivf.nprobe = 1  # type: ignore[union-attr]
+    queries = unit_rows(40, seed=21)
+    missed = [q for q in queries if matrix.search(q, 1, NOW)[0].entry_key != exact.search(q, 1, NOW)[0].entry_key]
+    assert len(missed) == 40
+    query = missed[0]
+    best = exact.search(query, 1, NOW)[0]
+    matrix.served(best.entry_key)
+    matrix.served("no-such-key")
+    assert matrix.search(query, 1, NOW) == [best]
+    assert matrix.search(query, 4, NOW)[0] == best
+    assert matrix.search(query, 1, NOW + 61) == []  # expired (every row expires at NOW + 60)
+    assert matrix._served == {}
+    matrix.served(best.entry_key)
+    row = matrix._rows[best.entry_key]
+    full = ScopeMatrix(DIM, 4, ann_min_rows=0)
+    for i, vector in enumerate(unit_rows(4)):
+        full.add(f"k{i}", vector, b"g", NOW + 60)
+    full.served("k0")
+    full.add("k4", unit_rows(1, seed=3)[0], b"g", NOW + 60)  # the oldest slot (k0's) goes to k4
+    assert full._served == {} and row in matrix._served
+    await builds.close()

@@ -241,6 +241,7 @@ class SemanticCache:
                 if value is None:
                     continue
                 self.recent.put(candidate.entry_key, value, self._clock())
+            self.index.served(scope.scope_id, candidate.entry_key)
             self.observer.hit(candidate.similarity)
             return SemanticHit(candidate.entry_key, candidate.similarity, value)
         reason = "guard" if refused is not None else "entry"

@@ -59,6 +59,10 @@ class VectorIndex(Protocol):
         """Forget every scope of a tenant namespace; the number of scopes dropped."""
         ...
 
+    def served(self, scope_id: str, entry_key: str) -> None:
+        """The row of `entry_key` just served a semantic hit (`ScopeMatrix.served`; no I/O)."""
+        ...
+
 
 def _dot_rows_einsum(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     return np.einsum("ij,j->i", matrix, vector)
@@ -82,6 +86,8 @@ HALF_EXTRA = 12
 """The fp16 scan proposes this many more rows than wanted (room for expired rows and near-ties)."""
 SEARCHES_KEPT = 32
 """Queries whose result a scope remembers (`ScopeMatrix.search`)."""
+SERVED_ROWS = 64
+"""Rows that served a hit lately, re-scored by every approximate search of their scope (`ScopeMatrix.served`)."""
 SEARCHES_MIN_ROWS = 1024
 """Only a scope of at least this many rows remembers searches (a smaller one is scanned in ~0.03 ms): so what is
 remembered (~1 KiB a query at 256-d) stays within ~3 % of the scope's own matrix."""
@@ -93,7 +99,7 @@ class ScopeMatrix:
 
     __slots__ = (
         "dim", "max_rows", "_vectors", "_expires", "_keys", "_guards", "_rows", "_next",
-        "ann_min_rows", "_ann", "_changed", "_build_at", "_version", "_searches", "half_scan", "_half",
+        "ann_min_rows", "_ann", "_changed", "_build_at", "_version", "_searches", "half_scan", "_half", "_served",
     )
 
     def __init__(
@@ -120,6 +126,8 @@ class ScopeMatrix:
         """Bumped by every change of the rows (or of the approximate index) a search reads."""
         self._searches: OrderedDict[tuple[bytes, int], tuple[int, float, list[Candidate]]] = OrderedDict()
         """Recent searches: (query bytes, k) -> (version, valid until, result); see `search`."""
+        self._served: OrderedDict[int, None] = OrderedDict()
+        """Rows that served a hit lately, least recently first (`served`)."""
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -144,6 +152,7 @@ class ScopeMatrix:
                 row = self._next
                 self._next = (self._next + 1) % self.max_rows
                 del self._rows[self._keys[row]]
+                self._served.pop(row, None)  # another entry's row now
                 self._keys[row] = entry_key
                 self._guards[row] = guard
             self._rows[entry_key] = row
@@ -194,6 +203,23 @@ class ScopeMatrix:
     def abandon_build(self) -> None:
         self._build_at = 2 * max(len(self._keys), self._build_at)
         self._changed = None
+
+    def served(self, entry_key: str) -> None:
+        """The row of `entry_key` served a semantic hit: every approximate search re-scores it from now on, with
+        the index's proposals (at most `SERVED_ROWS` such rows, the least recently served out first). The index
+        finds a row only when the query's probed lists hold it (~1/8 of a scope's rows): a popular answer, where
+        hits are, then no longer depends on that; a first hit still does. Re-scored exactly like the proposals, so
+        no search returns anything but live rows with their exact similarities."""
+        row = self._rows.get(entry_key)
+        if row is None:
+            return
+        if row in self._served:
+            self._served.move_to_end(row)
+            return
+        self._served[row] = None
+        while len(self._served) > SERVED_ROWS:
+            self._served.popitem(last=False)
+        self._version += 1  # searches may find it now
 
     def search(self, vector: np.ndarray, k: int, now: float) -> list[Candidate]:
         """Up to `k` live rows nearest `vector`, best first.
@@ -284,10 +310,13 @@ class ScopeMatrix:
     def _search_approximate(self, vector: np.ndarray, k: int, now: float) -> tuple[list[Candidate], float]:
         assert self._ann is not None
         rows = self._ann.search(vector, k + ANN_EXTRA)
+        if self._served:
+            rows = np.union1d(rows, np.fromiter(self._served, dtype=np.int64, count=len(self._served)))
         expired = self._expires[rows] <= now
         if expired.any():  # out of the index for good (a row written again goes back in)
             for row in rows[expired]:
                 self._ann.remove(int(row))
+                self._served.pop(int(row), None)
             self._version += 1  # the index proposes other rows from now on
             rows = rows[~expired]
         if not len(rows):
@@ -354,6 +383,11 @@ class MemoryVectorIndex:
         while self._total > self.max_vectors and len(self._scopes) > 1:
             _, evicted = self._scopes.popitem(last=False)
             self._total -= len(evicted)
+
+    def served(self, scope_id: str, entry_key: str) -> None:
+        matrix = self._scopes.get(scope_id)
+        if matrix is not None:
+            matrix.served(entry_key)
 
     async def purge_tenant(self, tenant_ns: str) -> int:
         doomed = [scope_id for scope_id in self._scopes if scope_id.startswith(tenant_ns + ":")]

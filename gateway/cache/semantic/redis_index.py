@@ -28,7 +28,7 @@ fraction of redis-py's CPU per command), under the same breaker and timeout as t
 
 Redis Stack's vector search (FT.SEARCH KNN) is not used: this machine's Redis (7.0, no modules) cannot run it,
 and the mirror needs nothing but streams. Scale: a scope costs `dim * 4` bytes per vector in Redis and in every
-replica's memory (256-d: ~1 KiB; 20,000 vectors ~21 MB per replica), twice that in a mirror large enough for an
+replica's memory (256-d: ~1 KiB; 20,000 vectors ~21 MB per replica), 1.5 times that in a mirror large enough for an
 approximate index (`ScopeMatrix`: from 32,768 rows), whose lookups then cost ~0.1 ms at 100,000 rows instead of an
 exact scan's ~5 ms.
 """
@@ -416,6 +416,11 @@ class RedisVectorIndex:
             expires = int(get(b"x", get("x", b"0"))) / 1000.0
             mirror.matrix.add(key.decode() if isinstance(key, bytes) else str(key), vector, get(b"g", get("g", b"")),
                               expires)
+
+    def served(self, scope_id: str, entry_key: str) -> None:
+        mirror = self._mirrors.get(scope_id)
+        if mirror is not None:
+            mirror.matrix.served(entry_key)
 
     async def purge_tenant(self, tenant_ns: str) -> int:
         """Drop the tenant's mirrors here and its streams in Redis (other replicas reset on their next lookup)."""
