@@ -320,7 +320,10 @@ def warm_semantic(url: str, headers: dict[str, str], scopes: int, settle_seconds
         while semantic_rejections(url, "threshold") == before:
             if time.monotonic() > deadline:
                 raise RuntimeError("the mirror of a seeded scope never caught up")
-            httpx.post(url, content=body(f"warm-up {uuid.uuid4().hex}", scope), **post).raise_for_status()
+            # a new prompt with the seeded rows' guard classes: embedded and scanned (a number would make it a
+            # `classes` miss, decided without the scan)
+            text = miss_prompts.populated(miss_prompts.WARM_UP + int(uuid.uuid4().int % 10_000))
+            httpx.post(url, content=body(text, scope), **post).raise_for_status()
             time.sleep(0.05)
         while True:
             # (again each time: on a loaded machine the store of its answer, or its indexing, may be over a deadline)

@@ -22,6 +22,8 @@ NOUNS = tuple(
     "island kettle lantern meadow mill orchard otter pasture pebble pond quarry raven ridge river saddle shore "
     "spruce stable thicket tower valley village willow lake".split()
 )
+WARM_UP = 50_000
+"""bench/cache.py's warm-up prompts are `populated(WARM_UP + ...)`: none of a run's (fewer than 50,000)."""
 FILLER = "filler prompt"
 """The text whose guard signature bench/cache.py seeds every row with."""
 

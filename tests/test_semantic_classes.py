@@ -16,7 +16,6 @@ from gateway.cache.semantic.scope import SemanticScope
 from gateway.embedding import WordLlamaEmbedder
 
 TTL_MS = 3_600_000
-GUARD = LexicalGuard()
 
 
 class WholeScopeIndex(MemoryVectorIndex):
@@ -37,7 +36,7 @@ def scope(name: str) -> SemanticScope:
 
 
 def test_stored_classes() -> None:
-    signature = GUARD.signature("Convert 5 miles to km")
+    signature = LexicalGuard().signature("Convert 5 miles to km")
     assert stored_classes(encode_signature(signature)) == signature.classes
     other = msgspec.structs.replace(signature, version=GUARD_VERSION + 1)
     assert stored_classes(encode_signature(other)) is None
@@ -46,7 +45,7 @@ def test_stored_classes() -> None:
 
 
 def test_matrix_counts_rows_by_classes() -> None:
-    five, fifty = (encode_signature(GUARD.signature(t)) for t in ("Convert 5 miles", "Convert 50 miles"))
+    five, fifty = (encode_signature(LexicalGuard().signature(t)) for t in ("Convert 5 miles", "Convert 50 miles"))
     c5, c50 = stored_classes(five), stored_classes(fifty)
     assert c5 is not None and c50 is not None and c5 != c50
     matrix = ScopeMatrix(4, 3)
@@ -95,6 +94,7 @@ async def test_decisions_equal_the_whole_scope_search_on_the_labelled_pairs(
     """Every pair's first prompt stored (in one scope, or each pair in its own), every second prompt looked up:
     the same hit (the same entry) or miss as the whole-scope search, pair by pair."""
     pairs, _ = load_pairs(DEFAULT_PAIRS)
+    guard = LexicalGuard()
     settings = SemanticSettings(shipped_threshold(embedder.name), deadline_seconds=30)
     grouped = SemanticCache(embedder, MemoryVectorIndex(embedder.dim, max_rows_per_scope=5000), MemoryStore(5000),
                             settings)
@@ -104,7 +104,7 @@ async def test_decisions_equal_the_whole_scope_search_on_the_labelled_pairs(
         for cache in (grouped, whole):
             await cache.entries.set(f"k{i}", pair.a.encode(), TTL_MS)
             assert await cache.index.add(where.scope_id, f"k{i}", embedder.embed([pair.a])[0],
-                                         encode_signature(GUARD.signature(pair.a)), TTL_MS) is None
+                                         encode_signature(guard.signature(pair.a)), TTL_MS) is None
     outcomes: dict[str, int] = {}
     for i, pair in enumerate(pairs):
         where = scope("all" if shared else f"pair-{i}")
