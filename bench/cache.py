@@ -120,11 +120,11 @@ def miss_requests(url: str, headers: dict[str, str], scopes: int = 1) -> RawFor:
     return lambda i: encode_request(url, body(f"Question {run}-{i}: what is {i} + {i}?", i % scopes), headers)
 
 
-def populated_miss_requests(url: str, headers: dict[str, str], scopes: int = 1) -> RawFor:
+def populated_miss_requests(url: str, headers: dict[str, str], texts: list[str], scopes: int = 1) -> RawFor:
     """`--misses populated`: bench/miss_prompts.py's prompts with the seeded rows' guard classes (a counter of its
-    own, so no text is sent twice by one bench run)."""
+    own, so no text is sent twice by one bench run: `texts` has more than it sends)."""
     sent = itertools.count()
-    return lambda i: encode_request(url, body(miss_prompts.populated(next(sent)), i % scopes), headers)
+    return lambda i: encode_request(url, body(texts[next(sent)], i % scopes), headers)
 
 
 # -- load loops (rawhttp + loadgen's RunResult; a new request body per request) ------------------------------------
@@ -307,7 +307,7 @@ def median_ms(url: str, content: bytes, headers: dict[str, str], n: int = 20) ->
     return sorted(times)[n // 2], outcome
 
 
-def warm_semantic(url: str, headers: dict[str, str], scopes: int, settle_seconds: float) -> str:
+def warm_semantic(url: str, headers: dict[str, str], scopes: int, settle_seconds: float, warm_texts: list[str]) -> str:
     """Store the hit prompt in every scope (a miss) and wait until its paraphrase is a semantic hit (the replica's
     mirror has caught up with the seeded scope), then up to `settle_seconds` until a paraphrase hit is about as fast
     as an exact hit (a large mirror's approximate index is built in the background); what was seen, as a note."""
@@ -322,7 +322,7 @@ def warm_semantic(url: str, headers: dict[str, str], scopes: int, settle_seconds
                 raise RuntimeError("the mirror of a seeded scope never caught up")
             # a new prompt with the seeded rows' guard classes: embedded and scanned (a number would make it a
             # `classes` miss, decided without the scan)
-            text = miss_prompts.populated(miss_prompts.WARM_UP + int(uuid.uuid4().int % 10_000))
+            text = warm_texts[int(uuid.uuid4().int % len(warm_texts))]
             httpx.post(url, content=body(text, scope), **post).raise_for_status()
             time.sleep(0.05)
         while True:
@@ -365,7 +365,7 @@ def semantic_kinds(modes: list[str], misses: tuple[str, ...] = ("numbered",)) ->
 
 
 def semantic_requests(kind: str, url: str, headers: dict[str, str], scopes: int,
-                      texts: list[str] | None = None) -> RawFor:
+                      texts: list[str] | None = None, populated: list[str] | None = None) -> RawFor:
     """`texts`: the distinct paraphrases a semantic-hit run rotates through (None: `PARAPHRASE` each time)."""
     if kind == "semantic-hit" and texts:
         return paraphrase_requests(url, {**headers, "cache-control": "no-store"}, texts, scopes)
@@ -376,7 +376,8 @@ def semantic_requests(kind: str, url: str, headers: dict[str, str], scopes: int,
     if kind == "exact-miss":
         return miss_requests(url, {**headers, "x-gateway-cache": "exact"}, scopes)
     if kind == "semantic-miss-populated":
-        return populated_miss_requests(url, headers, scopes)
+        assert populated is not None
+        return populated_miss_requests(url, headers, populated, scopes)
     return miss_requests(url, headers, scopes)
 
 
@@ -386,14 +387,14 @@ def measure_semantic(base: str, headers: dict[str, str], upstream: str, args: ar
     `--closed`): p50/p99, the gateway's CPU per request, upstream calls; for a semantic-hit run with upstream calls
     also the lookups that missed and why (the gateway's counters)."""
     url = base + "/chat/completions"
-    note = warm_semantic(url, headers, scopes, args.settle)
+    note = warm_semantic(url, headers, scopes, args.settle, args.populated[miss_prompts.WARM_UP:])
     name = f"{label} {rows:,}" + (f" / {scopes} scopes" if scopes > 1 else "")
     print(f"  {name}: {note}", flush=True)
     out: dict[str, Any] = {"target": name, "tree": label, "rows": rows, "scopes": scopes, "note": note,
                            "load_average": procstat.load_average()}
     for kind in semantic_kinds(args.paraphrases, args.misses):
         hit_run = kind.startswith("semantic-hit")
-        raw_for = semantic_requests(kind, url, headers, scopes, texts)
+        raw_for = semantic_requests(kind, url, headers, scopes, texts, args.populated[:miss_prompts.WARM_UP])
         figures: dict[str, Any] = {}
         counters = semantic_counters(url) if hit_run else {}
         if args.closed and kind in ("semantic-hit", "semantic-miss"):
@@ -525,8 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hit work in-process: {results['hit_cost']}")
     texts = None
     args.misses = tuple(sorted(set(args.misses)))
+    args.populated = miss_prompts.populated_texts(miss_prompts.WARM_UP + 10_000)  # run texts, then warm-up ones
     if "populated" in args.misses:
-        miss_prompts.check_populated(64_000)
+        miss_prompts.check_populated(len(args.populated))
     args.paraphrases = sorted(set(args.paraphrases))  # distinct first
     results["paraphrases"] = {"mode": args.paraphrases}
     if args.semantic and "distinct" in args.paraphrases:

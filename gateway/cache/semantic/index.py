@@ -123,8 +123,9 @@ class ScopeMatrix:
         self._guards: list[bytes] = []
         self._classes: list[tuple[int, ...] | None] = []
         """Each row's guard classes (`guard.stored_classes`; None: it can never agree)."""
-        self._class_rows: dict[tuple[int, ...] | None, int] = {}
-        """Rows (live or expired) by guard classes: a query whose classes no row has cannot be a hit."""
+        self._class_rows: dict[tuple[int, ...] | None, list] = {}
+        """Guard classes -> [those classes (the one copy the rows share), rows (live or expired) with them]: a
+        query whose classes no row has cannot be a hit."""
         self._rows: dict[str, int] = {}
         self._next = 0  # once full, the ring position of the oldest row
         self._version = 0
@@ -138,23 +139,26 @@ class ScopeMatrix:
     def class_rows(self, classes: tuple[int, ...]) -> int:
         """How many rows (live or expired) have these guard classes: only those can pass the guard for a prompt
         with them, so none means no search can give a hit."""
-        return self._class_rows.get(classes, 0)
+        found = self._class_rows.get(classes)
+        return 0 if found is None else found[1]
 
     def _set_classes(self, row: int, guard: bytes) -> None:
         """Row `row` (an existing one, or the next one: appended) now has `guard`'s classes."""
         classes = stored_classes(guard)
         counts = self._class_rows
+        if row < len(self._classes):
+            old = counts[self._classes[row]]
+            old[1] -= 1
+            if not old[1]:
+                del counts[old[0]]
+        found = counts.get(classes)
+        if found is None:
+            found = counts[classes] = [classes, 0]
+        found[1] += 1
         if row == len(self._classes):
-            self._classes.append(classes)
+            self._classes.append(found[0])
         else:
-            old = self._classes[row]
-            left = counts[old] - 1
-            if left:
-                counts[old] = left
-            else:
-                del counts[old]
-            self._classes[row] = classes
-        counts[classes] = counts.get(classes, 0) + 1
+            self._classes[row] = found[0]
 
     def add(self, entry_key: str, vector: np.ndarray, guard: bytes, expires: float) -> None:
         row = self._rows.get(entry_key)
