@@ -63,13 +63,16 @@ async def main():
     import miss_prompts
     populated = miss_prompts.populated_texts(4 * a.n) if a.misses == 'populated' else []
     sent = iter(populated)
+    rounds = iter(range(4))
+
     async def loop(semantic):
+        round_no = next(rounds)  # in the texts: a later round's prompts are new too (not hits of an earlier one's)
         t0 = time.perf_counter(); c0 = time.process_time()
         for i in range(a.n):
             due = t0 + i / a.rate
             d = due - time.perf_counter()
             if d > 0: await asyncio.sleep(d)
-            text = next(sent) if populated else f"Question {run}-{int(semantic)}-{i}: what is {i} + {i}?"
+            text = next(sent) if populated else f"Question {run}-{round_no}-{i}: what is {i} + {i}?"
             scope = scopes[i % len(scopes)]
             key = f"{PREFIX}:e:{run}:{int(semantic)}:{i}"
             await store.get(key)
