@@ -11,7 +11,7 @@ counter shows that hits never reach it. Also prints what a hit costs in-process 
     python bench/cache.py [--duration 5] [--connections 32] [--rate 320] [--redis-url redis://127.0.0.1:6379/14]
                           [--skip-litellm] [--skip-exact] [--json bench/results/cache.json]
                           [--semantic 10000 100000 [--scopes 1 100] [--baseline-tree /tmp/base] [--closed]
-                           [--paraphrases distinct|repeat]]
+                           [--paraphrases distinct|repeat] [--misses numbered populated]]
 
 With --semantic N... a gateway with the semantic cache on (Redis index) is started per configuration (each N with
 each S of --scopes): N random unit vectors are written into S scopes of the bench's requests (straight into their
@@ -30,6 +30,11 @@ remembered searches cannot serve them, as for real traffic. `--paraphrases repea
 (the memoised case); `--paraphrases distinct repeat` runs both in the same gateways (the repeated one as
 `semantic-hit-repeat`, after the distinct run). A semantic-hit run that made upstream calls prints its misses and the
 gateway's reason counters.
+
+Semantic misses (`--misses numbered`, the default) carry numbers of their own, so each is in guard classes no
+stored row has (a `classes` miss: no embedding, no scan, in the lookup); `--misses numbered populated` adds a last
+run, `semantic-miss-populated`, of prompts with the seeded rows' guard classes (bench/miss_prompts.py: embedded,
+the whole scope scanned), the common case of real prompts without numbers; both are quoted against `exact-miss`.
 
     python bench/cache.py --skip-litellm --skip-exact --semantic 10000 100000 --scopes 1 100 \
         --baseline-tree /tmp/base --redis-url redis://127.0.0.1:6379/5      # the issue's four configurations
@@ -62,6 +67,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 import litellm_proxy  # noqa: E402
+import miss_prompts  # noqa: E402
 import paraphrases  # noqa: E402
 import procstat  # noqa: E402
 import redis  # noqa: E402
@@ -113,6 +119,13 @@ def paraphrase_requests(url: str, headers: dict[str, str], texts: list[str], sco
 def miss_requests(url: str, headers: dict[str, str], scopes: int = 1) -> RawFor:
     run = uuid.uuid4().hex[:8]
     return lambda i: encode_request(url, body(f"Question {run}-{i}: what is {i} + {i}?", i % scopes), headers)
+
+
+def populated_miss_requests(url: str, headers: dict[str, str], texts: list[str], scopes: int = 1) -> RawFor:
+    """`--misses populated`: bench/miss_prompts.py's prompts with the seeded rows' guard classes (a counter of its
+    own, so no text is sent twice by one bench run: `texts` has more than it sends)."""
+    sent = itertools.count()
+    return lambda i: encode_request(url, body(texts[next(sent)], i % scopes), headers)
 
 
 # -- load loops (rawhttp + loadgen's RunResult; a new request body per request) ------------------------------------
@@ -311,7 +324,7 @@ def median_ms(url: str, content: bytes, headers: dict[str, str], n: int = 20) ->
     return sorted(times)[n // 2], outcome
 
 
-def warm_semantic(url: str, headers: dict[str, str], scopes: int, settle_seconds: float) -> str:
+def warm_semantic(url: str, headers: dict[str, str], scopes: int, settle_seconds: float, warm_texts: list[str]) -> str:
     """Store the hit prompt in every scope (a miss) and wait until its paraphrase is a semantic hit (the replica's
     mirror has caught up with the seeded scope), then up to `settle_seconds` until a paraphrase hit is about as fast
     as an exact hit (a large mirror's approximate index is built in the background); what was seen, as a note."""
@@ -326,7 +339,10 @@ def warm_semantic(url: str, headers: dict[str, str], scopes: int, settle_seconds
         while semantic_rejections(url, "threshold") == before:
             if time.monotonic() > deadline:
                 raise RuntimeError("the mirror of a seeded scope never caught up")
-            httpx.post(url, content=body(f"warm-up {uuid.uuid4().hex}", scope), timeout=30,
+            # a new prompt with the seeded rows' guard classes: embedded and scanned (a number would make it a
+            # `classes` miss, decided without the scan)
+            text = warm_texts[int(uuid.uuid4().int % len(warm_texts))]
+            httpx.post(url, content=body(text, scope), timeout=30,
                        headers={**no_store, "content-type": "application/json"}).raise_for_status()
             time.sleep(0.05)
         while True:
@@ -358,16 +374,18 @@ and new prompts with `x-gateway-cache: exact` (the same without the semantic loo
 semantic miss adds, in the same process."""
 
 
-def semantic_kinds(modes: list[str]) -> tuple[str, ...]:
+def semantic_kinds(modes: list[str], misses: tuple[str, ...] = ("numbered",)) -> tuple[str, ...]:
     """`SEMANTIC_KINDS` for `--paraphrases`: `semantic-hit` is the distinct run when asked for, else the repeated
-    one; with both, the repeated one follows as `semantic-hit-repeat`."""
+    one; with both, the repeated one follows as `semantic-hit-repeat`. With `--misses populated` a last run,
+    `semantic-miss-populated`: new prompts with the seeded rows' guard classes (bench/miss_prompts.py)."""
+    kinds = SEMANTIC_KINDS
     if "distinct" in modes and "repeat" in modes:
-        return ("semantic-hit", "semantic-hit-repeat", *SEMANTIC_KINDS[1:])
-    return SEMANTIC_KINDS
+        kinds = ("semantic-hit", "semantic-hit-repeat", *SEMANTIC_KINDS[1:])
+    return (*kinds, "semantic-miss-populated") if "populated" in misses else kinds
 
 
 def semantic_requests(kind: str, url: str, headers: dict[str, str], scopes: int,
-                      texts: list[str] | None = None) -> RawFor:
+                      texts: list[str] | None = None, populated: list[str] | None = None) -> RawFor:
     """`texts`: the distinct paraphrases a semantic-hit run rotates through (None: `PARAPHRASE` each time)."""
     if kind == "semantic-hit" and texts:
         return paraphrase_requests(url, {**headers, "cache-control": "no-store"}, texts, scopes)
@@ -377,6 +395,9 @@ def semantic_requests(kind: str, url: str, headers: dict[str, str], scopes: int,
         return hit_requests(url, headers, HIT_PROMPT, scopes)
     if kind == "exact-miss":
         return miss_requests(url, {**headers, "x-gateway-cache": "exact"}, scopes)
+    if kind == "semantic-miss-populated":
+        assert populated is not None
+        return populated_miss_requests(url, headers, populated, scopes)
     return miss_requests(url, headers, scopes)
 
 
@@ -386,14 +407,14 @@ def measure_semantic(base: str, headers: dict[str, str], upstream: str, args: ar
     `--closed`): p50/p99, the gateway's CPU per request, upstream calls; for a semantic-hit run with upstream calls
     also the lookups that missed and why (the gateway's counters)."""
     url = base + "/chat/completions"
-    note = warm_semantic(url, headers, scopes, args.settle)
+    note = warm_semantic(url, headers, scopes, args.settle, args.populated[miss_prompts.WARM_UP:])
     name = f"{label} {rows:,}" + (f" / {scopes} scopes" if scopes > 1 else "")
     print(f"  {name}: {note}", flush=True)
     out: dict[str, Any] = {"target": name, "tree": label, "rows": rows, "scopes": scopes, "note": note,
                            "load_average": procstat.load_average()}
-    for kind in semantic_kinds(args.paraphrases):
+    for kind in semantic_kinds(args.paraphrases, args.misses):
         hit_run = kind.startswith("semantic-hit")
-        raw_for = semantic_requests(kind, url, headers, scopes, texts)
+        raw_for = semantic_requests(kind, url, headers, scopes, texts, args.populated[:miss_prompts.WARM_UP])
         figures: dict[str, Any] = {}
         counters = semantic_counters(url) if hit_run else {}
         if args.closed and kind in ("semantic-hit", "semantic-miss"):
@@ -508,6 +529,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --semantic: wait up to this long after warming for a large scope's approximate "
                              "index (until a sequential paraphrase hit is within 1 ms of an exact hit)")
     parser.add_argument("--skip-exact", action="store_true", help="skip the exact-only gateway's hit/miss runs")
+    parser.add_argument("--misses", choices=("numbered", "populated"), nargs="+", default=["numbered"],
+                        help="with --semantic: semantic-miss runs of new prompts with numbers of their own (each in "
+                             "guard classes no stored row has: a miss before embedding) and, with `populated`, also a "
+                             "run of new prompts with the seeded rows' guard classes (embedded, the scope scanned; "
+                             "bench/miss_prompts.py)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     args.duration = min(max(args.duration, 1.0), 60.0)
@@ -524,6 +550,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {results['machine']}; redis {redis_version}; load {results['load_average_before']}")
     print(f"hit work in-process: {results['hit_cost']}")
     texts = None
+    args.misses = tuple(sorted(set(args.misses)))
+    args.populated = miss_prompts.populated_texts(miss_prompts.WARM_UP + 10_000)  # run texts, then warm-up ones
+    if "populated" in args.misses:
+        miss_prompts.check_populated(len(args.populated))
     args.paraphrases = sorted(set(args.paraphrases))  # distinct first
     results["paraphrases"] = {"mode": args.paraphrases}
     if args.semantic and "distinct" in args.paraphrases:
@@ -574,22 +604,25 @@ def main(argv: list[str] | None = None) -> int:
               f"{gw['hit']['open_p99']:.2f} ms ({verdict}); closed-loop hit p99 with {args.connections} clients "
               f"back to back: {gw['hit']['closed_p99']:.2f} ms")
     if results["semantic"]:
-        kinds = semantic_kinds(args.paraphrases)
+        kinds = semantic_kinds(args.paraphrases, args.misses)
         repeated = f"the one paraphrase {PARAPHRASE!r} each time"
         mode = (f"semantic-hit: {len(texts):,} distinct paraphrases, rotated" if texts else f"semantic-hit: {repeated}")
         if "semantic-hit-repeat" in kinds:
             mode += f"; semantic-hit-repeat: {repeated}"
         print(f"\nsemantic cache, open loop at {args.rate:.0f} req/s over {args.connections} connections "
               f"(ms; cpu: the gateway's CPU ms per request); --paraphrases {' '.join(args.paraphrases)} ({mode}):")
+        populated = "semantic-miss-populated" in kinds
         print(f"{'tree':<10} {'vectors':>8} {'scopes':>6} | " + " | ".join(f"{k:^28}" for k in kinds)
-              + " | miss adds p50")
+              + " | miss adds p50" + (" | populated adds" if populated else ""))
         print(f"{'':<10} {'':>8} {'':>6} | " + " | ".join(f"{'p50':>7} {'p99':>8} {'cpu':>6} {'up':>4}"
                                                           for _ in kinds) + " |")
         for sem in results["semantic"]:
             cells = " | ".join(f"{sem[k]['open_p50']:>7.2f} {sem[k]['open_p99']:>8.2f} {sem[k]['cpu_ms']:>6.3f} "
                                f"{sem[k]['upstream_calls']:>4}" for k in kinds)
             adds = sem["semantic-miss"]["open_p50"] - sem["exact-miss"]["open_p50"]
-            print(f"{sem['tree']:<10} {sem['rows']:>8,} {sem['scopes']:>6} | {cells} | {adds:+.2f} ms")
+            extra = (f" | {sem['semantic-miss-populated']['open_p50'] - sem['exact-miss']['open_p50']:+.2f} ms"
+                     if populated else "")
+            print(f"{sem['tree']:<10} {sem['rows']:>8,} {sem['scopes']:>6} | {cells} | {adds:+.2f} ms{extra}")
         print("('up': upstream calls in the run: 0 for hits; a hit run's calls are lookups that missed)")
         for sem in results["semantic"]:
             for kind in kinds[:2]:
@@ -600,9 +633,13 @@ def main(argv: list[str] | None = None) -> int:
         for sem in results["semantic"]:
             hit = sem["semantic-hit"]["open_p99"]
             adds = sem["semantic-miss"]["open_p50"] - sem["exact-miss"]["open_p50"]
+            cpu = sem["semantic-miss"]["cpu_ms"] - sem["exact-miss"]["cpu_ms"]
             print(f"target [{sem['tree']}, {sem['rows']:,} in {sem['scopes']} scope(s)]: semantic hit p99 <= 3 ms: "
                   f"{hit:.2f} ({'met' if hit <= 3.0 else 'NOT met'}); a semantic miss adds <= 0.5 ms p50: "
-                  f"{adds:+.2f} ({'met' if adds <= 0.5 else 'NOT met'}); load {sem['load_average']}")
+                  f"{adds:+.2f} ({'met' if adds <= 0.5 else 'NOT met'}; cpu {cpu:+.3f} ms/req)"
+                  + (f"; a populated miss adds {sem['semantic-miss-populated']['open_p50'] - sem['exact-miss']['open_p50']:+.2f}"
+                     f" (cpu {sem['semantic-miss-populated']['cpu_ms'] - sem['exact-miss']['cpu_ms']:+.3f} ms/req)"
+                     if populated else "") + f"; load {sem['load_average']}")
     print(f"machine: {results['machine']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

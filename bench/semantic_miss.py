@@ -13,6 +13,9 @@ p = argparse.ArgumentParser()
 p.add_argument('--rows', type=int, default=10000); p.add_argument('--scopes', type=int, default=1)
 p.add_argument('--n', type=int, default=1600); p.add_argument('--rate', type=float, default=320)
 p.add_argument('--url', default='redis://127.0.0.1:6379/14')
+p.add_argument('--misses', choices=('numbered', 'populated'), default='numbered',
+               help="numbered: prompts with numbers of their own (guard classes no row has); populated: "
+                    "bench/miss_prompts.py's, in the seeded rows' classes (embedded, scanned, guard-refused)")
 a = p.parse_args()
 from gateway.cache.semantic.cache import SemanticCache, SemanticSettings
 from gateway.cache.semantic.redis_index import RedisVectorIndex
@@ -57,13 +60,19 @@ async def main():
             await asyncio.sleep(0.01)
     await index.builds.wait()
     run = uuid.uuid4().hex[:8]
+    import miss_prompts
+    populated = miss_prompts.populated_texts(4 * a.n) if a.misses == 'populated' else []
+    sent = iter(populated)
+    rounds = iter(range(4))
+
     async def loop(semantic):
+        round_no = next(rounds)  # in the texts: a later round's prompts are new too (not hits of an earlier one's)
         t0 = time.perf_counter(); c0 = time.process_time()
         for i in range(a.n):
             due = t0 + i / a.rate
             d = due - time.perf_counter()
             if d > 0: await asyncio.sleep(d)
-            text = f"Question {run}-{int(semantic)}-{i}: what is {i} + {i}?"
+            text = next(sent) if populated else f"Question {run}-{round_no}-{i}: what is {i} + {i}?"
             scope = scopes[i % len(scopes)]
             key = f"{PREFIX}:e:{run}:{int(semantic)}:{i}"
             await store.get(key)
@@ -80,7 +89,7 @@ async def main():
         res.setdefault('semantic' if kind else 'exact', []).append(cpu)
     await cache.close(); await store.close()
     ex, se = min(res['exact']), min(res['semantic'])
-    print(json.dumps({"tree": os.environ.get('PYTHONPATH'), "rows": a.rows, "scopes": a.scopes,
+    print(json.dumps({"tree": os.environ.get('PYTHONPATH'), "rows": a.rows, "scopes": a.scopes, "misses": a.misses,
                       "exact_cpu_ms": [round(x,3) for x in res['exact']], "semantic_cpu_ms": [round(x,3) for x in res['semantic']],
                       "adds_ms": round(se - ex, 3), "load": os.getloadavg()[0]}))
 asyncio.run(main())

@@ -4,6 +4,8 @@ with the router's score exactly the score of a router with its own embedder."""
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 
 import numpy as np
@@ -99,7 +101,14 @@ async def test_router_and_semantic_cache_embed_a_short_prompt_once(wordllama: Wo
         counting.calls.clear()
         ex = await ask(pipeline, long)
         router_text = long[:100] + "\n" + long.rstrip()[-100:]
+        # the lookup found its scope empty (another tier's scope than the first prompt's): decided before embedding,
+        # the prompt is embedded by its index write, after the answer
+        for _ in range(200):
+            if len(counting.calls) >= 2:
+                break
+            await asyncio.sleep(0.01)
         assert counting.calls == [[router_text], [long]]  # the router embeds its 200-character cut: two texts
+        assert sample("slm_gateway_semantic_cache_rejected_total", {"reason": "empty"}) == 2.0
         assert ex.decision is not None and ex.decision.score == alone.score_messages([{"role": "user", "content": long}])
     finally:
         await pipeline.stop()

@@ -15,6 +15,7 @@ from gateway.cache.keys import cache_key, tenant_namespace
 from gateway.cache.memory import MemoryStore
 from gateway.cache.redis_store import RedisStore
 from gateway.cache.semantic.cache import SemanticCache, SemanticHit, SemanticMiss, SemanticSettings
+from gateway.cache.semantic.guard import LexicalGuard, encode_signature
 from gateway.cache.semantic.calibrate import shipped_threshold
 from gateway.cache.semantic.index import Candidate, MemoryVectorIndex
 from gateway.cache.semantic.metrics import SemanticMetrics
@@ -91,17 +92,26 @@ async def test_paraphrase_hits_near_misses_do_not(embedder: WordLlamaEmbedder) -
     assert isinstance(hit, SemanticHit)
     assert (hit.entry_key, hit.value) == (key, b"use sorted()")
     assert hit.similarity == pytest.approx(0.9373, abs=1e-4)
+    # another pole ("reverse"): no stored prompt has its guard classes, a miss before embedding or scanning
     scope, prompt, _ = scoped("acme", "How do I reverse a list in Python?")
     miss = await cache.lookup(scope, prompt)
-    assert isinstance(miss, SemanticMiss) and miss.reason == "guard"
-    scope, prompt, _ = scoped("acme", "Explain photosynthesis.")
+    assert isinstance(miss, SemanticMiss) and miss.reason == "classes"
+    assert miss.vector is None and miss.signature is not None  # `store` embeds it
+    # the same classes, a word swapped (similarity 0.80): the guard refuses the candidate
+    scope, prompt, _ = scoped("acme", "How do I copy a list in Python?")
+    miss = await cache.lookup(scope, prompt)
+    assert isinstance(miss, SemanticMiss) and miss.reason == "guard" and miss.vector is not None
+    scope, prompt, _ = scoped("acme", "Explain decorators in Python.")  # the same classes, similarity 0.47
     miss = await cache.lookup(scope, prompt)
     assert isinstance(miss, SemanticMiss) and miss.reason == "threshold"
     assert sample(registry, "slm_gateway_semantic_cache_hits_total") == 1
+    assert sample(registry, "slm_gateway_semantic_cache_rejected_total", reason="classes") == 1
     assert sample(registry, "slm_gateway_semantic_cache_rejected_total", reason="guard") == 1
     assert sample(registry, "slm_gateway_semantic_cache_rejected_total", reason="threshold") == 1
     assert sample(registry, "slm_gateway_semantic_cache_rejected_total", reason="empty") == 1  # the first lookup
-    assert sample(registry, "slm_gateway_semantic_cache_guard_refusals_total", check="polarity") == 1
+    assert sample(registry, "slm_gateway_semantic_cache_guard_refusals_total", check="swap") == 1
+    assert sample(registry, "slm_gateway_semantic_cache_guard_refusals_total", check="polarity") == 0
+    # the store's (the first lookup found the scope empty: not embedded), the hit, the swap, the decorators
     assert sample(registry, "slm_gateway_semantic_cache_embed_seconds_count") == 4
 
 
@@ -190,12 +200,17 @@ async def test_fail_open_on_a_broken_embedder_or_a_stuck_index(embedder: WordLla
     registry = CollectorRegistry()
     metrics = SemanticMetrics(registry)
     scope, prompt, key = scoped("acme", "How do I sort a list in Python?")
-    broken = SemanticCache(BrokenEmbedder(), MemoryVectorIndex(256), MemoryStore(10),
+    guard = encode_signature(LexicalGuard().signature(prompt))  # a row with the prompt's guard classes: the
+    broken_index, stuck_index = MemoryVectorIndex(256), StuckIndex(256)  # lookups embed and search
+    for index in (broken_index, stuck_index):
+        await index.add(scope.scope_id, "other", np.eye(256, dtype=np.float32)[0], guard, TTL_MS)
+    broken = SemanticCache(BrokenEmbedder(), broken_index, MemoryStore(10),
                            SemanticSettings(0.6, deadline_seconds=5),
                            observer=metrics)
-    assert (await broken.lookup(scope, prompt)).reason == "error"  # type: ignore[union-attr]
+    miss = await broken.lookup(scope, prompt)
+    assert isinstance(miss, SemanticMiss) and (miss.reason, miss.vector, miss.signature) == ("error", None, None)
     assert await broken.store(scope, prompt, key, TTL_MS) is False
-    stuck = SemanticCache(embedder, StuckIndex(256), MemoryStore(10), SemanticSettings(0.6, deadline_seconds=0.5),
+    stuck = SemanticCache(embedder, stuck_index, MemoryStore(10), SemanticSettings(0.6, deadline_seconds=0.5),
                           observer=metrics)
     assert (await stuck.lookup(scope, prompt)).reason == "timeout"  # type: ignore[union-attr]
     assert sample(registry, "slm_gateway_semantic_cache_rejected_total", reason="error") == 1

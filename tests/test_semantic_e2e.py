@@ -20,6 +20,7 @@ import redis
 
 from gateway.auth import tenant_of
 from gateway.cache.keys import tenant_namespace
+from gateway.cache.semantic.guard import CLASSES, LexicalGuard
 from gateway.cache.semantic.index import ScopeMatrix
 from gateway.devtools.process import LOOPBACK, run_fake_upstream
 from gateway.embedding import WordLlamaEmbedder
@@ -172,7 +173,11 @@ def test_near_miss_is_not_served(
 ) -> None:
     assert float(similarity(embedder, first, near_miss)) >= 0.95  # closer than most true paraphrases
     client, seed = sdk(gw), new_scope()
-    guard = metric(gw, "slm_gateway_semantic_cache_rejected_total", reason="guard")
+    # each differs from the stored prompt in one of the guard's exact classes: a `classes` miss, decided from the
+    # scope's per-class row counts before embedding or scanning (no candidate to refuse)
+    signatures = [LexicalGuard().signature(text).classes[CLASSES.index(check)] for text in (first, near_miss)]
+    assert signatures[0] != signatures[1]
+    classes = metric(gw, "slm_gateway_semantic_cache_rejected_total", reason="classes")
     refused = metric(gw, "slm_gateway_semantic_cache_guard_refusals_total", check=check)
     assert ask(client, first, seed)[0]["x-gateway-cache"] == "miss"
     before = calls(upstream)
@@ -180,8 +185,8 @@ def test_near_miss_is_not_served(
     assert headers["x-gateway-cache"] == "miss" and "x-gateway-cache-similarity" not in headers
     assert text == f"fake answer to: {near_miss}"
     assert calls(upstream) == before + 1
-    assert metric(gw, "slm_gateway_semantic_cache_rejected_total", reason="guard") == guard + 1
-    assert metric(gw, "slm_gateway_semantic_cache_guard_refusals_total", check=check) == refused + 1
+    assert metric(gw, "slm_gateway_semantic_cache_rejected_total", reason="classes") == classes + 1
+    assert metric(gw, "slm_gateway_semantic_cache_guard_refusals_total", check=check) == refused
 
 
 def stream(client: openai.OpenAI, text: str, seed: int, **extra: Any) -> tuple[httpx.Headers, str, list[Any]]:

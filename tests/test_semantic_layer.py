@@ -15,7 +15,10 @@ import pytest
 
 from gateway.auth import tenant_of
 from gateway.cache import build_cache_layer
+from gateway.cache.rules import tenant_of_request
 from gateway.cache.semantic.cache import INLINE_CHARS
+from gateway.cache.semantic.guard import LexicalGuard, encode_signature
+from gateway.cache.semantic.scope import scope_of_request
 from gateway.devtools.fake_backend import FakeBackend
 from gateway.dispatch import Dispatcher, Tiers
 from gateway.embedding import WordLlamaEmbedder
@@ -142,6 +145,12 @@ async def test_a_stuck_embedder_is_a_miss_and_the_event_loop_runs_on() -> None:
         long_prompt = "Summarise the history of France, " + "century by century, " * 20  # > INLINE_CHARS
         assert len(long_prompt) > INLINE_CHARS
         body = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": long_prompt}]}
+        # a row of the prompt's guard classes in its scope: the lookup gets as far as embedding it
+        scoped = scope_of_request(tenant_of_request("anonymous", {}, None), "upstream", "gpt-4o-mini", body)
+        assert not isinstance(scoped, str) and layer.semantic is not None
+        await layer.semantic.semantic.index.add(  # type: ignore[attr-defined]
+            scoped[0].scope_id, "other", np.eye(embedder.dim, dtype=np.float32)[0],
+            encode_signature(LexicalGuard().signature(long_prompt)), 60_000)
         ex.accept("anonymous", parse_chat_request(json.dumps(body).encode()))
         ex.routed(RouteDecision(tier="upstream", reason="pinned", detail="pinned"), "gpt-4o-mini")
         answer = await layer(ex)
@@ -238,6 +247,9 @@ async def test_a_slow_index_is_a_timeout_miss_that_keeps_its_embedding() -> None
     scoped = scope_of_request("t", "upstream", "m", raw)
     assert not isinstance(scoped, str)
     scope, text = scoped
+    # a row of the prompt's guard classes (a far vector, no entry): the lookup embeds the prompt and searches
+    await index.add(scope.scope_id, "other", np.eye(embedder.dim, dtype=np.float32)[0],
+                    encode_signature(LexicalGuard().signature(text)), 60_000)
     miss = await cache.lookup(scope, text)
     assert miss.reason == "timeout" and miss.vector is not None
     await store.set("entry-1", b"answer", 60_000)

@@ -96,7 +96,9 @@ class SemanticMiss:
     """Similarity of the best candidate, when there was one."""
     vector: np.ndarray | None = None
     signature: GuardSignature | None = None
-    """The query's embedding and guard signature, kept so `store` need not compute them again."""
+    """The query's embedding and guard signature, kept so `store` need not compute them again. A miss decided
+    before the embedding (`empty`, `classes`, or a timeout or index failure then) has the signature only: `store`
+    embeds the prompt. A miss with neither is not indexed (no scope, or the embedder failed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,40 +187,48 @@ class SemanticCache:
         if len(text) > self.settings.max_chars:
             return self._miss("length")
         deadline = asyncio.get_running_loop().time() + self.settings.deadline_seconds
+        signature = self.prompts.signature(text) or self.guard.signature(text)
+        try:  # no stored prompt with the same guard classes: no candidate could pass the guard (no embedding yet:
+            # `store` embeds the prompt once its answer is stored, after the answer went out)
+            async with asyncio.timeout_at(deadline):
+                rows, agreeable = await self.index.class_rows(scope.scope_id, signature.classes)
+        except TimeoutError:
+            return self._miss("timeout", signature=signature)
+        except Exception:  # fail open: the index broke
+            return self._miss("error", signature=signature)
+        if not agreeable:
+            return self._miss("classes" if rows else "empty", signature=signature)
         vector = self.prompts.vector(text)
         if vector is None:
             try:
                 async with asyncio.timeout_at(deadline):
                     vector = await self._embed(text)
             except TimeoutError:
-                return self._miss("timeout")
-            except Exception:  # fail open: the embedder broke; the request goes on as a miss
+                return self._miss("timeout", signature=signature)
+            except Exception:  # fail open: the embedder broke; the request goes on as a miss (not indexed)
                 return self._miss("error")
-            self.prompts.remember(text, vector)
+            self.prompts.remember(text, vector, signature)
         try:
             async with asyncio.timeout_at(deadline) as timeout:
-                return await self._lookup(scope, text, vector, timeout, deadline)
+                return await self._lookup(scope, vector, signature, timeout, deadline)
         except TimeoutError:  # the embedding is kept: `store` can index the prompt once its answer is stored
-            return self._miss("timeout", vector=vector)
+            return self._miss("timeout", vector=vector, signature=signature)
         except Exception:  # fail open: the index or the store broke
-            return self._miss("error", vector=vector)
+            return self._miss("error", vector=vector, signature=signature)
 
     async def _lookup(
-        self, scope: SemanticScope, text: str, vector: np.ndarray, timeout: asyncio.Timeout, deadline: float
+        self, scope: SemanticScope, vector: np.ndarray, signature: GuardSignature, timeout: asyncio.Timeout,
+        deadline: float,
     ) -> SemanticHit | SemanticMiss:
         if not vector.any():
-            return self._miss("empty", vector=vector)
+            return self._miss("empty", vector=vector, signature=signature)
         found = await self.index.search(scope.scope_id, vector, self.settings.candidates)
         if not found:
-            return self._miss("empty", vector=vector)
+            return self._miss("empty", vector=vector, signature=signature)
         best = found[0].similarity
         above = [c for c in found if c.similarity >= self.settings.threshold]
         if not above:
-            return self._miss("threshold", best=best, vector=vector)
-        signature = self.prompts.signature(text)
-        if signature is None:
-            signature = self.guard.signature(text)
-            self.prompts.remember(text, vector, signature)
+            return self._miss("threshold", best=best, vector=vector, signature=signature)
         refused = None
         for candidate in above:
             stored = decode_signature(candidate.guard)

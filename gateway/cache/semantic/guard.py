@@ -127,6 +127,28 @@ def decode_signature(data: bytes) -> GuardSignature | None:
         return None
 
 
+class _Classes(msgspec.Struct, array_like=True, frozen=True):
+    """The leading fields of an encoded `GuardSignature` (the rest are skipped unread)."""
+
+    version: int
+    tongue: str
+    classes: tuple[int, ...]
+
+
+_classes_decoder = msgspec.msgpack.Decoder(_Classes)
+
+
+def stored_classes(data: bytes) -> tuple[int, ...] | None:
+    """The exact-class hashes of an encoded signature, or None when no signature of this `GUARD_VERSION` can agree
+    with it (another version, or bytes that are not one): a guard can only agree with a stored prompt whose
+    classes are equal to its own (`LexicalGuard.disagreement`), so rows are grouped by these (~1 us a row)."""
+    try:
+        found = _classes_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return found.classes if found.version == GUARD_VERSION and len(found.classes) == len(CLASSES) else None
+
+
 def _h(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from gateway.cache.semantic import ann
 from gateway.cache.semantic.ann import IndexBuilds, IvfIndex
+from gateway.cache.semantic.guard import stored_classes
 from gateway.cache.semantic.half import HalfScan
 
 
@@ -49,6 +50,11 @@ class VectorIndex(Protocol):
 
     async def search(self, scope_id: str, vector: np.ndarray, k: int) -> list[Candidate]:
         """Up to `k` live rows of the scope, most similar first."""
+        ...
+
+    async def class_rows(self, scope_id: str, classes: tuple[int, ...]) -> tuple[int, int]:
+        """The scope's rows, and those of them with these guard classes (`ScopeMatrix.class_rows`), as the next
+        `search` of the scope would see them (live or expired)."""
         ...
 
     async def add(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes, ttl_ms: int) -> None:
@@ -100,6 +106,7 @@ class ScopeMatrix:
     __slots__ = (
         "dim", "max_rows", "_vectors", "_expires", "_keys", "_guards", "_rows", "_next",
         "ann_min_rows", "_ann", "_changed", "_build_at", "_version", "_searches", "half_scan", "_half", "_served",
+        "_classes", "_class_rows",
     )
 
     def __init__(
@@ -120,6 +127,11 @@ class ScopeMatrix:
         self._expires = np.zeros(capacity, dtype=np.float64)
         self._keys: list[str] = []
         self._guards: list[bytes] = []
+        self._classes: list[tuple[int, ...] | None] = []
+        """Each row's guard classes (`guard.stored_classes`; None: it can never agree)."""
+        self._class_rows: dict[tuple[int, ...] | None, list] = {}
+        """Guard classes -> [those classes (the one copy the rows share), rows (live or expired) with them]: a
+        query whose classes no row has cannot be a hit."""
         self._rows: dict[str, int] = {}
         self._next = 0  # once full, the ring position of the oldest row
         self._version = 0
@@ -131,6 +143,30 @@ class ScopeMatrix:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def class_rows(self, classes: tuple[int, ...]) -> int:
+        """How many rows (live or expired) have these guard classes: only those can pass the guard for a prompt
+        with them, so none means no search can give a hit."""
+        found = self._class_rows.get(classes)
+        return 0 if found is None else found[1]
+
+    def _set_classes(self, row: int, guard: bytes) -> None:
+        """Row `row` (an existing one, or the next one: appended) now has `guard`'s classes."""
+        classes = stored_classes(guard)
+        counts = self._class_rows
+        if row < len(self._classes):
+            old = counts[self._classes[row]]
+            old[1] -= 1
+            if not old[1]:
+                del counts[old[0]]
+        found = counts.get(classes)
+        if found is None:
+            found = counts[classes] = [classes, 0]
+        found[1] += 1
+        if row == len(self._classes):
+            self._classes.append(found[0])
+        else:
+            self._classes[row] = found[0]
 
     def add(self, entry_key: str, vector: np.ndarray, guard: bytes, expires: float) -> None:
         row = self._rows.get(entry_key)
@@ -156,7 +192,10 @@ class ScopeMatrix:
                 self._keys[row] = entry_key
                 self._guards[row] = guard
             self._rows[entry_key] = row
+            self._set_classes(row, guard)
         else:
+            if self._guards[row] != guard:
+                self._set_classes(row, guard)
             self._guards[row] = guard
         self._vectors[row] = vector
         self._expires[row] = expires
@@ -368,6 +407,10 @@ class MemoryVectorIndex:
             return []
         self._scopes.move_to_end(scope_id)
         return matrix.search(vector, k, self._clock())
+
+    async def class_rows(self, scope_id: str, classes: tuple[int, ...]) -> tuple[int, int]:
+        matrix = self._scopes.get(scope_id)
+        return (0, 0) if matrix is None else (len(matrix), matrix.class_rows(classes))
 
     async def add(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes, ttl_ms: int) -> None:
         matrix = self._scopes.get(scope_id)

@@ -108,6 +108,6 @@ class SemanticLayer:
             if entry is not None:
                 ex.cache_similarity = found.similarity
                 return replay(entry, ex, SEMANTIC_HIT)
-        elif found.vector is not None:  # embedded: index the prompt once its answer is stored
+        elif found.vector is not None or found.signature is not None:  # index the prompt once its answer is stored
             ex.on_stored = _Indexing(self.semantic, scope, text, found, self.ttl_ms)
         return None

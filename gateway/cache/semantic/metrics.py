@@ -9,11 +9,13 @@ EMBED_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0
 SIMILARITY_BUCKETS = tuple(round(0.5 + i / 40, 3) for i in range(21))
 
 REJECT_REASONS = (
-    "scope", "turns", "length", "empty", "threshold", "guard", "entry", "timeout", "error",
+    "scope", "turns", "length", "empty", "classes", "threshold", "guard", "entry", "timeout", "error",
 )
 """Why a lookup did not hit: no scope for the request (`scope`), too many turns, prompt too long, nothing stored
-in the scope (`empty`), best candidate below the threshold, refused by the lexical guard, entry gone from the
-exact store, deadline passed, embedder or store failure."""
+in the scope (`empty`), nothing stored with the prompt's exact guard classes (`classes`: its numbers, negation,
+polarity, ... differ from every stored prompt's, so the guard would refuse each; decided without embedding or
+scanning), best candidate below the threshold, refused by the lexical guard, entry gone from the exact store,
+deadline passed, embedder or store failure."""
 
 
 class SemanticMetrics:

@@ -90,7 +90,7 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 
 
 class _Mirror:
-    __slots__ = ("matrix", "last_id", "syncing", "synced_at", "added_at", "own")
+    __slots__ = ("matrix", "last_id", "syncing", "synced_at", "added_at", "own", "checked")
 
     def __init__(self, dim: int, max_rows: int, ann_min_rows: int) -> None:
         self.matrix = ScopeMatrix(dim, max_rows, ann_min_rows=ann_min_rows)
@@ -100,6 +100,8 @@ class _Mirror:
         """`time.monotonic()` when the last successful catch-up started."""
         self.added_at = -math.inf
         """`time.monotonic()` of this replica's last add to the scope."""
+        self.checked = False
+        """Made current by a lookup's `class_rows` just now: its `search` (next) needs no catch-up of its own."""
         self.own: set[str] = set()
         """Stream ids of this replica's rows written without the catch-up: already in the matrix, skipped when a
         catch-up reads them (bounded by `OWN_IDS`)."""
@@ -250,8 +252,21 @@ class RedisVectorIndex:
         return replies
 
     async def search(self, scope_id: str, vector: np.ndarray, k: int) -> list[Candidate]:
+        return (await self._current(scope_id)).search(vector, k, self._clock())
+
+    async def class_rows(self, scope_id: str, classes: tuple[int, ...]) -> tuple[int, int]:
+        matrix = await self._current(scope_id, check=True)
+        return len(matrix), matrix.class_rows(classes)
+
+    async def _current(self, scope_id: str, *, check: bool = False) -> ScopeMatrix:
+        """The scope's mirror matrix, as a lookup scans it: caught up first when cold (or with interval 0), else as
+        it is while a due catch-up runs in the background. A `search` right after the lookup's `class_rows`
+        (`check`) scans the mirror that call made current (with interval 0: one catch-up per lookup, not two)."""
         mirror = self._mirror(scope_id)
         idle = mirror.syncing is None or mirror.syncing.done()
+        checked, mirror.checked = mirror.checked, False
+        if checked and not check and idle and mirror.synced_at != -math.inf:
+            return mirror.matrix
         if idle and time.monotonic() - mirror.synced_at >= self.sync_interval:
             mirror.syncing = asyncio.create_task(self._sync(scope_id, mirror))
             mirror.syncing.add_done_callback(_retrieve)
@@ -261,7 +276,8 @@ class RedisVectorIndex:
             # as it is while the catch-up runs, so a steady-state lookup never waits for a round trip
             assert mirror.syncing is not None
             await asyncio.shield(mirror.syncing)  # the caller's deadline may give up; the catch-up goes on
-        return mirror.matrix.search(vector, k, self._clock())
+        mirror.checked = check
+        return mirror.matrix
 
     async def add(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes, ttl_ms: int) -> None:
         ttl_ms = max(1, ttl_ms)
