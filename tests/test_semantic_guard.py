@@ -139,3 +139,9 @@ def test_a_version_1_row_decodes_and_is_refused_as_version() -> None:
     assert stored is not None and stored.version == 1 and stored.order == frozenset()
     assert GUARD_VERSION == 2
     assert guard.disagreement(mine, stored) == "version"
+
+
+def test_order_pairs_are_capped_and_do_not_cross_a_clause() -> None:
+    long = " ".join(f"send w{i}a w{i}b w{i}c to w{i}d w{i}e w{i}f." for i in range(10))  # 9 pairs a sentence
+    assert len(guard.signature(long).order) == 64
+    assert len(guard.signature("convert celsius, to fahrenheit").order) == 0  # the comma ends the left side
