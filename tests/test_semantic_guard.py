@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from gateway.cache.semantic.guard import (
@@ -51,6 +52,18 @@ guard = LexicalGuard()
         ("How much water should I drink per day?", "How much water should my dog drink per day?", "qualifier"),
         ("what does ls -la do", "what does ls -l do", "entity"),  # flags are code tokens
         ("git push --force to main", "git push to main", "entity"),
+        # meaning carried by word order (the order check)
+        ("convert celsius to fahrenheit", "convert fahrenheit to celsius", "order"),
+        ("Did Germany beat Brazil?", "Did Brazil beat Germany?", "order"),
+        ("Brazil was beaten by Germany", "Germany was beaten by Brazil", "order"),
+        ("translate English to French", "translate French to English", "order"),
+        ("is an elephant bigger than a mouse", "is a mouse bigger than an elephant", "order"),
+        ("move files from Downloads to Documents", "move files from Documents to Downloads", "order"),
+        ("USD to EUR", "EUR to USD", "order"),
+        ("Is 0.1 greater than 0.01?", "Is 0.01 greater than 0.1?", "order"),  # a number is one side
+        ("Subtract 3 from 10", "Subtract 10 from 3", "order"),
+        ("Use tabs instead of spaces", "Use spaces instead of tabs", "order"),
+        ("convert celsius to fahrenheit and fahrenheit to celsius", "convert celsius to fahrenheit", "order"),
     ],
 )
 def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
@@ -75,6 +88,15 @@ def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
         ("Is it legal to record a phone call?", "Is recording a phone call legal?"),
         ("What does ls -la do?", "Explain ls -la"),
         ("Tell me a joke about cats", "Tell me a cat joke"),
+        # words moved around a directional word or a comma, the same request
+        ("How far is Lyon from Paris?", "How far is it from Paris to Lyon?"),  # `from` reads right to left
+        ("How do I get from the airport to downtown?", "How do I get downtown from the airport?"),
+        ("Was Brazil defeated by Germany?", "Did Germany defeat Brazil?"),  # `by` after a participle reverses
+        ("Do I need a visa to travel to Japan?", "To travel to Japan, do I need a visa?"),  # a comma ends a side
+        ("Python vs Java for web development", "Java vs Python for web development"),  # `vs` is symmetric
+        ("what's France's capital city", "capital of France?"),  # a possessive is the word (an entity's too)
+        ("convert celsius to fahrenheit and fahrenheit to celsius", "convert fahrenheit to celsius and celsius to "
+         "fahrenheit"),
     ],
 )
 def test_paraphrases_agree(a: str, b: str) -> None:
@@ -98,3 +120,28 @@ def test_another_guard_version_never_agrees() -> None:
     mine = guard.signature("What is the capital of Australia?")
     theirs = GuardSignature(GUARD_VERSION + 1, mine.tongue, mine.classes, mine.marks, mine.words, mine.content)
     assert guard.disagreement(mine, theirs) == "version"
+
+
+def test_order_pairs_round_trip_and_hold_no_words() -> None:
+    signature = guard.signature("Convert Celsius to Fahrenheit")
+    assert len(signature.order) == 2  # (convert, fahrenheit), (celsius, fahrenheit)
+    data = encode_signature(signature)
+    assert decode_signature(data) == signature
+    assert b"elsius" not in data and b"ahrenheit" not in data
+    assert guard.signature("What is the capital of Australia?").order == frozenset()
+
+
+def test_a_version_1_row_decodes_and_is_refused_as_version() -> None:
+    """Rows stored before the order check (six fields, version 1) are a lost hit, never a wrong one."""
+    mine = guard.signature("convert celsius to fahrenheit")
+    old = msgspec.msgpack.encode([1, mine.tongue, mine.classes, mine.marks, mine.words, mine.content])
+    stored = decode_signature(old)
+    assert stored is not None and stored.version == 1 and stored.order == frozenset()
+    assert GUARD_VERSION == 2
+    assert guard.disagreement(mine, stored) == "version"
+
+
+def test_order_pairs_are_capped_and_do_not_cross_a_clause() -> None:
+    long = " ".join(f"send w{i}a w{i}b w{i}c to w{i}d w{i}e w{i}f." for i in range(10))  # 9 pairs a sentence
+    assert len(guard.signature(long).order) == 64
+    assert len(guard.signature("convert celsius, to fahrenheit").order) == 0  # the comma ends the left side

@@ -6,7 +6,10 @@ gives paraphrase pairs (two wordings, same value) and near-miss pairs (same or d
 value). Families alternate between the `calib` and `heldout` splits, so the held-out figures come from wordings
 the threshold was never fitted on. Pairs of two families' prompts are near misses of kind `unrelated`
 (different requests that the guard may let through, so only the threshold keeps them apart). `HAND_PAIRS` adds
-near misses that are not one slot (a swapped verb, a different question on the same topic). Regenerate with `python tests/data/semantic_pairs_source.py`;
+near misses that are not one slot (a swapped verb, a different question on the same topic). `ORDER_FAMILIES` have
+two slots whose order carries the meaning ("{a} to {b}"): the same order in two wordings is a paraphrase (the
+wordings move the slots around: "from {a} to {b}" / "to {b} from {a}"), the slots swapped a near miss of kind
+`order`; `HAND_SAME` adds paraphrases that reorder words around "to", "from", "vs" or a comma. Regenerate with `python tests/data/semantic_pairs_source.py`;
 tests/test_semantic_pairs.py checks that the committed file is this script's output.
 """
 
@@ -183,7 +186,7 @@ HAND_PAIRS: list[tuple[str, str, str]] = [
     ("Write a poem about the sea.", "Write a poem about the desert.", "swap"),
     ("Summarize the causes of World War I.", "Summarize the causes of World War II.", "number"),
     ("What is the boiling point of water?", "What is the freezing point of water?", "swap"),
-    ("How do I convert a string to an integer in Java?", "How do I convert an integer to a string in Java?", "swap"),
+    ("How do I convert a string to an integer in Java?", "How do I convert an integer to a string in Java?", "order"),
     ("Is coffee good for you?", "Is coffee bad for you?", "swap"),
     ("Recommend a book about history.", "Recommend a book about economics.", "swap"),
     ("What is the time complexity of quicksort?", "What is the space complexity of quicksort?", "swap"),
@@ -200,6 +203,73 @@ HAND_PAIRS: list[tuple[str, str, str]] = [
     ("What does x == y mean in Python?", "What does x != y mean in Python?", "code"),
     ("Turn on the lights in the kitchen.", "Turn off the lights in the kitchen.", "polarity"),
     ("Should I use tabs for indentation?", "Should I use spaces for indentation?", "swap"),
+    # meaning carried by word order alone (the guard's order check)
+    ("Did the Lakers beat the Celtics in the 2008 finals?", "Did the Celtics beat the Lakers in the 2008 finals?",
+     "order"),
+    ("Is a mile longer than a kilometer?", "Is a kilometer longer than a mile?", "order"),
+    ("What is 2 to the power of 10?", "What is 10 to the power of 2?", "order"),
+    ("Subtract 15 from 40.", "Subtract 40 from 15.", "order"),
+    ("What is 12 divided by 4?", "What is 4 divided by 12?", "order"),
+    ("Is 0.1 greater than 0.01?", "Is 0.01 greater than 0.1?", "order"),
+    ("Redirect traffic from port 80 to port 443.", "Redirect traffic from port 443 to port 80.", "order"),
+    ("How do I send money from PayPal to my bank account?", "How do I send money from my bank account to PayPal?",
+     "order"),
+    ("Is Mount Everest taller than K2?", "Is K2 taller than Mount Everest?", "order"),
+    ("Convert a PDF to a Word document.", "Convert a Word document to a PDF.", "order"),
+    ("Port this code from Python 2 to Python 3.", "Port this code from Python 3 to Python 2.", "order"),
+    ("Should I prefer composition over inheritance?", "Should I prefer inheritance over composition?", "order"),
+    ("Should I use tabs instead of spaces?", "Should I use spaces instead of tabs?", "order"),
+    ("Was Napoleon defeated by Wellington?", "Was Wellington defeated by Napoleon?", "order"),
+    ("Is a crocodile more dangerous than a shark?", "Is a shark more dangerous than a crocodile?", "order"),
+    ("Convert celsius to fahrenheit and fahrenheit to celsius.", "Convert celsius to fahrenheit.", "order"),
+    ("Did the Roman Empire come before the Greek city states?",
+     "Did the Greek city states come before the Roman Empire?", "order"),
+    ("Translate this paragraph from German into English.", "Translate this paragraph from English into German.",
+     "order"),
+    ("What is the time difference from New York to Tokyo?", "What is the time difference from Tokyo to New York?",
+     "order"),
+    ("How do I switch from Android to iPhone?", "How do I switch from iPhone to Android?", "order"),
+    ("Convert this JSON to YAML.", "Convert this YAML to JSON.", "order"),
+    ("Why is gold more expensive than silver?", "Why is silver more expensive than gold?", "order"),
+]
+
+# two slots whose order is the request: (wordings with {a} and {b}, (a, b) values)
+ORDER_FAMILIES: list[tuple[list[str], list[tuple[str, str]]]] = [
+    (["Convert {a} to {b}.", "How do I convert {a} into {b}?", "How do I convert from {a} to {b}?"],
+     [("Celsius", "Fahrenheit"), ("kilometers", "miles")]),
+    (["Translate 'good night' from {a} to {b}.", "Translate 'good night' into {b} from {a}.",
+      "How do you translate 'good night' from {a} into {b}?"], [("English", "French"), ("Spanish", "German")]),
+    (["Did {a} defeat {b} in the 2014 World Cup?", "Was {b} defeated by {a} in the 2014 World Cup?",
+      "In the 2014 World Cup, did {a} defeat {b}?"], [("Germany", "Brazil"), ("Argentina", "Netherlands")]),
+    (["Is {a} bigger than {b}?", "Is {a} really bigger than {b}?", "Would you say {a} is bigger than {b}?"],
+     [("Texas", "France"), ("Jupiter", "Saturn")]),
+    (["What is the exchange rate from {a} to {b}?", "Exchange rate from {a} to {b}?",
+      "What's the exchange rate for {a} to {b}?"], [("USD", "EUR"), ("yen", "pounds")]),
+    (["How do I copy files from {a} to {b} with rsync?", "Copy files from {a} to {b} using rsync.",
+      "Using rsync, how do I copy files to {b} from {a}?"], [("Dropbox", "OneDrive"), ("S3", "GCS")]),
+    (["How do I convert {a} to {b} in Java?", "How can I transform {a} into {b} in Java?",
+      "In Java, how do I convert to {b} from {a}?"], [("strings", "integers"), ("dates", "timestamps")]),
+    (["Write an email from a {a} to a {b} about a late report.",
+      "Draft an email to a {b} from a {a} about a late report.",
+      "Compose an email from a {a} to a {b} about a late report."], [("manager", "customer"), ("teacher", "parent")]),
+    (["Why would I choose {a} over {b} for data science?", "Why should I choose {a} over {b} for data science?",
+      "Why choose {a} over {b} for data science?"], [("Python", "Julia"), ("pandas", "Polars")]),
+    (["How do I migrate a database from {a} to {b}?", "Steps to migrate a database from {a} to {b}.",
+      "What is the way to migrate a database to {b} from {a}?"], [("MySQL", "PostgreSQL"), ("MongoDB", "DynamoDB")]),
+]
+
+# paraphrases that move words around a directional word (or a comma): the order check must let them through
+HAND_SAME: list[tuple[str, str]] = [
+    ("How do I convert a string to an integer in Java?", "In Java, how do I convert a string into an integer?"),
+    ("Did Germany beat Brazil in 2014?", "In 2014, did Germany beat Brazil?"),
+    ("Was Brazil defeated by Germany in 2014?", "Did Germany defeat Brazil in 2014?"),
+    ("What is the flight time from London to Paris?", "What is the flight time to Paris from London?"),
+    ("How do I get from the airport to downtown?", "How do I get downtown from the airport?"),
+    ("How far is Lyon from Paris?", "How far is it from Paris to Lyon?"),
+    ("Python vs Java for web development?", "Java vs Python for web development?"),
+    ("What is the capital of France?", "France: what is its capital?"),
+    ("Translate 'good morning' into French.", "What is 'good morning' in French?"),
+    ("What's France's capital city?", "Capital of France?"),  # issue 15's example (`France's` is `France`)
 ]
 
 
@@ -231,6 +301,21 @@ def _pairs() -> list[dict[str, str]]:
                          "split": "calib" if number % 2 == 0 else "heldout"})
     for number, (left, right, kind) in enumerate(HAND_PAIRS):
         rows.append({"a": left, "b": right, "label": "different", "kind": kind, "family": f"h{number:02d}",
+                     "split": "calib" if number % 2 == 0 else "heldout"})
+    for number, (wordings, values) in enumerate(ORDER_FAMILIES):
+        split = "calib" if number % 2 == 0 else "heldout"
+        family = f"o{number:02d}"
+        for a, b in values:
+            for left, right in itertools.combinations(wordings, 2):
+                rows.append({"a": left.format(a=a, b=b), "b": right.format(a=a, b=b), "label": "same",
+                             "kind": "paraphrase", "family": family, "split": split})
+            for wording in wordings:
+                rows.append({"a": wording.format(a=a, b=b), "b": wording.format(a=b, b=a), "label": "different",
+                             "kind": "order", "family": family, "split": split})
+            rows.append({"a": wordings[0].format(a=a, b=b), "b": wordings[-1].format(a=b, b=a),
+                         "label": "different", "kind": "order", "family": family, "split": split})
+    for number, (left, right) in enumerate(HAND_SAME):
+        rows.append({"a": left, "b": right, "label": "same", "kind": "paraphrase", "family": f"s{number:02d}",
                      "split": "calib" if number % 2 == 0 else "heldout"})
     return rows
 

@@ -28,13 +28,31 @@ them; the guard does. Each prompt gets a `GuardSignature`; two signatures agree 
    vegetarian, vegan, gluten, beginner(s), kids/children, pregnant, legal, safe, cheap/budget, healthy, raw,
    remote, local, read: its opposite `write` is a request word, which check 3 ignores, ...)
    in one prompt needs a word of its group in the other ("a vegetarian lasagna recipe" / "a lasagna recipe", where
-   check 3 sees a word added, none swapped). Reported as `qualifier`. Computed from the stored word hashes: the
-   signature's format is unchanged.
+   check 3 sees a word added, none swapped). Reported as `qualifier`. Computed from the stored word hashes.
+5. No reversed direction: around each directional word (`DIRECTIONS`: to, into, onto, towards, than, over,
+   against, per, before, instead, minus, divided, beat/defeat/outperform/surpass/overtake/precede/exceed and
+   forms; reading right to left: from, after; a participle followed by `by` reads the other way, "Brazil was
+   beaten by Germany" is "Germany beat Brazil") the signature keeps ordered pairs (x, y): x one of the nearest
+   4 items before the word, y one of the nearest 4 after it, an item being a content word (check 3's) or a
+   number ("0.01" one item). A side stops at the next directional word and at a clause boundary (`,` `.` `;`
+   `:` `?` `!`), so a fronted clause does not pair ("To travel to Japan, do I need a visa?"). Two prompts
+   disagree when a pair of one is reversed in the other and the two do not both hold both directions
+   ("convert celsius to fahrenheit" / "fahrenheit to celsius", "Germany beat Brazil" / "Brazil beat Germany",
+   "is an elephant bigger than a mouse" / "a mouse bigger than an elephant", "subtract 3 from 10" / "10 from
+   3"). Words moved without reversing a pair agree ("from London to Paris" / "to Paris from London", "how far
+   is Lyon from Paris" / "from Paris to Lyon", "capital of France" / "France's capital": `of` is not
+   directional). Reported as `order`. A pair is the top 32 bits of x's hash then y's (a reversal swaps the
+   halves); at most 64 a signature (a long prompt's later pairs are not compared).
 
 Known gaps (the threshold is the only defence there): a sentence-initial capitalised entity is not marked
 (the swap check usually catches it), synonyms outside the small table count as a swap (a lost hit, not a wrong
-one), meaning carried by word order alone ("A beat B" / "B beat A", "convert celsius to fahrenheit" /
-"fahrenheit to celsius") passes, and so does an added narrowing word outside `QUALIFIERS` ("a lasagna recipe"
+one); word order outside the directional words passes: a verb not in `DIRECTIONS` ("the dog chased the cat" /
+"the cat chased the dog"), `in`/`of`/`for` ("how many feet in a mile" / "miles in a foot": "5 miles in km" is "5
+miles to km" but "a mile in feet" is "feet in a mile", so `in` has no one direction), chains whose sides are cut
+by another directional word ("miles per gallon to liters per 100 km" and its reverse), one-letter names ("from
+A to B"), words the stemmer merges ("HTTP to HTTPS": `https` stems to `http`), and a side left empty by an
+infinitive `to` ("better to rent than to buy" / "to buy than to rent"); `vs`/`versus` are left out on purpose
+("Python vs Java" asks what "Java vs Python" asks). An added narrowing word outside `QUALIFIERS` ("a lasagna recipe"
 / "a lasagna recipe with meat" is caught only when the threshold is not met), and lower-cased entities that are
 also stop words ("the population of the us" / "of the uk": `us` is a pronoun to the guard, `uk` one word added;
 "say thank you" / "say sorry in japanese": `thank` is a stop word), and "every day" / "every other day".
@@ -55,11 +73,13 @@ import msgspec
 
 from gateway.cache.semantic.lexicon import (
     CASED_LANGUAGES,
+    DIRECTIONS,
     FORMS,
     LANGUAGES,
     NEGATIONS,
     NUMBER_WORDS,
     ON_VERBS,
+    PASSIVES,
     POLARITY,
     QUALIFIERS,
     REQUEST_WORDS,
@@ -69,7 +89,7 @@ from gateway.cache.semantic.lexicon import (
     WH_WORDS,
 )
 
-GUARD_VERSION = 1
+GUARD_VERSION = 2
 """Bumped when signatures change meaning (a stored signature of another version never agrees)."""
 
 CLASSES: tuple[str, ...] = (
@@ -97,6 +117,11 @@ _TONGUES: dict[str, frozenset[str]] = {
     "pt": frozenset("os um uma para com que como por não está".split()),
 }
 _WH_AFTER = frozenset("me know tell ask explain wonder and or but about".split())
+_SIDE = 4
+"""The order check pairs at most this many words on each side of a directional word (the nearest ones)."""
+_MAX_ORDER = 64
+"""At most this many ordered pairs in a signature (a long prompt's later ones are not compared)."""
+_LOW = 0xFFFFFFFF
 _SUFFIXES = ("ations", "ation", "ingly", "ings", "ing", "edly", "ed", "ies", "es", "able", "ly", "s", "e")
 
 
@@ -109,6 +134,10 @@ class GuardSignature(msgspec.Struct, array_like=True, frozen=True):
     marks: frozenset[int]
     words: frozenset[int]
     content: frozenset[int]
+    order: frozenset[int] = frozenset()
+    """Ordered pairs of words around a directional word: the top 32 bits of the first word's hash, then the
+    second's (so a pair reversed is its halves swapped). Defaulted: a version-1 row decodes, and is refused as
+    `version`."""
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -214,6 +243,9 @@ class _Part(NamedTuple):
     before_unit: bool  # a following unit is a quantity's ("5 miles", "five miles", "degrees Fahrenheit")
     before_on: bool  # in `ON_VERBS`
     before_wh: bool  # in `_WH_AFTER`
+    item: int | None  # top 32 bits of its content word's or number's hash: a side of a directional word
+    direction: int  # `DIRECTIONS` of the word (0: not directional)
+    passive: bool  # in `PASSIVES`: a following `by` reverses its direction
 
 
 class _Token(NamedTuple):
@@ -226,6 +258,24 @@ class _Token(NamedTuple):
     units: tuple[str, ...]  # of its one-character units
     ends: bool  # a sentence starts after it
     comma: bool
+
+
+def _pair(order: set[int], pending: tuple[int, list[int]], after: list[int]) -> None:
+    """Add the ordered pairs of a directional word's sides (nearest `_SIDE` items each) to `order`."""
+    direction, before = pending
+    for x in before:
+        for y in after[:_SIDE]:
+            if x != y and len(order) < _MAX_ORDER:
+                order.add(x << 32 | y if direction > 0 else y << 32 | x)
+
+
+def _swap(pair: int) -> int:
+    """The pair reversed (its 32-bit halves swapped)."""
+    return (pair & _LOW) << 32 | pair >> 32
+
+
+def _reversed(order: frozenset[int]) -> frozenset[int]:
+    return frozenset(_swap(pair) for pair in order)
 
 
 class LexicalGuard:
@@ -241,6 +291,7 @@ class LexicalGuard:
         self._token_memo = functools.lru_cache(maxsize=memo)(self._token_of)
         self._qualifier_groups = tuple(frozenset(_h(word) for word in group) for group in QUALIFIERS)
         self._qualifiers = frozenset().union(*self._qualifier_groups)
+        self._reversed = functools.lru_cache(maxsize=1024)(_reversed)
 
     def _part_of(self, part: str) -> _Part:
         lower = part.lower().replace("’", "'")
@@ -265,12 +316,24 @@ class LexicalGuard:
             w = SYNONYMS.get(w, w)
             stem = self._stem(w)
             content = self._h(SYNONYMS.get(stem, stem))
+        number = NUMBER_WORDS.get(lower)
+        direction = DIRECTIONS.get(lower, 0)
+        if direction:
+            item = None
+        elif content is not None:
+            item = content >> 32
+        elif number is not None or lower.isdigit():
+            item = self._h("#" + (number or _number(lower))) >> 32
+        else:
+            item = None
         return _Part(
-            h=self._h(lower), lower=lower, mark=mark, number=NUMBER_WORDS.get(lower),
+            h=self._h(lower[:-2] if lower.endswith("'s") and len(lower) > 3 else lower),  # France's = France
+            lower=lower, mark=mark, number=number,
             negation=lower in NEGATIONS or lower.endswith("n't"), on=on, pole=pole, language=LANGUAGES.get(lower),
             form=FORMS.get(lower), unit=UNITS.get(lower), wh=lower in WH_WORDS, content=content,
             before_unit=lower in UNITS or lower in NUMBER_WORDS or lower[-1:].isdigit(),
-            before_on=lower in ON_VERBS, before_wh=lower in _WH_AFTER,
+            before_on=lower in ON_VERBS, before_wh=lower in _WH_AFTER, item=item, direction=direction,
+            passive=lower in PASSIVES,
         )
 
     def _token_of(self, token: str) -> _Token:
@@ -283,9 +346,13 @@ class LexicalGuard:
                 codes += (self._h(stripped.lower()),)
         # a token of letters between stripped punctuation is one word (`_WORD` would find just that)
         words = (stripped,) if stripped.isalpha() else _WORD.findall(token)
+        parts = tuple(self._part(w) for w in words)
+        if len(parts) > 1 and _NUMBER.fullmatch(stripped):  # "0.01", "1,000": one side of a directional word
+            item = self._h("#" + _number(stripped)) >> 32
+            parts = (parts[0]._replace(item=item),) + tuple(part._replace(item=None) for part in parts[1:])
         return _Token(
             cased=CASED_LANGUAGES.get(stripped), language=LANGUAGES.get(stripped.lower()), codes=codes,
-            parts=tuple(self._part(w) for w in words),
+            parts=parts,
             units=tuple(UNITS[ch] for ch in token if ch in _UNIT_CHARS),
             ends=token.endswith(_SENTENCE_END) or token in ("-", "*", "•"), comma=token.endswith(","),
         )
@@ -309,6 +376,9 @@ class LexicalGuard:
         sentence_start = True
         previous: _Part | None = None
         at_start = True
+        order: set[int] = set()
+        segment: list[int] = []  # items since the last directional word or clause boundary
+        pending: tuple[int, list[int]] | None = None  # the last directional word's direction and items before it
         for token in text.split():  # str.split() splits where `\s` matches
             t = memo(token) if len(token) <= _TOKEN_MEMO_CHARS else token_of(token)
             if t.cased is not None and not sentence_start:
@@ -341,6 +411,14 @@ class LexicalGuard:
                     units.add(part.unit)  # a unit of a quantity: "5 miles", "40 degrees Fahrenheit"
                 if part.wh and (at_start or (previous is not None and previous.before_wh)):
                     wh.add(part.lower)  # a question, not a relative pronoun ("a cat who learns")
+                if part.item is not None:
+                    segment.append(part.item)
+                elif part.direction:
+                    if pending is not None:
+                        _pair(order, pending, segment)
+                    pending, segment = (part.direction, segment[-_SIDE:]), []
+                elif part.lower == "by" and pending is not None and previous is not None and previous.passive:
+                    pending = (-pending[0], pending[1])  # "Brazil was beaten by Germany"
                 previous = part
                 at_start = False
             if t.units:
@@ -348,10 +426,17 @@ class LexicalGuard:
             if t.ends:
                 sentence_start = True
             at_start = sentence_start or t.comma
+            if at_start and (segment or pending is not None):  # a clause ends: directions do not cross it
+                if pending is not None:
+                    _pair(order, pending, segment)
+                    pending = None
+                segment = []
         quoted = (
             {" ".join(next(g for g in m if g).lower().split()) for m in _QUOTED.findall(text)}
             if ('"' in text or "“" in text or "`" in text) else set()
         )
+        if pending is not None:
+            _pair(order, pending, segment)
         symbols = set(_OPERATORS.findall(text)) if any(c in text for c in _OPERATOR_CHARS) else set()
         classes = (
             numbers, {str(negation)}, polarity, languages, forms, units, wh, symbols, quoted, _scripts(text),
@@ -364,6 +449,7 @@ class LexicalGuard:
             marks=frozenset(marks),
             words=frozenset(hashes | marks),
             content=frozenset(content),
+            order=frozenset(order),
         )
 
     def disagreement(self, a: GuardSignature, b: GuardSignature) -> str | None:
@@ -386,6 +472,12 @@ class LexicalGuard:
             a.words.isdisjoint(group) != b.words.isdisjoint(group) for group in self._qualifier_groups
         ):
             return "qualifier"
+        if a.order and b.order:
+            reversed_a = self._reversed(a.order)  # `a`, the lookup's signature, is the same for every candidate
+            if not b.order.isdisjoint(reversed_a):
+                for pair in b.order & reversed_a:  # one prompt has the pair, the other its reverse
+                    if pair not in a.order or _swap(pair) not in b.order:  # and not both of them each
+                        return "order"
         return None
 
     def agree(self, a: str, b: str) -> str | None:

@@ -230,3 +230,25 @@ QUALIFIERS: tuple[frozenset[str], ...] = tuple(
 branch", "should my dog drink"; `read`, whose opposite `write` is a request word the swap check ignores), in groups of
 forms that mean the same: a prompt with a word of a group and a prompt with none of it do not agree, even when
 nothing else differs (the word-swap check needs a word changed on both sides)."""
+
+
+DIRECTIONS: dict[str, int] = {
+    **dict.fromkeys(
+        "to into onto toward towards than over against per before instead minus divided beat beats beating beaten "
+        "defeat defeats defeated defeating outperform outperforms outperformed surpass surpasses surpassed overtake "
+        "overtakes overtook overtaken precede precedes preceded exceed exceeds exceeded".split(),
+        1,
+    ),
+    **dict.fromkeys("from after".split(), -1),
+}
+"""Words whose two sides are not interchangeable (the guard's order check): 1 when the side before the word is the
+first of the relation ("celsius to fahrenheit", "Germany beat Brazil", "an elephant bigger than a mouse",
+"tabs instead of spaces"), -1 when the side after it is ("a string from an integer" is "an integer to a string",
+"B after A" is "A before B"). Left out: `vs`/`versus`/`and`/`with` ("Python vs Java" asks what "Java vs Python"
+asks) and `in`/`of`/`for` ("5 miles in km" is "5 miles to km" but "how many feet in a mile" is "a mile in feet")."""
+
+PASSIVES: frozenset[str] = frozenset(
+    "beaten defeated outperformed surpassed overtaken preceded exceeded".split()
+)
+"""Participles whose direction a following `by` reverses ("Brazil was beaten by Germany" is "Germany beat
+Brazil")."""
