@@ -70,21 +70,22 @@ def test_the_shipped_figures_are_current(embedder: WordLlamaEmbedder) -> None:
     entry = read_thresholds()[embedder.name]
     assert entry["pairs_sha256"] == hashlib.sha256(DEFAULT_PAIRS.read_bytes()).hexdigest()
     fresh = calibrate(DEFAULT_PAIRS, embedder)
-    assert fresh.threshold == entry["threshold"] == 0.5321
+    assert fresh.threshold == entry["threshold"] == 0.6214
     assert fresh.record(DEFAULT_PAIRS.name) == entry
     assert entry["heldout"] == {
-        "paraphrases": 209, "hits": 177, "recall": 0.8469, "near_misses": 490, "false_hits": 2,
-        "false_hit_rate": 0.0041,
+        "paraphrases": 209, "hits": 177, "recall": 0.8469, "near_misses": 490, "false_hits": 0,
+        "false_hit_rate": 0.0,
     }
 
 
-def test_the_known_false_hits_are_unrelated_requests(reports) -> None:
-    """Word order is the guard's now (the `order` check): what passes is two different plain requests that only
-    the threshold can keep apart."""
-    assert reports["all"].false_hit_examples == [
-        ("Explain how the internet works.", "Explain how credit cards work.", 0.5986),
-        ("Explain how batteries work.", "Explain how credit cards work.", 0.6149),
-    ]
+def test_no_near_miss_is_a_hit_at_the_shipped_threshold(reports, embedder: WordLlamaEmbedder) -> None:
+    """Word order is the guard's now (the `order` check). The nearest near misses the guard passes are unrelated
+    plain requests, which only the threshold keeps apart: the fit sits at the least similar paraphrase it needs
+    (0.6214), above them."""
+    assert reports["all"].false_hit_examples == []
+    a, b, c = embedder.embed(["Explain how batteries work.", "Explain how credit cards work.",
+                              "Explain how the internet works."])
+    assert (round(float(a @ b), 4), round(float(c @ b), 4)) == (0.6149, 0.5986)
 
 
 def test_every_order_near_miss_is_refused_by_the_order_check_and_its_paraphrases_agree() -> None:

@@ -4,7 +4,8 @@ A pair file is JSONL: `{"a", "b", "label": "same"|"different", "kind", "family",
 A pair is a *hit* when the lexical guard agrees and the cosine similarity is at least the threshold. On the
 `calib` split, the threshold is the lowest one that keeps the false-hit rate on `different` pairs within
 `max_false_hit_rate` (the few highest-similarity negatives the budget allows may pass; the next one must not),
-plus `margin`. Recall (hits among `same` pairs) and the false-hit rate are then reported on both splits: the
+plus `margin`, raised to the least similar paraphrase that threshold passes (the same recall, nothing lower let
+through that the labelled pairs did not need: `fit_threshold`). Recall (hits among `same` pairs) and the false-hit rate are then reported on both splits: the
 `heldout` figures come from families the threshold never saw.
 
 The shipped thresholds live in `gateway/cache/data/semantic_thresholds.json`, one per embedder name, with the
@@ -138,14 +139,20 @@ def score(pairs: list[Pair], embedder: Embedder, guard: LexicalGuard) -> list[Sc
 
 
 def fit_threshold(scored: list[Scored], max_false_hit_rate: float, margin: float) -> float:
-    """The lowest threshold that keeps the false-hit rate of `scored` within budget, plus `margin`."""
+    """The threshold of the most cautious fit with the recall of the lowest one in budget.
+
+    The lowest threshold that keeps the false-hit rate of `scored` within budget (plus `margin`) fixes which
+    paraphrases are hits; the threshold is then raised to the least similar of those (rounded down to 4 places):
+    the same paraphrases stay hits, and whatever lies between the two is something the labelled pairs never needed
+    to pass (a false hit costs a wrong answer, a miss only an upstream call)."""
     negatives = [s for s in scored if not s.pair.same]
     passing = sorted((s.similarity for s in negatives if s.disagreement is None), reverse=True)
     allowed = math.floor(max_false_hit_rate * len(negatives))
-    if len(passing) <= allowed:
-        floor = min((s.similarity for s in scored if s.pair.same and s.disagreement is None), default=0.0)
-        return round(floor, 4)
-    return round(min(1.0, passing[allowed] + margin), 4)
+    lowest = 0.0 if len(passing) <= allowed else round(min(1.0, passing[allowed] + margin), 4)
+    kept = [s.similarity for s in scored if s.pair.same and s.disagreement is None and s.similarity >= lowest]
+    if not kept:
+        return lowest
+    return max(lowest, math.floor(min(kept) * 10_000) / 10_000)
 
 
 def evaluate(scored: list[Scored], threshold: float) -> dict[str, SplitReport]:
