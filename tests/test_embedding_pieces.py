@@ -27,8 +27,9 @@ SAMPLE_EVERY = 10
 EDGES = [
     "", " ", "   ", "\t", "\n", "\r\n", " \n \t ", "a", " a", "a ", "  a  ", "a  b", "a   b    c", "\u2581",
     "\u2581\u2581x", "x\u2581y", " \u2581 ", "a\u00a0b", "zero\u200bwidth", "\x00nul", "e\u0301t\u00e9",
-    "Ünïcödé façade", "日本語のテキストです。", "Привет, мир!", "مرحبا بالعالم", "한국어 텍스트", "🔥", "👍🏽 family 👨‍👩‍👧‍👦",
-    "🔥" * 300, "def f(x):\n    return x + 1\n", "if (a<b && c>d) { return a->b; }", "<p>html</p> <br/>",
+    "Ünïcödé façade", "日本語のテキストです。", "Привет, мир!", "مرحبا بالعالم", "한국어 텍스트", "👍🏽 family 👨‍👩‍👧‍👦",
+    "🔥", "🔥🔥", "\U0001d11e\U0001d11e", "🔥" * 300,
+    "def f(x):\n    return x + 1\n", "if (a<b && c>d) { return a->b; }", "<p>html</p> <br/>",
     "SELECT * FROM t WHERE x < 5;", "<s>", "</s>", "<unk>", "a<s>b", "x </s> y", "<s><s>", " <unk> c", "<s",
     "< s>", "s>", "What is 5 miles in km?", "What is 50 miles in km?", "turn off dark mode",
     "alpha beta gamma delta " * 400, "x" * 5000, "antidisestablishmentarianism" * 40, "word," * 3000,
@@ -121,7 +122,7 @@ def test_routing_dev_prompts_are_bit_identical(embedder: WordLlamaEmbedder) -> N
     assert_bit_identical(embedder, texts)
 
 
-@pytest.mark.parametrize("max_tokens", [1, 2, 3, 7, 64])
+@pytest.mark.parametrize("max_tokens", [1, 2, 3, 7, 8, 12, 64])
 def test_truncation_is_the_tokenizers(max_tokens: int) -> None:
     texts = EDGES + pair_texts()[:200]
     encode = tokenizer(max_tokens).encode

@@ -90,10 +90,16 @@ class PieceTokenizer:
         if not text:
             return []  # the normaliser prepends nothing to an empty text
         limit = self.max_tokens
-        memo, tokenize = self._piece_ids, self._tokenize
+        memo = self._piece_ids
         ids: list[int] = []
         try:
-            for piece in self._split(SPACE + text.replace(" ", SPACE)):
+            pieces = self._split(SPACE + text.replace(" ", SPACE))
+            if 4 * len(text) + 4 <= limit:  # a token spans at least one UTF-8 byte: no truncation possible
+                for piece in pieces:
+                    ids += memo(piece)
+                return ids
+            tokenize = self._tokenize
+            for piece in pieces:
                 ids += memo(piece) if len(piece) <= PIECE_MAX_CHARS else tokenize(piece)
                 if len(ids) >= limit:
                     return ids[:limit]
