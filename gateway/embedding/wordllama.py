@@ -9,7 +9,10 @@ package with `safetensors` and `tokenizers` instead of calling `WordLlama.load()
 * importing `wordllama.inference` calls `logging.basicConfig(level=INFO)`, reconfiguring the host's root logger.
 
 The vectors are the ones `WordLlamaInference.embed(texts, norm=True)` computes (the same mean of token
-embeddings over the tokens, without special tokens); tests/test_embedding.py checks that equality.
+embeddings over the tokens, without special tokens); tests/test_embedding.py checks that equality. The token
+ids come from `PieceTokenizer` (the tokenizer's ids, memoised per word: `gateway.embedding.pieces`); the rows are
+summed and normalised by the same numpy operations on the same float32 arrays as `Tokenizer.encode` + `table[ids]
+.sum(axis=0)` / `np.linalg.norm`, so every bit is the same (tests/test_embedding_pieces.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gateway.embedding.base import EmbedderError
+from gateway.embedding.pieces import PieceTokenizer
 
 CONFIG = "l2_supercat"
 WEIGHTS_FILE = "weights/l2_supercat_256.safetensors"
@@ -58,6 +62,7 @@ class WordLlamaEmbedder:
         tokenizer.enable_truncation(max_tokens)
         self._table = np.ascontiguousarray(weights[:, :dim], dtype=np.float32)
         self._tokenizer = tokenizer
+        self._ids = PieceTokenizer(tokenizer, max_tokens).ids
         self.dim = dim
         self.max_tokens = max_tokens
         self.name = f"wordllama-{CONFIG}-{dim}"
@@ -71,15 +76,16 @@ class WordLlamaEmbedder:
         if not texts:
             return out
         table = self._table
-        encode = self._tokenizer.encode
+        ids_of = self._ids
+        add = np.add.reduce  # what `ndarray.sum` calls (numpy._core._methods._sum), without that Python frame
         for row, text in enumerate(texts):
             # one text at a time: `encode_batch` fans out to a Rust thread pool whose spinning workers slowed
             # the rest of the process (the vector scan) 5-10x on 2 busy cores
-            ids = encode(text, add_special_tokens=False).ids
+            ids = ids_of(text)
             if not ids:
                 continue
-            vector = table[ids].sum(axis=0)
-            norm = float(np.linalg.norm(vector))
+            vector = add(table.take(ids, axis=0), axis=0)  # `table[ids].sum(axis=0)`: the same rows, the same sum
+            norm = np.sqrt(vector.dot(vector))  # np.linalg.norm's own float32 computation, without its checks
             if norm > 0.0:
-                out[row] = vector / norm
+                np.divide(vector, norm, out=out[row])
         return out
