@@ -93,7 +93,9 @@ async def test_an_ineligible_store_is_false_at_once(embedder: WordLlamaEmbedder,
     await cache.start()
     try:
         scope, text, key = scoped(FIRST, prefix)
-        for done in (cache.store_soon(None, text, key, TTL_MS), cache.store_soon(scope, "x" * 2001, key, TTL_MS)):
+        hit = SemanticHit(key, 0.9, b"answer")  # not a miss: not indexed, never an exception (as `store`)
+        for done in (cache.store_soon(None, text, key, TTL_MS), cache.store_soon(scope, "x" * 2001, key, TTL_MS),
+                     cache.store_soon(scope, text, key, TTL_MS, hit)):  # type: ignore[arg-type]
             assert done.done() and done.result() is False
         assert cache._indexing == set()
     finally:

@@ -300,7 +300,7 @@ class SemanticCache:
         own, whose first step (before any await) puts the row in the mirror."""
         loop = asyncio.get_running_loop()
         add_soon = getattr(self.index, "add_soon", None)
-        known = miss is not None and miss.vector is not None
+        known = getattr(miss, "vector", None) is not None  # not a miss (say a hit): False below, as `store`
         if add_soon is None or not (known or self.executor is None or len(text) <= self.inline_chars):
             task = loop.create_task(self.store(scope, text, entry_key, ttl_ms, miss))
             self._indexing.add(task)
