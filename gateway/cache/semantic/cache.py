@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -72,6 +73,12 @@ async def _uncancelled(timeout: asyncio.Timeout, operation: Awaitable[T]) -> T:
         return await operation
     finally:
         timeout.reschedule(when)
+
+
+def _written(done: asyncio.Future[bool], batch: asyncio.Future[None]) -> None:
+    """`store_soon`'s outcome once the index's write batch is back: True when it was written."""
+    if not done.done():
+        done.set_result(not batch.cancelled() and batch.exception() is None)
 
 
 INLINE_CHARS = 256
@@ -146,7 +153,7 @@ class SemanticCache:
         self.recent = RecentEntries(entry_reuse_seconds)
         """Entries hits read lately, reused for `entry_reuse_seconds` without a store read (0: always read; see
         `gateway.cache.semantic.recent` for the freshness bound)."""
-        self._indexing: set[asyncio.Task[bool]] = set()
+        self._indexing: set[asyncio.Future[bool]] = set()
         """`store_soon`'s writes still under way (held so they are not collected; cancelled by `close`)."""
         self.prompts = PromptMemo()
         """Embeddings and guard signatures of prompts looked up lately (pure functions of the text)."""
@@ -284,11 +291,44 @@ class SemanticCache:
 
     def store_soon(
         self, scope: SemanticScope | None, text: str, entry_key: str, ttl_ms: int, miss: SemanticMiss | None = None
-    ) -> asyncio.Task[bool]:
-        """`store` in a task of its own, so the answer that was just stored need not wait for the index write
-        (a round trip to Redis): the task's first step (before any await) already puts the row in this replica's
-        mirror, so the next request here sees it (see `RedisVectorIndex.add`)."""
-        task = asyncio.get_running_loop().create_task(self.store(scope, text, entry_key, ttl_ms, miss))
-        self._indexing.add(task)
-        task.add_done_callback(self._indexing.discard)
-        return task
+    ) -> asyncio.Future[bool]:
+        """`store` without waiting for the index write (a round trip to Redis), so the answer that was just stored
+        is not held up by it; the future says what `store` would. When the index queues writes itself
+        (`RedisVectorIndex.add_soon`) and the embedding is known or done inline, everything before the write is
+        done here and now (the row is in this replica's mirror on return; no task, no timer per store: the write
+        batch is bounded by the index's socket timeout, as `store`'s index write); else `store` in a task of its
+        own, whose first step (before any await) puts the row in the mirror."""
+        loop = asyncio.get_running_loop()
+        add_soon = getattr(self.index, "add_soon", None)
+        known = getattr(miss, "vector", None) is not None  # not a miss (say a hit): False below, as `store`
+        if add_soon is None or not (known or self.executor is None or len(text) <= self.inline_chars):
+            task = loop.create_task(self.store(scope, text, entry_key, ttl_ms, miss))
+            self._indexing.add(task)
+            task.add_done_callback(self._indexing.discard)
+            return task
+        done: asyncio.Future[bool] = loop.create_future()
+        try:
+            row = self._row(scope, text, miss)
+            written = add_soon(scope.scope_id, entry_key, row[0], row[1], ttl_ms) if row is not None else None
+        except Exception:  # a failed index write only costs future hits
+            written = None
+        if written is None:
+            done.set_result(False)
+            return done
+        self._indexing.add(done)
+        done.add_done_callback(self._indexing.discard)
+        written.add_done_callback(partial(_written, done))
+        return done
+
+    def _row(self, scope: SemanticScope | None, text: str, miss: SemanticMiss | None) -> tuple[np.ndarray, bytes] | None:
+        """`store`'s vector and encoded signature, computed in this thread (None: not indexed, as `store`)."""
+        if scope is None or scope.turns > self.settings.max_turns or len(text) > self.settings.max_chars:
+            return None
+        vector = miss.vector if miss is not None and miss.vector is not None else None
+        if vector is None:
+            vector, seconds = self._embed_timed(text)
+            self.observer.embedded(seconds)
+        if not vector.any():
+            return None
+        signature = miss.signature if miss is not None and miss.signature is not None else None
+        return vector, encode_signature(signature or self.guard.signature(text))

@@ -280,6 +280,14 @@ class RedisVectorIndex:
         return mirror.matrix
 
     async def add(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes, ttl_ms: int) -> None:
+        await asyncio.shield(self.add_soon(scope_id, entry_key, vector, guard, ttl_ms))  # a waiter giving up
+        # leaves the batch
+
+    def add_soon(self, scope_id: str, entry_key: str, vector: np.ndarray, guard: bytes,
+                 ttl_ms: int) -> asyncio.Future[None]:
+        """`add` without a coroutine: the row is in this replica's mirror on return, its `XADD` queued in the next
+        write batch; the batch's future (shared by every row of the batch: never cancel it), which fails with the
+        write's `StoreError`. Bounded by the connection's timeout, as `add`."""
         ttl_ms = max(1, ttl_ms)
         expires_ms = int(self._clock() * 1000) + ttl_ms
         fields = {
@@ -295,7 +303,7 @@ class RedisVectorIndex:
             mirror.added_at = time.monotonic()
             mirror.matrix.add(entry_key, np.asarray(vector, dtype=np.float32), guard, expires_ms / 1000.0)
             self.builds.after_add(mirror.matrix)
-        await asyncio.shield(self._writes.queue((scope_id, fields, ttl_ms)))  # a waiter giving up leaves the batch
+        return self._writes.queue((scope_id, fields, ttl_ms))
 
     def _catch_up_soon(self, scope_id: str) -> asyncio.Future[bool]:
         """The scope's catch-up in the next `_write` (an index write's, or one of catch-ups only after
