@@ -273,18 +273,16 @@ class SemanticCache:
         miss: SemanticMiss | None = None,
     ) -> bool:
         """Index the entry just stored at `entry_key` (same TTL); False when it was not indexed."""
-        if scope is None or scope.turns > self.settings.max_turns or len(text) > self.settings.max_chars:
+        if not self._indexable(scope, text):
             return False
+        assert scope is not None
         try:
             async with asyncio.timeout(self.settings.deadline_seconds) as timeout:
                 vector = miss.vector if miss is not None and miss.vector is not None else await self._embed(text)
                 if not vector.any():
                     return False
-                signature = miss.signature if miss is not None and miss.signature is not None else None
-                signature = signature or self.guard.signature(text)
-                await _uncancelled(
-                    timeout, self.index.add(scope.scope_id, entry_key, vector, encode_signature(signature), ttl_ms)
-                )
+                guard = self._stored_signature(text, miss)
+                await _uncancelled(timeout, self.index.add(scope.scope_id, entry_key, vector, guard, ttl_ms))
         except Exception:  # a failed index write only costs future hits
             return False
         return True
@@ -322,7 +320,7 @@ class SemanticCache:
 
     def _row(self, scope: SemanticScope | None, text: str, miss: SemanticMiss | None) -> tuple[np.ndarray, bytes] | None:
         """`store`'s vector and encoded signature, computed in this thread (None: not indexed, as `store`)."""
-        if scope is None or scope.turns > self.settings.max_turns or len(text) > self.settings.max_chars:
+        if not self._indexable(scope, text):
             return None
         vector = miss.vector if miss is not None and miss.vector is not None else None
         if vector is None:
@@ -330,5 +328,13 @@ class SemanticCache:
             self.observer.embedded(seconds)
         if not vector.any():
             return None
+        return vector, self._stored_signature(text, miss)
+
+    def _indexable(self, scope: SemanticScope | None, text: str) -> bool:
+        """Whether a prompt is ever indexed: a scope, few enough turns, short enough (what `lookup` requires)."""
+        return scope is not None and scope.turns <= self.settings.max_turns and len(text) <= self.settings.max_chars
+
+    def _stored_signature(self, text: str, miss: SemanticMiss | None) -> bytes:
+        """The encoded guard signature an index row keeps: the miss's, else computed."""
         signature = miss.signature if miss is not None and miss.signature is not None else None
-        return vector, encode_signature(signature or self.guard.signature(text))
+        return encode_signature(signature or self.guard.signature(text))
