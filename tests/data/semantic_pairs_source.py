@@ -231,6 +231,13 @@ HAND_PAIRS: list[tuple[str, str, str]] = [
     ("How do I switch from Android to iPhone?", "How do I switch from iPhone to Android?", "order"),
     ("Convert this JSON to YAML.", "Convert this YAML to JSON.", "order"),
     ("Why is gold more expensive than silver?", "Why is silver more expensive than gold?", "order"),
+    # words the stemmer once merged (`https` was `http`), `in` after "how many", "the us" as a country
+    ("How do I redirect HTTP to HTTPS in nginx?", "How do I redirect HTTPS to HTTP in nginx?", "order"),
+    ("How many feet are in a mile?", "How many miles are in a foot?", "order"),
+    ("How many ounces in a pound?", "How many pounds in an ounce?", "order"),
+    ("How many grams are in a kilogram?", "How many kilograms are in a gram?", "order"),
+    ("What is the population of the us?", "What is the population of the uk?", "entity"),
+    ("Should I switch my site from http to https?", "Should I switch my site from https to http?", "order"),
 ]
 
 # two slots whose order is the request: (wordings with {a} and {b}, (a, b) values)
@@ -270,6 +277,12 @@ HAND_SAME: list[tuple[str, str]] = [
     ("What is the capital of France?", "France: what is its capital?"),
     ("Translate 'good morning' into French.", "What is 'good morning' in French?"),
     ("What's France's capital city?", "Capital of France?"),  # issue 15's example (`France's` is `France`)
+    ("How do I redirect HTTP to HTTPS in nginx?", "In nginx, how do I redirect HTTP to HTTPS?"),
+    ("How many feet are in a mile?", "How many feet in a mile?"),
+    ("How many ounces in a pound?", "How many ounces are there in a pound?"),
+    ("How many grams are in a kilogram?", "A kilogram is how many grams?"),
+    ("What is the population of the us?", "How many people live in the us?"),
+    ("Should I switch my site from http to https?", "Should I switch my site to https from http?"),
 ]
 
 

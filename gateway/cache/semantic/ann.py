@@ -8,7 +8,7 @@ rows proposed but for fp16 near-ties, ~2^-10 relative). It only proposes rows: `
 own matrix and checks their expiry, so the threshold and the guard see exact similarities; what approximation
 costs is recall (a stored paraphrase in a list that was not probed is a miss), never a wrong hit. Measured on
 100,000 random unit vectors (an IVF's worst case: no clusters) with bench/paraphrases.py's stored prompt among
-them: 39 probes of 316 lists lost 0, 1 and 4 of its 2,400 paraphrases over three seeds, and 11 and 49 (2 %) for two
+them: 39 probes of 316 lists lost 0, 1 and 4 of its 2,400 paraphrases over three seeds, and up to 49 (2 %) for two
 seeds with other stored texts (tests/test_semantic_ann.py; rows that served a hit are re-scored by every search), 16 probes 25-33
 (tests/test_semantic_ann.py keeps the recall on the pair set).
 

@@ -47,15 +47,17 @@ them; the guard does. Each prompt gets a `GuardSignature`; two signatures agree 
 Known gaps (the threshold is the only defence there): a sentence-initial capitalised entity is not marked
 (the swap check usually catches it), synonyms outside the small table count as a swap (a lost hit, not a wrong
 one); word order outside the directional words passes: a verb not in `DIRECTIONS` ("the dog chased the cat" /
-"the cat chased the dog"), `in`/`of`/`for` ("how many feet in a mile" / "miles in a foot": "5 miles in km" is "5
-miles to km" but "a mile in feet" is "feet in a mile", so `in` has no one direction), chains whose sides are cut
+"the cat chased the dog"), `of`/`for`, and `in` except in "how many/much X in a/an/one Y" (there it reads left to right: "how many feet
+in a mile" / "miles in a foot" disagree; "5 miles in km" is "5 miles to km" but "a mile in feet" is "feet in a
+mile", so elsewhere `in` has no one direction), chains whose sides are cut
 by another directional word ("miles per gallon to liters per 100 km" and its reverse), one-letter names ("from
-A to B"), words the stemmer merges ("HTTP to HTTPS": `https` stems to `http`), and a side left empty by an
+A to B"), words the stemmer merges (a word with no vowel is not stemmed, so `https` is not `http`; `ssl`/`tls` never
+merged), and a side left empty by an
 infinitive `to` ("better to rent than to buy" / "to buy than to rent"); `vs`/`versus` are left out on purpose
 ("Python vs Java" asks what "Java vs Python" asks). An added narrowing word outside `QUALIFIERS` ("a lasagna recipe"
 / "a lasagna recipe with meat" is caught only when the threshold is not met), and lower-cased entities that are
-also stop words ("the population of the us" / "of the uk": `us` is a pronoun to the guard, `uk` one word added;
-"say thank you" / "say sorry in japanese": `thank` is a stop word), and "every day" / "every other day".
+also stop words ("say thank you" / "say sorry in japanese": `thank` is a stop word), and "every day" / "every other day". `us` after `the` is a content word ("the population of the us" / "of the
+uk" is a swap).
 
 Signatures keep 64-bit hashes of words, never the words, so the vector store holds no readable prompt text.
 """
@@ -89,7 +91,7 @@ from gateway.cache.semantic.lexicon import (
     WH_WORDS,
 )
 
-GUARD_VERSION = 2
+GUARD_VERSION = 3
 """Bumped when signatures change meaning (a stored signature of another version never agrees)."""
 
 CLASSES: tuple[str, ...] = (
@@ -122,6 +124,10 @@ _SIDE = 4
 _MAX_ORDER = 64
 """At most this many ordered pairs in a signature (a long prompt's later ones are not compared)."""
 _LOW = 0xFFFFFFFF
+_QUANTITY = frozenset(("many", "much"))
+_IN_ONE = frozenset(("a", "an", "one"))
+"""`in` followed by one of these, after "how many"/"much" in the clause, is directional: "how many feet in a mile"
+is not "how many miles in a foot" (while "5 miles in km" keeps `in` out of the order check)."""
 _SUFFIXES = ("ations", "ation", "ingly", "ings", "ing", "edly", "ed", "ies", "es", "able", "ly", "s", "e")
 
 
@@ -195,6 +201,8 @@ def _stem(word: str) -> str:
     """A crude suffix stripper: announce, announces, announced and announcing all give `announc`."""
     if word.endswith(("'s", "’s")):
         word = word[:-2]
+    if not any(vowel in word for vowel in "aeiouy"):
+        return word  # an acronym ("https", "ssl"): "https" is not a plural of "http"
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith(("ss", "us", "is")):
             return word[: -len(suffix)]
@@ -379,6 +387,7 @@ class LexicalGuard:
         order: set[int] = set()
         segment: list[int] = []  # items since the last directional word or clause boundary
         pending: tuple[int, list[int]] | None = None  # the last directional word's direction and items before it
+        quantity = False  # "many"/"much" seen in this clause
         for token in text.split():  # str.split() splits where `\s` matches
             t = memo(token) if len(token) <= _TOKEN_MEMO_CHARS else token_of(token)
             if t.cased is not None and not sentence_start:
@@ -392,6 +401,14 @@ class LexicalGuard:
                 if part.mark == 1 or (part.mark == 2 and not sentence_start):
                     marks.add(part.h)
                 sentence_start = False
+                if part.lower in _QUANTITY:
+                    quantity = True
+                elif quantity and previous is not None and previous.lower == "in" and part.lower in _IN_ONE:
+                    if pending is not None:  # "how many feet in a mile": `in` reads left to right here
+                        _pair(order, pending, segment)
+                    pending, segment = (1, segment[-_SIDE:]), []
+                if part.lower == "us" and previous is not None and previous.lower == "the":
+                    content.add(self._h("\x1fus"))  # "the us" is a country, not the pronoun ("the uk")
                 if part.content is not None:
                     content.add(part.content)
                 if part.number is not None:
@@ -426,6 +443,8 @@ class LexicalGuard:
             if t.ends:
                 sentence_start = True
             at_start = sentence_start or t.comma
+            if at_start:
+                quantity = False
             if at_start and (segment or pending is not None):  # a clause ends: directions do not cross it
                 if pending is not None:
                     _pair(order, pending, segment)
