@@ -22,6 +22,8 @@ from gateway.tiers.base import Backend, Completion
 
 T = TypeVar("T")
 PIN_MODEL_NAMES = frozenset({"local", "upstream", "auto"})
+AfterSend = Callable[[], Awaitable[None]]
+"""Work that runs once the client has the whole answer (`Answer.after_send`), in the request's task."""
 
 
 class Answer(msgspec.Struct):
@@ -30,8 +32,9 @@ class Answer(msgspec.Struct):
     status: int
     body: bytes
     headers: dict[str, str]
-    after_send: Callable[[], Awaitable[None]] | None = None
-    """Run once the client has the whole answer (learning's hook; see gateway/learning/service.py)."""
+    after_send: AfterSend | None = None
+    """Run once the client has the whole answer: the semantic cache's indexing (gateway/cache/flow.py), then
+    learning's hook (gateway/learning/service.py); add one with `then`."""
 
 
 class StreamAnswer(msgspec.Struct):
@@ -39,7 +42,28 @@ class StreamAnswer(msgspec.Struct):
 
     chunks: AsyncIterator[bytes]
     headers: dict[str, str]
-    after_send: Callable[[], Awaitable[None]] | None = None
+    after_send: AfterSend | None = None
+
+
+class _Both:
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: AfterSend, second: AfterSend) -> None:
+        self.first = first
+        self.second = second
+
+    async def __call__(self) -> None:
+        try:
+            await self.first()
+        finally:
+            await self.second()
+
+
+def then(first: AfterSend | None, second: AfterSend | None) -> AfterSend | None:
+    """`first`, then `second` (even when `first` raised): one `after_send` for an answer that has two."""
+    if first is None or second is None:
+        return first or second
+    return _Both(first, second)
 
 
 class Handler(Protocol):

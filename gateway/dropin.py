@@ -247,11 +247,12 @@ class DropIn:
             if lacking is not None:
                 raise needs_upstream(lacking, "the local model does not honour it.")
         answer = await self._chat_path(ex)
-        if isinstance(answer, StreamAnswer):
-            return StreamAnswer(self._response_events(answer.chunks, raw, answer.headers), answer.headers)
+        if isinstance(answer, StreamAnswer):  # `after_send` kept: the semantic cache indexes the prompt by it
+            return StreamAnswer(self._response_events(answer.chunks, raw, answer.headers), answer.headers,
+                                answer.after_send)
         completion = _decoder.decode(answer.body)
         body = msgspec.json.encode(to_response(completion, raw))
-        return Answer(answer.status, body, answer.headers)
+        return Answer(answer.status, body, answer.headers, answer.after_send)
 
     async def _response_events(
         self, chunks: AsyncIterator[bytes], raw: dict[str, Any], headers: dict[str, str]

@@ -15,7 +15,7 @@ import msgspec
 from gateway.accounting import Accounting
 from gateway.auth import KeyChecker
 from gateway.cache.flow import CacheLayer
-from gateway.dispatch import Answer, StreamAnswer, Tiers
+from gateway.dispatch import Answer, StreamAnswer, Tiers, then
 from gateway.embedding.shared import SharedEmbedder
 from gateway.errors import GatewayError
 from gateway.exchange import CLIENT_CLOSED_REQUEST, Exchange
@@ -153,7 +153,7 @@ class Pipeline:
             ex.done()
             raise
         if self.learning is not None:  # shadow judging and feedback see the answer once the client has it
-            answer.after_send = self.learning.attach(answer, ex)
+            answer.after_send = then(answer.after_send, self.learning.attach(answer, ex))
         if isinstance(answer, Answer):
             ex.done()
         return answer

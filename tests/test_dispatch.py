@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import pytest
 
 from gateway.devtools.fake_backend import FakeBackend, FakeCall
+from gateway.dispatch import then
 from gateway.routing.decision import RouteContext, RouteDecision
 from gateway.errors import InvalidRequest, RateLimited, TierUnavailable, UpstreamStatusError
 from tests.conftest import InProcessGateway
@@ -148,3 +150,22 @@ async def test_a_stream_failing_before_its_first_chunk_keeps_its_status(app_fact
     response = await gw.client.post(CHAT, json=body(stream=True))
     assert response.status_code == 502
     assert gw.metric("slm_gateway_upstream_errors_total", kind="protocol") == 1
+
+
+async def test_then_runs_both_after_send_hooks_in_order_even_when_the_first_fails() -> None:
+    ran: list[str] = []
+
+    async def index() -> None:
+        ran.append("index")
+        raise RuntimeError("index down")
+
+    async def learn() -> None:
+        ran.append("learn")
+
+    assert then(None, None) is None
+    assert then(index, None) is index and then(None, learn) is learn
+    both = then(index, learn)
+    assert both is not None
+    with pytest.raises(RuntimeError, match="index down"):
+        await both()
+    assert ran == ["index", "learn"]

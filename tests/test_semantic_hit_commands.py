@@ -16,8 +16,9 @@ import redis
 
 from gateway.cache import build_cache_layer
 from gateway.cache.flow import CacheLayer
+from gateway.cache.semantic.scope import scope_of_request
 from gateway.devtools.fake_backend import FakeBackend
-from gateway.dispatch import Dispatcher, Tiers
+from gateway.dispatch import Answer, Dispatcher, Tiers
 from gateway.embedding import WordLlamaEmbedder
 from gateway.exchange import Exchange
 from gateway.metrics import GatewayMetrics
@@ -72,8 +73,55 @@ async def ask(layer: CacheLayer, text: str) -> Exchange:
     ex.accept("anonymous", parse_chat_request(json.dumps(body).encode()))
     ex.routed(RouteDecision(tier="upstream", reason="pinned", detail="pinned"), "gpt-4o-mini")
     answer = await layer(ex)
-    assert answer.status == 200
+    assert isinstance(answer, Answer) and answer.status == 200
+    if answer.after_send is not None:  # as the HTTP layer does once the client has the answer
+        await answer.after_send()
     return ex
+
+
+async def answered(layer: CacheLayer, text: str) -> tuple[Exchange, Answer]:
+    """`ask`, without the HTTP layer's `after_send`."""
+    ex = Exchange(uuid.uuid4().hex, {}, 0.0)
+    body = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": text}]}
+    ex.accept("anonymous", parse_chat_request(json.dumps(body).encode()))
+    ex.routed(RouteDecision(tier="upstream", reason="pinned", detail="pinned"), "gpt-4o-mini")
+    answer = await layer(ex)
+    assert isinstance(answer, Answer)
+    return ex, answer
+
+
+async def test_a_miss_is_indexed_once_the_client_has_its_answer() -> None:
+    """The exact entry is stored before the answer goes out; the prompt's index row (embedding, guard signature)
+    only by the answer's `after_send`, which the HTTP layer runs after the last byte."""
+    prefix = f"t:semafter-{uuid.uuid4().hex[:8]}"
+    overrides: dict[str, Any] = {"cache": {"redis_url": URL, "key_prefix": prefix, "semantic": {
+        "enabled": True, "default": True, "sync_interval_seconds": 60, "deadline_seconds": 1}}}
+    settings = load_settings(environ={}, overrides=overrides)
+    upstream = FakeBackend("upstream", reply="Paris.")
+    tiers = Tiers(local=None, upstream=upstream, upstream_default_model="gpt-4o-mini", local_model_name="local")
+    layer = build_cache_layer(settings.cache, Dispatcher(tiers), GatewayMetrics(), WordLlamaEmbedder())
+    await layer.start()
+    cleanup = redis.Redis.from_url(URL)
+    try:
+        semantic = layer.semantic.semantic  # type: ignore[union-attr]
+        first, answer = await answered(layer, FIRST)
+        assert (first.cache, first.tier, answer.status) == ("miss", "upstream", 200)
+        assert cleanup.get(layer.key_for(first)) is not None  # the exact entry: stored before the answer
+        scope_id = scope_of_request("anonymous", "upstream", "gpt-4o-mini", first.parsed.raw)[0].scope_id
+        classes = semantic.guard.signature(PARAPHRASE).classes
+        assert await semantic.index.class_rows(scope_id, classes) == (0, 0)  # not indexed yet
+        assert (await answered(layer, "Which city is the capital of France?"))[0].cache == "miss"
+        assert answer.after_send is not None
+        await answer.after_send()
+        await asyncio.gather(*semantic._indexing)
+        assert await semantic.index.class_rows(scope_id, classes) == (1, 1)
+        assert (await ask(layer, PARAPHRASE)).cache == "semantic-hit"
+        assert len(upstream.calls) == 2  # the first prompt, and a paraphrase asked before its row was there
+    finally:
+        await layer.close()
+        for key in cleanup.scan_iter(match=f"{prefix}:*"):
+            cleanup.unlink(key)
+        cleanup.close()
 
 
 async def test_a_repeated_semantic_hit_is_one_get_and_takes_no_lock() -> None:

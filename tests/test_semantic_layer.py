@@ -82,6 +82,25 @@ async def test_policy_cache_semantic_opts_in_and_exact_keeps_out(app_factory: St
     assert gw.metric("slm_gateway_semantic_cache_hits_total") == 1.0
 
 
+async def test_responses_requests_index_and_hit_like_chat_requests(app_factory: Start) -> None:
+    """`/v1/responses` answers through the chat path: its miss is indexed once the answer is sent (the chat
+    answer's `after_send` carried to the Responses answer), complete or streamed."""
+    gw, upstream = await start_policy_gateway(app_factory, default=True)
+    auth = {"authorization": f"Bearer {KEY_A}"}
+
+    async def responses(text: str, **extra: Any) -> str:
+        body = {"model": "gpt-4o-mini", "input": text, "temperature": 0, **extra}
+        response = await gw.client.post("/v1/responses", headers=auth, json=body)
+        assert response.status_code == 200
+        return response.headers["x-gateway-cache"]
+
+    assert await responses(FIRST) == "miss"
+    assert await responses(PARAPHRASE) == "semantic-hit"
+    assert await responses("How many legs does a spider have?", stream=True) == "miss"
+    assert await responses("how many legs do spiders have?", stream=True) == "semantic-hit"
+    assert len(upstream.calls) == 2
+
+
 async def test_listed_tenants_get_semantic_lookups_by_default(app_factory: Start) -> None:
     gw, upstream = await start_policy_gateway(app_factory, tenants=[tenant_of(KEY_B)])
     for key in (KEY_A, KEY_B):

@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from litestar import Request, Response, get, post, route
+from litestar.background_tasks import BackgroundTask
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from litestar.response import Stream
@@ -33,9 +34,12 @@ def _proxied(proxied: ProxiedResponse, extra: Mapping[str, str] | None = None) -
 def _answer(answer: Answer | StreamAnswer | Proxied) -> Response:
     if isinstance(answer, tuple):
         return _proxied(*answer)
+    after = BackgroundTask(answer.after_send) if answer.after_send is not None else None  # once it is all sent
     if isinstance(answer, StreamAnswer):
-        return EventStream(answer.chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **answer.headers})
-    return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers)
+        return EventStream(answer.chunks, media_type="text/event-stream", headers={**SSE_HEADERS, **answer.headers},
+                           background=after)
+    return Response(answer.body, status_code=answer.status, media_type=JSON, headers=answer.headers,
+                    background=after)
 
 
 def build_dropin_routes(

@@ -3,9 +3,9 @@
 It acts only on an exact-cache miss (`Exchange.cache == "miss"`) of a request that wants it (`wants_semantic`).
 A hit replays the cached answer of a paraphrase in the same scope (`x-gateway-cache: semantic-hit`,
 `x-gateway-cache-similarity: 0.9312`, `x-gateway-route: cache`), as a stream when the request streams. On a
-miss the request goes on to `inner`; once the exact layer stored its answer, `Exchange.on_stored` indexes the
-prompt under that entry's key (reusing the miss's embedding) in a task of its own: the answer does not wait for
-the index write. Every failure is a miss (see `SemanticCache`).
+miss the request goes on to `inner`; once the exact layer stored its answer and the client has it (the answer's
+`after_send`), `Exchange.on_stored` indexes the prompt under that entry's key (reusing the miss's embedding) and
+queues the index write: the answer waits for neither. Every failure is a miss (see `SemanticCache`).
 """
 
 from __future__ import annotations
