@@ -31,6 +31,11 @@ remembered searches cannot serve them, as for real traffic. `--paraphrases repea
 `semantic-hit-repeat`, after the distinct run). A semantic-hit run that made upstream calls prints its misses and the
 gateway's reason counters.
 
+The seeded rows carry the guard classes of "filler prompt" (`--filler-classes other`, the default), which are not
+the paraphrases': a hit then scans only the rows of its own classes (the stored prompt; see
+gateway/cache/semantic/index.py, `CLASS_SCAN_MAX_ROWS`). `--filler-classes hit` gives every seeded row the stored
+prompt's classes, so every hit scans the whole scope: the worst case, a scope of prompts that all share one class.
+
 Semantic misses (`--misses numbered`, the default) carry numbers of their own, so each is in guard classes no
 stored row has (a `classes` miss: no embedding, no scan, in the lookup); `--misses numbered populated` adds a last
 run, `semantic-miss-populated`, of prompts with the seeded rows' guard classes (bench/miss_prompts.py: embedded,
@@ -265,9 +270,14 @@ def upstream_calls(upstream: str) -> int:
     return int(httpx.get(upstream.removesuffix("/v1") + "/_fake/stats").json()["chat_completions"])
 
 
-def seed_semantic_scope(r: redis.Redis, rows: int, scope: int = 0) -> str:
+FILLER_GUARDS = {"other": "filler prompt", "hit": HIT_PROMPT}
+"""`--filler-classes`: whose guard signature the seeded rows carry."""
+
+
+def seed_semantic_scope(r: redis.Redis, rows: int, scope: int = 0, classes: str = "other") -> str:
     """`rows` random unit vectors in the scope of the bench's requests (tenant "anonymous", upstream, MODEL,
-    `body(..., scope)`), in the gateway's stream format (gateway/cache/semantic/redis_index.py); the stream key."""
+    `body(..., scope)`), in the gateway's stream format (gateway/cache/semantic/redis_index.py), each with the
+    guard signature of `FILLER_GUARDS[classes]`; the stream key."""
     import numpy as np
 
     from gateway.cache.semantic.guard import LexicalGuard, encode_signature
@@ -277,7 +287,7 @@ def seed_semantic_scope(r: redis.Redis, rows: int, scope: int = 0) -> str:
     assert not isinstance(found, str)
     key = f"{SEMANTIC_PREFIX}:{found[0].scope_id}"
     rng = np.random.default_rng(7 + scope)
-    guard = encode_signature(LexicalGuard().signature("filler prompt"))
+    guard = encode_signature(LexicalGuard().signature(FILLER_GUARDS[classes]))
     expires = str(int(time.time() * 1000) + 3_600_000)
     for start in range(0, rows, 1000):
         block = rng.standard_normal((min(1000, rows - start), 256)).astype(np.float32)
@@ -534,6 +544,11 @@ def main(argv: list[str] | None = None) -> int:
                              "guard classes no stored row has: a miss before embedding) and, with `populated`, also a "
                              "run of new prompts with the seeded rows' guard classes (embedded, the scope scanned; "
                              "bench/miss_prompts.py)")
+    parser.add_argument("--filler-classes", choices=tuple(FILLER_GUARDS), default="other",
+                        help="with --semantic: the seeded rows' guard classes: `other` (\"filler prompt\"'s, not the "
+                             "paraphrases': a hit scans only the rows of its own classes, the stored prompt) or `hit` "
+                             "(the stored prompt's: every hit scans the whole scope, the worst case; populated misses "
+                             "are then not run, being in other classes)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     args.duration = min(max(args.duration, 1.0), 60.0)
@@ -551,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hit work in-process: {results['hit_cost']}")
     texts = None
     args.misses = tuple(sorted(set(args.misses)))
+    if args.filler_classes == "hit" and "populated" in args.misses:
+        parser.error("--misses populated needs --filler-classes other (populated misses are in the filler rows' classes)")
     args.populated = miss_prompts.populated_texts(miss_prompts.WARM_UP + 10_000)  # run texts, then warm-up ones
     if "populated" in args.misses:
         miss_prompts.check_populated(len(args.populated))
@@ -577,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                 for label, tree in order:
                     clear(r)
                     for scope in range(scopes):
-                        seed_semantic_scope(r, rows // scopes, scope)
+                        seed_semantic_scope(r, rows // scopes, scope, args.filler_classes)
                     with run_gateway_process(upstream, args.redis_url, semantic_rows=rows, tree=tree,
                                              workers=args.workers) as (
                             base, headers, server):

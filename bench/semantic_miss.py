@@ -1,6 +1,7 @@
 """What a semantic miss adds, in-process on Redis: per request an exact `GET`, the semantic lookup, the entry's
 `SET` and `store_soon` (the index write), paced at --rate, against the same without the semantic part; process
-CPU ms per request, two rounds each (steadier than bench/cache.py's HTTP runs on a loaded machine). Seeds --rows
+CPU ms per request, two rounds each (steadier than bench/cache.py's HTTP runs on a loaded machine), and the CPU
+spent inside the lookup and inside `store_soon` (the part run after the answer is sent). Seeds --rows
 random vectors over --scopes scopes (keys under `micro:sem:`, deleted before and after). Compare trees by
 running it with PYTHONPATH=<tree>, alternating:
 
@@ -77,20 +78,29 @@ async def main():
             key = f"{PREFIX}:e:{run}:{int(semantic)}:{i}"
             await store.get(key)
             if semantic:
+                c = time.process_time()
                 found = await cache.lookup(scope, text)
+                parts[0] += time.process_time() - c
             await store.set(key, b"answer", 3_600_000)
             if semantic:
+                c = time.process_time()
                 cache.store_soon(scope, text, key, 3_600_000, found)
+                parts[1] += time.process_time() - c
         await asyncio.sleep(0.3)
         return (time.process_time() - c0) / a.n * 1000, time.perf_counter() - t0
     res = {}
     for kind in (False, True, False, True):
+        parts = [0.0, 0.0]  # process CPU inside the lookup and inside store_soon (Redis I/O waits excluded)
         cpu, wall = await loop(kind)
         res.setdefault('semantic' if kind else 'exact', []).append(cpu)
+        if kind:
+            res.setdefault('lookup', []).append(parts[0] / a.n * 1000)
+            res.setdefault('store', []).append(parts[1] / a.n * 1000)
     await cache.close(); await store.close()
     ex, se = min(res['exact']), min(res['semantic'])
     print(json.dumps({"tree": os.environ.get('PYTHONPATH'), "rows": a.rows, "scopes": a.scopes, "misses": a.misses,
                       "exact_cpu_ms": [round(x,3) for x in res['exact']], "semantic_cpu_ms": [round(x,3) for x in res['semantic']],
-                      "adds_ms": round(se - ex, 3), "load": os.getloadavg()[0]}))
+                      "adds_ms": round(se - ex, 3), "lookup_cpu_ms": round(min(res['lookup']), 3),
+                      "store_soon_cpu_ms": round(min(res['store']), 3), "load": os.getloadavg()[0]}))
 asyncio.run(main())
 clear()

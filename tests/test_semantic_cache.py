@@ -191,7 +191,9 @@ class BrokenEmbedder:
 
 
 class StuckIndex(MemoryVectorIndex):
-    async def search(self, scope_id: str, vector: np.ndarray, k: int) -> list[Candidate]:
+    async def search(
+        self, scope_id: str, vector: np.ndarray, k: int, classes: tuple[int, ...] | None = None
+    ) -> list[Candidate]:
         await asyncio.sleep(5)
         return []
 

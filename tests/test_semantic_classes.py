@@ -11,7 +11,7 @@ from gateway.cache.memory import MemoryStore
 from gateway.cache.semantic.cache import SemanticCache, SemanticHit, SemanticMiss, SemanticSettings
 from gateway.cache.semantic.calibrate import DEFAULT_PAIRS, load_pairs, shipped_threshold
 from gateway.cache.semantic.guard import GUARD_VERSION, LexicalGuard, encode_signature, stored_classes
-from gateway.cache.semantic.index import MemoryVectorIndex, ScopeMatrix
+from gateway.cache.semantic.index import CLASS_SCAN_SHARE, Candidate, MemoryVectorIndex, ScopeMatrix
 from gateway.cache.semantic.scope import SemanticScope
 from gateway.embedding import WordLlamaEmbedder
 
@@ -19,11 +19,17 @@ TTL_MS = 3_600_000
 
 
 class WholeScopeIndex(MemoryVectorIndex):
-    """The search before rows were grouped: every lookup embeds and scans the whole scope."""
+    """The search before rows were grouped: every lookup embeds and scans the whole scope (not only the rows of
+    its guard classes)."""
 
     async def class_rows(self, scope_id: str, classes: tuple[int, ...]) -> tuple[int, int]:
         rows, _ = await super().class_rows(scope_id, classes)
         return rows, rows
+
+    async def search(
+        self, scope_id: str, vector: np.ndarray, k: int, classes: tuple[int, ...] | None = None
+    ) -> list[Candidate]:
+        return await super().search(scope_id, vector, k)  # every row, whatever its classes
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +69,38 @@ def test_matrix_counts_rows_by_classes() -> None:
     matrix.add("e", vector, fifty, 100.0)  # replaces "b" (fifty)
     matrix.add("f", vector, five, 100.0)  # replaces "c" (garbage, never agreeable)
     assert (matrix.class_rows(c5), matrix.class_rows(c50), len(matrix)) == (1, 2, 3)
+
+
+def test_a_search_told_the_classes_scans_only_their_rows_when_they_are_few() -> None:
+    """40 rows: 36 of "5 miles" (rows 0-35), 4 of "50 miles" (36-39, row 37 expired). Told the 50-mile classes,
+    the search returns the live 50-mile rows only, by exact score; untold, or when a class holds more than
+    1/`CLASS_SCAN_SHARE` of the scope, the whole scope is scanned."""
+    guard = LexicalGuard()
+    five = encode_signature(guard.signature("Convert 5 miles to km"))
+    fifty = encode_signature(guard.signature("Convert 50 miles to km"))
+    c5, c50 = stored_classes(five), stored_classes(fifty)
+    assert c5 is not None and c50 is not None
+    eye = np.eye(8, dtype=np.float32)
+    query = eye[0]
+    matrix = ScopeMatrix(8, 100)
+    for row in range(40):
+        vector = eye[0] if row == 3 else eye[1]  # row 3: the query itself
+        if row >= 36:  # 50-mile rows, nearer the query the later they are
+            vector = (eye[0] * (row - 35) / 10 + eye[1]).astype(np.float32)
+            vector /= np.linalg.norm(vector)
+        matrix.add(f"r{row}", vector, fifty if row >= 36 else five, 50.0 if row == 37 else 100.0)
+    assert (len(matrix), matrix.class_rows(c50), 40 // CLASS_SCAN_SHARE) == (40, 4, 5)
+    told = matrix.search(query, 4, 60.0, c50)
+    assert [c.entry_key for c in told] == ["r39", "r38", "r36"]  # r37 expired at 50.0
+    assert [round(c.similarity, 4) for c in told] == [0.3714, 0.2873, 0.0995]
+    assert [c.entry_key for c in matrix.search(query, 2, 60.0)] == ["r3", "r39"]
+    assert [c.entry_key for c in matrix.search(query, 2, 60.0, c5)] == ["r3", "r39"]  # 36 of 40: the whole scan
+    matrix.add("r40", eye[1], fifty, 100.0)  # 5 of 41 rows: still few enough
+    assert [c.entry_key for c in matrix.search(query, 9, 60.0, c50)] == ["r39", "r38", "r36", "r40"]
+    matrix.add("r41", eye[1], fifty, 100.0)  # 6 of 42: more than 1/8, the whole scope is scanned
+    assert [c.entry_key for c in matrix.search(query, 2, 60.0, c50)] == ["r3", "r39"]
+    assert matrix.search(query, 2, 60.0, (1, 2, 3)) == matrix.search(query, 2, 60.0)  # classes no row has
+    assert isinstance(told[0], Candidate) and told[0].guard == fifty
 
 
 async def test_a_miss_without_agreeable_rows_is_not_embedded_and_is_still_indexed(embedder: WordLlamaEmbedder) -> None:
@@ -112,6 +150,8 @@ async def test_decisions_equal_the_whole_scope_search_on_the_labelled_pairs(
         assert decision(mine) == decision(theirs), (pair, mine, theirs)
         outcome = "hit" if isinstance(mine, SemanticHit) else mine.reason
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    expected = ({"classes": 292, "guard": 219, "hit": 845, "threshold": 59} if shared else
+    # in one scope, 34 of the whole-scope search's guard refusals are threshold misses here: the nearest rows were
+    # in other guard classes, which a class-restricted scan (`CLASS_SCAN_MAX_ROWS`) never proposes
+    expected = ({"classes": 292, "guard": 185, "hit": 845, "threshold": 93} if shared else
                 {"classes": 666, "guard": 212, "hit": 380, "threshold": 157})
     assert (len(pairs), outcomes) == (1415, expected)

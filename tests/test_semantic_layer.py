@@ -254,10 +254,10 @@ async def test_a_slow_index_is_a_timeout_miss_that_keeps_its_embedding() -> None
     class SlowIndex(MemoryVectorIndex):
         slow = True
 
-        async def search(self, scope_id: str, vector: np.ndarray, k: int):  # type: ignore[no-untyped-def]
+        async def search(self, scope_id: str, vector: np.ndarray, k: int, classes=None):  # type: ignore[no-untyped-def]
             if self.slow:
                 await asyncio.sleep(1)
-            return await super().search(scope_id, vector, k)
+            return await super().search(scope_id, vector, k, classes)
 
     embedder = WordLlamaEmbedder()
     index, store = SlowIndex(embedder.dim), MemoryStore(100)

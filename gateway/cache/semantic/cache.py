@@ -229,7 +229,7 @@ class SemanticCache:
     ) -> SemanticHit | SemanticMiss:
         if not vector.any():
             return self._miss("empty", vector=vector, signature=signature)
-        found = await self.index.search(scope.scope_id, vector, self.settings.candidates)
+        found = await self.index.search(scope.scope_id, vector, self.settings.candidates, signature.classes)
         if not found:
             return self._miss("empty", vector=vector, signature=signature)
         best = found[0].similarity

@@ -251,8 +251,10 @@ class RedisVectorIndex:
         self.link.ok()
         return replies
 
-    async def search(self, scope_id: str, vector: np.ndarray, k: int) -> list[Candidate]:
-        return (await self._current(scope_id)).search(vector, k, self._clock())
+    async def search(
+        self, scope_id: str, vector: np.ndarray, k: int, classes: tuple[int, ...] | None = None
+    ) -> list[Candidate]:
+        return (await self._current(scope_id)).search(vector, k, self._clock(), classes)
 
     async def class_rows(self, scope_id: str, classes: tuple[int, ...]) -> tuple[int, int]:
         matrix = await self._current(scope_id, check=True)
