@@ -55,6 +55,7 @@ import gc
 import itertools
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -512,6 +513,28 @@ def hit_cost_us() -> dict[str, float]:
     }
 
 
+def print_medians(runs: list[dict[str, Any]], populated: bool) -> None:
+    """`--repeat`: per tree and configuration, the median semantic hit p99 and miss adds p50 (and CPU) over its runs,
+    and how many runs met each target."""
+    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for sem in runs:
+        groups.setdefault((sem["tree"], sem["rows"], sem["scopes"]), []).append(sem)
+    print("\nmedians over the repeated runs (targets: semantic hit p99 <= 3 ms, a semantic miss adds <= 0.5 ms p50):")
+    for (tree, rows, scopes), group in sorted(groups.items(), key=lambda item: (item[0][1], item[0][2], item[0][0])):
+        p99 = [sem["semantic-hit"]["open_p99"] for sem in group]
+        adds = [sem["semantic-miss"]["open_p50"] - sem["exact-miss"]["open_p50"] for sem in group]
+        cpu = [sem["semantic-miss"]["cpu_ms"] - sem["exact-miss"]["cpu_ms"] for sem in group]
+        line = (f"  {tree:<10} {rows:>8,} in {scopes:>3} scope(s), {len(group)} runs: semantic hit p99 "
+                f"{statistics.median(p99):.2f} ms (met in {sum(x <= 3.0 for x in p99)}); miss adds "
+                f"{statistics.median(adds):+.2f} ms p50 (met in {sum(x <= 0.5 for x in adds)}; cpu "
+                f"{statistics.median(cpu):+.3f} ms/req); hit cpu "
+                f"{statistics.median(sem['semantic-hit']['cpu_ms'] for sem in group):.3f} ms/req")
+        if populated:
+            more = [sem["semantic-miss-populated"]["open_p50"] - sem["exact-miss"]["open_p50"] for sem in group]
+            line += f"; populated miss adds {statistics.median(more):+.2f} ms p50"
+        print(line)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="recorded seconds per run (<= 60)")
@@ -549,6 +572,10 @@ def main(argv: list[str] | None = None) -> int:
                              "paraphrases': a hit scans only the rows of its own classes, the stored prompt) or `hit` "
                              "(the stored prompt's: every hit scans the whole scope, the worst case; populated misses "
                              "are then not run, being in other classes)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="with --semantic: run each configuration N times (alternating which tree goes first) "
+                             "and print each tree's median figures too (this machine's run-to-run noise is as large "
+                             "as the differences measured)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     args.duration = min(max(args.duration, 1.0), 60.0)
@@ -589,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
                     results["targets"].append(measure("slm-gateway", base, headers, upstream, args))
             trees = [("this tree", ROOT)] + ([("baseline", args.baseline_tree.resolve())] if args.baseline_tree else [])
             results["semantic"] = []
-            for round_no, (rows, scopes) in enumerate(itertools.product(args.semantic, args.scopes)):
+            configs = itertools.product(args.semantic, args.scopes, range(args.repeat))
+            for round_no, (rows, scopes, _) in enumerate(configs):
                 order = trees if round_no % 2 == 0 else trees[::-1]
                 for label, tree in order:
                     clear(r)
@@ -657,6 +685,8 @@ def main(argv: list[str] | None = None) -> int:
                   + (f"; a populated miss adds {sem['semantic-miss-populated']['open_p50'] - sem['exact-miss']['open_p50']:+.2f}"
                      f" (cpu {sem['semantic-miss-populated']['cpu_ms'] - sem['exact-miss']['cpu_ms']:+.3f} ms/req)"
                      if populated else "") + f"; load {sem['load_average']}")
+        if args.repeat > 1:
+            print_medians(results["semantic"], populated)
     print(f"machine: {results['machine']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
