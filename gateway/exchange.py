@@ -91,8 +91,8 @@ class Exchange:
         self.cache_similarity: float | None = None
         """For a semantic hit: the cosine similarity of the request's prompt and the cached one."""
         self.on_stored: Callable[[str], Awaitable[None]] | None = None
-        """Awaited with the entry's key once the exact cache stored this request's answer (the semantic layer
-        indexes the prompt then)."""
+        """Awaited with the entry's key once the exact cache stored this request's answer and the client has it
+        (the answer's `after_send`; the semantic layer indexes the prompt then)."""
         self.observer: StreamObserver | None = None
         self.failures: list[tuple[Tier, GatewayError]] | None = None
         """Tier failures on the way (each is counted), in order."""
