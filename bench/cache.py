@@ -31,10 +31,11 @@ remembered searches cannot serve them, as for real traffic. `--paraphrases repea
 `semantic-hit-repeat`, after the distinct run). A semantic-hit run that made upstream calls prints its misses and the
 gateway's reason counters.
 
-The seeded rows carry the guard classes of "filler prompt" (`--filler-classes other`, the default), which are not
-the paraphrases': a hit then scans only the rows of its own classes (the stored prompt; see
-gateway/cache/semantic/index.py, `CLASS_SCAN_MAX_ROWS`). `--filler-classes hit` gives every seeded row the stored
-prompt's classes, so every hit scans the whole scope: the worst case, a scope of prompts that all share one class.
+The seeded rows carry the guard signature of "filler prompt" (`--filler-classes one`, the default), whose classes
+are those of the stored prompt, its paraphrases and the populated misses: every such lookup scans the whole scope,
+the worst case (a scope whose prompts all share one class). `--filler-classes spread` gives the rows the guard
+signatures of the 11,838 arena-hard and routing-dev prompts in turn (3.1 % of them in the hit's classes): a lookup
+of a scope with few rows in its classes scans only those (gateway/cache/semantic/index.py, `CLASS_SCAN_MAX_ROWS`).
 
 Semantic misses (`--misses numbered`, the default) carry numbers of their own, so each is in guard classes no
 stored row has (a `classes` miss: no embedding, no scan, in the lookup); `--misses numbered populated` adds a last
@@ -271,14 +272,30 @@ def upstream_calls(upstream: str) -> int:
     return int(httpx.get(upstream.removesuffix("/v1") + "/_fake/stats").json()["chat_completions"])
 
 
-FILLER_GUARDS = {"other": "filler prompt", "hit": HIT_PROMPT}
-"""`--filler-classes`: whose guard signature the seeded rows carry."""
+FILLER_CLASSES = ("one", "spread")
+"""`--filler-classes`: every seeded row with the guard signature of "filler prompt" (whose classes are the stored
+prompt's and its paraphrases': every hit and populated miss scans the whole scope), or with those of real prompts
+in turn (`real_guards`)."""
+REAL_PROMPTS = ("../shared/data/chat/arena-hard-prompts.jsonl", "../shared/data/routing/dev.jsonl")
 
 
-def seed_semantic_scope(r: redis.Redis, rows: int, scope: int = 0, classes: str = "other") -> str:
+def real_guards() -> list[bytes]:
+    """The encoded guard signatures of the 11,838 arena-hard and routing-dev prompts (cut at 2,000 characters, as
+    the semantic layer does), in file order: 3.1 % of them have the stored prompt's guard classes."""
+    from gateway.cache.semantic.guard import LexicalGuard, encode_signature
+
+    guard = LexicalGuard()
+    out = []
+    for name in REAL_PROMPTS:
+        with open(ROOT / name, encoding="utf-8") as lines:
+            out += [encode_signature(guard.signature(json.loads(line)["prompt"][:2000])) for line in lines]
+    return out
+
+
+def seed_semantic_scope(r: redis.Redis, rows: int, scope: int = 0, guards: list[bytes] | None = None) -> str:
     """`rows` random unit vectors in the scope of the bench's requests (tenant "anonymous", upstream, MODEL,
-    `body(..., scope)`), in the gateway's stream format (gateway/cache/semantic/redis_index.py), each with the
-    guard signature of `FILLER_GUARDS[classes]`; the stream key."""
+    `body(..., scope)`), in the gateway's stream format (gateway/cache/semantic/redis_index.py), with the guard
+    signature of "filler prompt", or `guards` in turn; the stream key."""
     import numpy as np
 
     from gateway.cache.semantic.guard import LexicalGuard, encode_signature
@@ -288,13 +305,14 @@ def seed_semantic_scope(r: redis.Redis, rows: int, scope: int = 0, classes: str 
     assert not isinstance(found, str)
     key = f"{SEMANTIC_PREFIX}:{found[0].scope_id}"
     rng = np.random.default_rng(7 + scope)
-    guard = encode_signature(LexicalGuard().signature(FILLER_GUARDS[classes]))
+    filler = encode_signature(LexicalGuard().signature("filler prompt"))
     expires = str(int(time.time() * 1000) + 3_600_000)
     for start in range(0, rows, 1000):
         block = rng.standard_normal((min(1000, rows - start), 256)).astype(np.float32)
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         with r.pipeline(transaction=False) as pipe:
             for i, vector in enumerate(block):
+                guard = guards[(start + i) % len(guards)] if guards else filler
                 pipe.xadd(key, {"k": f"{SEMANTIC_PREFIX}:filler:{start + i}", "v": vector.tobytes(), "g": guard,
                                 "x": expires})
             pipe.execute()
@@ -567,11 +585,11 @@ def main(argv: list[str] | None = None) -> int:
                              "guard classes no stored row has: a miss before embedding) and, with `populated`, also a "
                              "run of new prompts with the seeded rows' guard classes (embedded, the scope scanned; "
                              "bench/miss_prompts.py)")
-    parser.add_argument("--filler-classes", choices=tuple(FILLER_GUARDS), default="other",
-                        help="with --semantic: the seeded rows' guard classes: `other` (\"filler prompt\"'s, not the "
-                             "paraphrases': a hit scans only the rows of its own classes, the stored prompt) or `hit` "
-                             "(the stored prompt's: every hit scans the whole scope, the worst case; populated misses "
-                             "are then not run, being in other classes)")
+    parser.add_argument("--filler-classes", choices=FILLER_CLASSES, default="one",
+                        help="with --semantic: the seeded rows' guard classes: `one` (\"filler prompt\"'s, which are "
+                             "the stored prompt's and its paraphrases': every hit and populated miss scans the whole "
+                             "scope, the worst case) or `spread` (real prompts' in turn, 3.1 %% of them in the hit's "
+                             "classes: a lookup at 10,000 rows scans only those; gateway/cache/semantic/index.py)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="with --semantic: run each configuration N times (alternating which tree goes first) "
                              "and print each tree's median figures too (this machine's run-to-run noise is as large "
@@ -593,8 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hit work in-process: {results['hit_cost']}")
     texts = None
     args.misses = tuple(sorted(set(args.misses)))
-    if args.filler_classes == "hit" and "populated" in args.misses:
-        parser.error("--misses populated needs --filler-classes other (populated misses are in the filler rows' classes)")
+    guards = real_guards() if args.filler_classes == "spread" else None
     args.populated = miss_prompts.populated_texts(miss_prompts.WARM_UP + 10_000)  # run texts, then warm-up ones
     if "populated" in args.misses:
         miss_prompts.check_populated(len(args.populated))
@@ -622,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
                 for label, tree in order:
                     clear(r)
                     for scope in range(scopes):
-                        seed_semantic_scope(r, rows // scopes, scope, args.filler_classes)
+                        seed_semantic_scope(r, rows // scopes, scope, guards)
                     with run_gateway_process(upstream, args.redis_url, semantic_rows=rows, tree=tree,
                                              workers=args.workers) as (
                             base, headers, server):
