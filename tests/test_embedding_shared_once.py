@@ -74,6 +74,8 @@ async def ask(pipeline, text: str) -> Exchange:
     ex.accept("anonymous", parse_chat_request(json.dumps(body).encode()))
     answer = await pipeline.chat(ex)
     assert answer.status == 200
+    if answer.after_send is not None:  # as the HTTP layer does once the client has the answer (indexing)
+        await answer.after_send()
     return ex
 
 
