@@ -394,10 +394,8 @@ class ScopeMatrix:
             rows = rows[~expired]
         if not len(rows):
             return [], math.inf
-        scores = _dot_rows(self._vectors[rows], vector)  # exact, from the matrix: the index only proposes rows
-        order = np.lexsort((rows, -scores))[:k]  # ties: the lower row first, as the exact scan's argmax
-        found = [Candidate(self._keys[int(rows[i])], float(scores[i]), self._guards[int(rows[i])]) for i in order]
-        return found, self._until(rows)
+        # exact, from the matrix (the index only proposes rows); ties: the lower row first, as the exact scan's argmax
+        return self._search_rows(rows, vector, k, now), self._until(rows)
 
     def live(self, now: float) -> int:
         return int((self._expires[: len(self._keys)] > now).sum())
