@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.costs import CostModel
-from gateway.dispatch import Answer, StreamAnswer, Tiers
+from gateway.dispatch import AfterSend, Answer, StreamAnswer, Tiers
 from gateway.exchange import Exchange
 from gateway.learning.budget import DailyBudget
 from gateway.learning.feedback import FeedbackDesk
@@ -31,8 +31,6 @@ from gateway.routing.scorer import model_facts
 from gateway.settings import Settings
 
 log = logging.getLogger("slm_gateway.learning")
-
-AfterSend = Callable[[], Awaitable[None]]
 
 
 class Learning:
