@@ -1,16 +1,16 @@
-"""The shared store: Redis through one redis-py asyncio connection pool, with short timeouts and a breaker; the
-entry reads (`get`, `peek`: every exact lookup and semantic hit) through one pipelined connection of the gateway's
-own (`gateway.resp.PipelinedRedis`), under the same breaker and timeout.
+"""The shared store: Redis through one pipelined connection of the gateway's own (`gateway.resp.PipelinedRedis`) for
+every entry and lock command (`get`, `peek`, `set`, `try_lock`, `unlock`: what each lookup, miss and store does),
+and a redis-py asyncio pool for the rest (`ping`, `purge_prefix`), with short timeouts and a breaker.
 
 Redis trouble never reaches the caller as anything but `StoreError`: connection failures and timeouts open a
-circuit breaker (calls are skipped, without touching the network, for a short, growing pause), the pool and the
-read connection reconnect by themselves, and one immediate retry covers a connection that died with a Redis
-restart.
+circuit breaker (calls are skipped, without touching the network, for a short, growing pause), the connections
+reconnect by themselves, and one immediate retry covers a connection that died with a Redis restart.
 
-Why the reads have their own connection: redis-py's asyncio client costs ~0.13-0.16 ms of the gateway's CPU per
-command on this machine (its layers, a pooled connection per command in flight; `bench/redis_client.py`), about a
-tenth of an exact hit's whole CPU, against ~0.01-0.04 ms for `PipelinedRedis` (hiredis packs and parses; commands
-in flight share one socket, those of one event-loop turn leave in one write).
+Why the entry and lock commands have their own connection: redis-py's asyncio client costs ~0.13-0.16 ms of the
+gateway's CPU per command on this machine (its layers, a pooled connection per command in flight;
+`bench/redis_client.py`), against ~0.01-0.04 ms for `PipelinedRedis` (hiredis packs and parses; commands in flight
+share one socket, those of one event-loop turn leave in one write). An exact miss's lock, store and unlock through
+redis-py were a third of its CPU (py-spy, 2026-12-03).
 
 Health signals: the store pings Redis at start and tracks whether it is reachable from every operation's outcome.
 Each change is logged once (a warning when Redis becomes unreachable, at start or later; an info line when it
@@ -19,6 +19,7 @@ is back) and reported to `on_state` (the gateway sets its `cache_backend_up` gau
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 
@@ -40,6 +41,7 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+UNLOCK_SHA = hashlib.sha1(_UNLOCK.encode()).hexdigest()
 
 
 class RedisStore:
@@ -71,9 +73,8 @@ class RedisStore:
         self.on_state: Callable[[bool], None] | None = None
         """Called with True / False each time Redis becomes reachable / unreachable (and at start)."""
         self.up: bool | None = None
-        self._unlock = None
-        self.reads = PipelinedRedis(url, timeout=timeout_seconds)
-        """The connection `get` and `peek` go through (opened on first use, reopened after a loss)."""
+        self.resp = PipelinedRedis(url, timeout=timeout_seconds)
+        """The connection entries and locks go through (opened on first use, reopened after a loss)."""
 
     def __repr__(self) -> str:  # the URL may carry a password
         return "RedisStore()"
@@ -82,7 +83,7 @@ class RedisStore:
         """Create the pool (connections open on first use, so a Redis that is down does not stop startup)."""
         if self.link.redis is not None:
             return
-        self._unlock = self.link.open().register_script(_UNLOCK)
+        self.link.open()
         await self.ping()
 
     async def ping(self) -> bool:
@@ -117,56 +118,50 @@ class RedisStore:
             self._set_up(True)
 
     async def close(self) -> None:
-        await self.reads.close()
+        await self.resp.close()
         await self.link.close()
 
-    async def _read(self, *command: object) -> object:
-        """One read on `reads` (`StoreError` when it fails; refused without a network call while the breaker is
-        open); retried once at once when the connection was lost (a Redis restart), never after a timeout."""
-        self.link.client("get")  # started, and the breaker allows it
+    async def _command(self, operation: str, *command: object) -> object:
+        """One command on `resp` (`StoreError` when it fails; refused without a network call while the breaker is
+        open); retried once at once when the connection was lost (a Redis restart whose loss had not been seen
+        yet), never after a timeout. A write whose reply was lost may then run twice: each caller's is harmless
+        twice (`SET` of the same value, an unlock) or checks (`try_lock`)."""
+        self.link.client(operation)  # started, and the breaker allows it
         try:
             try:
-                reply = await self.reads.execute(*command)
+                reply = await self.resp.execute(*command)
             except TimeoutError:
                 raise
             except ConnectionError:
-                reply = await self.reads.execute(*command)
+                reply = await self.resp.execute(*command)
         except (ReplyError, OSError) as exc:  # ConnectionError and TimeoutError are OSErrors: they open the breaker
-            raise self.link.failed("get", exc) from None
+            raise self.link.failed(operation, exc) from None
         self._ok()
         return reply
 
     async def get(self, key: str) -> bytes | None:
-        return await self._read("GET", key)  # type: ignore[return-value]
+        return await self._command("get", "GET", key)  # type: ignore[return-value]
 
     async def set(self, key: str, value: bytes, ttl_ms: int) -> None:
-        redis = self.link.client("set")
-        try:
-            await redis.set(key, value, px=max(1, ttl_ms))
-        except (RedisError, OSError) as exc:
-            raise self.link.failed("set", exc) from None
-        self._ok()
+        await self._command("set", "SET", key, value, "PX", max(1, ttl_ms))
 
     async def try_lock(self, key: str, token: str, ttl_ms: int) -> bool:
-        redis = self.link.client("lock")
-        try:
-            taken = await redis.set(key, token, nx=True, px=max(1, ttl_ms))
-        except (RedisError, OSError) as exc:
-            raise self.link.failed("lock", exc) from None
-        self._ok()
-        return bool(taken)
+        if await self._command("lock", "SET", key, token, "NX", "PX", max(1, ttl_ms)) is not None:
+            return True
+        # not taken, or taken by a first attempt whose reply was lost with its connection: the holder says which
+        return await self._command("get", "GET", key) == token.encode()
 
     async def unlock(self, key: str, token: str) -> None:
-        redis = self.link.client("lock")
-        assert self._unlock is not None
         try:
-            await self._unlock(keys=[key], args=[token], client=redis)
-        except (RedisError, OSError) as exc:
-            raise self.link.failed("lock", exc) from None
-        self._ok()
+            await self._command("lock", "EVALSHA", UNLOCK_SHA, 1, key, token)
+        except StoreError as exc:
+            if "NOSCRIPT" not in str(exc):
+                raise
+            # a restarted or flushed Redis: EVAL loads the script again (for the next EVALSHA) and runs it
+            await self._command("lock", "EVAL", _UNLOCK, 1, key, token)
 
     async def peek(self, key: str, lock: str) -> tuple[bytes | None, bool]:
-        value, holder = await self._read("MGET", key, lock)  # type: ignore[misc]
+        value, holder = await self._command("get", "MGET", key, lock)  # type: ignore[misc]
         return value, holder is not None
 
     async def purge_prefix(self, prefix: str) -> int:
