@@ -200,13 +200,6 @@ class DropIn:
         self.when_relayed(ex, proxied, ex.model, hold)
         return proxied, response_headers
 
-    async def _chat_path(self, ex: Exchange) -> Answer | StreamAnswer:
-        """The routed chat view answered as the chat endpoint answers it: cache layer, then the dispatcher."""
-        answer = await self.pipeline.cache(ex)
-        if isinstance(answer, Answer):
-            ex.done()
-        return answer
-
     def _local_lacks(self, parsed: ParsedRequest) -> str | None:
         """The first feature the request needs that the local tier does not honour (its Responses field name)."""
         local = self.pipeline.tiers.local
@@ -246,8 +239,9 @@ class DropIn:
                 raise needs_upstream(blocker, "stored state and built-in tools exist only upstream.")
             if lacking is not None:
                 raise needs_upstream(lacking, "the local model does not honour it.")
-        answer = await self._chat_path(ex)
-        if isinstance(answer, StreamAnswer):  # `after_send` kept: the semantic cache indexes the prompt by it
+        # answered as the chat endpoint answers (cache, dispatcher, a hit's rate headers, learning's hook)
+        answer = await self.pipeline.answer(ex)
+        if isinstance(answer, StreamAnswer):  # `after_send` kept: the semantic cache and learning run by it
             return StreamAnswer(self._response_events(answer.chunks, raw, answer.headers), answer.headers,
                                 answer.after_send)
         completion = _decoder.decode(answer.body)

@@ -298,6 +298,32 @@ def test_feedback_records_one_sided_labels_for_the_requesting_tenant(
     assert metric(gw, "slm_gateway_learning_feedback_total", result="duplicate") == 1
 
 
+def test_responses_requests_are_judged_and_rated_like_chat_requests(
+    learning_gateway: RunningGateway, judge_upstream: str, redis_db: redis.Redis
+) -> None:
+    """A `/v1/responses` request the gateway answers itself (through the chat path: here on the local tier) is
+    shadowed, judged and open to feedback like a chat request (one routed upstream is relayed as it is)."""
+    gw = learning_gateway
+    prompt = "Say hello 4 times."
+    judged = lambda: metric(gw, "slm_gateway_learning_labels_total", source="judge")  # noqa: E731
+    start, before = judged(), len(stream_rows(redis_db))
+    resp = httpx.post(f"{gw.base_url}/responses", timeout=120,
+                      json={"model": "local", "input": prompt, "max_output_tokens": 8, "temperature": 0},
+                      headers={"authorization": f"Bearer {KEY_A}", "x-request-id": "learn-resp1"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["object"] == "response" and resp.headers["x-gateway-route"] == "local"
+    wait_for(lambda: judged() == start + 1, "the Responses request's label")
+    rated = httpx.post(f"{gw.root}/v1/feedback", json={"request_id": "learn-resp1", "ok": True},
+                       headers={"authorization": f"Bearer {KEY_A}"})
+    assert rated.status_code == 200
+    assert rated.json() == {"object": "feedback", "request_id": "learn-resp1", "served_tier": "local",
+                            "recorded": True}
+    rows = [(r["source"], r["request_id"], r["prompt"], r["served_tier"], r["local_model"], r["upstream_model"],
+             r["weak_correct"], r["strong_correct"]) for r in stream_rows(redis_db)[before:]]
+    assert rows == [("judge", "learn-resp1", prompt, "local", BUNDLED_MODEL_ID, "gpt-4o-mini", True, True),
+                    ("feedback", "learn-resp1", prompt, "local", BUNDLED_MODEL_ID, None, True, None)]
+
+
 def test_shadow_work_starts_only_after_the_client_has_its_answer(
     learning_gateway: RunningGateway, judge_upstream: str, redis_db: redis.Redis
 ) -> None:
