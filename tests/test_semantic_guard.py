@@ -68,6 +68,11 @@ guard = LexicalGuard()
         ("how many feet in a mile", "how many miles in a foot", "order"),  # `in a` after "how many"
         ("how many ounces in a pound", "how many pounds in an ounce", "order"),
         ("the population of the us", "the population of the uk", "swap"),  # "the us" is not the pronoun
+        # courtesies asked about are content words; "every other" is a number (guard version 4)
+        ("How do I say thank you in Japanese?", "How do I say sorry in Japanese?", "swap"),
+        ("How do I say hello in French?", "How do I say goodbye in French?", "swap"),
+        ("Remind me to water the plants every day", "Remind me to water the plants every other day", "numbers"),
+        ("Take one pill every other day", "Take one pill every day", "numbers"),
     ],
 )
 def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
@@ -105,6 +110,13 @@ def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
         ("What is the population of the US?", "What is the population of the us?"),  # a possessive is the word (an entity's too)
         ("convert celsius to fahrenheit and fahrenheit to celsius", "convert fahrenheit to celsius and celsius to "
          "fahrenheit"),
+        ("How do I say thank you in Japanese?", "How do I say thanks in Japanese?"),
+        ("Hi, how do I reverse a string in Python?", "How can I reverse a string in Python?"),  # only polite: added
+        ("Hello, what is the capital of France?", "What is the capital city of France?"),
+        ("Please translate to Spanish: The meeting is at noon.", "Translate this sentence to Spanish: The meeting is "
+         "at noon."),  # `please` stays a stop word
+        ("Hi. Thanks. How do I center a div?", "How do I center a div?"),  # opening a sentence: only polite
+        ("Thank you. What is the capital of France?", "What is the capital city of France?"),
     ],
 )
 def test_paraphrases_agree(a: str, b: str) -> None:
@@ -145,7 +157,7 @@ def test_a_version_1_row_decodes_and_is_refused_as_version() -> None:
     old = msgspec.msgpack.encode([1, mine.tongue, mine.classes, mine.marks, mine.words, mine.content])
     stored = decode_signature(old)
     assert stored is not None and stored.version == 1 and stored.order == frozenset()
-    assert GUARD_VERSION == 3
+    assert GUARD_VERSION == 4
     assert guard.disagreement(mine, stored) == "version"
 
 

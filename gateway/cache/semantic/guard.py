@@ -56,8 +56,11 @@ merged), and a side left empty by an
 infinitive `to` ("better to rent than to buy" / "to buy than to rent"); `vs`/`versus` are left out on purpose
 ("Python vs Java" asks what "Java vs Python" asks). An added narrowing word outside `QUALIFIERS` ("a lasagna recipe"
 / "a lasagna recipe with meat" is caught only when the threshold is not met), and lower-cased entities that are
-also stop words ("say thank you" / "say sorry in japanese": `thank` is a stop word), and "every day" / "every other day". `us` after `the` is a content word ("the population of the us" / "of the
-uk" is a swap).
+also stop words (`please`, `ok`: "say please" / "say ok" in a language). `us` after `the` is a content word ("the
+population of the us" / "of the uk" is a swap); greetings and thanks inside a sentence are content words ("say thank
+you" / "say sorry in Japanese", "say hello" / "say goodbye": swaps; opening a sentence they stay out, "Hello, what
+is ..." is only polite: `COURTESIES`), and "every other" is the number 2 ("every day" / "every other day":
+`numbers`), both since guard version 4.
 
 Signatures keep 64-bit hashes of words, never the words, so the vector store holds no readable prompt text.
 """
@@ -75,6 +78,7 @@ import msgspec
 
 from gateway.cache.semantic.lexicon import (
     CASED_LANGUAGES,
+    COURTESIES,
     DIRECTIONS,
     FORMS,
     LANGUAGES,
@@ -91,7 +95,7 @@ from gateway.cache.semantic.lexicon import (
     WH_WORDS,
 )
 
-GUARD_VERSION = 3
+GUARD_VERSION = 4
 """Bumped when signatures change meaning (a stored signature of another version never agrees)."""
 
 CLASSES: tuple[str, ...] = (
@@ -316,8 +320,8 @@ class LexicalGuard:
             mark = 0
         on = lower == "on"
         pole = None if on else (POLARITY.get(lower) or self._polarity_stems.get(self._stem(lower)))
-        if (lower in STOPWORDS or lower in REQUEST_WORDS or lower in NEGATIONS or lower in NUMBER_WORDS
-                or lower.isdigit() or len(lower) < 2):
+        if ((lower in STOPWORDS and lower not in COURTESIES) or lower in REQUEST_WORDS or lower in NEGATIONS
+                or lower in NUMBER_WORDS or lower.isdigit() or len(lower) < 2):
             content = None
         else:
             w = UNITS.get(lower, FORMS.get(lower, lower))
@@ -400,7 +404,7 @@ class LexicalGuard:
                 hashes.add(part.h)
                 if part.mark == 1 or (part.mark == 2 and not sentence_start):
                     marks.add(part.h)
-                sentence_start = False
+                opening, sentence_start = sentence_start, False
                 if part.lower in _QUANTITY:
                     quantity = True
                 elif quantity and previous is not None and previous.lower == "in" and part.lower in _IN_ONE:
@@ -409,10 +413,12 @@ class LexicalGuard:
                     pending, segment = (1, segment[-_SIDE:]), []
                 if part.lower == "us" and previous is not None and previous.lower == "the":
                     content.add(self._h("\x1fus"))  # "the us" is a country, not the pronoun ("the uk")
-                if part.content is not None:
+                if part.content is not None and not (opening and part.lower in COURTESIES):  # "Hello, ..." is polite
                     content.add(part.content)
                 if part.number is not None:
                     numbers.add(part.number)
+                elif part.lower == "other" and previous is not None and previous.lower == "every":
+                    numbers.add("2")  # "every other day" is "every 2 days", not "every day"
                 if part.negation:
                     negation += 1
                 if part.on:

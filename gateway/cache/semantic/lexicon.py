@@ -213,6 +213,13 @@ STOPWORDS: frozenset[str] = frozenset(
 ) - NEGATIONS - WH_WORDS
 """Words the word-swap check ignores (negations and wh-words are compared on their own)."""
 
+COURTESIES: frozenset[str] = frozenset("hi hello hey thanks thank".split())
+"""Greetings and thanks among the stop words: never marks (a capitalised "Thanks" is no entity), but content words
+for the word-swap check inside a sentence, where they can be what is asked about ("how do I say thank you" / "say
+sorry in Japanese", "say hello" / "say goodbye in French"); opening a sentence ("Hello, what is ...", "Thanks in
+advance.") they are only polite and stay out. `please` and `ok` stay stop words: as content they turned two of the
+pair set's paraphrases into swaps ("Translate this sentence to Spanish: ..." / "Please translate to Spanish: ...")."""
+
 
 
 QUALIFIERS: tuple[frozenset[str], ...] = tuple(
