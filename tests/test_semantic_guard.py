@@ -73,6 +73,8 @@ guard = LexicalGuard()
         ("How do I say hello in French?", "How do I say goodbye in French?", "swap"),
         ("Remind me to water the plants every day", "Remind me to water the plants every other day", "numbers"),
         ("Take one pill every other day", "Take one pill every day", "numbers"),
+        ("What is 5!", "What is 5", "symbols"),  # a factorial, not an exclamation
+        ("What is n!", "What is n", "symbols"),
     ],
 )
 def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
@@ -117,6 +119,8 @@ def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
          "at noon."),  # `please` stays a stop word
         ("Hi. Thanks. How do I center a div?", "How do I center a div?"),  # opening a sentence: only polite
         ("Thank you. What is the capital of France?", "What is the capital city of France?"),
+        ("Thank you! What is the capital of France?", "What is the capital city of France?"),  # "you!" ends a word
+        ("Write a slogan for my bakery: Fresh bread daily!!", "Write a slogan for my bakery: Fresh bread daily"),
     ],
 )
 def test_paraphrases_agree(a: str, b: str) -> None:

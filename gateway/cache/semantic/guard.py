@@ -12,7 +12,7 @@ them; the guard does. Each prompt gets a `GuardSignature`; two signatures agree 
    ascending/descending, true/false, public/private, ...; `on` counts only after turn/switch/set/...),
    `language` (programming, data and human languages and the big frameworks; `Go`/`C`/`R` only when capitalised
    mid-sentence), `form` (what the answer is: haiku, limerick, sonnet, poem, email, list, table, function, ...),
-   `unit` (miles/km/kg/°/%/$/... when they follow a number), `wh` (why/when/where/who opening a question), `symbols` (operator runs such as `==`, `<=`, `+`),
+   `unit` (miles/km/kg/°/%/$/... when they follow a number), `wh` (why/when/where/who opening a question), `symbols` (operator runs such as `==`, `<=`, `+`; not the `!` that ends a word: "Hello!"),
    `quoted` (text in double quotes or backticks, whitespace-collapsed), `script` (non-Latin writing systems
    present); and `tongue`, the human language the prompt is written in, by stop-word counts (en/fr/es/de/it/pt;
    compared only when both prompts have a clear one).
@@ -112,6 +112,9 @@ _QUOTED = re.compile(r"\"([^\"]{1,200})\"|“([^”]{1,200})”|`([^`]{1,200})`"
 _OPERATORS = re.compile(r"[=<>!+*/&|^~\\]+")
 _OPERATOR_CHARS = "=<>!+*/&|^~\\"
 """What `_OPERATORS` matches (most prompts have none: a scan for each is cheaper than the pattern's)."""
+_EXCLAIMED = re.compile(r"(?<=[^\W\d_]{2})!+(?=[\s\"')\]]|$)")
+"""Exclamation marks that end a word of two or more letters ("Hello!", "Thanks!!"): punctuation, not an operator
+(`!=`, `!x`, `5!`, `n!` stay symbols)."""
 _SENTENCE_END = (".", "!", "?", ":", ";")
 
 _TONGUES: dict[str, frozenset[str]] = {
@@ -462,7 +465,8 @@ class LexicalGuard:
         )
         if pending is not None:
             _pair(order, pending, segment)
-        symbols = set(_OPERATORS.findall(text)) if any(c in text for c in _OPERATOR_CHARS) else set()
+        symbols = set(_OPERATORS.findall(_EXCLAIMED.sub("", text) if "!" in text else text)) if any(
+            c in text for c in _OPERATOR_CHARS) else set()
         classes = (
             numbers, {str(negation)}, polarity, languages, forms, units, wh, symbols, quoted, _scripts(text),
         )
