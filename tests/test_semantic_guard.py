@@ -75,6 +75,7 @@ guard = LexicalGuard()
         ("Take one pill every other day", "Take one pill every day", "numbers"),
         ("What is 5!", "What is 5", "symbols"),  # a factorial, not an exclamation
         ("What is n!", "What is n", "symbols"),
+        ("Explain inner join vs outer join", "Explain inner join", "qualifier"),  # a comparison asks for both
     ],
 )
 def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
@@ -121,6 +122,7 @@ def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
         ("Thank you. What is the capital of France?", "What is the capital city of France?"),
         ("Thank you! What is the capital of France?", "What is the capital city of France?"),  # "you!" ends a word
         ("Write a slogan for my bakery: Fresh bread daily!!", "Write a slogan for my bakery: Fresh bread daily"),
+        ("What is the difference between TCP and UDP?", "TCP vs UDP"),  # both compare
     ],
 )
 def test_paraphrases_agree(a: str, b: str) -> None:

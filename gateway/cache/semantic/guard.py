@@ -26,7 +26,8 @@ them; the guard does. Each prompt gets a `GuardSignature`; two signatures agree 
    "reverse a list in Python") and do not agree. Reported as `swap`.
 4. No dropped qualifier: a word that narrows what is asked (`QUALIFIERS` in the lexicon, in groups of forms:
    vegetarian, vegan, gluten, beginner(s), kids/children, pregnant, legal, safe, cheap/budget, healthy, raw,
-   remote, local, read: its opposite `write` is a request word, which check 3 ignores, ...)
+   remote, local, read: its opposite `write` is a request word, which check 3 ignores, vs/versus/compare/difference:
+   "inner join vs outer join" / "inner join", ...)
    in one prompt needs a word of its group in the other ("a vegetarian lasagna recipe" / "a lasagna recipe", where
    check 3 sees a word added, none swapped). Reported as `qualifier`. Computed from the stored word hashes.
 5. No reversed direction: around each directional word (`DIRECTIONS`: to, into, onto, towards, than, over,
