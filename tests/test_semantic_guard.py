@@ -76,6 +76,9 @@ guard = LexicalGuard()
         ("What is 5!", "What is 5", "symbols"),  # a factorial, not an exclamation
         ("What is n!", "What is n", "symbols"),
         ("Explain inner join vs outer join", "Explain inner join", "qualifier"),  # a comparison asks for both
+        ("Explain how to tie a tie", "Explain how to untie a tie", "polarity"),  # an action and its un- undoing
+        ("How do I unmute myself on Zoom?", "How do I mute myself on Zoom?", "polarity"),
+        ("How do I undo a git commit?", "How do I redo a git commit?", "polarity"),
     ],
 )
 def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
@@ -123,6 +126,7 @@ def test_near_misses_are_refused_by_name(a: str, b: str, reason: str) -> None:
         ("Thank you! What is the capital of France?", "What is the capital city of France?"),  # "you!" ends a word
         ("Write a slogan for my bakery: Fresh bread daily!!", "Write a slogan for my bakery: Fresh bread daily"),
         ("What is the difference between TCP and UDP?", "TCP vs UDP"),  # both compare
+        ("Explain how to tie a tie", "How do I tie a necktie?"),
     ],
 )
 def test_paraphrases_agree(a: str, b: str) -> None:

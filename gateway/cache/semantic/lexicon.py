@@ -79,6 +79,11 @@ for _axis, _plus, _minus in [
     ("simple", "simple simpler easy easier basic beginner", "complex harder difficult advanced expert"),
     ("formal", "formal formally professional", "informal casual casually"),
     ("short", "brief briefly concise concisely short", "detailed lengthy verbose"),
+    # an action and its `un-` undoing ("tie" / "untie a tie" differ in the one word the swap check sees added)
+    ("tie", "tie ties tied tying", "untie unties untied untying"),
+    ("pack", "pack packing packed wrap wrapping wrapped", "unpack unpacking unpacked unwrap unwrapping unwrapped"),
+    ("mute", "mute muted muting", "unmute unmuted unmuting"),
+    ("redo", "redo", "undo"),
 ]:
     # an axis word in both lists keeps its first pole ("long" is a position in trading, a length elsewhere)
     for _word in _plus.split():
