@@ -77,6 +77,7 @@ guard = LexicalGuard()
         ("What is n!", "What is n", "symbols"),
         ("Explain inner join vs outer join", "Explain inner join", "qualifier"),  # a comparison asks for both
         ("Explain how to tie a tie", "Explain how to untie a tie", "polarity"),  # an action and its un- undoing
+        ("What is the GDP per capita of India?", "What is the GDP of India?", "qualifier"),
         ("How do I unmute myself on Zoom?", "How do I mute myself on Zoom?", "polarity"),
         ("How do I undo a git commit?", "How do I redo a git commit?", "polarity"),
     ],

@@ -236,12 +236,12 @@ QUALIFIERS: tuple[frozenset[str], ...] = tuple(
         "illegal/illegally safe/safely/safety cheap/cheapest/budget/affordable healthy/healthier/healthiest spicy "
         "mild raw organic homemade offline wireless portable remote/remotely local/locally read/reads/reading "
         "dog/dogs/puppy/puppies cat/cats/kitten/kittens pet/pets "
-        "vs/versus/compare/compared/comparing/comparison/difference/differences/differ/differs"
+        "vs/versus/compare/compared/comparing/comparison/difference/differences/differ/differs capita"
     ).split()
 )
 """Words that narrow what is asked ("a vegetarian lasagna recipe", "for beginners", "is it legal", "a remote
 branch", "should my dog drink"; `read`, whose opposite `write` is a request word the swap check ignores; a
-comparison: "inner join vs outer join" / "inner join" asks for two things), in groups of
+comparison: "inner join vs outer join" / "inner join" asks for two things; "GDP per capita"), in groups of
 forms that mean the same: a prompt with a word of a group and a prompt with none of it do not agree, even when
 nothing else differs (the word-swap check needs a word changed on both sides)."""
 
