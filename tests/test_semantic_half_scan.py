@@ -129,3 +129,54 @@ def test_small_scopes_and_unfit_rows_are_scanned_exactly() -> None:
     half.set(1, rows[1] * 1e6)
     assert not half.usable
     assert len(half) == 2
+
+
+def test_extend_gives_the_codes_and_bounds_of_set_row_by_row() -> None:
+    rng = np.random.default_rng(8)
+    rows = unit(rng.standard_normal((300, DIM))) * np.float32(3.0)
+    one_by_one, at_once = HalfScan(DIM), HalfScan(DIM)
+    for i, row in enumerate(rows):
+        one_by_one.set(i, row)
+    at_once.extend(rows[:100])
+    at_once.extend(rows[100:])
+    import faiss
+
+    assert len(at_once) == len(one_by_one) == 300
+    assert np.array_equal(faiss.vector_to_array(at_once._index.codes), faiss.vector_to_array(one_by_one._index.codes))
+    assert at_once.max_norm == pytest.approx(3.0, rel=1e-6)
+    assert one_by_one.max_norm == pytest.approx(3.0, rel=1e-6)
+    assert at_once.usable and one_by_one.usable
+    huge = HalfScan(DIM)
+    huge.extend(rows[:2] * np.float32(1e5))  # norms 3e5: a component may not fit fp16
+    assert not huge.usable and len(huge) == 2
+
+
+def test_a_scope_makes_its_fp16_copy_when_it_reaches_the_size_not_at_its_first_search() -> None:
+    """Made at a first search instead, the copy of a 20,000-row mirror caught up after a restart held the event
+    loop for ~0.2 s in that search (bench/cold_mirror.py)."""
+    rng = np.random.default_rng(9)
+    rows = unit(rng.standard_normal((HALF_MIN_ROWS + 5, DIM)))
+    fast = ScopeMatrix(DIM, 50_000)
+    for i, row in enumerate(rows[: HALF_MIN_ROWS - 1]):
+        fast.add(f"k{i}", row, b"g", 1e9)
+    assert fast._half is None
+    fast.add(f"k{HALF_MIN_ROWS - 1}", rows[HALF_MIN_ROWS - 1], b"g", 1e9)
+    assert fast._half is not None and len(fast._half) == HALF_MIN_ROWS  # every row so far, before any search
+    for i in range(HALF_MIN_ROWS, len(rows)):
+        fast.add(f"k{i}", rows[i], b"g", 1e9)
+    assert len(fast._half) == HALF_MIN_ROWS + 5
+    exact = ScopeMatrix(DIM, 50_000, half_scan=False)
+    for i, row in enumerate(rows):
+        exact.add(f"k{i}", row, b"g", 1e9)
+    assert same(fast, exact, rows[-8:]) == 8
+
+
+def test_faiss_is_imported_when_an_index_is_built_not_by_a_first_lookup() -> None:
+    """Imported by the first lookup's new scope, faiss (~80 ms) held every request in flight that long."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom gateway.cache.semantic.index import MemoryVectorIndex\n"
+            "assert 'faiss' not in sys.modules\nMemoryVectorIndex(256)\nprint('faiss' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

@@ -146,6 +146,8 @@ class IndexBuilds:
     (owned by `MemoryVectorIndex` and `RedisVectorIndex`; `close` cancels what is pending)."""
 
     def __init__(self, build: Callable[[np.ndarray], IvfIndex] = IvfIndex.build) -> None:
+        available()  # faiss is imported now, as the gateway is built (~80 ms), not in the event loop by the first
+        # lookup that makes a scope (its `ScopeMatrix` asks), which held every request in flight that long
         self._build = build
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()

@@ -5,8 +5,9 @@ matrix-vector product, ~0.25 ms at 10,000 x 256). A larger scope gets an approxi
 (`gateway.cache.semantic.ann`: faiss's IVF, built in a worker thread, rebuilt each time the scope doubles) that
 proposes rows, which are re-scored exactly here (~0.1 ms at 100,000, where the exact scan takes ~5 ms); until
 its first build is installed, or without faiss, the scope is scanned exactly. An exact scan of a scope of `HALF_MIN_ROWS` rows
-or more goes through an fp16 copy first (`gateway.cache.semantic.half`), whose proposals are re-scored exactly and
-used only when provably the float32 scan's result. A search told the query's guard classes scans only the rows
+or more goes through an fp16 copy first (`gateway.cache.semantic.half`; made when the scope reaches that size and
+kept up to date by every add), whose proposals are re-scored exactly and used only when provably the float32 scan's
+result. A search told the query's guard classes scans only the rows
 with those classes when they are few (`CLASS_SCAN_MAX_ROWS`, at most 1/`CLASS_SCAN_SHARE` of the scope): a row
 with other classes can never pass the lexical guard, and real prompts spread over many classes (the largest held
 6.1 % of the 10,588 routing-dev prompts and 8.2 % of the 1,250 arena-hard prompts). Scopes are bounded
@@ -82,6 +83,15 @@ def _dot_rows_einsum(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
 
 _dot_rows = getattr(np, "vecdot", _dot_rows_einsum)
 """Each row of a float32 matrix dotted with a vector, in the calling thread (a constant, chosen at import)."""
+
+
+def _grown(array: np.ndarray, rows: int) -> np.ndarray:
+    """`array` with room for `rows` rows: its rows copied, the rest left unwritten (nothing reads past a scope's
+    rows). `np.resize` filled the new rows with copies of the old ones: growing a 16,384-row matrix wrote 32 MB and
+    held the event loop for ~40 ms (bench/cold_mirror.py)."""
+    out = np.empty((rows, *array.shape[1:]), dtype=array.dtype)
+    out[: len(array)] = array
+    return out
 
 
 SMALL_K = 16
@@ -196,9 +206,9 @@ class ScopeMatrix:
                 new = True
                 if row == self._vectors.shape[0]:
                     grown = min(self.max_rows, row * 2)
-                    self._vectors = np.resize(self._vectors, (grown, self.dim))
-                    self._expires = np.resize(self._expires, grown)
-                    self._class_ids = np.resize(self._class_ids, grown)
+                    self._vectors = _grown(self._vectors, grown)
+                    self._expires = _grown(self._expires, grown)
+                    self._class_ids = _grown(self._class_ids, grown)
                 self._keys.append(entry_key)
                 self._guards.append(guard)
             else:  # full: overwrite the oldest row
@@ -220,6 +230,8 @@ class ScopeMatrix:
             self._ann.upsert(row, self._vectors[row], new=new)
         if self._half is not None:
             self._half.set(row, self._vectors[row])
+        elif new and row + 1 == HALF_MIN_ROWS and self.half_scan and self._ann is None:
+            self._start_half()
         if self._changed is not None:
             self._changed.add(row)
 
@@ -348,15 +360,19 @@ class ScopeMatrix:
         top = top[np.isfinite(scores[top])]
         return [Candidate(self._keys[i], float(scores[i]), self._guards[i]) for i in top], self._until(top)
 
+    def _start_half(self) -> HalfScan:
+        """The fp16 copy of every row so far, in one call (~3 ms at 1,024 rows), kept up to date by `add` from now
+        on. Made when the scope reaches `HALF_MIN_ROWS` rows, not at its first search: built then, the copy of a
+        20,000-row mirror just caught up (a restart) held the event loop for ~0.2 s in that search."""
+        half = self._half = HalfScan(self.dim)
+        half.extend(self._vectors[: len(self._keys)])
+        return half
+
     def _search_half(self, vector: np.ndarray, k: int, now: float) -> tuple[list[Candidate], float] | None:
         """The exact scan's result through the fp16 scan's proposals, or None where that is not proven (then the
         caller scans exactly): the k best live proposals by exact score (ties: the lower row first, as argmax)
         are the exact scan's when the k-th scores above every unproposed row's fp16 score plus the fp16 error."""
-        half = self._half
-        if half is None:
-            half = self._half = HalfScan(self.dim)
-            for row in range(len(self._keys)):
-                half.set(row, self._vectors[row])
+        half = self._half or self._start_half()
         if not half.usable:
             return None
         rows, floor = half.propose(vector, k + HALF_EXTRA)
