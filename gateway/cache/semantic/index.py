@@ -372,7 +372,7 @@ class ScopeMatrix:
         """The exact scan's result through the fp16 scan's proposals, or None where that is not proven (then the
         caller scans exactly): the k best live proposals by exact score (ties: the lower row first, as argmax)
         are the exact scan's when the k-th scores above every unproposed row's fp16 score plus the fp16 error."""
-        half = self._half or self._start_half()
+        half = self._half if self._half is not None else self._start_half()  # not `or`: it has a __len__
         if not half.usable:
             return None
         rows, floor = half.propose(vector, k + HALF_EXTRA)
