@@ -230,7 +230,7 @@ class ScopeMatrix:
             self._ann.upsert(row, self._vectors[row], new=new)
         if self._half is not None:
             self._half.set(row, self._vectors[row])
-        elif new and row + 1 == HALF_MIN_ROWS and self.half_scan and self._ann is None:
+        elif new and row + 1 == HALF_MIN_ROWS and self.half_scan:  # (off once an approximate index is installed)
             self._start_half()
         if self._changed is not None:
             self._changed.add(row)
@@ -360,20 +360,19 @@ class ScopeMatrix:
         top = top[np.isfinite(scores[top])]
         return [Candidate(self._keys[i], float(scores[i]), self._guards[i]) for i in top], self._until(top)
 
-    def _start_half(self) -> HalfScan:
+    def _start_half(self) -> None:
         """The fp16 copy of every row so far, in one call (~3 ms at 1,024 rows), kept up to date by `add` from now
         on. Made when the scope reaches `HALF_MIN_ROWS` rows, not at its first search: built then, the copy of a
         20,000-row mirror just caught up (a restart) held the event loop for ~0.2 s in that search."""
-        half = self._half = HalfScan(self.dim)
-        half.extend(self._vectors[: len(self._keys)])
-        return half
+        self._half = HalfScan(self.dim)
+        self._half.extend(self._vectors[: len(self._keys)])
 
     def _search_half(self, vector: np.ndarray, k: int, now: float) -> tuple[list[Candidate], float] | None:
         """The exact scan's result through the fp16 scan's proposals, or None where that is not proven (then the
         caller scans exactly): the k best live proposals by exact score (ties: the lower row first, as argmax)
         are the exact scan's when the k-th scores above every unproposed row's fp16 score plus the fp16 error."""
-        half = self._half if self._half is not None else self._start_half()  # not `or`: it has a __len__
-        if not half.usable:
+        half = self._half  # made by `add` at `HALF_MIN_ROWS` rows, so there for every scope this large
+        if half is None or not half.usable:
             return None
         rows, floor = half.propose(vector, k + HALF_EXTRA)
         live = rows[self._expires[rows] > now]
