@@ -32,6 +32,9 @@ SCOPE = "t-bench:sem:cold"
 DIM = 256
 
 
+FIELDS = ("catch_up_gap", "first_search", "longest_gap", "later_search", "built_gap", "built_s")
+
+
 class Ticker:
     """The event loop's longest gap between 1 ms ticks while it runs."""
 
@@ -57,7 +60,7 @@ class Ticker:
             self._task.cancel()
 
 
-async def _measure(url: str, rows: int) -> dict[str, float]:
+async def _measure(url: str, rows: int, ann_min_rows: int) -> dict[str, float]:
     import numpy as np
     import redis.asyncio as aioredis
 
@@ -72,7 +75,7 @@ async def _measure(url: str, rows: int) -> dict[str, float]:
 
     def index() -> RedisVectorIndex:
         return RedisVectorIndex(url, DIM, prefix=PREFIX, max_rows_per_scope=rows + 16, max_mirrored_vectors=rows + 16,
-                                sync_interval_seconds=0.1, ann_min_rows=0, timeout_seconds=2.0)
+                                sync_interval_seconds=0.1, ann_min_rows=ann_min_rows, timeout_seconds=2.0)
 
     writer = index()
     await writer.start()
@@ -86,6 +89,7 @@ async def _measure(url: str, rows: int) -> dict[str, float]:
     ticker.restart()
     await asyncio.sleep(0.01)
     ticker.restart()
+    caught_up_from = time.perf_counter()
     await replica.class_rows(SCOPE, ())
     catch_up_gap = ticker.longest
     started = time.perf_counter()
@@ -95,16 +99,19 @@ async def _measure(url: str, rows: int) -> dict[str, float]:
     overall = max(catch_up_gap, ticker.longest)
     later = []
     for i in range(50):
+        await asyncio.sleep(0)  # a search of a caught-up mirror need not yield: the ticker's gaps are one search's
         started = time.perf_counter()
         await replica.search(SCOPE, vectors[(i * 97) % rows], 4)
         later.append(time.perf_counter() - started)
+    await replica.builds.wait()  # the approximate index's builds (with --ann-min-rows), installed on the loop
+    built = {"built_gap": max(overall, ticker.longest) * 1000, "built_s": time.perf_counter() - caught_up_from}
     ticker.stop()
     await replica.close()
     async for key in client.scan_iter(f"{PREFIX}:*"):
         await client.delete(key)
     await client.aclose()
     return {"catch_up_gap": catch_up_gap * 1000, "first_search": first * 1000, "longest_gap": overall * 1000,
-            "later_search": statistics.median(later) * 1000}
+            "later_search": statistics.median(later) * 1000, **built}
 
 
 def main() -> int:
@@ -112,12 +119,15 @@ def main() -> int:
     ap.add_argument("--baseline-tree", type=Path)
     ap.add_argument("--rows", type=int, nargs="+", default=[1024, 20_000])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ann-min-rows", type=int, default=0,
+                    help="give scopes this large the approximate index (0: exact scans only, as before); then also "
+                         "the longest gap until its builds are installed (built_gap) and how long that took (built_s)")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/13")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
         sys.path.insert(0, str(args.child))
-        print(json.dumps({rows: asyncio.run(_measure(args.redis_url, rows)) for rows in args.rows}))
+        print(json.dumps({rows: asyncio.run(_measure(args.redis_url, rows, args.ann_min_rows)) for rows in args.rows}))
         return 0
     if args.baseline_tree is None:
         ap.error("--baseline-tree is required")
@@ -127,7 +137,7 @@ def main() -> int:
     for round_no in range(args.rounds):
         for name, tree in (trees.items() if round_no % 2 == 0 else reversed(trees.items())):
             argv = [sys.executable, str(HERE / "cold_mirror.py"), "--child", str(tree), "--redis-url", args.redis_url,
-                    "--rows", *map(str, args.rows)]
+                    "--rows", *map(str, args.rows), "--ann-min-rows", str(args.ann_min_rows)]
             out = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=tree,
                                  env={**os.environ, "PYTHONPATH": str(tree)}).stdout
             got[name].append(json.loads(out))
@@ -137,7 +147,7 @@ def main() -> int:
         for name in trees:
             runs = [run[str(rows)] for run in got[name]]
             cells = "  ".join(f"{field} {statistics.median(r[field] for r in runs):8.2f}"
-                              for field in ("catch_up_gap", "first_search", "longest_gap", "later_search"))
+                              for field in FIELDS[: 6 if args.ann_min_rows else 4])
             print(f"  {rows:>7,} rows  {name:<8}  {cells}")
     print(f"load after: {os.getloadavg()[0]:.2f}")
     return 0

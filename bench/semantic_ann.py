@@ -49,6 +49,8 @@ def prompts(path: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--random", type=int, default=0, help="random unit vectors added to the fillers")
+    parser.add_argument("--probe-all", action="store_true",
+                        help="probe every list: what is lost then is the lists' codes' doing, not the probes'")
     args = parser.parse_args(argv)
     embedder = WordLlamaEmbedder()
     threshold = shipped_threshold(embedder.name)
@@ -71,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     index = IvfIndex.build(approximate.start_build())
     built = time.perf_counter() - started
     approximate.install(index)
+    if args.probe_all:
+        index._ivf.nprobe = index.nlist
     print(f"{len(vectors):,} rows ({len(fillers):,} fillers, {args.random:,} of them random), built in {built:.2f} s: "
-          f"{index.nlist} lists, nprobe {index.nprobe}")
-    above = agree = 0
+          f"{index.nlist} lists, nprobe {index._ivf.nprobe}")
+    above = agree = same = 0
     exact_ms, approx_ms = [], []
     for query in embedder.embed([p["b"] for p in paraphrases]):
         started = time.perf_counter()
@@ -85,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         if best:
             above += 1
             agree += bool(found) and found[0].entry_key == best[0].entry_key
+            same += [c.entry_key for c in found] == [c.entry_key for c in best]
     print(f"{len(paraphrases)} queries, {above} with an exact candidate above {threshold}: the index proposes the same "
-          f"best for {agree} ({agree / max(1, above):.1%})")
+          f"best for {agree} ({agree / max(1, above):.1%}), the same candidates above it (of 4) for {same} "
+          f"({same / max(1, above):.1%})")
     print(f"search ms, exact:       {quantile_line(exact_ms, digits=3)}")
     print(f"search ms, approximate: {quantile_line(approx_ms, digits=3)}")
     return 0
