@@ -4,6 +4,7 @@ never returned, rows written during a build are found once it is installed, repl
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import redis.asyncio as aioredis
 
 from gateway.cache.memory import MemoryStore
 from gateway.cache.semantic import ann
-from gateway.cache.semantic.ann import IndexBuilds, IvfIndex, lists_for
+from gateway.cache.semantic.ann import IndexBuilds, IvfIndex, lists_for, pq_codes
 from gateway.cache.semantic.cache import SemanticCache, SemanticHit, SemanticSettings
 from gateway.cache.semantic.calibrate import DEFAULT_PAIRS, load_pairs, shipped_threshold
 from gateway.cache.semantic.guard import LexicalGuard, encode_signature
@@ -214,9 +215,19 @@ async def test_an_index_the_scope_outgrew_during_its_build_is_replaced_by_a_buil
     await builds.close()
 
 
-async def test_with_every_list_probed_the_index_gives_the_exact_scans_rows_and_similarities() -> None:
-    """The index only proposes rows: probing every list, a search returns exactly the full scan's rows (ties: the
-    lower row first), with its similarities, and no expired row."""
+def near(vector: np.ndarray, cosine: float, seed: int) -> np.ndarray:
+    """A unit vector at `cosine` from unit `vector` (a paraphrase's distance, for a random row)."""
+    noise = unit_rows(1, seed=seed)[0]
+    noise -= noise.dot(vector) * vector
+    noise /= np.linalg.norm(noise)
+    return (cosine * vector + math.sqrt(1 - cosine**2) * noise).astype(np.float32)
+
+
+async def test_with_every_list_probed_the_index_gives_the_exact_scans_rows_near_the_query() -> None:
+    """The index only proposes rows: probing every list, a search returns the full scan's rows that are near the
+    query (similarity 0.5 and up: a cache candidate; ties: the lower row first) with its similarities, and no
+    expired row. Farther rows are ordered by the codes' approximate scores, so which ones are proposed may differ,
+    but whatever is returned carries its exact similarity."""
     vectors = unit_rows(ROWS)
     vectors[1500] = vectors[40]  # ties: the same vector in two rows
     vectors[1800] = vectors[40]
@@ -231,13 +242,21 @@ async def test_with_every_list_probed_the_index_gives_the_exact_scans_rows_and_s
     await builds.wait()
     assert matrix.approximate and not exact.approximate
     matrix._ann._ivf.nprobe = matrix._ann.nlist  # every list
-    queries = [vectors[40], vectors[10], vectors[3], *unit_rows(5, seed=11)]
+    queries = [vectors[40], vectors[10], vectors[3]]
+    queries += [near(vectors[row], cosine, seed=row) for row in (5, 99, 1001, 1998) for cosine in (0.6, 0.8, 0.95)]
     for query in queries:
-        assert matrix.search(query, 4, NOW) == exact.search(query, 4, NOW)
+        found, truth = matrix.search(query, 4, NOW), exact.search(query, 4, NOW)
+        assert [c for c in found if c.similarity >= 0.5] == [c for c in truth if c.similarity >= 0.5]
+    for query in unit_rows(5, seed=11):  # far from every row: any 4 rows, each with its exact similarity
+        found = matrix.search(query, 4, NOW)
+        assert len(found) == 4
+        for c in matrix.search(query, 4, NOW):
+            assert c.similarity == pytest.approx(float(vectors[int(c.entry_key[1:])].dot(query)), abs=1e-6)
     assert [c.entry_key for c in exact.search(vectors[40], 3, NOW)] == ["k40", "k1500", "k1800"]
+    assert [c.entry_key for c in matrix.search(vectors[40], 3, NOW)] == ["k40", "k1500", "k1800"]
+    assert [c.entry_key for c in matrix.search(near(vectors[5], 0.8, seed=5), 1, NOW)] == ["k5"]
     assert all(c.entry_key != "k3" for c in matrix.search(vectors[3], 4, NOW))  # expired
     await builds.close()
-
 
 
 def _recall_scope(embedder: WordLlamaEmbedder, stored: list[str], seed: int) -> ScopeMatrix:
@@ -317,4 +336,91 @@ async def test_a_row_that_served_a_hit_is_rescored_by_every_search_whatever_the_
     full.served("k0")
     full.add("k4", unit_rows(1, seed=3)[0], b"g", NOW + 60)  # the oldest slot (k0's) goes to k4
     assert full._served == {} and row in matrix._served
+    await builds.close()
+
+
+def test_each_sub_quantizer_codes_at_most_four_dimensions() -> None:
+    assert [pq_codes(dim) for dim in (256, 384, 1024, 100, 10, 6, 257)] == [64, 96, 256, 25, 5, 2, 257]
+
+
+async def test_rows_written_again_leave_stale_codes_until_the_worn_index_is_rebuilt() -> None:
+    """A row written again gets a new code; its old one stays (faiss's fast-scan lists cannot drop one code
+    cheaply) and only proposes the row, which is re-scored from its current vector and returned once. When stale
+    codes reach half the rows (a full scope replacing its oldest rows), a rebuild is due."""
+    matrix = filled(ROWS)
+    builds = IndexBuilds()
+    builds.after_add(matrix)
+    await builds.wait()
+    vectors = unit_rows(ROWS)
+    for _ in range(3):  # the same key stored again: 3 stale codes, all for row 5
+        matrix.add("k5", vectors[5], b"again", NOW + 60 + _)
+    found = matrix.search(vectors[5], 4, NOW)
+    assert (found[0].entry_key, found[0].guard) == ("k5", b"again") and found[0].similarity == pytest.approx(1.0)
+    assert [c.entry_key for c in found].count("k5") == 1 and len(found) == 4
+    fresh = unit_rows(ROWS, seed=31)
+    for i in range(ROWS // 2 - 4):  # full: rows 0.. are overwritten, one stale code each
+        matrix.add(f"new{i}", fresh[i], b"", NOW + 60)
+        builds.after_add(matrix)
+    assert not matrix.build_due() and matrix._ann.stale == ROWS // 2 - 1  # type: ignore[union-attr]
+    matrix.add(f"new{ROWS // 2 - 4}", fresh[ROWS // 2 - 4], b"", NOW + 60)
+    assert matrix.build_due()
+    old_index = matrix._ann
+    builds.after_add(matrix)
+    await builds.wait()
+    assert matrix._ann is not old_index and matrix._ann.stale == 0  # type: ignore[union-attr]
+    assert [c.entry_key for c in matrix.search(fresh[7], 1, NOW)] == ["new7"]
+    assert "k0" not in [c.entry_key for c in matrix.search(vectors[0], 4, NOW)]  # its row is new0's now
+    assert [c.entry_key for c in matrix.search(vectors[1500], 1, NOW)] == ["k1500"]
+    await builds.close()
+
+
+async def test_expired_rows_past_the_built_rows_are_hidden_and_come_back_when_written_again() -> None:
+    """An expired row a search proposed is hidden from later searches by a bitmap (grown with the rows added
+    after the build) until the row is written again."""
+    vectors = unit_rows(3000)
+    matrix = ScopeMatrix(DIM, 5000, ann_min_rows=512)
+    for i in range(600):
+        matrix.add(f"k{i}", vectors[i], b"", NOW + (10 if i == 3 else 60))
+    builds = IndexBuilds()
+    builds.after_add(matrix)
+    await builds.wait()
+    assert "k3" not in [c.entry_key for c in matrix.search(vectors[3], 4, NOW + 20)]  # hidden from now on
+    for i in range(600, 3000):  # added to the index one by one (no build is started here)
+        matrix.add(f"k{i}", vectors[i], b"", NOW + (10 if i == 2500 else 60))
+    assert len(matrix._ann) == 3000  # type: ignore[arg-type]
+    for _ in range(2):
+        assert "k2500" not in [c.entry_key for c in matrix.search(vectors[2500], 4, NOW + 20)]
+        assert "k3" not in [c.entry_key for c in matrix.search(vectors[3], 4, NOW + 20)]
+    assert [c.entry_key for c in matrix.search(vectors[2600], 1, NOW + 20)] == ["k2600"]
+    matrix.add("k2500", vectors[2500], b"", NOW + 100)
+    matrix.add("k3", vectors[3], b"", NOW + 100)
+    assert [c.entry_key for c in matrix.search(vectors[2500], 1, NOW + 20)] == ["k2500"]
+    assert [c.entry_key for c in matrix.search(vectors[3], 1, NOW + 20)] == ["k3"]
+    await builds.close()
+
+
+async def test_many_rows_written_during_a_build_go_into_the_index_from_the_worker_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More than `INSTALL_ROWS` rows written while a build ran are given to the new index in the build's worker
+    thread (`CATCH_UP_ROWS` at a time, 500 here) before it is installed: every one is found, replaced rows by their
+    new vector (their old codes stale), and nothing stays noted."""
+    monkeypatch.setattr(ann, "CATCH_UP_ROWS", 500)
+    matrix = ScopeMatrix(DIM, 3 * ROWS, ann_min_rows=512)
+    for i, vector in enumerate(unit_rows(ROWS)):
+        matrix.add(f"k{i}", vector, b"g%d" % i, NOW + 60)
+    builds = IndexBuilds()
+    builds.after_add(matrix)  # built on 2,000 rows
+    fresh = unit_rows(ROWS + 3, seed=5)
+    for i in range(ROWS - 1):  # 1,999 new rows: not outgrown
+        matrix.add(f"new{i}", fresh[i], b"n", NOW + 60)
+    for j, row in enumerate((4, 900, 1999)):  # and three rows written again
+        matrix.add(f"k{row}", fresh[ROWS + j], b"moved", NOW + 60)
+    await builds.wait()
+    assert matrix.approximate and len(matrix._ann) == 2 * ROWS - 1 and matrix._changed is None  # type: ignore[arg-type]
+    assert matrix._ann.stale == 3  # type: ignore[union-attr]
+    for i in range(0, ROWS - 1, 97):
+        assert [c.entry_key for c in matrix.search(fresh[i], 1, NOW)] == [f"new{i}"]
+    for j, row in enumerate((4, 900, 1999)):
+        assert [(c.entry_key, c.guard) for c in matrix.search(fresh[ROWS + j], 1, NOW)] == [(f"k{row}", b"moved")]
     await builds.close()

@@ -2,21 +2,28 @@
 
 An exact scan reads every vector of the scope (100,000 x 256 float32 = 100 MB per lookup, ~5 ms on this
 machine's cores); the IVF reads the centroids and the `nprobe` nearest lists only (~1/8 of the rows). Its lists
-hold the rows in float16 (faiss's scalar quantizer QT_fp16, not by residual): half the bytes a probe reads, which
-is what a lookup waits for (out of cache: ~0.55 ms instead of ~0.85-0.95 ms per 100,000-row search, and the same
-rows proposed but for fp16 near-ties, ~2^-10 relative). It only proposes rows: `ScopeMatrix` re-scores them in float32 against its
-own matrix and checks their expiry, so the threshold and the guard see exact similarities; what approximation
-costs is recall (a stored paraphrase in a list that was not probed is a miss), never a wrong hit. Measured on
-100,000 random unit vectors (an IVF's worst case: no clusters) with bench/paraphrases.py's stored prompt among
-them: 39 probes of 316 lists lost 0, 1 and 4 of its 2,400 paraphrases over three seeds, and up to 49 (2 %) for two
-seeds with other stored texts (tests/test_semantic_ann.py; rows that served a hit are re-scored by every search), 16 probes 25-33
-(tests/test_semantic_ann.py keeps the recall on the pair set).
+hold each row as a 4-bit product code (faiss's `IndexIVFPQFastScan`, not by residual: one 4-bit code per 4
+dimensions, 32 bytes a 256-d row against 512 in float16), scored in SIMD registers from a per-query table: a
+100,000-row search takes ~0.2 ms instead of ~0.45 ms with float16 lists (bench/semantic_ann.py, same run). It only
+proposes rows: `ScopeMatrix` re-scores them in float32 against its own matrix and checks their expiry, so the
+threshold and the guard see exact similarities; what approximation costs is recall, never a wrong hit: a stored
+paraphrase in a list that was not probed, or (the codes' part) one whose approximate score ranks it below `k` +
+`ANN_EXTRA` farther rows. The codes' part, probing every list (bench/semantic_ann.py --probe-all, 430 pair-set
+paraphrases among ~12,000 real prompts, and with 88,000 random rows): none lost, the same candidates above the
+threshold as the exact scan for 430 of 430, as with float16 lists. The probes' part, on 100,000 random unit
+vectors (an IVF's worst case: no clusters) with bench/paraphrases.py's stored prompt among them: 39 probes of 316
+lists lost 0-1 of 2,400 paraphrases (tests/test_semantic_ann.py keeps it; rows that served a hit are re-scored by
+every search).
+
+The fast-scan lists cannot drop one code cheaply (faiss scans every list: ~0.3 ms at 100,000 rows), so a row
+written again keeps its old code (stale: it only proposes the row) and an expired row is hidden by a bitmap the
+search passes to faiss; a scope whose stale codes reach half its rows is rebuilt (`IvfIndex.worn`).
 
 `faiss-cpu` (MIT, Meta) is imported lazily; without it (`available()` is False) every scope is scanned exactly.
-Building (k-means on a sample, then adding every row) runs in a worker thread (faiss releases the GIL), once a
-scope reaches `ScopeMatrix.ann_min_rows` rows and again each time it doubles; `IndexBuilds` schedules that for the
-index that owns the matrices. faiss runs single-threaded here (OpenMP threads spinning on shared cores slowed the
-event loop down).
+Building (k-means on a sample, then adding every row: ~1.5-3 s at 100,000) runs in a worker thread (faiss releases
+the GIL), once a scope reaches `ScopeMatrix.ann_min_rows` rows, again each time it doubles and when it is worn;
+`IndexBuilds` schedules that for the index that owns the matrices. faiss runs single-threaded here (OpenMP threads
+spinning on shared cores slowed the event loop down).
 """
 
 from __future__ import annotations
@@ -41,6 +48,13 @@ MIN_LISTS, MAX_LISTS = 16, 1024
 TRAIN_POINTS_PER_LIST = 64
 """k-means sees at most this many sampled rows per list (faiss wants at least 39)."""
 MIN_PROBES = 16
+DIMS_PER_CODE = 4
+BY_RESIDUAL = False
+CATCH_UP_ROWS = 4096
+"""Rows written during a build are given to the new index in the worker thread this many at a time (their copy,
+taken on the event loop, ~4 MB at 256-d) until few are left for `ScopeMatrix.install`."""
+STALE_SHARE = 2
+"""A scope's index is rebuilt once its stale codes (rows written again) reach 1/2 of its rows."""
 PROBE_SHARE = 8
 """`nprobe` = max(MIN_PROBES, lists / PROBE_SHARE): ~1/8 of the rows are read. Fewer (1/16) lost the bench's
 paraphrase among 10,000 random vectors (no structure: an IVF's worst case) in one build out of two."""
@@ -59,51 +73,70 @@ def available() -> bool:
     return _faiss() is not None
 
 
+def pq_codes(dim: int) -> int:
+    """Sub-quantizers of a row's product code (each codes an equal share of the dimensions in 4 bits): the fewest
+    that give each at most `DIMS_PER_CODE` dimensions (64 at 256-d: 32 bytes a row; 257, a prime: 257)."""
+    return next(m for m in range(-(-dim // DIMS_PER_CODE), dim + 1) if dim % m == 0)
+
+
 def lists_for(rows: int) -> int:
     """Inverted lists for a scope of `rows` rows: ~sqrt(rows), within 16..1024."""
     return max(MIN_LISTS, min(MAX_LISTS, int(math.sqrt(rows))))
 
 
 class IvfIndex:
-    """faiss `IndexIVFScalarQuantizer` (float16 lists, inner product) whose ids are the matrix's row numbers."""
+    """faiss `IndexIVFPQFastScan` (4-bit product-quantized lists, inner product) whose ids are the matrix's row
+    numbers. Its lists cannot drop one code cheaply (a removal scans every list: ~0.3 ms at 100,000 rows), so a
+    replaced row's old code stays (`stale`: it proposes the row, which is re-scored from its current vector) and a
+    row that has expired is hidden from searches by a bitmap (`remove`) until it is written again."""
 
-    __slots__ = ("_ivf", "nlist", "nprobe", "_one")
+    __slots__ = ("_ivf", "nlist", "nprobe", "_one", "_rows", "stale", "_dead", "_dead_rows", "_selector", "_params")
 
-    def __init__(self, ivf: Any, nlist: int, nprobe: int) -> None:
+    def __init__(self, ivf: Any, nlist: int, nprobe: int, rows: int) -> None:
         self._ivf = ivf
         self.nlist = nlist
         self.nprobe = nprobe
         self._one = np.zeros(1, dtype=np.int64)
+        self._rows = rows
+        self.stale = 0
+        """Codes of rows that were written again since (the row's current code is in the index too)."""
+        self._dead = np.zeros((rows + 7) // 8 + 1, dtype=np.uint8)
+        """One bit a row (faiss's `IDSelectorBitmap` order): set while the row is hidden (`remove`)."""
+        self._dead_rows = 0
+        self._selector: Any = None
+        self._params: Any = None
 
     def __len__(self) -> int:
-        return int(self._ivf.ntotal)
+        """Rows 0..len-1 have a code in the index."""
+        return self._rows
 
     @classmethod
     def build(cls, vectors: np.ndarray, *, seed: int = 1) -> IvfIndex:
         """Train on a sample of `vectors` (rows 0..n-1, float32, C order) and add them all (ids = row numbers).
-        Slow (k-means: ~0.1-1 s): call it in a worker thread."""
+        Slow (k-means: ~1-3 s at 100,000 rows): call it in a worker thread."""
         faiss = _faiss()
         if faiss is None:
             raise RuntimeError("faiss is not installed")
         faiss.omp_set_num_threads(1)
         n, dim = vectors.shape
         nlist = lists_for(n)
-        ivf = faiss.IndexIVFScalarQuantizer(
-            faiss.IndexFlatIP(dim), dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT, False
-        )  # lists in float16, not by residual (see the module docstring)
+        ivf = faiss.IndexIVFPQFastScan(
+            faiss.IndexFlatIP(dim), dim, nlist, pq_codes(dim), 4, faiss.METRIC_INNER_PRODUCT
+        )
+        ivf.by_residual = BY_RESIDUAL
         ivf.cp.seed = seed
         ivf.cp.niter = 10
         ivf.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
+        ivf.pq.cp.niter = 10  # faiss's 25 took 0.6 s more at 100,000 rows for the same score error (0.054 mean)
         sample = vectors
         if n > TRAIN_POINTS_PER_LIST * nlist:
             picked = np.random.default_rng(seed).choice(n, TRAIN_POINTS_PER_LIST * nlist, replace=False)
             sample = vectors[np.sort(picked)]
         ivf.train(np.ascontiguousarray(sample, dtype=np.float32))
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove by id in O(1)
         ivf.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.arange(n, dtype=np.int64))
         nprobe = min(nlist, max(MIN_PROBES, nlist // PROBE_SHARE))
         ivf.nprobe = nprobe
-        return cls(ivf, nlist, nprobe)
+        return cls(ivf, nlist, nprobe, n)
 
     def adopt(self) -> None:
         """Called in the thread that will use the index (the event loop's): faiss's OpenMP thread count is a
@@ -113,32 +146,79 @@ class IvfIndex:
         if faiss is not None:
             faiss.omp_set_num_threads(1)
 
+    def _revive(self, rows: np.ndarray) -> None:
+        """Rows written again: shown to searches again (their old codes too, which only propose them)."""
+        if not self._dead_rows:
+            return
+        for row in rows.tolist():
+            byte, bit = row >> 3, 1 << (row & 7)
+            if self._dead[byte] & bit:
+                self._dead[byte] &= ~bit & 0xFF
+                self._dead_rows -= 1
+
+    def _grow(self, rows: int) -> None:
+        self._rows = max(self._rows, rows)
+        if self._rows >= 8 * len(self._dead) - 8:
+            grown = np.zeros(2 * len(self._dead) + (self._rows + 7) // 8, dtype=np.uint8)
+            grown[: len(self._dead)] = self._dead
+            self._dead = grown
+            self._selector = self._params = None  # they point at the old bitmap
+
     def upsert(self, row: int, vector: np.ndarray, *, new: bool = False) -> None:
-        """Row `row` now holds `vector` (replacing what the index had for it, unless it is a `new` row)."""
+        """Row `row` now holds `vector` (an old code of it, unless it is a `new` row, stays: `stale`)."""
         self._one[0] = row
-        if not new:
-            self._ivf.remove_ids(self._one)
         self._ivf.add_with_ids(np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1), self._one)
+        if new or row >= self._rows:
+            self._grow(row + 1)
+        else:
+            self.stale += 1
+            self._revive(self._one)
 
     def upsert_rows(self, rows: np.ndarray, vectors: np.ndarray, built: int) -> None:
         """`upsert` of many rows at once (`rows` ascending int64, `vectors` theirs): rows below `built` were in
         the index and are replaced, the others are new."""
         if not len(rows):
             return
-        replaced = rows[rows < built]
-        if len(replaced):
-            self._ivf.remove_ids(np.ascontiguousarray(replaced))
         self._ivf.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(rows))
+        replaced = rows[rows < built]
+        self.stale += len(replaced)
+        self._grow(int(rows[-1]) + 1)
+        self._revive(replaced)
 
     def remove(self, row: int) -> None:
-        self._one[0] = row
-        self._ivf.remove_ids(self._one)
+        """Hide `row` from searches (it expired) until it is written again."""
+        byte, bit = row >> 3, 1 << (row & 7)
+        if not self._dead[byte] & bit:
+            self._dead[byte] |= bit
+            self._dead_rows += 1
+
+    def worn(self) -> bool:
+        """Whether stale codes are `1/STALE_SHARE` of the rows: a rebuild is due (`ScopeMatrix.build_due`)."""
+        return self.stale * STALE_SHARE >= self._rows
+
+    def _search_params(self) -> Any:
+        faiss = _faiss()
+        assert faiss is not None
+        if self._params is None:
+            bitmap = faiss.IDSelectorBitmap(8 * len(self._dead), faiss.swig_ptr(self._dead))
+            self._selector = (bitmap, faiss.IDSelectorNot(bitmap))  # both kept: faiss holds raw pointers
+            self._params = faiss.SearchParametersIVF(sel=self._selector[1])
+        self._params.nprobe = int(self._ivf.nprobe)
+        return self._params
 
     def search(self, vector: np.ndarray, k: int) -> np.ndarray:
         """Row numbers of up to `k` rows near `vector` (approximately the nearest), best first."""
-        _, rows = self._ivf.search(np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1), k)
+        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+        if self._dead_rows:
+            _, rows = self._ivf.search(query, k, params=self._search_params())
+        else:
+            _, rows = self._ivf.search(query, k)
         found = rows[0]
-        return found[found >= 0]
+        found = found[found >= 0]
+        if self.stale:
+            _, first = np.unique(found, return_index=True)
+            found = found[np.sort(first)]
+        return found
 
 
 class IndexBuilds:
@@ -162,10 +242,11 @@ class IndexBuilds:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, matrix: ScopeMatrix, rows: np.ndarray) -> None:
+        loop = asyncio.get_running_loop()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slmgw-ann")
         try:
-            index = await asyncio.get_running_loop().run_in_executor(self._executor, self._build, rows)
+            index = await loop.run_in_executor(self._executor, self._build, rows)
         except asyncio.CancelledError:
             matrix.abandon_build()
             raise
@@ -173,7 +254,14 @@ class IndexBuilds:
             log.exception("building the approximate index of a semantic scope failed (%d rows)", len(rows))
             matrix.abandon_build()
             return
-        matrix.install(index)
+        if not matrix.outgrown(index):
+            try:
+                while (taken := matrix.take_changed(CATCH_UP_ROWS)) is not None:  # rows written meanwhile
+                    await loop.run_in_executor(self._executor, index.upsert_rows, *taken, len(index))
+            except asyncio.CancelledError:
+                matrix.abandon_build()
+                raise
+            matrix.install(index)
         self.after_add(matrix)  # outgrown while it was built: the next build starts now
 
     async def wait(self) -> None:

@@ -2,8 +2,8 @@
 
 A lookup in a scope below `ann_min_rows` rows (32,768) is an exact scan of its matrix (one float32
 matrix-vector product, ~0.25 ms at 10,000 x 256). A larger scope gets an approximate index
-(`gateway.cache.semantic.ann`: faiss's IVF, built in a worker thread, rebuilt each time the scope doubles) that
-proposes rows, which are re-scored exactly here (~0.1 ms at 100,000, where the exact scan takes ~5 ms); until
+(`gateway.cache.semantic.ann`: faiss's IVF with product-coded lists, built in a worker thread, rebuilt each time
+the scope doubles or its stale codes reach half its rows) that proposes rows, which are re-scored exactly here (~0.1 ms at 100,000, where the exact scan takes ~5 ms); until
 its first build is installed, or without faiss, the scope is scanned exactly. An exact scan of a scope of `HALF_MIN_ROWS` rows
 or more goes through an fp16 copy first (`gateway.cache.semantic.half`; made when the scope reaches that size and
 kept up to date by every add), whose proposals are re-scored exactly and used only when provably the float32 scan's
@@ -106,6 +106,9 @@ HALF_MIN_ROWS = 1024
 proposals are re-scored exactly; a smaller one is scanned exactly (~0.03 ms)."""
 HALF_EXTRA = 12
 """The fp16 scan proposes this many more rows than wanted (room for expired rows and near-ties)."""
+INSTALL_ROWS = 256
+"""At most this many rows written during a build are given to the index on the event loop, as it is installed
+(~1.2 ms); more go in from the build's worker thread first (`IndexBuilds`): 17,000 rows took ~80 ms."""
 SEARCHES_KEPT = 32
 """Queries whose result a scope remembers (`ScopeMatrix.search`)."""
 CLASS_SCAN_MAX_ROWS = 1024
@@ -242,30 +245,49 @@ class ScopeMatrix:
         return self._ann is not None
 
     def build_due(self) -> bool:
-        return 0 < self._build_at <= len(self._keys) and self._changed is None
+        """Whether a build should start: none is under way, and the scope reached `_build_at` rows (its first
+        build, then each time it doubles) or its index is worn (`IvfIndex.worn`: rows written again)."""
+        if self._changed is not None:
+            return False
+        return 0 < self._build_at <= len(self._keys) or (self._ann is not None and self._ann.worn())
 
     def start_build(self) -> np.ndarray:
         """The rows to build from (a view, read in the worker thread; rows written meanwhile are noted)."""
         self._changed = set()
         return self._vectors[: len(self._keys)]
 
-    def install(self, index: IvfIndex) -> None:
-        """Use `index` from now on, after giving it the rows written while it was built (in one call: row by row,
-        the ~67,000 rows a 100,000-row mirror's catch-up wrote during its first build held the event loop for
-        seconds). An index the scope outgrew meanwhile (as many rows new as it was built on: it would be rebuilt
-        at once) is dropped instead, and a build of every row is due now."""
+    def outgrown(self, index: IvfIndex) -> bool:
+        """Whether the scope outgrew `index` while it was built (as many rows new as it was built on: it would be
+        rebuilt at once); if so it is dropped, and a build of every row is due now."""
         built = len(index)
+        if sum(1 for row in self._changed or () if row >= built) < built:
+            return False
+        self._changed = None
+        self._build_at = len(self._keys)
+        return True
+
+    def take_changed(self, most: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Up to `most` of the rows written since the build took its rows (the lowest first) and a copy of their
+        vectors, no longer noted as written: for `IndexBuilds` to give them to the index in its worker thread.
+        None while no more than `INSTALL_ROWS` are noted (`install` gives those on the event loop)."""
+        if self._changed is None or len(self._changed) <= INSTALL_ROWS:
+            return None
+        rows = np.fromiter(sorted(self._changed), dtype=np.int64)[:most]
+        self._changed.difference_update(rows.tolist())
+        return rows, self._vectors[rows]
+
+    def install(self, index: IvfIndex) -> None:
+        """Use `index` from now on, after giving it the rows written while it was built and not given to it yet
+        (`take_changed`; in one call: row by row, the ~67,000 rows a 100,000-row mirror's catch-up wrote during its
+        first build held the event loop for seconds)."""
         changed = np.fromiter(sorted(self._changed or ()), dtype=np.int64)
         self._changed = None
-        if int((changed >= built).sum()) >= built:
-            self._build_at = len(self._keys)
-            return
         index.adopt()
-        index.upsert_rows(changed, self._vectors[changed], built)
+        index.upsert_rows(changed, self._vectors[changed], len(index))
         self._ann = index
         self._half = None  # scans go through the approximate index from now on
         self.half_scan = False
-        self._build_at = 2 * built
+        self._build_at = 2 * len(index)
         self._version += 1
 
     def abandon_build(self) -> None:
