@@ -200,7 +200,7 @@ class IvfIndex:
         faiss = _faiss()
         assert faiss is not None
         if self._params is None:
-            bitmap = faiss.IDSelectorBitmap(8 * len(self._dead), faiss.swig_ptr(self._dead))
+            bitmap = faiss.IDSelectorBitmap(len(self._dead), faiss.swig_ptr(self._dead))  # n: the bitmap's bytes
             self._selector = (bitmap, faiss.IDSelectorNot(bitmap))  # both kept: faiss holds raw pointers
             self._params = faiss.SearchParametersIVF(sel=self._selector[1])
         self._params.nprobe = int(self._ivf.nprobe)
