@@ -37,8 +37,8 @@ def unit_rows(n: int, seed: int = 7) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def filled(n: int, *, min_rows: int = 512) -> ScopeMatrix:
-    matrix = ScopeMatrix(DIM, n, ann_min_rows=min_rows)
+def filled(n: int, *, min_rows: int = 512, max_rows: int | None = None) -> ScopeMatrix:
+    matrix = ScopeMatrix(DIM, max_rows or n, ann_min_rows=min_rows)
     for i, vector in enumerate(unit_rows(n)):
         matrix.add(f"k{i}", vector, b"g%d" % i, NOW + 60)
     return matrix
@@ -193,9 +193,7 @@ async def test_the_same_store_read_back_is_not_written_again() -> None:
 async def test_an_index_the_scope_outgrew_during_its_build_is_replaced_by_a_build_of_every_row() -> None:
     """Rows written during a build go into the index in one call; when as many rows were added as the build had
     (a cold mirror's catch-up), that index is dropped and every row is built at once."""
-    matrix = ScopeMatrix(DIM, 3 * ROWS, ann_min_rows=512)
-    for i, vector in enumerate(unit_rows(ROWS)):
-        matrix.add(f"k{i}", vector, b"g%d" % i, NOW + 60)
+    matrix = filled(ROWS, max_rows=3 * ROWS)
     builds = IndexBuilds()
     builds.after_add(matrix)  # built on 2,000 rows
     fresh = unit_rows(ROWS + 1, seed=5)
@@ -406,9 +404,7 @@ async def test_many_rows_written_during_a_build_go_into_the_index_from_the_worke
     thread (`CATCH_UP_ROWS` at a time, 500 here) before it is installed: every one is found, replaced rows by their
     new vector (their old codes stale), and nothing stays noted."""
     monkeypatch.setattr(ann, "CATCH_UP_ROWS", 500)
-    matrix = ScopeMatrix(DIM, 3 * ROWS, ann_min_rows=512)
-    for i, vector in enumerate(unit_rows(ROWS)):
-        matrix.add(f"k{i}", vector, b"g%d" % i, NOW + 60)
+    matrix = filled(ROWS, max_rows=3 * ROWS)
     builds = IndexBuilds()
     builds.after_add(matrix)  # built on 2,000 rows
     fresh = unit_rows(ROWS + 3, seed=5)
