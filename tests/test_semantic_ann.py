@@ -301,8 +301,9 @@ def test_recall_of_the_shipped_probes_among_100000_random_rows() -> None:
     assert len(queries) == 2400 + len(pairs)
     # lost: [bench paraphrases, pair-set paraphrases] per seed. The build's k-means depends on every stored row: with
     # the 1,231-pair set's texts stored the same seeds lost [[0, 1], [0, 0]]; with the 1,403-pair set's, 11 and 49 of
-    # the 2,400 (0.5 % and 2 %); with the 1,415-pair set's, 0 and 1. A first paraphrase of a row at 100,000 may miss that often; a row that has served
-    # a hit is re-scored by every search (`ScopeMatrix.served`), so its later paraphrases do not depend on the build
+    # the 2,400 (0.5 % and 2 %); with the 1,415-pair set's, 0 and 1. A first paraphrase of a row at 100,000 may miss
+    # that often; a row that has served a hit is re-scored by every search (`ScopeMatrix.served`), so its later
+    # paraphrases do not depend on the build. The float16 lists lost the same as the product-coded ones here
     assert found == [[0, 1], [1, 1]]
 
 
@@ -414,7 +415,8 @@ async def test_many_rows_written_during_a_build_go_into_the_index_from_the_worke
         matrix.add(f"k{row}", fresh[ROWS + j], b"moved", NOW + 60)
     await builds.wait()
     assert matrix.approximate and len(matrix._ann) == 2 * ROWS - 1 and matrix._changed is None  # type: ignore[arg-type]
-    assert matrix._ann.stale == 3  # type: ignore[union-attr]
+    assert matrix._ann.stale == 3 and matrix._ann.trained == ROWS  # type: ignore[union-attr]
+    assert matrix._build_at == 2 * ROWS  # the next build when the scope doubles the rows the lists were fitted to
     for i in range(0, ROWS - 1, 97):
         assert [c.entry_key for c in matrix.search(fresh[i], 1, NOW)] == [f"new{i}"]
     for j, row in enumerate((4, 900, 1999)):

@@ -20,7 +20,7 @@ written again keeps its old code (stale: it only proposes the row) and an expire
 search passes to faiss; a scope whose stale codes reach half its rows is rebuilt (`IvfIndex.worn`).
 
 `faiss-cpu` (MIT, Meta) is imported lazily; without it (`available()` is False) every scope is scanned exactly.
-Building (k-means on a sample, then adding every row: ~1.5-3 s at 100,000) runs in a worker thread (faiss releases
+Building (k-means on a sample, then adding every row: ~1.2 s at 100,000 here) runs in a worker thread (faiss releases
 the GIL), once a scope reaches `ScopeMatrix.ann_min_rows` rows, again each time it doubles and when it is worn;
 `IndexBuilds` schedules that for the index that owns the matrices. faiss runs single-threaded here (OpenMP threads
 spinning on shared cores slowed the event loop down).
@@ -48,16 +48,16 @@ MIN_LISTS, MAX_LISTS = 16, 1024
 TRAIN_POINTS_PER_LIST = 64
 """k-means sees at most this many sampled rows per list (faiss wants at least 39)."""
 MIN_PROBES = 16
+PROBE_SHARE = 8
+"""`nprobe` = max(MIN_PROBES, lists / PROBE_SHARE): ~1/8 of the rows are read. Fewer (1/16) lost the bench's
+paraphrase among 10,000 random vectors (no structure: an IVF's worst case) in one build out of two."""
 DIMS_PER_CODE = 4
-BY_RESIDUAL = False
+"""A row's product code has one 4-bit code per this many dimensions (`pq_codes`)."""
 CATCH_UP_ROWS = 4096
 """Rows written during a build are given to the new index in the worker thread this many at a time (their copy,
 taken on the event loop, ~4 MB at 256-d) until few are left for `ScopeMatrix.install`."""
 STALE_SHARE = 2
 """A scope's index is rebuilt once its stale codes (rows written again) reach 1/2 of its rows."""
-PROBE_SHARE = 8
-"""`nprobe` = max(MIN_PROBES, lists / PROBE_SHARE): ~1/8 of the rows are read. Fewer (1/16) lost the bench's
-paraphrase among 10,000 random vectors (no structure: an IVF's worst case) in one build out of two."""
 
 
 def _faiss() -> Any | None:
@@ -90,7 +90,9 @@ class IvfIndex:
     replaced row's old code stays (`stale`: it proposes the row, which is re-scored from its current vector) and a
     row that has expired is hidden from searches by a bitmap (`remove`) until it is written again."""
 
-    __slots__ = ("_ivf", "nlist", "nprobe", "_one", "_rows", "stale", "_dead", "_dead_rows", "_selector", "_params")
+    __slots__ = (
+        "_ivf", "nlist", "nprobe", "_one", "_rows", "trained", "stale", "_dead", "_dead_rows", "_selector", "_params",
+    )
 
     def __init__(self, ivf: Any, nlist: int, nprobe: int, rows: int) -> None:
         self._ivf = ivf
@@ -98,6 +100,8 @@ class IvfIndex:
         self.nprobe = nprobe
         self._one = np.zeros(1, dtype=np.int64)
         self._rows = rows
+        self.trained = rows
+        """The rows it was built on (its lists were fitted to them): `ScopeMatrix` rebuilds it at twice that."""
         self.stale = 0
         """Codes of rows that were written again since (the row's current code is in the index too)."""
         self._dead = np.zeros((rows + 7) // 8 + 1, dtype=np.uint8)
@@ -123,7 +127,7 @@ class IvfIndex:
         ivf = faiss.IndexIVFPQFastScan(
             faiss.IndexFlatIP(dim), dim, nlist, pq_codes(dim), 4, faiss.METRIC_INNER_PRODUCT
         )
-        ivf.by_residual = BY_RESIDUAL
+        ivf.by_residual = False  # codes of the rows themselves, not of their offsets from the list's centroid
         ivf.cp.seed = seed
         ivf.cp.niter = 10
         ivf.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST

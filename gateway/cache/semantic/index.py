@@ -3,12 +3,12 @@
 A lookup in a scope below `ann_min_rows` rows (32,768) is an exact scan of its matrix (one float32
 matrix-vector product, ~0.25 ms at 10,000 x 256). A larger scope gets an approximate index
 (`gateway.cache.semantic.ann`: faiss's IVF with product-coded lists, built in a worker thread, rebuilt each time
-the scope doubles or its stale codes reach half its rows) that proposes rows, which are re-scored exactly here (~0.1 ms at 100,000, where the exact scan takes ~5 ms); until
-its first build is installed, or without faiss, the scope is scanned exactly. An exact scan of a scope of `HALF_MIN_ROWS` rows
-or more goes through an fp16 copy first (`gateway.cache.semantic.half`; made when the scope reaches that size and
-kept up to date by every add), whose proposals are re-scored exactly and used only when provably the float32 scan's
-result. A search told the query's guard classes scans only the rows
-with those classes when they are few (`CLASS_SCAN_MAX_ROWS`, at most 1/`CLASS_SCAN_SHARE` of the scope): a row
+the scope doubles or its stale codes reach half its rows) that proposes rows, which are re-scored exactly here
+(~0.1 ms at 100,000, where the exact scan takes ~5 ms); until its first build is installed, or without faiss, the
+scope is scanned exactly. An exact scan of a scope of `HALF_MIN_ROWS` rows or more goes through an fp16 copy
+first (`gateway.cache.semantic.half`; made when the scope reaches that size and kept up to date by every add), whose
+proposals are re-scored exactly and used only when provably the float32 scan's result. A search told the query's
+guard classes scans only the rows with those classes when they are few (`CLASS_SCAN_MAX_ROWS`, at most 1/`CLASS_SCAN_SHARE` of the scope): a row
 with other classes can never pass the lexical guard, and real prompts spread over many classes (the largest held
 6.1 % of the 10,588 routing-dev prompts and 8.2 % of the 1,250 arena-hard prompts). Scopes are bounded
 (`max_rows_per_scope`, oldest replaced first) and so is the whole index (`max_vectors`, least recently used
@@ -264,7 +264,7 @@ class ScopeMatrix:
     def outgrown(self, index: IvfIndex) -> bool:
         """Whether the scope outgrew `index` while it was built (as many rows new as it was built on: it would be
         rebuilt at once); if so it is dropped, and a build of every row is due now."""
-        built = len(index)
+        built = index.trained
         if sum(1 for row in self._changed or () if row >= built) < built:
             return False
         self._changed = None
@@ -292,7 +292,7 @@ class ScopeMatrix:
         self._ann = index
         self._half = None  # scans go through the approximate index from now on
         self.half_scan = False
-        self._build_at = 2 * len(index)
+        self._build_at = 2 * index.trained
         self._version += 1
 
     def abandon_build(self) -> None:
