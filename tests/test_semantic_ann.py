@@ -422,3 +422,60 @@ async def test_many_rows_written_during_a_build_go_into_the_index_from_the_worke
     for j, row in enumerate((4, 900, 1999)):
         assert [(c.entry_key, c.guard) for c in matrix.search(fresh[ROWS + j], 1, NOW)] == [(f"k{row}", b"moved")]
     await builds.close()
+
+
+async def test_a_worn_index_whose_rebuild_fails_keeps_serving_and_waits_for_its_stale_codes_to_double() -> None:
+    """A failed rebuild of a worn index leaves that index in use, and is not tried again at every add (each try a
+    build of every row in the worker thread) but once the stale codes have doubled."""
+    calls = []
+
+    def first_only(rows: np.ndarray) -> IvfIndex:
+        calls.append(len(rows))
+        if len(calls) > 1:
+            raise RuntimeError("no memory")
+        return IvfIndex.build(rows)
+
+    matrix = filled(ROWS)
+    builds = IndexBuilds(build=first_only)
+    builds.after_add(matrix)
+    await builds.wait()
+    index = matrix._ann
+    fresh = unit_rows(ROWS, seed=41)
+    for i in range(ROWS // 2):  # full: 1,000 rows overwritten, 1,000 stale codes: worn
+        matrix.add(f"new{i}", fresh[i], b"", NOW + 60)
+        builds.after_add(matrix)
+    await builds.wait()
+    assert calls == [ROWS, ROWS] and matrix._ann is index  # the rebuild failed: the index it had serves on
+    assert [c.entry_key for c in matrix.search(fresh[123], 1, NOW)] == ["new123"]
+    for i in range(ROWS // 2, ROWS - 1):  # no new try at every add: 1,999 stale codes are not yet double
+        matrix.add(f"new{i}", fresh[i], b"", NOW + 60)
+        builds.after_add(matrix)
+    await builds.wait()
+    assert calls == [ROWS, ROWS] and not matrix.build_due()
+    matrix.add("last", fresh[ROWS - 1], b"", NOW + 60)  # 2,000 stale codes
+    assert matrix.build_due()
+    await builds.close()
+
+
+async def test_a_failure_while_catching_a_new_index_up_leaves_the_exact_scan_and_no_build_under_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The build succeeded, giving it the rows written meanwhile failed (in the worker thread): the scope keeps its
+    exact scan, no build stays under way (else none would ever start again), the next when the scope doubles."""
+    monkeypatch.setattr(ann, "CATCH_UP_ROWS", 500)
+
+    class CannotCatchUp(IvfIndex):
+        def upsert_rows(self, rows: np.ndarray, vectors: np.ndarray, built: int) -> None:
+            raise RuntimeError("no memory")
+
+    matrix = filled(ROWS, max_rows=3 * ROWS)
+    builds = IndexBuilds(build=CannotCatchUp.build)
+    builds.after_add(matrix)
+    fresh = unit_rows(ROWS - 1, seed=5)
+    for i, vector in enumerate(fresh):  # 1,999 rows written meanwhile: caught up from the worker thread
+        matrix.add(f"new{i}", vector, b"n", NOW + 60)
+    await builds.wait()
+    assert not matrix.approximate and matrix._changed is None and not matrix.build_due()
+    assert matrix._build_at == 2 * (2 * ROWS - 1)
+    assert [c.entry_key for c in matrix.search(fresh[77], 1, NOW)] == ["new77"]
+    await builds.close()

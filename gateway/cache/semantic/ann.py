@@ -91,7 +91,8 @@ class IvfIndex:
     row that has expired is hidden from searches by a bitmap (`remove`) until it is written again."""
 
     __slots__ = (
-        "_ivf", "nlist", "nprobe", "_one", "_rows", "trained", "stale", "_dead", "_dead_rows", "_selector", "_params",
+        "_ivf", "nlist", "nprobe", "_one", "_rows", "trained", "stale", "_worn_floor", "_dead", "_dead_rows",
+        "_selector", "_params",
     )
 
     def __init__(self, ivf: Any, nlist: int, nprobe: int, rows: int) -> None:
@@ -104,6 +105,8 @@ class IvfIndex:
         """The rows it was built on (its lists were fitted to them): `ScopeMatrix` rebuilds it at twice that."""
         self.stale = 0
         """Codes of rows that were written again since (the row's current code is in the index too)."""
+        self._worn_floor = 0
+        """`worn` is False below this many stale codes (`postpone_rebuild`)."""
         self._dead = np.zeros((rows + 7) // 8 + 1, dtype=np.uint8)
         """One bit a row (faiss's `IDSelectorBitmap` order): set while the row is hidden (`remove`)."""
         self._dead_rows = 0
@@ -198,7 +201,11 @@ class IvfIndex:
 
     def worn(self) -> bool:
         """Whether stale codes are `1/STALE_SHARE` of the rows: a rebuild is due (`ScopeMatrix.build_due`)."""
-        return self.stale * STALE_SHARE >= self._rows
+        return self.stale * STALE_SHARE >= self._rows and self.stale >= self._worn_floor
+
+    def postpone_rebuild(self) -> None:
+        """Its rebuild failed: not worn again before its stale codes double (not a new build at every add)."""
+        self._worn_floor = 2 * max(1, self.stale)
 
     def _search_params(self) -> Any:
         faiss = _faiss()
@@ -251,21 +258,18 @@ class IndexBuilds:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slmgw-ann")
         try:
             index = await loop.run_in_executor(self._executor, self._build, rows)
+            if not matrix.outgrown(index):
+                while (taken := matrix.take_changed(CATCH_UP_ROWS)) is not None:  # rows written meanwhile
+                    await loop.run_in_executor(self._executor, index.upsert_rows, *taken, len(index))
+                matrix.install(index)
         except asyncio.CancelledError:
             matrix.abandon_build()
             raise
-        except Exception:  # a failed build leaves the exact scan; it is tried again once the scope doubles
+        except Exception:  # a failed build leaves the scope as it was (the exact scan, or its current index); it is
+            # tried again once the scope doubles (or a worn index's stale codes do)
             log.exception("building the approximate index of a semantic scope failed (%d rows)", len(rows))
             matrix.abandon_build()
             return
-        if not matrix.outgrown(index):
-            try:
-                while (taken := matrix.take_changed(CATCH_UP_ROWS)) is not None:  # rows written meanwhile
-                    await loop.run_in_executor(self._executor, index.upsert_rows, *taken, len(index))
-            except asyncio.CancelledError:
-                matrix.abandon_build()
-                raise
-            matrix.install(index)
         self.after_add(matrix)  # outgrown while it was built: the next build starts now
 
     async def wait(self) -> None:

@@ -298,6 +298,8 @@ class ScopeMatrix:
     def abandon_build(self) -> None:
         self._build_at = 2 * max(len(self._keys), self._build_at)
         self._changed = None
+        if self._ann is not None:
+            self._ann.postpone_rebuild()
 
     def served(self, entry_key: str) -> None:
         """The row of `entry_key` served a semantic hit: every approximate search re-scores it from now on, with
