@@ -465,7 +465,7 @@ async def test_a_failure_while_catching_a_new_index_up_leaves_the_exact_scan_and
     monkeypatch.setattr(ann, "CATCH_UP_ROWS", 500)
 
     class CannotCatchUp(IvfIndex):
-        def upsert_rows(self, rows: np.ndarray, vectors: np.ndarray, built: int) -> None:
+        def upsert_rows(self, rows: np.ndarray, vectors: np.ndarray) -> None:
             raise RuntimeError("no memory")
 
     matrix = filled(ROWS, max_rows=3 * ROWS)

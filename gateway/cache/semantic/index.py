@@ -8,9 +8,10 @@ the scope doubles or its stale codes reach half its rows) that proposes rows, wh
 scope is scanned exactly. An exact scan of a scope of `HALF_MIN_ROWS` rows or more goes through an fp16 copy
 first (`gateway.cache.semantic.half`; made when the scope reaches that size and kept up to date by every add), whose
 proposals are re-scored exactly and used only when provably the float32 scan's result. A search told the query's
-guard classes scans only the rows with those classes when they are few (`CLASS_SCAN_MAX_ROWS`, at most 1/`CLASS_SCAN_SHARE` of the scope): a row
-with other classes can never pass the lexical guard, and real prompts spread over many classes (the largest held
-6.1 % of the 10,588 routing-dev prompts and 8.2 % of the 1,250 arena-hard prompts). Scopes are bounded
+guard classes scans only the rows with those classes when they are few (`CLASS_SCAN_MAX_ROWS`, at most
+1/`CLASS_SCAN_SHARE` of the scope): a row with other classes can never pass the lexical guard, and real prompts
+spread over many classes (the largest held 6.1 % of the 10,588 routing-dev prompts and 8.2 % of the 1,250
+arena-hard prompts). Scopes are bounded
 (`max_rows_per_scope`, oldest replaced first) and so is the whole index (`max_vectors`, least recently used
 scope first).
 
@@ -235,7 +236,7 @@ class ScopeMatrix:
         self._vectors[row] = vector
         self._expires[row] = expires
         if self._ann is not None:
-            self._ann.upsert(row, self._vectors[row], new=new)
+            self._ann.upsert(row, self._vectors[row])
         if self._half is not None:
             self._half.set(row, self._vectors[row])
         elif new and row + 1 == HALF_MIN_ROWS and self.half_scan:  # (off once an approximate index is installed)
@@ -288,7 +289,7 @@ class ScopeMatrix:
         changed = np.fromiter(sorted(self._changed or ()), dtype=np.int64)
         self._changed = None
         index.adopt()
-        index.upsert_rows(changed, self._vectors[changed], len(index))
+        index.upsert_rows(changed, self._vectors[changed])
         self._ann = index
         self._half = None  # scans go through the approximate index from now on
         self.half_scan = False
@@ -430,7 +431,7 @@ class ScopeMatrix:
         if self._served:
             rows = np.union1d(rows, np.fromiter(self._served, dtype=np.int64, count=len(self._served)))
         expired = self._expires[rows] <= now
-        if expired.any():  # out of the index for good (a row written again goes back in)
+        if expired.any():  # hidden by the index from now on (a row written again is shown again)
             for row in rows[expired]:
                 self._ann.remove(int(row))
                 self._served.pop(int(row), None)
